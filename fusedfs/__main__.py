@@ -1,0 +1,7 @@
+"""`python -m fusedfs` is the `fusedfs` command."""
+
+import sys
+
+from fusedfs.cli import main
+
+sys.exit(main())

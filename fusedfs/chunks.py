@@ -1,0 +1,90 @@
+"""Chunk math shared by every part: ids, checksums, and mapping file offsets to chunks.
+
+A file is a sequence of fixed-size chunk slots (`chunk_size` is set per file when it is created).
+Slot i covers bytes [i * chunk_size, (i + 1) * chunk_size). A slot with no chunk, or the part of
+a slot past its chunk's length, is a hole and reads as zeros. Chunks are immutable: changing a
+file writes new chunks and points the slots at them.
+
+Checksums are CRC-32C (hardware-accelerated by the `crc32c` package, about 16 GB/s here): one
+over the whole chunk, kept by the master and checked end to end, and one per BLOCK_SIZE block,
+kept by the keeper so that a partial read can be verified without reading the whole chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import crc32c as _crc32c
+
+MiB = 1 << 20
+
+# 64 KiB blocks, as GFS and MooseFS checksum them.
+BLOCK_SIZE = 64 * 1024
+# The unit data moves in over gRPC: big enough that per-message cost vanishes, small enough that
+# memory stays low.
+PIECE_SIZE = 1 * MiB
+# See docs/design.md "Chunk size" for the measurement behind this default.
+DEFAULT_CHUNK_SIZE = 8 * MiB
+MAX_CHUNK_SIZE = 256 * MiB
+
+_CHUNK_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def crc32c(data: bytes | memoryview, value: int = 0) -> int:
+    """CRC-32C of data, continuing from value."""
+    return int(_crc32c.crc32c(data, value))
+
+
+def block_crcs(data: bytes | memoryview) -> list[int]:
+    """CRC-32C of each BLOCK_SIZE block of data (the last one may be short)."""
+    view = memoryview(data)
+    return [crc32c(view[i : i + BLOCK_SIZE]) for i in range(0, len(view), BLOCK_SIZE)]
+
+
+def format_chunk_id(number: int) -> str:
+    return f"{number:016x}"
+
+
+def is_valid_chunk_id(chunk_id: str) -> bool:
+    """True for the only form a chunk id takes: 16 lowercase hex digits (so never a path)."""
+    return _CHUNK_ID.fullmatch(chunk_id) is not None
+
+
+def parse_chunk_id(chunk_id: str) -> int:
+    if not is_valid_chunk_id(chunk_id):
+        raise ValueError(f"bad chunk id {chunk_id!r}")
+    return int(chunk_id, 16)
+
+
+@dataclass(frozen=True)
+class Span:
+    """The part of one chunk slot that a byte range of a file touches."""
+
+    index: int  # chunk slot
+    offset: int  # offset within the slot
+    length: int
+
+
+def spans(offset: int, length: int, chunk_size: int) -> Iterator[Span]:
+    """Splits the file range [offset, offset + length) at chunk slot boundaries."""
+    end = offset + length
+    while offset < end:
+        index, within = divmod(offset, chunk_size)
+        step = min(chunk_size - within, end - offset)
+        yield Span(index, within, step)
+        offset += step
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    """How many slots a file of size bytes spans."""
+    return -(-size // chunk_size)
+
+
+def aligned_range(offset: int, length: int, stored_length: int) -> tuple[int, int]:
+    """The block-aligned range of a chunk to read so that [offset, offset+length) can be verified."""
+    end = min(offset + length, stored_length)
+    start = offset - offset % BLOCK_SIZE
+    aligned_end = min(-(-end // BLOCK_SIZE) * BLOCK_SIZE, stored_length)
+    return start, max(0, aligned_end - start)

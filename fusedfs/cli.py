@@ -1,0 +1,153 @@
+"""The `fusedfs` command: one entry point for every part.
+
+    fusedfs master [--listen HOST:PORT] [--data DIR]     the metadata server
+    fusedfs keeper MASTER [--listen HOST:PORT] [--data DIR]   a chunk server
+    fusedfs client MASTER upload|download|ls|rm|mkdir|status ...
+    fusedfs up [--data DIR]                              master + 3 keepers on loopback
+
+A mistake on the command line, or any failure, is one readable line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from fusedfs.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MiB
+from fusedfs.client import cli as client_cli
+from fusedfs.errors import FsError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fusedfs", description="A replicated distributed file system.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    sub = parser.add_subparsers(dest="part", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    master = sub.add_parser("master", help="run the master (namespace and chunk placement)")
+    master.add_argument("--listen", default="0.0.0.0:3000", metavar="HOST:PORT", help="default 0.0.0.0:3000")
+    master.add_argument("--data", type=Path, default=Path("fusedfs-master"), metavar="DIR",
+                        help="metadata folder (default ./fusedfs-master)")
+    master.add_argument("--goal", type=int, default=3, help="copies of every chunk (default 3)")
+    master.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE // MiB, metavar="MiB",
+                        help=f"chunk size for new files (default {DEFAULT_CHUNK_SIZE // MiB})")
+    master.add_argument("--dead-after", type=_positive, default=3.0, metavar="SECONDS",
+                        help="silence after which a keeper is dead (default 3)")
+    master.add_argument("--gc-grace", type=float, default=60.0, metavar="SECONDS",
+                        help="keep unreferenced chunks this long for reads in progress (default 60)")
+    master.add_argument("--upload-lease", type=_positive, default=3600.0, metavar="SECONDS",
+                        help="how long an unfinished upload's chunks are kept (default 3600)")
+    master.add_argument("--repair-jobs", type=int, default=2, metavar="N",
+                        help="concurrent repair copies per keeper (default 2)")
+    master.set_defaults(run=run_master)
+
+    keeper = sub.add_parser("keeper", help="run a keeper (chunk server)")
+    keeper.add_argument("master", metavar="MASTER", help="the master's HOST[:PORT]")
+    keeper.add_argument("--listen", default="0.0.0.0:3001", metavar="HOST:PORT", help="default 0.0.0.0:3001")
+    keeper.add_argument("--advertise", metavar="HOST:PORT", help="address others reach this keeper at")
+    keeper.add_argument("--data", type=Path, default=Path("fusedfs-keeper"), metavar="DIR",
+                        help="chunk folder (default ./fusedfs-keeper)")
+    keeper.add_argument("--heartbeat", type=_positive, default=1.0, metavar="SECONDS", help="default 1")
+    keeper.add_argument("--reserve", type=int, default=256, metavar="MiB",
+                        help="disk space to leave free (default 256)")
+    keeper.set_defaults(run=run_keeper)
+
+    client_cli.add_parser(sub)
+
+    up = sub.add_parser("up", help="run master + 3 keepers on loopback (the embedded default)")
+    up.add_argument("--data", type=Path, default=Path("fusedfs-data"), metavar="DIR",
+                    help="folder for all data (default ./fusedfs-data)")
+    up.add_argument("--port", type=int, default=3000, help="master port; keepers use the next ones (default 3000)")
+    up.add_argument("--keepers", type=int, default=3, help="how many keepers (default 3)")
+    up.set_defaults(run=run_up)
+    return parser
+
+
+def _serve_until_signal(stop: object) -> None:
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    stop()  # type: ignore[operator]
+
+
+def run_master(args: argparse.Namespace) -> int:
+    from fusedfs.master.cluster import Settings
+    from fusedfs.master.server import MasterServer
+
+    if not 1 <= args.goal <= 16:
+        raise FsError(22, f"--goal {args.goal} is out of range (1..16)")
+    if not 1 <= args.chunk_size <= MAX_CHUNK_SIZE // MiB:
+        raise FsError(22, f"--chunk-size {args.chunk_size} is out of range (1..{MAX_CHUNK_SIZE // MiB})")
+    settings = Settings(goal=args.goal, dead_after=args.dead_after, chunk_size=args.chunk_size * MiB,
+                        gc_grace=args.gc_grace, upload_lease=args.upload_lease,
+                        max_jobs_per_keeper=max(1, args.repair_jobs))
+    server = MasterServer(args.data, args.listen, settings)
+    server.start()
+    logging.getLogger("fusedfs").info("master listening on %s (data in %s, goal %d)", args.listen, args.data,
+                                      args.goal)
+    _serve_until_signal(server.stop)
+    return 0
+
+
+def run_keeper(args: argparse.Namespace) -> int:
+    from fusedfs.client.cli import master_address
+    from fusedfs.keeper.chunkstore import ChunkStore
+    from fusedfs.keeper.node import KeeperNode
+
+    store = ChunkStore(args.data, reserve_bytes=args.reserve * MiB)
+    node = KeeperNode(master_address(args.master), store, args.listen, args.advertise, args.heartbeat)
+    node.start()
+    _serve_until_signal(node.stop)
+    return 0
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from fusedfs.local import run_local_cluster
+
+    return run_local_cluster(args.data, args.port, args.keepers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("fusedfs").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if args.part == "client" and not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        return int(args.run(args))
+    except FsError as e:
+        print(f"fusedfs: error: {e.message}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # bad addresses and similar argument mistakes found late
+        print(f"fusedfs: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"fusedfs: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""`fusedfs client MASTER COMMAND ...`: use the cluster without mounting it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from fusedfs.client.files import FileClient
+from fusedfs.client.master import MasterClient
+from fusedfs.grpcutil import format_address, parse_address
+from fusedfs.rpc import common_pb2 as cp
+from fusedfs.rpc import master_pb2 as mp
+
+DEFAULT_MASTER_PORT = 3000
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("client", help="upload, download and list without mounting")
+    parser.add_argument("master", metavar="MASTER", help="the master's HOST[:PORT] (port 3000 by default)")
+    parser.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                        help="how long to wait for an unreachable cluster before failing (default 30)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = commands.add_parser("upload", help="store a local file (or - for stdin) as NAME")
+    up.add_argument("name", metavar="NAME", help="path in the file system, e.g. /a/b.txt")
+    up.add_argument("path", metavar="PATH", nargs="?", help="local file (default: NAME's last part; - reads stdin)")
+    down = commands.add_parser("download", help="fetch NAME into a local file (or - for stdout)")
+    down.add_argument("name", metavar="NAME")
+    down.add_argument("path", metavar="PATH", nargs="?", help="local file (default: NAME's last part; - is stdout)")
+    ls = commands.add_parser("ls", help="list a directory")
+    ls.add_argument("name", metavar="DIR", nargs="?", default="/")
+    rm = commands.add_parser("rm", help="remove a file or an empty directory")
+    rm.add_argument("name", metavar="NAME")
+    mkdir = commands.add_parser("mkdir", help="create a directory (and missing parents with -p)")
+    mkdir.add_argument("name", metavar="DIR")
+    mkdir.add_argument("-p", "--parents", action="store_true")
+    status = commands.add_parser("status", help="keepers and chunk health")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=run)
+
+
+def master_address(text: str) -> str:
+    host, port = parse_address(text, DEFAULT_MASTER_PORT)
+    return format_address(host, port)
+
+
+def run(args: argparse.Namespace) -> int:
+    master = MasterClient(master_address(args.master), wait=args.wait)
+    files = FileClient(master)
+    name = getattr(args, "name", "/")
+    if args.command in ("upload", "download", "rm", "mkdir", "ls") and not name.startswith("/"):
+        name = "/" + name
+    if args.command == "upload":
+        local = args.path or os.path.basename(name)
+        with _open_local(local, "rb") as source:
+            total = os.fstat(source.fileno()).st_size if local != "-" else None
+            mode = stat.S_IMODE(os.fstat(source.fileno()).st_mode) if local != "-" else 0o644
+            with _progress(total, f"upload {name}") as progress:
+                attr = files.upload(source, name, mode=mode, progress=progress)
+        print(f"uploaded {name} ({_size(attr.size)})", file=sys.stderr)
+    elif args.command == "download":
+        local = args.path or os.path.basename(name.rstrip("/"))
+        total = files.stat(name).size
+        _download(files, name, local, total)
+    elif args.command == "ls":
+        for entry, attr in files.listdir(name):
+            kind = "d" if stat.S_ISDIR(attr.mode) else "l" if stat.S_ISLNK(attr.mode) else "-"
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(attr.mtime_ns / 1e9))
+            suffix = "/" if kind == "d" else ""
+            print(f"{kind}{stat.filemode(attr.mode)[1:]} {attr.size:>14} {when} {os.fsdecode(entry)}{suffix}")
+    elif args.command == "rm":
+        files.remove(name)
+    elif args.command == "mkdir":
+        (files.makedirs if args.parents else files.mkdir)(name)
+    elif args.command == "status":
+        _status(master, args.json)
+    return 0
+
+
+def _download(files: FileClient, name: str, local: str, total: int) -> None:
+    if local == "-":
+        with _progress(None, f"download {name}") as progress:
+            files.download(name, sys.stdout.buffer, progress=progress)
+        return
+    # Into a temporary name first: a failed download never leaves a truncated file behind.
+    partial = f"{local}.fusedfs-part"
+    try:
+        with open(partial, "wb") as sink, _progress(total, f"download {name}") as progress:
+            files.download(name, sink, progress=progress)  # type: ignore[arg-type]
+        os.replace(partial, local)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+    print(f"downloaded {name} to {local} ({_size(total)})", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _open_local(path: str, mode: str) -> Iterator[BinaryIO]:
+    if path == "-":
+        yield sys.stdin.buffer if "r" in mode else sys.stdout.buffer
+        return
+    with open(path, mode) as f:
+        yield f  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def _progress(total: int | None, label: str) -> Iterator[object]:
+    """A progress bar on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _status(master: MasterClient, as_json: bool) -> None:
+    reply: mp.StatusReply = master.call("Status", cp.Empty())
+    if as_json:
+        print(json.dumps({
+            "keepers": [
+                {"id": k.keeper_id, "address": k.address, "alive": k.alive, "capacity_bytes": k.capacity_bytes,
+                 "used_bytes": k.used_bytes, "free_bytes": k.free_bytes, "chunks": k.chunks, "load": k.load,
+                 "seconds_since_heartbeat": round(k.seconds_since_heartbeat, 3)}
+                for k in reply.keepers
+            ],
+            "chunks": {
+                "total": reply.chunks.total, "under_replicated": reply.chunks.under_replicated,
+                "over_replicated": reply.chunks.over_replicated, "lost": reply.chunks.lost,
+                "repairs_in_flight": reply.chunks.repairs_in_flight, "garbage": reply.chunks.garbage,
+            },
+            "files": reply.files,
+            "directories": reply.directories,
+            "goal": reply.goal,
+            "chunk_size": reply.chunk_size,
+        }, indent=2))
+        return
+    print(f"{'KEEPER':<12} {'ADDRESS':<22} {'STATE':<5} {'CAPACITY':>10} {'USED':>10} {'FREE':>10} {'CHUNKS':>7} {'LOAD':>4} {'SEEN':>6}")
+    for k in reply.keepers:
+        print(f"{k.keeper_id[:12]:<12} {k.address:<22} {'up' if k.alive else 'DEAD':<5} {_size(k.capacity_bytes):>10} "
+              f"{_size(k.used_bytes):>10} {_size(k.free_bytes):>10} {k.chunks:>7} {k.load:>4} "
+              f"{k.seconds_since_heartbeat:>5.1f}s")
+    c = reply.chunks
+    print(f"\nchunks: {c.total} in files, goal {reply.goal} copies: {c.under_replicated} under-replicated, "
+          f"{c.over_replicated} over-replicated, {c.lost} lost, {c.repairs_in_flight} repairs in flight, "
+          f"{c.garbage} garbage")
+    print(f"files: {reply.files}, directories: {reply.directories}")

@@ -1,0 +1,82 @@
+"""gRPC plumbing every part shares: addresses, channel and server options, a channel pool."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+
+import grpc
+
+from fusedfs.chunks import MiB
+
+# Chunk reports of big keepers and directory pages can exceed gRPC's default 4 MiB.
+MAX_MESSAGE = 64 * MiB
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    # Notice a dead peer on an idle connection within seconds, not minutes.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    # Reconnect quickly after a restart instead of backing off for up to two minutes.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    ("grpc.min_reconnect_backoff_ms", 200),
+]
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+]
+
+
+def parse_address(address: str, default_port: int | None = None) -> tuple[str, int]:
+    """Splits HOST:PORT (or HOST with a default port); raises ValueError with a readable reason."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ValueError(f"address {address!r} needs a port, as HOST:PORT")
+        host, port_text = address, str(default_port)
+    if not host:
+        raise ValueError(f"address {address!r} has no host")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"address {address!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"address {address!r}: port {port} is out of range")
+    return host.strip("[]"), port
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def make_server(max_workers: int) -> grpc.Server:
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=SERVER_OPTIONS,
+    )
+
+
+class ChannelPool:
+    """One channel per address, shared by every caller in the process (channels multiplex)."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, address: str) -> grpc.Channel:
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                self._channels[address] = channel
+            return channel
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()

@@ -1,0 +1,315 @@
+"""Chunks on a keeper's local disk: the file format, atomic writes and verified reads.
+
+Layout of the data folder:
+    keeper-id            this keeper's identity (a UUID), made on first start
+    chunks/XY/<id>       one file per chunk; XY is the id's last two hex digits (256-way fan-out)
+    tmp/                 chunks being written; emptied at start, so an interrupted write leaves nothing
+
+A chunk file is a header, the CRC-32C of every BLOCK_SIZE block, padding to a 4 KiB boundary,
+then the data:
+    magic "FDFSCHK1" | version u32 | block_size u32 | length u64 | chunk crc32c u32 | block count u32
+A chunk is written to tmp/, fsynced, then renamed into chunks/ and the folder fsynced: a chunk
+file either is whole and durable, or does not exist. Every read checks the blocks it returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, PIECE_SIZE, crc32c, is_valid_chunk_id
+from fusedfs.errors import FsError
+
+MAGIC = b"FDFSCHK1"
+VERSION = 1
+HEADER = struct.Struct("<8sIIQII")
+ALIGN = 4096
+
+
+class CorruptChunk(Exception):
+    """A chunk file does not match its checksums (bit rot, a torn or tampered file)."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    offset: int
+    data: bytes
+    block_crcs: list[int]
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    length: int
+    crc: int
+
+
+def _data_offset(length: int) -> int:
+    blocks = -(-length // BLOCK_SIZE)
+    return -(-(HEADER.size + 4 * blocks) // ALIGN) * ALIGN
+
+
+def _check_id(chunk_id: str) -> None:
+    if not is_valid_chunk_id(chunk_id):
+        raise FsError(errno.EINVAL, f"invalid chunk id {chunk_id[:40]!r}: must be 16 lowercase hex digits")
+
+
+class ChunkWriter:
+    """Receives one chunk's bytes in order, then commits it atomically (or aborts)."""
+
+    def __init__(self, store: ChunkStore, chunk_id: str, length: int, crc: int) -> None:
+        self._store = store
+        self.chunk_id = chunk_id
+        self.length = length
+        self.crc = crc
+        self._tmp = store.root / "tmp" / f"{chunk_id}.{uuid.uuid4().hex[:8]}"
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._data_offset = _data_offset(length)
+        self._written = 0
+        self._running_crc = 0
+        self._block_crcs: list[int] = []
+        self._block_crc = 0
+        self._block_fill = 0
+
+    def write(self, data: bytes) -> None:
+        if self._written + len(data) > self.length:
+            raise FsError(errno.EINVAL, f"chunk {self.chunk_id}: more data than the announced {self.length} bytes")
+        try:
+            os.pwrite(self._fd, data, self._data_offset + self._written)
+        except OSError as e:
+            raise _disk_error(e) from e
+        self._written += len(data)
+        self._running_crc = crc32c(data, self._running_crc)
+        view = memoryview(data)
+        while view:
+            take = min(BLOCK_SIZE - self._block_fill, len(view))
+            self._block_crc = crc32c(view[:take], self._block_crc)
+            self._block_fill += take
+            view = view[take:]
+            if self._block_fill == BLOCK_SIZE:
+                self._block_crcs.append(self._block_crc)
+                self._block_crc = self._block_fill = 0
+
+    def commit(self) -> None:
+        """Checks length and checksum, makes the chunk durable and visible; aborts on any failure."""
+        try:
+            if self._written != self.length:
+                raise FsError(errno.EINVAL, f"chunk {self.chunk_id}: got {self._written} of {self.length} bytes")
+            if self._running_crc != self.crc:
+                raise FsError(errno.EINVAL, f"chunk {self.chunk_id}: checksum mismatch, data damaged in transit")
+            if self._block_fill:
+                self._block_crcs.append(self._block_crc)
+            header = HEADER.pack(MAGIC, VERSION, BLOCK_SIZE, self.length, self.crc, len(self._block_crcs))
+            header += struct.pack(f"<{len(self._block_crcs)}I", *self._block_crcs)
+            try:
+                os.pwrite(self._fd, header, 0)
+                os.fsync(self._fd)
+            except OSError as e:
+                raise _disk_error(e) from e
+            os.close(self._fd)
+            self._fd = -1
+            self._store._install(self._tmp, self.chunk_id, self._data_offset + self.length)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._tmp.unlink(missing_ok=True)
+
+
+def _disk_error(e: OSError) -> FsError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return FsError(errno.ENOSPC, "keeper disk is full")
+    return FsError(errno.EIO, f"keeper disk error: {e.strerror}")
+
+
+class ChunkStore:
+    """The chunks in one data folder, with a log of what changed since the master last heard."""
+
+    def __init__(self, root: Path, reserve_bytes: int = 0) -> None:
+        self.root = root
+        self.reserve_bytes = reserve_bytes
+        self._lock = threading.Lock()
+        self._sizes: dict[str, int] = {}
+        self._added: set[str] = set()
+        self._removed: set[str] = set()
+        (root / "chunks").mkdir(parents=True, exist_ok=True)
+        tmp = root / "tmp"
+        tmp.mkdir(exist_ok=True)
+        for leftover in tmp.iterdir():  # interrupted writes: never acknowledged, so never needed
+            leftover.unlink()
+        for sub in (root / "chunks").iterdir():
+            for path in sub.iterdir():
+                if is_valid_chunk_id(path.name):
+                    self._sizes[path.name] = path.stat().st_size
+                else:
+                    path.unlink()
+
+    def keeper_id(self) -> str:
+        """This keeper's identity, created on first use and kept across restarts."""
+        path = self.root / "keeper-id"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(uuid.uuid4().hex + "\n")
+            os.replace(tmp, path)
+        return path.read_text().strip()
+
+    def _path(self, chunk_id: str) -> Path:
+        return self.root / "chunks" / chunk_id[-2:] / chunk_id
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def begin_write(self, chunk_id: str, length: int, crc: int) -> ChunkWriter:
+        _check_id(chunk_id)
+        if not 0 < length <= MAX_CHUNK_SIZE:
+            raise FsError(errno.EINVAL, f"chunk length {length} is out of range (1..{MAX_CHUNK_SIZE})")
+        if self.free_bytes() < length + ALIGN:
+            raise FsError(errno.ENOSPC, "keeper disk is full")
+        return ChunkWriter(self, chunk_id, length, crc)
+
+    def _install(self, tmp: Path, chunk_id: str, size: int) -> None:
+        final = self._path(chunk_id)
+        final.parent.mkdir(exist_ok=True)
+        os.replace(tmp, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        with self._lock:
+            self._sizes[chunk_id] = size
+            self._added.add(chunk_id)
+            self._removed.discard(chunk_id)
+
+    def delete(self, chunk_id: str) -> None:
+        _check_id(chunk_id)
+        self._path(chunk_id).unlink(missing_ok=True)
+        with self._lock:
+            if self._sizes.pop(chunk_id, None) is not None:
+                self._removed.add(chunk_id)
+                self._added.discard(chunk_id)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def info(self, chunk_id: str) -> ChunkInfo:
+        _check_id(chunk_id)
+        with self._open(chunk_id) as f:
+            length, crc, _ = self._read_header(chunk_id, f)
+            return ChunkInfo(length, crc)
+
+    def _open(self, chunk_id: str):  # type: ignore[no-untyped-def]
+        try:
+            return open(self._path(chunk_id), "rb", buffering=0)
+        except FileNotFoundError:
+            with self._lock:
+                if self._sizes.pop(chunk_id, None) is not None:  # deleted behind our back
+                    self._removed.add(chunk_id)
+            raise FsError(errno.ENOENT, f"chunk {chunk_id} is not on this keeper") from None
+
+    def _read_header(self, chunk_id: str, f) -> tuple[int, int, list[int]]:  # type: ignore[no-untyped-def]
+        raw = f.read(HEADER.size)
+        if len(raw) < HEADER.size:
+            raise CorruptChunk(f"chunk {chunk_id}: truncated header")
+        magic, version, block_size, length, crc, blocks = HEADER.unpack(raw)
+        if magic != MAGIC or version != VERSION or block_size != BLOCK_SIZE or blocks != -(-length // BLOCK_SIZE):
+            raise CorruptChunk(f"chunk {chunk_id}: bad header")
+        raw_crcs = f.read(4 * blocks)
+        if len(raw_crcs) != 4 * blocks:
+            raise CorruptChunk(f"chunk {chunk_id}: truncated checksums")
+        return length, crc, list(struct.unpack(f"<{blocks}I", raw_crcs))
+
+    def read(self, chunk_id: str, offset: int = 0, length: int = 0) -> Iterator[Piece]:
+        """Yields verified, block-aligned pieces covering [offset, offset + length) of the chunk.
+
+        Raises CorruptChunk on the first block that fails its checksum (the caller reports it).
+        """
+        _check_id(chunk_id)
+        f = self._open(chunk_id)
+        with f:
+            stored, _, crcs = self._read_header(chunk_id, f)
+            if offset > stored:
+                raise FsError(errno.EINVAL, f"offset {offset} is past the chunk's end ({stored})")
+            end = stored if length == 0 else min(stored, offset + length)
+            pos = offset - offset % BLOCK_SIZE
+            data_offset = _data_offset(stored)
+            fd = f.fileno()
+            while pos < end:
+                size = min(PIECE_SIZE, stored - pos, -(-(end - pos) // BLOCK_SIZE) * BLOCK_SIZE)
+                data = os.pread(fd, size, data_offset + pos)
+                if len(data) != size:
+                    raise CorruptChunk(f"chunk {chunk_id}: file is shorter than its header says")
+                first = pos // BLOCK_SIZE
+                piece_crcs = crcs[first : first + -(-size // BLOCK_SIZE)]
+                view = memoryview(data)
+                for i, expected in enumerate(piece_crcs):
+                    if crc32c(view[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE]) != expected:
+                        raise CorruptChunk(f"chunk {chunk_id}: block {first + i} fails its checksum")
+                yield Piece(pos, data, piece_crcs)
+                pos += size
+
+    def verify(self, chunk_id: str) -> bool:
+        """Reads the whole chunk and checks every block and the chunk checksum."""
+        try:
+            info = self.info(chunk_id)
+            running = 0
+            for piece in self.read(chunk_id):
+                running = crc32c(piece.data, running)
+            if running != info.crc:
+                raise CorruptChunk(f"chunk {chunk_id}: chunk checksum mismatch")
+            return True
+        except CorruptChunk:
+            return False
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def has(self, chunk_id: str) -> bool:
+        with self._lock:
+            return chunk_id in self._sizes
+
+    def chunk_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._sizes)
+
+    def full_report(self) -> list[str]:
+        """Every chunk held, and a fresh start for the change log (the report supersedes it)."""
+        with self._lock:
+            self._added.clear()
+            self._removed.clear()
+            return list(self._sizes)
+
+    def drain_changes(self) -> tuple[list[str], list[str]]:
+        with self._lock:
+            added, removed = list(self._added), list(self._removed)
+            self._added.clear()
+            self._removed.clear()
+            return added, removed
+
+    def restore_changes(self, added: list[str], removed: list[str]) -> None:
+        """Puts back changes a heartbeat failed to deliver (newer changes win)."""
+        with self._lock:
+            for c in added:
+                if c in self._sizes and c not in self._removed:
+                    self._added.add(c)
+            for c in removed:
+                if c not in self._sizes and c not in self._added:
+                    self._removed.add(c)
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def capacity_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_blocks * st.f_frsize
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return max(0, st.f_bavail * st.f_frsize - self.reserve_bytes)

@@ -1,0 +1,195 @@
+"""A running keeper: its gRPC server, the heartbeat loop, and the commands the master sends back.
+
+The heartbeat (every second by default) carries capacity, free space, load and the chunks added
+or removed since the last one; the first contact, and any contact after the master lost track of
+this keeper, is a registration with the full chunk list, from which the master rebuilds where
+every replica lives (as GFS does). The master's answer carries commands: delete garbage, copy a
+chunk to another keeper (re-replication), verify a chunk a client found bad.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+from concurrent import futures
+
+import grpc
+
+from fusedfs.errors import FsError
+from fusedfs.grpcutil import ChannelPool, format_address, make_server, parse_address
+from fusedfs.keeper.chunkstore import ChunkStore, CorruptChunk
+from fusedfs.keeper.service import KeeperService, LoadGauge
+from fusedfs.rpc import common_pb2 as cp
+from fusedfs.rpc import keeper_pb2 as kp
+from fusedfs.rpc import keeper_pb2_grpc
+from fusedfs.rpc import master_pb2 as mp
+from fusedfs.rpc import master_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+COPY_TIMEOUT = 300.0
+
+
+def _route_address(master: str) -> str:
+    """The local address this machine uses to reach the master (no packet is sent)."""
+    host, port = parse_address(master)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((host, port))
+        return str(s.getsockname()[0])
+
+
+class KeeperNode:
+    def __init__(
+        self,
+        master: str,
+        store: ChunkStore,
+        listen: str,
+        advertise: str | None = None,
+        heartbeat_interval: float = 1.0,
+        copy_workers: int = 2,
+    ) -> None:
+        self.master = master
+        self.store = store
+        self.keeper_id = store.keeper_id()
+        self.heartbeat_interval = heartbeat_interval
+        self.pool = ChannelPool()
+        self.load = LoadGauge()
+        self._stop = threading.Event()
+        self._copies = futures.ThreadPoolExecutor(max_workers=copy_workers, thread_name_prefix="copy")
+        self._copies_done: list[mp.CopyResult] = []
+        self._copies_lock = threading.Lock()
+
+        self.server = make_server(max_workers=64)
+        keeper_pb2_grpc.add_KeeperServicer_to_server(
+            KeeperService(store, self.keeper_id, self.pool, self.load), self.server
+        )
+        host, _ = parse_address(listen)
+        port = self.server.add_insecure_port(listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        if advertise:
+            self.address = advertise
+        else:
+            wildcard = host in ("0.0.0.0", "::", "")
+            self.address = format_address(_route_address(master) if wildcard else host, port)
+        self._master_stub = master_pb2_grpc.MasterStub(self.pool.get(master))
+
+    def start(self) -> None:
+        self.server.start()
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        log.info("keeper %s serving on %s, master %s", self.keeper_id, self.address, self.master)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.stop(grace=2).wait()
+        self._copies.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+    # --- heartbeats ------------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        registered = False
+        while not self._stop.is_set():
+            try:
+                if not registered:
+                    self._register()
+                    registered = True
+                    log.info("registered with master %s", self.master)
+                registered = self._heartbeat()
+            except grpc.RpcError as e:
+                if registered:
+                    log.warning("master %s unreachable: %s", self.master, e.code() if isinstance(e, grpc.Call) else e)
+                registered = False
+            except Exception:  # a bug must not silence the keeper; keep heartbeating
+                log.exception("heartbeat failed")
+            self._stop.wait(self.heartbeat_interval)
+
+    def _register(self) -> None:
+        request = mp.RegisterKeeperRequest(
+            keeper=cp.KeeperRef(keeper_id=self.keeper_id, address=self.address),
+            capacity_bytes=self.store.capacity_bytes(),
+            used_bytes=self.store.used_bytes(),
+            free_bytes=self.store.free_bytes(),
+            chunk_ids=self.store.full_report(),
+        )
+        self._master_stub.RegisterKeeper(request, timeout=30)
+
+    def _heartbeat(self) -> bool:
+        """Sends one heartbeat and carries out the answer; False if the master wants a registration."""
+        added, removed = self.store.drain_changes()
+        with self._copies_lock:
+            done, self._copies_done = self._copies_done, []
+        request = mp.HeartbeatRequest(
+            keeper_id=self.keeper_id,
+            capacity_bytes=self.store.capacity_bytes(),
+            used_bytes=self.store.used_bytes(),
+            free_bytes=self.store.free_bytes(),
+            load=self.load.value,
+            added=added,
+            removed=removed,
+            copies_done=done,
+        )
+        try:
+            reply = self._master_stub.Heartbeat(request, timeout=max(2.0, 2 * self.heartbeat_interval))
+        except grpc.RpcError:
+            self.store.restore_changes(added, removed)
+            with self._copies_lock:
+                self._copies_done[:0] = done
+            raise
+        if reply.reregister:
+            return False
+        for chunk_id in reply.delete:
+            self.store.delete(chunk_id)
+        for command in reply.copy:
+            self._copies.submit(self._copy, command)
+        for chunk_id in reply.verify:
+            self._copies.submit(self._verify, chunk_id)
+        return True
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def _copy(self, command: mp.CopyCommand) -> None:
+        """Streams a local chunk to another keeper (re-replication)."""
+        result = mp.CopyResult(chunk_id=command.chunk_id, target_id=command.target.keeper_id, ok=False)
+        try:
+            info = self.store.info(command.chunk_id)
+            header = kp.WriteChunkHeader(chunk_id=command.chunk_id, length=info.length, crc32c=info.crc)
+
+            def messages():  # type: ignore[no-untyped-def]
+                yield kp.WriteChunkMessage(header=header)
+                for piece in self.store.read(command.chunk_id):
+                    yield kp.WriteChunkMessage(data=piece.data)
+
+            stub = keeper_pb2_grpc.KeeperStub(self.pool.get(command.target.address))
+            stub.WriteChunk(messages(), timeout=COPY_TIMEOUT)
+            result.ok = True
+        except CorruptChunk as e:
+            log.warning("%s; deleting this replica", e)
+            self.store.delete(command.chunk_id)
+            result.error = str(e)
+        except FsError as e:
+            result.error = e.message
+        except grpc.RpcError as e:
+            result.error = f"copy to {command.target.address} failed: {e.code().name if isinstance(e, grpc.Call) else e}"
+        except Exception as e:
+            log.exception("copy of %s failed", command.chunk_id)
+            result.error = repr(e)
+        if result.error:
+            log.warning("copy of %s to %s: %s", command.chunk_id, command.target.address, result.error)
+        with self._copies_lock:
+            self._copies_done.append(result)
+
+    def _verify(self, chunk_id: str) -> None:
+        try:
+            if not self.store.verify(chunk_id):
+                log.warning("chunk %s fails its checksum; deleting this replica", chunk_id)
+                self.store.delete(chunk_id)
+        except FsError as e:
+            if e.errno != errno.ENOENT:
+                log.warning("verify %s: %s", chunk_id, e.message)

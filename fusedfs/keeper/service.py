@@ -1,0 +1,158 @@
+"""The keeper's gRPC servicer: thin glue between the wire and the ChunkStore.
+
+WriteChunk forwards each piece downstream as it arrives (a pipeline, as HDFS and GFS push data),
+so a chunk crosses each link once and no keeper buffers it whole.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+
+import grpc
+
+from fusedfs.chunks import BLOCK_SIZE
+from fusedfs.errors import FsError, abort_with
+from fusedfs.grpcutil import ChannelPool
+from fusedfs.keeper.chunkstore import ChunkStore, CorruptChunk
+from fusedfs.rpc import keeper_pb2 as kp
+from fusedfs.rpc import keeper_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WRITE_TIMEOUT = 120.0
+_QUEUE_DEPTH = 4
+_END = object()
+
+
+class LoadGauge:
+    """How many requests are in progress: the load a keeper reports to the master."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.value += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.value -= 1
+
+
+class Forwarder:
+    """Streams one chunk to the next keeper of a pipeline while the local copy is written."""
+
+    def __init__(self, pool: ChannelPool, header: kp.WriteChunkHeader, timeout: float) -> None:
+        self.target = header.downstream[0]
+        first = kp.WriteChunkHeader(
+            chunk_id=header.chunk_id, length=header.length, crc32c=header.crc32c, downstream=header.downstream[1:]
+        )
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self._queue.put(kp.WriteChunkMessage(header=first))
+        stub = keeper_pb2_grpc.KeeperStub(pool.get(self.target.address))
+        self._future = stub.WriteChunk.future(self._messages(), timeout=timeout)
+
+    def _messages(self) -> Iterator[kp.WriteChunkMessage]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            assert isinstance(item, kp.WriteChunkMessage)
+            yield item
+
+    def send(self, message: kp.WriteChunkMessage) -> None:
+        while not self._future.done():  # once downstream failed, drop the rest
+            try:
+                self._queue.put(message, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def cancel(self) -> None:
+        self._future.cancel()
+
+    def finish(self) -> kp.WriteChunkReply:
+        """Waits for downstream; a failure of the next keeper is reported, not raised."""
+        self.send(_END)  # type: ignore[arg-type]
+        try:
+            return self._future.result()
+        except grpc.RpcError as e:
+            code = e.code().name if isinstance(e, grpc.Call) else "UNKNOWN"
+            details = e.details() if isinstance(e, grpc.Call) else str(e)
+            failure = kp.PipelineFailure(keeper=self.target, code=code, message=details or "")
+            return kp.WriteChunkReply(failures=[failure])
+
+
+class KeeperService(keeper_pb2_grpc.KeeperServicer):
+    def __init__(self, store: ChunkStore, keeper_id: str, pool: ChannelPool, load: LoadGauge) -> None:
+        self.store = store
+        self.keeper_id = keeper_id
+        self.pool = pool
+        self.load = load
+
+    def WriteChunk(self, request_iterator: Iterator[kp.WriteChunkMessage], context: grpc.ServicerContext) -> kp.WriteChunkReply:
+        with self.load:
+            first = next(request_iterator, None)
+            if first is None or not first.HasField("header"):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must carry the chunk header")
+            assert first is not None
+            header = first.header
+            forward = None
+            try:
+                writer = self.store.begin_write(header.chunk_id, header.length, header.crc32c)
+            except FsError as e:
+                abort_with(context, e)
+            try:
+                if header.downstream:
+                    remaining = context.time_remaining()
+                    forward = Forwarder(self.pool, header, remaining if remaining else DEFAULT_WRITE_TIMEOUT)
+                if first.data:
+                    writer.write(first.data)
+                    if forward:
+                        forward.send(kp.WriteChunkMessage(data=first.data))
+                for message in request_iterator:
+                    writer.write(message.data)
+                    if forward:
+                        forward.send(message)
+                writer.commit()
+            except FsError as e:
+                writer.abort()
+                if forward:
+                    forward.cancel()
+                abort_with(context, e)
+            except BaseException:
+                writer.abort()
+                if forward:
+                    forward.cancel()
+                raise
+            reply = kp.WriteChunkReply(stored_on=[self.keeper_id])
+            if forward:
+                reply.MergeFrom(forward.finish())
+            return reply
+
+    def ReadChunk(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> Iterator[kp.ChunkPiece]:
+        with self.load:
+            try:
+                info = self.store.info(request.chunk_id)
+                first = True
+                for piece in self.store.read(request.chunk_id, request.offset, request.length):
+                    message = kp.ChunkPiece(
+                        offset=piece.offset, data=piece.data, block_crc32c=piece.block_crcs, block_size=BLOCK_SIZE
+                    )
+                    if first:
+                        message.chunk_length = info.length
+                        message.chunk_crc32c = info.crc
+                        first = False
+                    yield message
+            except FsError as e:
+                abort_with(context, e)
+            except CorruptChunk as e:
+                # Never serve it again; the master sees it removed and re-replicates from a good copy.
+                log.warning("%s; deleting this replica", e)
+                self.store.delete(request.chunk_id)
+                abort_with(context, FsError(errno.EBADMSG, str(e)))

@@ -1,0 +1,192 @@
+"""A cluster of real master and keeper processes on this machine.
+
+The one way to run one: `fusedfs up` (the embedded default), the tests and the benchmarks all
+use LocalCluster. Each process logs to <data>/logs/<name>.log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from fusedfs.client.master import MasterClient
+from fusedfs.errors import FsError
+from fusedfs.rpc import common_pb2 as cp
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        data_dir: Path,
+        keepers: int = 3,
+        master_port: int | None = None,
+        keeper_ports: list[int] | None = None,
+        master_args: list[str] | None = None,
+        keeper_args: list[str] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.master_port = master_port or free_port(host)
+        self.master_args = master_args or []
+        self.keeper_args = keeper_args or []
+        self.keeper_ports = list(keeper_ports or [])
+        self.master_proc: subprocess.Popen[bytes] | None = None
+        self.keeper_procs: list[subprocess.Popen[bytes] | None] = []
+        (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._initial_keepers = keepers
+
+    @property
+    def master_address(self) -> str:
+        return f"{self.host}:{self.master_port}"
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.data_dir / "logs" / f"{name}.log", "ab")
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "fusedfs", *args], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    # --- master ----------------------------------------------------------------------------------
+
+    def start_master(self) -> None:
+        self.master_proc = self._spawn("master", [
+            "master", "--listen", self.master_address, "--data", str(self.data_dir / "master"), *self.master_args,
+        ])
+
+    def kill_master(self) -> None:
+        self._end(self.master_proc, signal.SIGKILL)
+        self.master_proc = None
+
+    # --- keepers ---------------------------------------------------------------------------------
+
+    def keeper_dir(self, index: int) -> Path:
+        return self.data_dir / f"keeper{index}"
+
+    def start_keeper(self, index: int | None = None) -> int:
+        """Starts keeper `index` (a new one when None) and returns its index."""
+        if index is None:
+            index = len(self.keeper_procs)
+            self.keeper_procs.append(None)
+        while len(self.keeper_ports) <= index:
+            self.keeper_ports.append(free_port(self.host))
+        address = f"{self.host}:{self.keeper_ports[index]}"
+        self.keeper_procs[index] = self._spawn(f"keeper{index}", [
+            "keeper", self.master_address, "--listen", address, "--data", str(self.keeper_dir(index)),
+            *self.keeper_args,
+        ])
+        return index
+
+    def kill_keeper(self, index: int) -> None:
+        self._end(self.keeper_procs[index], signal.SIGKILL)
+        self.keeper_procs[index] = None
+
+    def keeper_address(self, index: int) -> str:
+        return f"{self.host}:{self.keeper_ports[index]}"
+
+    # --- whole cluster ---------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> LocalCluster:
+        self.start_master()
+        for _ in range(self._initial_keepers):
+            self.start_keeper()
+        self.wait_ready(self._initial_keepers, timeout)
+        return self
+
+    def status(self, wait: float = 5.0):  # type: ignore[no-untyped-def]
+        client = MasterClient(self.master_address, wait=wait)
+        try:
+            return client.call("Status", cp.Empty())
+        finally:
+            client.pool.close()
+
+    def wait_ready(self, keepers: int, timeout: float = 30.0) -> None:
+        """Waits until the master answers and `keepers` keepers are alive."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_running()
+            try:
+                if sum(k.alive for k in self.status(wait=1.0).keepers) >= keepers:
+                    return
+            except FsError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster not ready after {timeout:g} s; logs in {self.data_dir / 'logs'}")
+            time.sleep(0.1)
+
+    def _check_running(self) -> None:
+        if self.master_proc is not None and self.master_proc.poll() is not None:
+            log = (self.data_dir / "logs" / "master.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"master exited with {self.master_proc.returncode}:\n{log}")
+
+    def pids(self) -> dict[str, int]:
+        procs = {"master": self.master_proc} | {f"keeper{i}": p for i, p in enumerate(self.keeper_procs)}
+        return {name: p.pid for name, p in procs.items() if p is not None and p.poll() is None}
+
+    def stop(self) -> None:
+        for proc in [*self.keeper_procs, self.master_proc]:
+            self._end(proc, signal.SIGTERM)
+        self.keeper_procs = [None] * len(self.keeper_procs)
+        self.master_proc = None
+
+    @staticmethod
+    def _end(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.stop()
+
+
+def run_local_cluster(data_dir: Path, port: int, keepers: int) -> int:
+    """`fusedfs up`: runs the embedded default in the foreground until Ctrl-C or SIGTERM."""
+    cluster = LocalCluster(data_dir.resolve(), keepers, master_port=port,
+                           keeper_ports=[port + 1 + i for i in range(keepers)])
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        cluster.start()
+        master = cluster.master_address
+        print(f"""fusedfs is running: master {master}, {keepers} keepers, data in {data_dir}
+  fusedfs client {master} upload /hello.txt ./some-file
+  fusedfs client {master} ls /
+  fusedfs client {master} download /hello.txt copy.txt
+  fusedfs client {master} status
+Logs: {data_dir / 'logs'}. Stop with Ctrl-C (or kill {os.getpid()}).""", flush=True)
+        while not stop:
+            cluster._check_running()
+            time.sleep(0.5)
+    finally:
+        cluster.stop()
+        print("fusedfs stopped", flush=True)
+    return 0

@@ -1,0 +1,363 @@
+"""The master's live view of the cluster, kept in memory and rebuilt from keeper reports.
+
+Owns: which keepers exist and whether they are alive, where every replica lives, the index of
+chunk states (a cache of the durable chunk table), repair jobs in flight, and the commands
+waiting for each keeper's next heartbeat. Decisions are delegated to the pure planners in
+placement.py and replication.py; this class only keeps the books, under one lock.
+
+Replica locations are never persisted: a keeper's registration carries its full chunk list, and
+every heartbeat the chunks added and removed since the previous one (as in GFS).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from fusedfs.chunks import is_valid_chunk_id, parse_chunk_id
+from fusedfs.errors import FsError
+from fusedfs.master.placement import KeeperView, choose_keepers
+from fusedfs.master.replication import plan_repairs
+from fusedfs.master.store import ChunkRow, ChunkState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KeeperRecord:
+    keeper_id: str
+    address: str
+    capacity_bytes: int = 0
+    used_bytes: int = 0
+    free_bytes: int = 0
+    load: int = 0
+    last_seen: float = 0.0
+    alive: bool = True
+    chunks: set[int] = field(default_factory=set)
+    # Commands waiting for the keeper's next heartbeat.
+    deletes: set[int] = field(default_factory=set)
+    copies: list[tuple[int, str]] = field(default_factory=list)  # (chunk, target keeper id)
+    verifies: set[int] = field(default_factory=set)
+
+    def view(self) -> KeeperView:
+        return KeeperView(self.keeper_id, self.address, self.free_bytes, self.load)
+
+
+@dataclass(frozen=True)
+class Settings:
+    goal: int = 3
+    dead_after: float = 3.0  # seconds of silence before a keeper counts as dead
+    chunk_size: int = 8 << 20
+    gc_grace: float = 60.0  # seconds an unreferenced chunk is kept (for reads in progress)
+    upload_lease: float = 3600.0  # seconds a reserved chunk id stays safe from collection
+    max_jobs_per_keeper: int = 2  # concurrent repair copies per keeper (throttle)
+    copy_timeout: float = 120.0
+
+    @property
+    def min_copies(self) -> int:
+        """A write needs this many copies to count: 2, or the goal if it is lower."""
+        return min(self.goal, 2)
+
+
+@dataclass(frozen=True)
+class Commands:
+    reregister: bool = False
+    deletes: list[int] = field(default_factory=list)
+    copies: list[tuple[int, KeeperView]] = field(default_factory=list)
+    verifies: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Health:
+    total: int
+    under_replicated: int
+    over_replicated: int
+    lost: int
+    repairs_in_flight: int
+    garbage: int
+
+
+class Cluster:
+    def __init__(
+        self,
+        settings: Settings,
+        chunks: Iterable[ChunkRow],
+        next_chunk_id: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], int] = time.time_ns,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.rng = rng or random.Random()
+        self._next_chunk_id = next_chunk_id
+        self._lock = threading.Lock()
+        self.keepers: dict[str, KeeperRecord] = {}
+        self.replicas: dict[int, set[str]] = {}
+        self.live: dict[int, int] = {}  # chunk -> stored length
+        self.pending: dict[int, int] = {}  # chunk -> lease start (wall ns)
+        self.garbage: dict[int, int] = {}  # chunk -> unreferenced since (wall ns)
+        self.in_flight: dict[tuple[int, str], tuple[str, float]] = {}  # (chunk, target) -> (source, started)
+        self.dirty: set[int] = set()  # chunks whose replica count may be off the goal
+        self.started = clock()
+        for row in chunks:
+            if row.state == ChunkState.LIVE:
+                self.live[row.id] = row.stored_length
+            elif row.state == ChunkState.PENDING:
+                self.pending[row.id] = row.since_ns
+            else:
+                self.garbage[row.id] = row.since_ns
+
+    # --- keepers ---------------------------------------------------------------------------------
+
+    def register(self, keeper_id: str, address: str, capacity: int, used: int, free: int, chunk_ids: list[str]) -> None:
+        with self._lock:
+            record = self.keepers.get(keeper_id)
+            if record is not None:
+                self._forget_replicas(record)
+            else:
+                record = KeeperRecord(keeper_id, address)
+                self.keepers[keeper_id] = record
+            record.address = address
+            record.capacity_bytes, record.used_bytes, record.free_bytes = capacity, used, free
+            record.last_seen = self.clock()
+            record.alive = True
+            record.deletes.clear()
+            record.copies.clear()
+            record.verifies.clear()
+            for text in chunk_ids:
+                if is_valid_chunk_id(text):
+                    self._add_replica(parse_chunk_id(text), record)
+            # A new keeper may be what under-replicated chunks were waiting for.
+            self.dirty.update(c for c in self.live if len(self._alive_holders(c)) < self.settings.goal)
+            log.info("keeper %s at %s registered with %d chunks", keeper_id, address, len(record.chunks))
+
+    def heartbeat(
+        self,
+        keeper_id: str,
+        capacity: int,
+        used: int,
+        free: int,
+        load: int,
+        added: list[str],
+        removed: list[str],
+        copies_done: list[tuple[str, str, bool]],
+    ) -> Commands:
+        with self._lock:
+            record = self.keepers.get(keeper_id)
+            if record is None or not record.alive:
+                return Commands(reregister=True)
+            record.capacity_bytes, record.used_bytes, record.free_bytes, record.load = capacity, used, free, load
+            record.last_seen = self.clock()
+            for text in added:
+                if is_valid_chunk_id(text):
+                    self._add_replica(parse_chunk_id(text), record)
+            for text in removed:
+                if is_valid_chunk_id(text):
+                    self._remove_replica(parse_chunk_id(text), record)
+            for chunk_text, target, ok in copies_done:
+                if is_valid_chunk_id(chunk_text):
+                    chunk = parse_chunk_id(chunk_text)
+                    self.in_flight.pop((chunk, target), None)
+                    self.dirty.add(chunk)
+                    if not ok:
+                        log.warning("copy of %s from %s to %s failed", chunk_text, keeper_id, target)
+            commands = Commands(
+                deletes=sorted(record.deletes),
+                copies=[(c, self.keepers[t].view()) for c, t in record.copies if t in self.keepers],
+                verifies=sorted(record.verifies),
+            )
+            record.deletes.clear()
+            record.copies.clear()
+            record.verifies.clear()
+            return commands
+
+    def _add_replica(self, chunk: int, record: KeeperRecord) -> None:
+        record.chunks.add(chunk)
+        self.replicas.setdefault(chunk, set()).add(record.keeper_id)
+        self.in_flight.pop((chunk, record.keeper_id), None)
+        self.dirty.add(chunk)
+
+    def _remove_replica(self, chunk: int, record: KeeperRecord) -> None:
+        record.chunks.discard(chunk)
+        holders = self.replicas.get(chunk)
+        if holders is not None:
+            holders.discard(record.keeper_id)
+            if not holders:
+                del self.replicas[chunk]
+        self.dirty.add(chunk)
+
+    def _forget_replicas(self, record: KeeperRecord) -> None:
+        for chunk in list(record.chunks):
+            self._remove_replica(chunk, record)
+
+    def _alive_holders(self, chunk: int) -> set[str]:
+        return {k for k in self.replicas.get(chunk, ()) if self.keepers[k].alive}
+
+    def alive_views(self) -> list[KeeperView]:
+        with self._lock:
+            return [k.view() for k in self.keepers.values() if k.alive]
+
+    # --- chunks ----------------------------------------------------------------------------------
+
+    def choose_pipeline(self, exclude: Iterable[str]) -> list[KeeperView]:
+        """Keepers for a new chunk: the goal's worth, or at least min_copies, or an error."""
+        with self._lock:
+            alive = [k.view() for k in self.keepers.values() if k.alive]
+        chosen = choose_keepers(alive, self.settings.goal, self.settings.chunk_size, set(exclude), self.rng)
+        if len(chosen) >= self.settings.min_copies:
+            return chosen
+        if len(alive) < self.settings.min_copies:
+            raise FsError(errno.EIO, f"only {len(alive)} keeper(s) alive; a write needs {self.settings.min_copies}")
+        if len([k for k in alive if k.free_bytes >= self.settings.chunk_size]) < self.settings.min_copies:
+            raise FsError(errno.ENOSPC, "the cluster is full: too few keepers have space for another chunk")
+        raise FsError(errno.EIO, "too few healthy keepers for this write; retry later")
+
+    def reserved(self, chunk: int, since_ns: int) -> None:
+        with self._lock:
+            self.pending[chunk] = since_ns
+
+    def apply(self, live: Iterable[int], garbage: Iterable[int], lengths: dict[int, int], stored_on: dict[int, list[str]]) -> None:
+        """Reflects a committed namespace change: chunks that became part of files or garbage."""
+        now = self.wall_clock()
+        with self._lock:
+            for chunk in live:
+                self.pending.pop(chunk, None)
+                self.live[chunk] = lengths.get(chunk, 0)
+                for keeper_id in stored_on.get(chunk, ()):
+                    record = self.keepers.get(keeper_id)
+                    if record is not None and record.alive:
+                        self._add_replica(chunk, record)
+                self.dirty.add(chunk)
+            for chunk in garbage:
+                self.live.pop(chunk, None)
+                self.pending.pop(chunk, None)
+                self.garbage[chunk] = now
+                self.dirty.add(chunk)
+
+    def locations(self, chunk: int) -> list[KeeperView]:
+        """Alive keepers holding chunk, least loaded first."""
+        with self._lock:
+            holders = [self.keepers[k].view() for k in self._alive_holders(chunk)]
+        self.rng.shuffle(holders)
+        return sorted(holders, key=lambda v: v.load)
+
+    def request_verify(self, chunk: int, keeper_id: str) -> None:
+        with self._lock:
+            record = self.keepers.get(keeper_id)
+            if record is not None and chunk in record.chunks:
+                record.verifies.add(chunk)
+
+    # --- maintenance -----------------------------------------------------------------------------
+
+    def check_keepers(self) -> list[str]:
+        """Marks keepers silent for longer than dead_after as dead; returns their ids."""
+        now = self.clock()
+        dead = []
+        with self._lock:
+            for record in self.keepers.values():
+                if record.alive and now - record.last_seen > self.settings.dead_after:
+                    record.alive = False
+                    self._forget_replicas(record)
+                    for key in [key for key, (source, _) in self.in_flight.items() if record.keeper_id in (key[1], source)]:
+                        self.in_flight.pop(key)
+                        self.dirty.add(key[0])
+                    dead.append(record.keeper_id)
+                    log.warning("keeper %s at %s is dead (silent for %.1f s)", record.keeper_id, record.address,
+                                now - record.last_seen)
+        return dead
+
+    def expired_pending(self) -> list[int]:
+        """Reserved chunk ids whose upload lease ran out (the caller makes them garbage)."""
+        cutoff = self.wall_clock() - int(self.settings.upload_lease * 1e9)
+        with self._lock:
+            return [c for c, since in self.pending.items() if since < cutoff]
+
+    def plan(self) -> list[int]:
+        """Schedules repairs, trims and deletions for dirty chunks; returns garbage ids to purge."""
+        now, wall = self.clock(), self.wall_clock()
+        grace_ns = int(self.settings.gc_grace * 1e9)
+        with self._lock:
+            for key, (_, started) in list(self.in_flight.items()):
+                if now - started > self.settings.copy_timeout:
+                    self.in_flight.pop(key)
+                    self.dirty.add(key[0])
+            alive = {k: r.view() for k, r in self.keepers.items() if r.alive}
+            dirty, self.dirty = self.dirty, set()
+            next_id = self._next_chunk_id()
+            live_dirty = []
+            for chunk in dirty:
+                if chunk in self.live:
+                    live_dirty.append(chunk)
+                elif chunk in self.pending:
+                    continue
+                elif chunk in self.garbage:
+                    if wall - self.garbage[chunk] >= grace_ns:
+                        self._delete_everywhere(chunk)
+                    else:
+                        self.dirty.add(chunk)  # look again once the grace period is over
+                elif chunk < next_id:
+                    self._delete_everywhere(chunk)  # ours, but unknown: long-collected garbage
+                # Ids we never issued are left alone: they may belong to another master's data.
+            purge = [c for c, since in self.garbage.items() if wall - since >= grace_ns and not self.replicas.get(c)]
+            if now - self.started < self.settings.dead_after:
+                # Just started: keepers are still reporting what they hold. Decide nothing yet.
+                self.dirty.update(live_dirty)
+                return purge
+            jobs: dict[str, int] = {}
+            targets: dict[int, set[str]] = {}
+            for (chunk, target), (source, _) in self.in_flight.items():
+                jobs[source] = jobs.get(source, 0) + 1
+                jobs[target] = jobs.get(target, 0) + 1
+                targets.setdefault(chunk, set()).add(target)
+            plan = plan_repairs(
+                live_dirty, self.replicas, alive, self.settings.goal, targets, jobs,
+                self.settings.max_jobs_per_keeper, self.live, self.rng,
+            )
+            for copy in plan.copies:
+                self.keepers[copy.source].copies.append((copy.chunk_id, copy.target))
+                self.in_flight[(copy.chunk_id, copy.target)] = (copy.source, now)
+            for trim in plan.trims:
+                self._schedule_delete(trim.chunk_id, trim.keeper)
+            self.dirty.update(plan.deferred)
+            return purge
+
+    def _delete_everywhere(self, chunk: int) -> None:
+        for keeper_id in list(self.replicas.get(chunk, ())):
+            self._schedule_delete(chunk, keeper_id)
+
+    def _schedule_delete(self, chunk: int, keeper_id: str) -> None:
+        record = self.keepers[keeper_id]
+        record.deletes.add(chunk)
+        self._remove_replica(chunk, record)
+        self.dirty.discard(chunk)
+
+    def purged(self, chunks: Iterable[int]) -> None:
+        with self._lock:
+            for chunk in chunks:
+                self.garbage.pop(chunk, None)
+
+    # --- reporting -------------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        with self._lock:
+            under = over = lost = 0
+            for chunk in self.live:
+                n = len(self._alive_holders(chunk))
+                if n == 0:
+                    lost += 1
+                elif n < self.settings.goal:
+                    under += 1
+                elif n > self.settings.goal:
+                    over += 1
+            return Health(len(self.live), under, over, lost, len(self.in_flight), len(self.garbage))
+
+    def keeper_records(self) -> list[KeeperRecord]:
+        with self._lock:
+            return sorted(self.keepers.values(), key=lambda r: r.address)

@@ -1,0 +1,455 @@
+"""Namespace rules: what each file-system operation means, as Linux local file systems behave.
+
+Works only through the MetadataStore interface, one transaction per operation, and has no
+network or cluster knowledge. Chunk life-cycle changes (a chunk becoming part of a file, or
+garbage) are returned in `ChunkChanges` so the caller can update its in-memory chunk index.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fusedfs.chunks import MAX_CHUNK_SIZE, chunk_count
+from fusedfs.errors import FsError
+from fusedfs.master.store import ROOT_INODE, ChunkState, Inode, MetadataStore
+from fusedfs.names import PATH_MAX, split_path, validate_name
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+@dataclass
+class ChunkChanges:
+    """Chunk ids whose state an operation changed."""
+
+    live: list[int] = field(default_factory=list)
+    garbage: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CommittedChunk:
+    """A freshly written chunk going into slot `index` of a file."""
+
+    index: int
+    chunk_id: int
+    length: int
+    crc: int
+
+
+class Namespace:
+    def __init__(
+        self,
+        store: MetadataStore,
+        default_chunk_size: int,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.store = store
+        self.default_chunk_size = default_chunk_size
+        self.clock = clock
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _inode(self, ino: int) -> Inode:
+        inode = self.store.get_inode(ino)
+        if inode is None:
+            raise FsError(errno.ENOENT, f"no inode {ino}")
+        return inode
+
+    def _dir(self, ino: int) -> Inode:
+        inode = self._inode(ino)
+        if not stat.S_ISDIR(inode.mode):
+            raise FsError(errno.ENOTDIR, f"inode {ino} is not a directory")
+        return inode
+
+    def _touch(self, inode: Inode, now: int, mtime: bool = True) -> None:
+        if mtime:
+            inode.mtime_ns = now
+        inode.ctime_ns = now
+        self.store.update_inode(inode)
+
+    def _new_inode(self, mode: int, uid: int, gid: int, nlink: int, now: int, **extra: object) -> Inode:
+        inode = Inode(0, mode, uid, gid, nlink, 0, now, now, now, **extra)  # type: ignore[arg-type]
+        self.store.insert_inode(inode)
+        return inode
+
+    def _drop_link(self, inode: Inode, now: int, changes: ChunkChanges) -> None:
+        """One name of inode is gone; frees it with its chunks when it was the last."""
+        inode.nlink -= 1
+        if inode.nlink > 0:
+            self._touch(inode, now, mtime=False)
+            return
+        if stat.S_ISREG(inode.mode):
+            dead = [c.id for c in self.store.file_chunks(inode.id)]
+            self.store.make_garbage(dead, now)
+            changes.garbage.extend(dead)
+        self.store.delete_inode(inode.id)
+
+    def _free_name(self, parent: int, name: bytes) -> None:
+        validate_name(name)
+        if self.store.lookup(parent, name) is not None:
+            raise FsError(errno.EEXIST, f"{name.decode(errors='replace')!r} already exists")
+
+    # --- lookups ---------------------------------------------------------------------------------
+
+    def getattr(self, ino: int) -> Inode:
+        with self.store.transaction():
+            return self._inode(ino)
+
+    def lookup(self, parent: int, name: bytes) -> Inode:
+        with self.store.transaction():
+            self._dir(parent)
+            validate_name(name)
+            entry = self.store.lookup(parent, name)
+            if entry is None:
+                raise FsError(errno.ENOENT, f"{name.decode(errors='replace')!r} not found")
+            return self._inode(entry.inode)
+
+    def resolve(self, path: str) -> Inode:
+        parts = split_path(path)
+        with self.store.transaction():
+            inode = self._inode(ROOT_INODE)
+            for i, part in enumerate(parts):
+                if not stat.S_ISDIR(inode.mode):
+                    raise FsError(errno.ENOTDIR, f"{'/' + '/'.join(p.decode() for p in parts[:i])} is not a directory")
+                entry = self.store.lookup(inode.id, part)
+                if entry is None:
+                    raise FsError(errno.ENOENT, f"{path} not found")
+                inode = self._inode(entry.inode)
+            return inode
+
+    def readdir(self, ino: int, after: int, limit: int) -> tuple[list[tuple[int, bytes, Inode]], bool]:
+        """Up to limit entries after cursor `after`, and whether more follow."""
+        with self.store.transaction():
+            self._dir(ino)
+            rows = self.store.list_dentries(ino, after, limit + 1)
+        return [(d.cursor, d.name, i) for d, i in rows[:limit]], len(rows) > limit
+
+    def readlink(self, ino: int) -> bytes:
+        with self.store.transaction():
+            inode = self._inode(ino)
+            if not stat.S_ISLNK(inode.mode) or inode.target is None:
+                raise FsError(errno.EINVAL, f"inode {ino} is not a symlink")
+            return inode.target
+
+    # --- creating --------------------------------------------------------------------------------
+
+    def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Inode:
+        with self.store.transaction():
+            now = self.clock()
+            parent_inode = self._dir(parent)
+            self._free_name(parent, name)
+            inode = self._new_inode(stat.S_IFDIR | (mode & 0o7777), uid, gid, 2, now)
+            self.store.insert_dentry(parent, name, inode.id)
+            parent_inode.nlink += 1
+            self._touch(parent_inode, now)
+            return inode
+
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int, exclusive: bool) -> Inode:
+        """Creates an empty file, or returns the existing one at that name (unless exclusive)."""
+        with self.store.transaction():
+            now = self.clock()
+            parent_inode = self._dir(parent)
+            validate_name(name)
+            entry = self.store.lookup(parent, name)
+            if entry is not None:
+                if exclusive:
+                    raise FsError(errno.EEXIST, f"{name.decode(errors='replace')!r} already exists")
+                existing = self._inode(entry.inode)
+                if stat.S_ISDIR(existing.mode):
+                    raise FsError(errno.EISDIR, f"{name.decode(errors='replace')!r} is a directory")
+                return existing
+            inode = self._new_inode(
+                stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now, chunk_size=self.default_chunk_size
+            )
+            self.store.insert_dentry(parent, name, inode.id)
+            self._touch(parent_inode, now)
+            return inode
+
+    def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> Inode:
+        if not target or len(target) > PATH_MAX or b"\0" in target:
+            raise FsError(errno.EINVAL if len(target) <= PATH_MAX else errno.ENAMETOOLONG, "invalid symlink target")
+        with self.store.transaction():
+            now = self.clock()
+            parent_inode = self._dir(parent)
+            self._free_name(parent, name)
+            inode = self._new_inode(stat.S_IFLNK | 0o777, uid, gid, 1, now, target=target)
+            inode.size = len(target)
+            self.store.update_inode(inode)
+            self.store.insert_dentry(parent, name, inode.id)
+            self._touch(parent_inode, now)
+            return inode
+
+    def link(self, ino: int, new_parent: int, new_name: bytes) -> Inode:
+        with self.store.transaction():
+            now = self.clock()
+            inode = self._inode(ino)
+            if stat.S_ISDIR(inode.mode):
+                raise FsError(errno.EPERM, "hard links to directories are not allowed")
+            parent_inode = self._dir(new_parent)
+            self._free_name(new_parent, new_name)
+            self.store.insert_dentry(new_parent, new_name, ino)
+            inode.nlink += 1
+            self._touch(inode, now, mtime=False)
+            self._touch(parent_inode, now)
+            return inode
+
+    # --- removing --------------------------------------------------------------------------------
+
+    def unlink(self, parent: int, name: bytes) -> ChunkChanges:
+        changes = ChunkChanges()
+        with self.store.transaction():
+            now = self.clock()
+            parent_inode = self._dir(parent)
+            inode = self._inode(self._entry(parent, name))
+            if stat.S_ISDIR(inode.mode):
+                raise FsError(errno.EISDIR, f"{name.decode(errors='replace')!r} is a directory")
+            self.store.delete_dentry(parent, name)
+            self._drop_link(inode, now, changes)
+            self._touch(parent_inode, now)
+        return changes
+
+    def rmdir(self, parent: int, name: bytes) -> None:
+        with self.store.transaction():
+            now = self.clock()
+            parent_inode = self._dir(parent)
+            inode = self._inode(self._entry(parent, name))
+            if not stat.S_ISDIR(inode.mode):
+                raise FsError(errno.ENOTDIR, f"{name.decode(errors='replace')!r} is not a directory")
+            if self.store.has_children(inode.id):
+                raise FsError(errno.ENOTEMPTY, f"{name.decode(errors='replace')!r} is not empty")
+            self.store.delete_dentry(parent, name)
+            self.store.delete_inode(inode.id)
+            parent_inode.nlink -= 1
+            self._touch(parent_inode, now)
+
+    def _entry(self, parent: int, name: bytes) -> int:
+        validate_name(name)
+        entry = self.store.lookup(parent, name)
+        if entry is None:
+            raise FsError(errno.ENOENT, f"{name.decode(errors='replace')!r} not found")
+        return entry.inode
+
+    # --- rename ----------------------------------------------------------------------------------
+
+    def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int) -> ChunkChanges:
+        changes = ChunkChanges()
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
+            raise FsError(errno.EINVAL, f"unsupported rename flags {flags}")
+        with self.store.transaction():
+            now = self.clock()
+            src_parent = self._dir(parent)
+            dst_parent = self._dir(new_parent)
+            inode = self._inode(self._entry(parent, name))
+            validate_name(new_name)
+            target_entry = self.store.lookup(new_parent, new_name)
+            target = self._inode(target_entry.inode) if target_entry else None
+            if target is not None and target.id == inode.id:
+                return changes  # same file (or hard links of one file): POSIX says do nothing
+            if stat.S_ISDIR(inode.mode):
+                self._refuse_move_into_itself(inode.id, new_parent)
+            if flags & RENAME_EXCHANGE:
+                if target is None:
+                    raise FsError(errno.ENOENT, f"{new_name.decode(errors='replace')!r} not found")
+                if stat.S_ISDIR(target.mode):
+                    self._refuse_move_into_itself(target.id, parent)
+                self.store.delete_dentry(parent, name)
+                self.store.delete_dentry(new_parent, new_name)
+                self.store.insert_dentry(parent, name, target.id)
+                self.store.insert_dentry(new_parent, new_name, inode.id)
+                if parent != new_parent:
+                    moved = int(stat.S_ISDIR(inode.mode)) - int(stat.S_ISDIR(target.mode))
+                    src_parent.nlink -= moved
+                    dst_parent.nlink += moved
+                for changed in (inode, target):
+                    self._touch(changed, now, mtime=False)
+            else:
+                if target is not None:
+                    if flags & RENAME_NOREPLACE:
+                        raise FsError(errno.EEXIST, f"{new_name.decode(errors='replace')!r} already exists")
+                    if stat.S_ISDIR(inode.mode):
+                        if not stat.S_ISDIR(target.mode):
+                            raise FsError(errno.ENOTDIR, f"{new_name.decode(errors='replace')!r} is not a directory")
+                        if self.store.has_children(target.id):
+                            raise FsError(errno.ENOTEMPTY, f"{new_name.decode(errors='replace')!r} is not empty")
+                    elif stat.S_ISDIR(target.mode):
+                        raise FsError(errno.EISDIR, f"{new_name.decode(errors='replace')!r} is a directory")
+                    self.store.delete_dentry(new_parent, new_name)
+                    if stat.S_ISDIR(target.mode):
+                        self.store.delete_inode(target.id)
+                        dst_parent.nlink -= 1
+                    else:
+                        self._drop_link(target, now, changes)
+                self.store.delete_dentry(parent, name)
+                self.store.insert_dentry(new_parent, new_name, inode.id)
+                if stat.S_ISDIR(inode.mode) and parent != new_parent:
+                    src_parent.nlink -= 1
+                    dst_parent.nlink += 1
+                self._touch(inode, now, mtime=False)
+            if parent == new_parent:
+                self._touch(dst_parent, now)
+            else:
+                self._touch(src_parent, now)
+                self._touch(dst_parent, now)
+        return changes
+
+    def _refuse_move_into_itself(self, dir_ino: int, new_parent: int) -> None:
+        ino: int | None = new_parent
+        while ino is not None and ino != ROOT_INODE:
+            if ino == dir_ino:
+                raise FsError(errno.EINVAL, "cannot move a directory into itself")
+            ino = self.store.parent_of(ino)
+        if dir_ino == ROOT_INODE:
+            raise FsError(errno.EBUSY, "cannot move the root")
+
+    # --- attributes ------------------------------------------------------------------------------
+
+    def setattr(
+        self,
+        ino: int,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+    ) -> tuple[Inode, ChunkChanges]:
+        changes = ChunkChanges()
+        with self.store.transaction():
+            now = self.clock()
+            inode = self._inode(ino)
+            if mode is not None:
+                inode.mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
+            if uid is not None:
+                inode.uid = uid
+            if gid is not None:
+                inode.gid = gid
+            if size is not None and size != inode.size:
+                if stat.S_ISDIR(inode.mode):
+                    raise FsError(errno.EISDIR, "cannot truncate a directory")
+                if not stat.S_ISREG(inode.mode):
+                    raise FsError(errno.EINVAL, "can only truncate regular files")
+                self._resize(inode, size, now, changes)
+                inode.mtime_ns = now
+            if atime_ns is not None:
+                inode.atime_ns = atime_ns
+            if mtime_ns is not None:
+                inode.mtime_ns = mtime_ns
+            self._touch(inode, now, mtime=False)
+            return inode, changes
+
+    def _resize(self, inode: Inode, size: int, now: int, changes: ChunkChanges) -> None:
+        """Sets a file's size; chunk data past the new end is dropped, so it reads as zeros later."""
+        if size < inode.size:
+            slots = chunk_count(size, inode.chunk_size)
+            for chunk in self.store.file_chunks(inode.id, max(0, slots - 1)):
+                keep = size - chunk.idx * inode.chunk_size  # type: ignore[operator]
+                if keep <= 0:
+                    self.store.make_garbage([chunk.id], now)
+                    changes.garbage.append(chunk.id)
+                elif keep < chunk.length:
+                    self.store.set_chunk_length(chunk.id, keep)
+        inode.size = size
+
+    # --- file contents ---------------------------------------------------------------------------
+
+    def _check_new_chunks(self, chunks: list[CommittedChunk], chunk_size: int, size: int) -> None:
+        slots = set()
+        for chunk in chunks:
+            row = self.store.get_chunk(chunk.chunk_id)
+            if row is None or row.state != ChunkState.PENDING:
+                raise FsError(errno.EINVAL, f"chunk {chunk.chunk_id:016x} is not an upload in progress")
+            if not 0 < chunk.length <= chunk_size:
+                raise FsError(errno.EINVAL, f"chunk length {chunk.length} is out of range for chunk size {chunk_size}")
+            if chunk.index * chunk_size >= size:
+                raise FsError(errno.EINVAL, f"chunk slot {chunk.index} lies past the file size {size}")
+            if chunk.index in slots:
+                raise FsError(errno.EINVAL, f"chunk slot {chunk.index} given twice")
+            slots.add(chunk.index)
+
+    def _install_chunks(self, inode: Inode, chunks: list[CommittedChunk], now: int, changes: ChunkChanges) -> None:
+        new_slots = {c.index for c in chunks}
+        replaced = [c.id for c in self.store.file_chunks(inode.id) if c.idx in new_slots]
+        self.store.make_garbage(replaced, now)
+        changes.garbage.extend(replaced)
+        for chunk in chunks:
+            used = min(chunk.length, inode.size - chunk.index * inode.chunk_size)
+            self.store.make_live(chunk.chunk_id, inode.id, chunk.index, chunk.length, chunk.crc, now)
+            if used < chunk.length:
+                self.store.set_chunk_length(chunk.chunk_id, used)
+            changes.live.append(chunk.chunk_id)
+
+    def commit_chunks(
+        self, ino: int, size: int, chunks: list[CommittedChunk], mtime_ns: int | None
+    ) -> tuple[Inode, ChunkChanges]:
+        """Points slots of an existing file at new chunks and sets its size, atomically."""
+        changes = ChunkChanges()
+        with self.store.transaction():
+            now = self.clock()
+            inode = self._inode(ino)
+            if not stat.S_ISREG(inode.mode):
+                raise FsError(errno.EISDIR if stat.S_ISDIR(inode.mode) else errno.EINVAL, "not a regular file")
+            self._check_new_chunks(chunks, inode.chunk_size, size)
+            self._resize(inode, size, now, changes)
+            self._install_chunks(inode, chunks, now, changes)
+            inode.mtime_ns = mtime_ns if mtime_ns is not None else now
+            self._touch(inode, now, mtime=False)
+            return inode, changes
+
+    def put_file(
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        uid: int,
+        gid: int,
+        size: int,
+        chunk_size: int,
+        chunks: list[CommittedChunk],
+        mtime_ns: int | None,
+    ) -> tuple[Inode, ChunkChanges]:
+        """Creates or replaces the file at (parent, name) with new contents, atomically."""
+        changes = ChunkChanges()
+        if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+            raise FsError(errno.EINVAL, f"chunk size {chunk_size} is out of range")
+        with self.store.transaction():
+            now = self.clock()
+            parent_inode = self._dir(parent)
+            validate_name(name)
+            self._check_new_chunks(chunks, chunk_size, size)
+            entry = self.store.lookup(parent, name)
+            if entry is not None:
+                old = self._inode(entry.inode)
+                if stat.S_ISDIR(old.mode):
+                    raise FsError(errno.EISDIR, f"{name.decode(errors='replace')!r} is a directory")
+                self.store.delete_dentry(parent, name)
+                self._drop_link(old, now, changes)
+            inode = self._new_inode(stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now, chunk_size=chunk_size)
+            inode.size = size
+            self._install_chunks(inode, chunks, now, changes)
+            inode.mtime_ns = mtime_ns if mtime_ns is not None else now
+            self.store.update_inode(inode)
+            self.store.insert_dentry(parent, name, inode.id)
+            self._touch(parent_inode, now)
+            return inode, changes
+
+    def abandon(self, chunk_ids: list[int]) -> ChunkChanges:
+        """Reserved chunks that will never be committed (a failed or expired upload) become garbage."""
+        changes = ChunkChanges()
+        with self.store.transaction():
+            for chunk_id in chunk_ids:
+                row = self.store.get_chunk(chunk_id)
+                if row is not None and row.state == ChunkState.PENDING:
+                    changes.garbage.append(chunk_id)
+            self.store.make_garbage(changes.garbage, self.clock())
+        return changes
+
+    def file_chunks(self, ino: int, first: int, count: int):  # type: ignore[no-untyped-def]
+        with self.store.transaction():
+            inode = self._inode(ino)
+            if not stat.S_ISREG(inode.mode):
+                raise FsError(errno.EISDIR if stat.S_ISDIR(inode.mode) else errno.EINVAL, "not a regular file")
+            return inode, self.store.file_chunks(ino, first, count)

@@ -1,0 +1,88 @@
+"""Replication planning: given where replicas are, decide the copies and trims to make. No I/O.
+
+Chunks with the fewest alive copies are handled first. Each keeper takes part in at most
+`max_jobs_per_keeper` copies at a time (as source or target), which throttles repair so it
+does not starve clients; the chunks that could not be scheduled now are returned to retry later.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from fusedfs.master.placement import KeeperView, choose_keepers
+
+
+@dataclass(frozen=True)
+class Copy:
+    chunk_id: int
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Trim:
+    chunk_id: int
+    keeper: str
+
+
+@dataclass
+class RepairPlan:
+    copies: list[Copy] = field(default_factory=list)
+    trims: list[Trim] = field(default_factory=list)
+    deferred: set[int] = field(default_factory=set)  # need work but hit a limit; retry later
+    lost: set[int] = field(default_factory=set)  # no alive copy: nothing to copy from
+
+
+def plan_repairs(
+    chunks: Iterable[int],
+    replicas: Mapping[int, set[str]],
+    alive: Mapping[str, KeeperView],
+    goal: int,
+    in_flight: Mapping[int, set[str]],
+    jobs: Mapping[str, int],
+    max_jobs_per_keeper: int,
+    chunk_bytes: Mapping[int, int],
+    rng: random.Random | None = None,
+) -> RepairPlan:
+    """Copies that bring chunks up to `goal` alive replicas and trims that bring them down to it.
+
+    in_flight: chunk -> targets of copies already under way; jobs: keeper -> copies it is in now.
+    """
+    plan = RepairPlan()
+    busy = dict(jobs)
+
+    def free(keeper: str) -> bool:
+        return busy.get(keeper, 0) < max_jobs_per_keeper
+
+    def held(chunk: int) -> set[str]:
+        return {k for k in replicas.get(chunk, ()) if k in alive}
+
+    for chunk in sorted(chunks, key=lambda c: len(held(c))):
+        have = held(chunk)
+        coming = in_flight.get(chunk, set())
+        if not have:
+            plan.lost.add(chunk)
+            continue
+        missing = goal - len(have) - len(coming)
+        if missing > 0:
+            # Targets that could take a copy at all; with too few keepers alive the chunk waits for
+            # one to join (a registration re-checks every chunk), not for a free slot.
+            possible = choose_keepers(list(alive.values()), missing, chunk_bytes.get(chunk, 0), have | coming, rng)
+            scheduled = 0
+            for target in possible:
+                sources = sorted((k for k in have if free(k)), key=lambda k: busy.get(k, 0))
+                if not sources or not free(target.keeper_id):
+                    continue
+                plan.copies.append(Copy(chunk, sources[0], target.keeper_id))
+                busy[sources[0]] = busy.get(sources[0], 0) + 1
+                busy[target.keeper_id] = busy.get(target.keeper_id, 0) + 1
+                scheduled += 1
+            if scheduled < len(possible):
+                plan.deferred.add(chunk)
+        elif len(have) > goal and not coming:
+            # Drop the extra copies from the fullest keepers.
+            for keeper in sorted(have, key=lambda k: alive[k].free_bytes)[: len(have) - goal]:
+                plan.trims.append(Trim(chunk, keeper))
+    return plan

@@ -1,0 +1,279 @@
+"""The master's gRPC servicer: decodes requests, calls Namespace and Cluster, encodes replies.
+
+No rules live here; every handler is a few lines of translation. FsError becomes a status with
+the errno attached (errors.abort_with).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from fusedfs.chunks import format_chunk_id, is_valid_chunk_id, parse_chunk_id
+from fusedfs.errors import FsError, abort_with
+from fusedfs.master.cluster import Cluster
+from fusedfs.master.namespace import ChunkChanges, CommittedChunk, Namespace
+from fusedfs.master.store import Inode, MetadataStore
+from fusedfs.rpc import common_pb2 as cp
+from fusedfs.rpc import master_pb2 as mp
+from fusedfs.rpc import master_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+READDIR_PAGE = 1000
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handler(method: F) -> F:
+    """Turns FsError into its gRPC status; any other exception into INTERNAL, logged."""
+
+    @functools.wraps(method)
+    def wrapper(self: MasterService, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except FsError as e:
+            abort_with(context, e)
+        except Exception:
+            if context.code() is not None:  # context.abort() already set the status
+                raise
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error (see the master's log)")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def to_attr(inode: Inode) -> mp.Attr:
+    return mp.Attr(
+        inode=inode.id, mode=inode.mode, nlink=inode.nlink, uid=inode.uid, gid=inode.gid, size=inode.size,
+        atime_ns=inode.atime_ns, mtime_ns=inode.mtime_ns, ctime_ns=inode.ctime_ns, chunk_size=inode.chunk_size,
+    )
+
+
+def _chunk_number(text: str) -> int:
+    if not is_valid_chunk_id(text):
+        raise FsError(errno.EINVAL, f"invalid chunk id {text[:40]!r}")
+    return parse_chunk_id(text)
+
+
+def _committed(chunks: Any) -> tuple[list[CommittedChunk], dict[int, list[str]]]:
+    committed, stored_on = [], {}
+    for c in chunks:
+        number = _chunk_number(c.chunk_id)
+        committed.append(CommittedChunk(c.index, number, c.length, c.crc32c))
+        stored_on[number] = list(c.stored_on)
+    return committed, stored_on
+
+
+class MasterService(master_pb2_grpc.MasterServicer):
+    def __init__(self, namespace: Namespace, store: MetadataStore, cluster: Cluster) -> None:
+        self.ns = namespace
+        self.store = store
+        self.cluster = cluster
+
+    def _apply(self, changes: ChunkChanges, committed: list[CommittedChunk] = (), stored_on: dict[int, list[str]] | None = None) -> None:  # type: ignore[assignment]
+        lengths = {c.chunk_id: c.length for c in committed}
+        self.cluster.apply(changes.live, changes.garbage, lengths, stored_on or {})
+
+    # --- namespace -------------------------------------------------------------------------------
+
+    @handler
+    def Lookup(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> mp.Attr:
+        return to_attr(self.ns.lookup(request.parent, request.name))
+
+    @handler
+    def ResolvePath(self, request: mp.PathRequest, context: grpc.ServicerContext) -> mp.Attr:
+        return to_attr(self.ns.resolve(request.path))
+
+    @handler
+    def GetAttr(self, request: mp.InodeRequest, context: grpc.ServicerContext) -> mp.Attr:
+        return to_attr(self.ns.getattr(request.inode))
+
+    @handler
+    def SetAttr(self, request: mp.SetAttrRequest, context: grpc.ServicerContext) -> mp.Attr:
+        now = self.ns.clock()
+        inode, changes = self.ns.setattr(
+            request.inode,
+            mode=request.mode if request.HasField("mode") else None,
+            uid=request.uid if request.HasField("uid") else None,
+            gid=request.gid if request.HasField("gid") else None,
+            size=request.size if request.HasField("size") else None,
+            atime_ns=now if request.atime_now else (request.atime_ns if request.HasField("atime_ns") else None),
+            mtime_ns=now if request.mtime_now else (request.mtime_ns if request.HasField("mtime_ns") else None),
+        )
+        self._apply(changes)
+        return to_attr(inode)
+
+    @handler
+    def ReadDir(self, request: mp.ReadDirRequest, context: grpc.ServicerContext) -> mp.ReadDirReply:
+        limit = min(request.limit or READDIR_PAGE, READDIR_PAGE)
+        entries, more = self.ns.readdir(request.inode, request.after, limit)
+        return mp.ReadDirReply(
+            entries=[mp.DirEntry(name=name, attr=to_attr(inode), cursor=cursor) for cursor, name, inode in entries],
+            more=more,
+        )
+
+    @handler
+    def MakeDir(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.Attr:
+        return to_attr(self.ns.mkdir(request.parent, request.name, request.mode, request.uid, request.gid))
+
+    @handler
+    def CreateFile(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.Attr:
+        inode = self.ns.create(request.parent, request.name, request.mode, request.uid, request.gid, request.exclusive)
+        return to_attr(inode)
+
+    @handler
+    def Symlink(self, request: mp.SymlinkRequest, context: grpc.ServicerContext) -> mp.Attr:
+        return to_attr(self.ns.symlink(request.parent, request.name, request.target, request.uid, request.gid))
+
+    @handler
+    def ReadLink(self, request: mp.InodeRequest, context: grpc.ServicerContext) -> mp.ReadLinkReply:
+        return mp.ReadLinkReply(target=self.ns.readlink(request.inode))
+
+    @handler
+    def Link(self, request: mp.LinkRequest, context: grpc.ServicerContext) -> mp.Attr:
+        return to_attr(self.ns.link(request.inode, request.new_parent, request.new_name))
+
+    @handler
+    def Unlink(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> cp.Empty:
+        self._apply(self.ns.unlink(request.parent, request.name))
+        return cp.Empty()
+
+    @handler
+    def RemoveDir(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> cp.Empty:
+        self.ns.rmdir(request.parent, request.name)
+        return cp.Empty()
+
+    @handler
+    def Rename(self, request: mp.RenameRequest, context: grpc.ServicerContext) -> cp.Empty:
+        self._apply(self.ns.rename(request.parent, request.name, request.new_parent, request.new_name, request.flags))
+        return cp.Empty()
+
+    @handler
+    def StatFs(self, request: cp.Empty, context: grpc.ServicerContext) -> mp.StatFsReply:
+        # Usable space: what fits when every chunk is stored `goal` times.
+        records = [r for r in self.cluster.keeper_records() if r.alive]
+        goal = self.cluster.settings.goal
+        files, dirs = self._counts()
+        return mp.StatFsReply(
+            capacity_bytes=sum(r.capacity_bytes for r in records) // goal,
+            free_bytes=sum(r.free_bytes for r in records) // goal,
+            files=files + dirs,
+        )
+
+    def _counts(self) -> tuple[int, int]:
+        with self.store.transaction():
+            return self.store.count_inodes()
+
+    # --- file data -------------------------------------------------------------------------------
+
+    @handler
+    def GetChunks(self, request: mp.GetChunksRequest, context: grpc.ServicerContext) -> mp.GetChunksReply:
+        inode, rows = self.ns.file_chunks(request.inode, request.first_index, request.count)
+        reply = mp.GetChunksReply(attr=to_attr(inode))
+        for row in rows:
+            ref = reply.chunks.add(
+                index=row.idx, chunk_id=format_chunk_id(row.id), length=row.length,
+                stored_length=row.stored_length, crc32c=row.crc,
+            )
+            for view in self.cluster.locations(row.id):
+                ref.replicas.add(keeper_id=view.keeper_id, address=view.address)
+        return reply
+
+    @handler
+    def AllocateChunk(self, request: mp.AllocateChunkRequest, context: grpc.ServicerContext) -> mp.AllocateChunkReply:
+        pipeline = self.cluster.choose_pipeline(request.exclude_keepers)
+        now = self.ns.clock()
+        with self.store.transaction():
+            chunk = self.store.new_chunk(now)
+        self.cluster.reserved(chunk, now)
+        return mp.AllocateChunkReply(
+            chunk_id=format_chunk_id(chunk),
+            pipeline=[cp.KeeperRef(keeper_id=v.keeper_id, address=v.address) for v in pipeline],
+            min_copies=self.cluster.settings.min_copies,
+        )
+
+    @handler
+    def AbandonChunks(self, request: mp.AbandonChunksRequest, context: grpc.ServicerContext) -> cp.Empty:
+        self._apply(self.ns.abandon([_chunk_number(c) for c in request.chunk_ids]))
+        return cp.Empty()
+
+    @handler
+    def CommitChunks(self, request: mp.CommitChunksRequest, context: grpc.ServicerContext) -> mp.Attr:
+        committed, stored_on = _committed(request.chunks)
+        mtime = request.mtime_ns if request.HasField("mtime_ns") else None
+        inode, changes = self.ns.commit_chunks(request.inode, request.size, committed, mtime)
+        self._apply(changes, committed, stored_on)
+        return to_attr(inode)
+
+    @handler
+    def PutFile(self, request: mp.PutFileRequest, context: grpc.ServicerContext) -> mp.Attr:
+        committed, stored_on = _committed(request.chunks)
+        mtime = request.mtime_ns if request.HasField("mtime_ns") else None
+        inode, changes = self.ns.put_file(
+            request.parent, request.name, request.mode, request.uid, request.gid, request.size,
+            request.chunk_size or self.ns.default_chunk_size, committed, mtime,
+        )
+        self._apply(changes, committed, stored_on)
+        return to_attr(inode)
+
+    @handler
+    def ReportBadReplica(self, request: mp.BadReplicaRequest, context: grpc.ServicerContext) -> cp.Empty:
+        log.warning("client reports chunk %s on keeper %s bad: %s", request.chunk_id, request.keeper_id, request.reason)
+        self.cluster.request_verify(_chunk_number(request.chunk_id), request.keeper_id)
+        return cp.Empty()
+
+    # --- cluster ---------------------------------------------------------------------------------
+
+    @handler
+    def Status(self, request: cp.Empty, context: grpc.ServicerContext) -> mp.StatusReply:
+        now = self.cluster.clock()
+        health = self.cluster.health()
+        files, dirs = self._counts()
+        reply = mp.StatusReply(
+            files=files, directories=dirs, goal=self.cluster.settings.goal, chunk_size=self.cluster.settings.chunk_size,
+            chunks=mp.ChunkHealth(
+                total=health.total, under_replicated=health.under_replicated,
+                over_replicated=health.over_replicated, lost=health.lost,
+                repairs_in_flight=health.repairs_in_flight, garbage=health.garbage,
+            ),
+        )
+        for r in self.cluster.keeper_records():
+            reply.keepers.add(
+                keeper_id=r.keeper_id, address=r.address, alive=r.alive, capacity_bytes=r.capacity_bytes,
+                used_bytes=r.used_bytes, free_bytes=r.free_bytes, chunks=len(r.chunks), load=r.load,
+                seconds_since_heartbeat=now - r.last_seen,
+            )
+        return reply
+
+    @handler
+    def RegisterKeeper(self, request: mp.RegisterKeeperRequest, context: grpc.ServicerContext) -> cp.Empty:
+        if not request.keeper.keeper_id or not request.keeper.address:
+            raise FsError(errno.EINVAL, "a keeper registers with an id and an address")
+        self.cluster.register(
+            request.keeper.keeper_id, request.keeper.address, request.capacity_bytes, request.used_bytes,
+            request.free_bytes, list(request.chunk_ids),
+        )
+        return cp.Empty()
+
+    @handler
+    def Heartbeat(self, request: mp.HeartbeatRequest, context: grpc.ServicerContext) -> mp.HeartbeatReply:
+        commands = self.cluster.heartbeat(
+            request.keeper_id, request.capacity_bytes, request.used_bytes, request.free_bytes, request.load,
+            list(request.added), list(request.removed),
+            [(c.chunk_id, c.target_id, c.ok) for c in request.copies_done],
+        )
+        return mp.HeartbeatReply(
+            reregister=commands.reregister,
+            delete=[format_chunk_id(c) for c in commands.deletes],
+            copy=[
+                mp.CopyCommand(chunk_id=format_chunk_id(c), target=cp.KeeperRef(keeper_id=v.keeper_id, address=v.address))
+                for c, v in commands.copies
+            ],
+            verify=[format_chunk_id(c) for c in commands.verifies],
+        )
+

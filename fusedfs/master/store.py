@@ -1,0 +1,314 @@
+"""Durable metadata: the one place that knows how the namespace and chunk table are stored.
+
+`MetadataStore` is the interface the namespace logic uses; `SqliteStore` is the embedded engine.
+Every change happens inside `transaction()` and is on disk when it returns (WAL with
+synchronous=FULL), so a `kill -9` of the master at any moment loses no acknowledged change.
+
+Schema (every column and sentinel explained here, and only here):
+
+    inodes      one row per file, directory or symlink
+      id            inode number; 1 is the root; never reused (AUTOINCREMENT)
+      mode          st_mode, file type bits included
+      uid, gid, nlink, size
+      atime_ns, mtime_ns, ctime_ns   nanoseconds since the epoch
+      chunk_size    bytes per chunk slot, fixed when the file is created; 0 for non-files
+      target        symlink target; NULL for other types
+
+    dentries    one row per name in a directory
+      id            stable readdir cursor (rows are never renumbered)
+      parent, name, inode      name is raw bytes, unique within parent
+
+    chunks      every chunk id ever handed out, until no keeper holds it any more
+      id            the chunk id (16 hex digits on the wire)
+      state         0 PENDING: reserved for an upload in progress, safe from garbage collection
+                    1 LIVE: slot `idx` of file `inode`
+                    2 GARBAGE: no longer referenced; keepers delete it after the grace period
+      inode, idx    set only while LIVE
+      length        bytes of the chunk the file uses (less than stored_length after a truncate)
+      stored_length, crc   what the keepers hold; 0 while PENDING
+      since_ns      when it entered its state (PENDING lease start, GARBAGE grace start)
+
+    meta        key/value: schema_version, next_chunk_id
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Protocol
+
+ROOT_INODE = 1
+SCHEMA_VERSION = 1
+
+
+class ChunkState(IntEnum):
+    PENDING = 0
+    LIVE = 1
+    GARBAGE = 2
+
+
+@dataclass
+class Inode:
+    id: int
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    chunk_size: int = 0
+    target: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Dentry:
+    cursor: int
+    name: bytes
+    inode: int
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    id: int
+    state: ChunkState
+    inode: int | None
+    idx: int | None
+    length: int
+    stored_length: int
+    crc: int
+    since_ns: int
+
+
+class MetadataStore(Protocol):
+    """What the namespace needs from a storage engine; all calls inside transaction()."""
+
+    def transaction(self) -> Iterator[None]: ...
+    def get_inode(self, ino: int) -> Inode | None: ...
+    def insert_inode(self, inode: Inode) -> int: ...
+    def update_inode(self, inode: Inode) -> None: ...
+    def delete_inode(self, ino: int) -> None: ...
+    def lookup(self, parent: int, name: bytes) -> Dentry | None: ...
+    def insert_dentry(self, parent: int, name: bytes, ino: int) -> None: ...
+    def delete_dentry(self, parent: int, name: bytes) -> None: ...
+    def list_dentries(self, parent: int, after: int, limit: int) -> list[tuple[Dentry, Inode]]: ...
+    def has_children(self, ino: int) -> bool: ...
+    def parent_of(self, ino: int) -> int | None: ...
+    def new_chunk(self, now_ns: int) -> int: ...
+    def get_chunk(self, chunk_id: int) -> ChunkRow | None: ...
+    def file_chunks(self, ino: int, first: int, count: int) -> list[ChunkRow]: ...
+    def make_live(self, chunk_id: int, ino: int, idx: int, length: int, crc: int, now_ns: int) -> None: ...
+    def set_chunk_length(self, chunk_id: int, length: int) -> None: ...
+    def make_garbage(self, chunk_ids: list[int], now_ns: int) -> None: ...
+    def purge_chunks(self, chunk_ids: list[int]) -> None: ...
+    def all_chunks(self) -> list[ChunkRow]: ...
+    def next_chunk_id(self) -> int: ...
+    def count_inodes(self) -> tuple[int, int]: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS inodes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    nlink INTEGER NOT NULL, size INTEGER NOT NULL,
+    atime_ns INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    chunk_size INTEGER NOT NULL, target BLOB
+);
+CREATE TABLE IF NOT EXISTS dentries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    parent INTEGER NOT NULL, name BLOB NOT NULL, inode INTEGER NOT NULL,
+    UNIQUE (parent, name)
+);
+CREATE INDEX IF NOT EXISTS dentries_by_inode ON dentries (inode);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    state INTEGER NOT NULL, inode INTEGER, idx INTEGER,
+    length INTEGER NOT NULL, stored_length INTEGER NOT NULL, crc INTEGER NOT NULL,
+    since_ns INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS chunks_by_slot ON chunks (inode, idx) WHERE state = 1;
+"""
+
+_INODE_COLUMNS = "id, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target"
+_CHUNK_COLUMNS = "id, state, inode, idx, length, stored_length, crc, since_ns"
+
+
+def _inode(row: tuple) -> Inode:  # type: ignore[type-arg]
+    return Inode(*row)
+
+
+def _chunk(row: tuple) -> ChunkRow:  # type: ignore[type-arg]
+    return ChunkRow(row[0], ChunkState(row[1]), *row[2:])
+
+
+class SqliteStore:
+    """MetadataStore on SQLite in WAL mode; one connection, serialised by a lock."""
+
+    def __init__(self, path: Path, root_mode: int, now_ns: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._lock = threading.RLock()
+        self._depth = 0
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):  # not executescript(): it would commit midway
+                if statement.strip():
+                    self._db.execute(statement)
+            if self._db.execute("SELECT 1 FROM inodes WHERE id = ?", (ROOT_INODE,)).fetchone() is None:
+                self._db.execute(
+                    "INSERT INTO inodes VALUES (?, ?, 0, 0, 2, 0, ?, ?, ?, 0, NULL)",
+                    (ROOT_INODE, root_mode, now_ns, now_ns, now_ns),
+                )
+                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+                self._db.execute("INSERT INTO meta VALUES ('next_chunk_id', 1)")
+            version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                raise RuntimeError(f"metadata schema version {version}; this master reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A transaction, committed (durably) on success and rolled back on any exception.
+
+        Nested use joins the outer transaction.
+        """
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    # --- inodes and names ------------------------------------------------------------------------
+
+    def get_inode(self, ino: int) -> Inode | None:
+        row = self._db.execute(f"SELECT {_INODE_COLUMNS} FROM inodes WHERE id = ?", (ino,)).fetchone()
+        return _inode(row) if row else None
+
+    def insert_inode(self, inode: Inode) -> int:
+        cur = self._db.execute(
+            "INSERT INTO inodes (mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (inode.mode, inode.uid, inode.gid, inode.nlink, inode.size, inode.atime_ns, inode.mtime_ns,
+             inode.ctime_ns, inode.chunk_size, inode.target),
+        )
+        assert cur.lastrowid is not None
+        inode.id = cur.lastrowid
+        return cur.lastrowid
+
+    def update_inode(self, inode: Inode) -> None:
+        self._db.execute(
+            "UPDATE inodes SET mode=?, uid=?, gid=?, nlink=?, size=?, atime_ns=?, mtime_ns=?, ctime_ns=?,"
+            " chunk_size=?, target=? WHERE id=?",
+            (inode.mode, inode.uid, inode.gid, inode.nlink, inode.size, inode.atime_ns, inode.mtime_ns,
+             inode.ctime_ns, inode.chunk_size, inode.target, inode.id),
+        )
+
+    def delete_inode(self, ino: int) -> None:
+        self._db.execute("DELETE FROM inodes WHERE id = ?", (ino,))
+
+    def lookup(self, parent: int, name: bytes) -> Dentry | None:
+        row = self._db.execute(
+            "SELECT id, name, inode FROM dentries WHERE parent = ? AND name = ?", (parent, name)
+        ).fetchone()
+        return Dentry(*row) if row else None
+
+    def insert_dentry(self, parent: int, name: bytes, ino: int) -> None:
+        self._db.execute("INSERT INTO dentries (parent, name, inode) VALUES (?, ?, ?)", (parent, name, ino))
+
+    def delete_dentry(self, parent: int, name: bytes) -> None:
+        self._db.execute("DELETE FROM dentries WHERE parent = ? AND name = ?", (parent, name))
+
+    def list_dentries(self, parent: int, after: int, limit: int) -> list[tuple[Dentry, Inode]]:
+        rows = self._db.execute(
+            f"SELECT d.id, d.name, d.inode, {', '.join('i.' + c.strip() for c in _INODE_COLUMNS.split(','))}"
+            " FROM dentries d JOIN inodes i ON i.id = d.inode"
+            " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?",
+            (parent, after, limit),
+        ).fetchall()
+        return [(Dentry(*row[:3]), _inode(row[3:])) for row in rows]
+
+    def has_children(self, ino: int) -> bool:
+        return self._db.execute("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1", (ino,)).fetchone() is not None
+
+    def parent_of(self, ino: int) -> int | None:
+        """The parent of a directory (directories have exactly one name)."""
+        row = self._db.execute("SELECT parent FROM dentries WHERE inode = ? LIMIT 1", (ino,)).fetchone()
+        return row[0] if row else None
+
+    def count_inodes(self) -> tuple[int, int]:
+        """(files, directories)."""
+        files, dirs = self._db.execute(
+            "SELECT SUM((mode & 61440) != 16384), SUM((mode & 61440) = 16384) FROM inodes"
+        ).fetchone()
+        return files or 0, dirs or 0
+
+    # --- chunks ----------------------------------------------------------------------------------
+
+    def new_chunk(self, now_ns: int) -> int:
+        chunk_id = self.next_chunk_id()
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_chunk_id'", (chunk_id + 1,))
+        self._db.execute(
+            "INSERT INTO chunks VALUES (?, ?, NULL, NULL, 0, 0, 0, ?)", (chunk_id, ChunkState.PENDING, now_ns)
+        )
+        return chunk_id
+
+    def next_chunk_id(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key = 'next_chunk_id'").fetchone()[0])
+
+    def get_chunk(self, chunk_id: int) -> ChunkRow | None:
+        row = self._db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
+        return _chunk(row) if row else None
+
+    def file_chunks(self, ino: int, first: int = 0, count: int = 0) -> list[ChunkRow]:
+        rows = self._db.execute(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE state = 1 AND inode = ? AND idx >= ? ORDER BY idx LIMIT ?",
+            (ino, first, count if count > 0 else -1),
+        ).fetchall()
+        return [_chunk(r) for r in rows]
+
+    def make_live(self, chunk_id: int, ino: int, idx: int, length: int, crc: int, now_ns: int) -> None:
+        self._db.execute(
+            "UPDATE chunks SET state = 1, inode = ?, idx = ?, length = ?, stored_length = ?, crc = ?, since_ns = ?"
+            " WHERE id = ?",
+            (ino, idx, length, length, crc, now_ns, chunk_id),
+        )
+
+    def set_chunk_length(self, chunk_id: int, length: int) -> None:
+        self._db.execute("UPDATE chunks SET length = ? WHERE id = ?", (length, chunk_id))
+
+    def make_garbage(self, chunk_ids: list[int], now_ns: int) -> None:
+        self._db.executemany(
+            "UPDATE chunks SET state = 2, inode = NULL, idx = NULL, since_ns = ? WHERE id = ?",
+            [(now_ns, c) for c in chunk_ids],
+        )
+
+    def purge_chunks(self, chunk_ids: list[int]) -> None:
+        self._db.executemany("DELETE FROM chunks WHERE id = ?", [(c,) for c in chunk_ids])
+
+    def all_chunks(self) -> list[ChunkRow]:
+        return [_chunk(r) for r in self._db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks")]

@@ -1,0 +1,33 @@
+"""Rules for names and paths, shared by the master (which enforces them) and clients."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from fusedfs.errors import FsError
+
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def validate_name(name: bytes) -> None:
+    """A directory entry name: 1..255 bytes, no '/', no NUL, not '.' or '..'."""
+    if not name or name in (b".", b".."):
+        raise FsError(errno.EINVAL, f"invalid name {name!r}")
+    if b"/" in name or b"\0" in name:
+        raise FsError(errno.EINVAL, f"invalid name {name!r}: contains '/' or NUL")
+    if len(name) > NAME_MAX:
+        raise FsError(errno.ENAMETOOLONG, f"name is {len(name)} bytes; the limit is {NAME_MAX}")
+
+
+def split_path(path: str) -> list[bytes]:
+    """Components of an absolute DFS path; '.' and empty components are dropped, '..' refused."""
+    if not path.startswith("/"):
+        raise FsError(errno.EINVAL, f"path {path!r} must be absolute (start with '/')")
+    parts = [os.fsencode(p) for p in path.split("/") if p not in ("", ".")]
+    for part in parts:
+        if part == b"..":
+            raise FsError(errno.EINVAL, f"path {path!r}: '..' is not allowed")
+        validate_name(part)
+    return parts

@@ -1,0 +1,72 @@
+from fusedfs.rpc import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class WriteChunkHeader(_message.Message):
+    __slots__ = ("chunk_id", "length", "crc32c", "downstream")
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    DOWNSTREAM_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    length: int
+    crc32c: int
+    downstream: _containers.RepeatedCompositeFieldContainer[_common_pb2.KeeperRef]
+    def __init__(self, chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ..., downstream: _Optional[_Iterable[_Union[_common_pb2.KeeperRef, _Mapping]]] = ...) -> None: ...
+
+class WriteChunkMessage(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: WriteChunkHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[WriteChunkHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PipelineFailure(_message.Message):
+    __slots__ = ("keeper", "code", "message")
+    KEEPER_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    keeper: _common_pb2.KeeperRef
+    code: str
+    message: str
+    def __init__(self, keeper: _Optional[_Union[_common_pb2.KeeperRef, _Mapping]] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class WriteChunkReply(_message.Message):
+    __slots__ = ("stored_on", "failures")
+    STORED_ON_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    stored_on: _containers.RepeatedScalarFieldContainer[str]
+    failures: _containers.RepeatedCompositeFieldContainer[PipelineFailure]
+    def __init__(self, stored_on: _Optional[_Iterable[str]] = ..., failures: _Optional[_Iterable[_Union[PipelineFailure, _Mapping]]] = ...) -> None: ...
+
+class ReadChunkRequest(_message.Message):
+    __slots__ = ("chunk_id", "offset", "length")
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    offset: int
+    length: int
+    def __init__(self, chunk_id: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class ChunkPiece(_message.Message):
+    __slots__ = ("offset", "data", "block_crc32c", "block_size", "chunk_length", "chunk_crc32c")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_CRC32C_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_CRC32C_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    block_crc32c: _containers.RepeatedScalarFieldContainer[int]
+    block_size: int
+    chunk_length: int
+    chunk_crc32c: int
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., block_crc32c: _Optional[_Iterable[int]] = ..., block_size: _Optional[int] = ..., chunk_length: _Optional[int] = ..., chunk_crc32c: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,406 @@
+from fusedfs.rpc import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Attr(_message.Message):
+    __slots__ = ("inode", "mode", "nlink", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "chunk_size")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NLINK_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ATIME_NS_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    CTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    chunk_size: int
+    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., nlink: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+
+class EntryRequest(_message.Message):
+    __slots__ = ("parent", "name")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    parent: int
+    name: bytes
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ...) -> None: ...
+
+class PathRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class InodeRequest(_message.Message):
+    __slots__ = ("inode",)
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    def __init__(self, inode: _Optional[int] = ...) -> None: ...
+
+class SetAttrRequest(_message.Message):
+    __slots__ = ("inode", "mode", "uid", "gid", "size", "atime_ns", "mtime_ns", "atime_now", "mtime_now")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ATIME_NS_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    ATIME_NOW_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NOW_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    atime_now: bool
+    mtime_now: bool
+    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., atime_now: _Optional[bool] = ..., mtime_now: _Optional[bool] = ...) -> None: ...
+
+class ReadDirRequest(_message.Message):
+    __slots__ = ("inode", "after", "limit")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    after: int
+    limit: int
+    def __init__(self, inode: _Optional[int] = ..., after: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class DirEntry(_message.Message):
+    __slots__ = ("name", "attr", "cursor")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTR_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    attr: Attr
+    cursor: int
+    def __init__(self, name: _Optional[bytes] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., cursor: _Optional[int] = ...) -> None: ...
+
+class ReadDirReply(_message.Message):
+    __slots__ = ("entries", "more")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
+    more: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class MakeNodeRequest(_message.Message):
+    __slots__ = ("parent", "name", "mode", "uid", "gid", "exclusive")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
+    parent: int
+    name: bytes
+    mode: int
+    uid: int
+    gid: int
+    exclusive: bool
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., exclusive: _Optional[bool] = ...) -> None: ...
+
+class SymlinkRequest(_message.Message):
+    __slots__ = ("parent", "name", "target", "uid", "gid")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    parent: int
+    name: bytes
+    target: bytes
+    uid: int
+    gid: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., target: _Optional[bytes] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
+
+class ReadLinkReply(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: bytes
+    def __init__(self, target: _Optional[bytes] = ...) -> None: ...
+
+class LinkRequest(_message.Message):
+    __slots__ = ("inode", "new_parent", "new_name")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    NEW_PARENT_FIELD_NUMBER: _ClassVar[int]
+    NEW_NAME_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    new_parent: int
+    new_name: bytes
+    def __init__(self, inode: _Optional[int] = ..., new_parent: _Optional[int] = ..., new_name: _Optional[bytes] = ...) -> None: ...
+
+class RenameRequest(_message.Message):
+    __slots__ = ("parent", "name", "new_parent", "new_name", "flags")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NEW_PARENT_FIELD_NUMBER: _ClassVar[int]
+    NEW_NAME_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    parent: int
+    name: bytes
+    new_parent: int
+    new_name: bytes
+    flags: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., new_parent: _Optional[int] = ..., new_name: _Optional[bytes] = ..., flags: _Optional[int] = ...) -> None: ...
+
+class StatFsReply(_message.Message):
+    __slots__ = ("capacity_bytes", "free_bytes", "files")
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    capacity_bytes: int
+    free_bytes: int
+    files: int
+    def __init__(self, capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., files: _Optional[int] = ...) -> None: ...
+
+class ChunkRef(_message.Message):
+    __slots__ = ("index", "chunk_id", "length", "stored_length", "crc32c", "replicas")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    STORED_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    chunk_id: str
+    length: int
+    stored_length: int
+    crc32c: int
+    replicas: _containers.RepeatedCompositeFieldContainer[_common_pb2.KeeperRef]
+    def __init__(self, index: _Optional[int] = ..., chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., stored_length: _Optional[int] = ..., crc32c: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_common_pb2.KeeperRef, _Mapping]]] = ...) -> None: ...
+
+class GetChunksRequest(_message.Message):
+    __slots__ = ("inode", "first_index", "count")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    first_index: int
+    count: int
+    def __init__(self, inode: _Optional[int] = ..., first_index: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class GetChunksReply(_message.Message):
+    __slots__ = ("attr", "chunks")
+    ATTR_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    attr: Attr
+    chunks: _containers.RepeatedCompositeFieldContainer[ChunkRef]
+    def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[ChunkRef, _Mapping]]] = ...) -> None: ...
+
+class AllocateChunkRequest(_message.Message):
+    __slots__ = ("exclude_keepers",)
+    EXCLUDE_KEEPERS_FIELD_NUMBER: _ClassVar[int]
+    exclude_keepers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, exclude_keepers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AllocateChunkReply(_message.Message):
+    __slots__ = ("chunk_id", "pipeline", "min_copies")
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    MIN_COPIES_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    pipeline: _containers.RepeatedCompositeFieldContainer[_common_pb2.KeeperRef]
+    min_copies: int
+    def __init__(self, chunk_id: _Optional[str] = ..., pipeline: _Optional[_Iterable[_Union[_common_pb2.KeeperRef, _Mapping]]] = ..., min_copies: _Optional[int] = ...) -> None: ...
+
+class AbandonChunksRequest(_message.Message):
+    __slots__ = ("chunk_ids",)
+    CHUNK_IDS_FIELD_NUMBER: _ClassVar[int]
+    chunk_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, chunk_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NewChunk(_message.Message):
+    __slots__ = ("index", "chunk_id", "length", "crc32c", "stored_on")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    STORED_ON_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    chunk_id: str
+    length: int
+    crc32c: int
+    stored_on: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, index: _Optional[int] = ..., chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ..., stored_on: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CommitChunksRequest(_message.Message):
+    __slots__ = ("inode", "size", "chunks", "mtime_ns")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    size: int
+    chunks: _containers.RepeatedCompositeFieldContainer[NewChunk]
+    mtime_ns: int
+    def __init__(self, inode: _Optional[int] = ..., size: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[NewChunk, _Mapping]]] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
+
+class PutFileRequest(_message.Message):
+    __slots__ = ("parent", "name", "mode", "uid", "gid", "size", "chunk_size", "chunks", "mtime_ns")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    parent: int
+    name: bytes
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    chunk_size: int
+    chunks: _containers.RepeatedCompositeFieldContainer[NewChunk]
+    mtime_ns: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., chunk_size: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[NewChunk, _Mapping]]] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
+
+class BadReplicaRequest(_message.Message):
+    __slots__ = ("chunk_id", "keeper_id", "reason")
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    keeper_id: str
+    reason: str
+    def __init__(self, chunk_id: _Optional[str] = ..., keeper_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class KeeperStatus(_message.Message):
+    __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat")
+    KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_SINCE_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    keeper_id: str
+    address: str
+    alive: bool
+    capacity_bytes: int
+    used_bytes: int
+    free_bytes: int
+    chunks: int
+    load: int
+    seconds_since_heartbeat: float
+    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., load: _Optional[int] = ..., seconds_since_heartbeat: _Optional[float] = ...) -> None: ...
+
+class ChunkHealth(_message.Message):
+    __slots__ = ("total", "under_replicated", "over_replicated", "lost", "repairs_in_flight", "garbage")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
+    OVER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    REPAIRS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    GARBAGE_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    under_replicated: int
+    over_replicated: int
+    lost: int
+    repairs_in_flight: int
+    garbage: int
+    def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ...) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size")
+    KEEPERS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORIES_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    keepers: _containers.RepeatedCompositeFieldContainer[KeeperStatus]
+    chunks: ChunkHealth
+    files: int
+    directories: int
+    goal: int
+    chunk_size: int
+    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+
+class RegisterKeeperRequest(_message.Message):
+    __slots__ = ("keeper", "capacity_bytes", "used_bytes", "free_bytes", "chunk_ids")
+    KEEPER_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_IDS_FIELD_NUMBER: _ClassVar[int]
+    keeper: _common_pb2.KeeperRef
+    capacity_bytes: int
+    used_bytes: int
+    free_bytes: int
+    chunk_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, keeper: _Optional[_Union[_common_pb2.KeeperRef, _Mapping]] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunk_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CopyResult(_message.Message):
+    __slots__ = ("chunk_id", "target_id", "ok", "error")
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    target_id: str
+    ok: bool
+    error: str
+    def __init__(self, chunk_id: _Optional[str] = ..., target_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("keeper_id", "capacity_bytes", "used_bytes", "free_bytes", "load", "added", "removed", "copies_done")
+    KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    COPIES_DONE_FIELD_NUMBER: _ClassVar[int]
+    keeper_id: str
+    capacity_bytes: int
+    used_bytes: int
+    free_bytes: int
+    load: int
+    added: _containers.RepeatedScalarFieldContainer[str]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    copies_done: _containers.RepeatedCompositeFieldContainer[CopyResult]
+    def __init__(self, keeper_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., load: _Optional[int] = ..., added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., copies_done: _Optional[_Iterable[_Union[CopyResult, _Mapping]]] = ...) -> None: ...
+
+class CopyCommand(_message.Message):
+    __slots__ = ("chunk_id", "target")
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    target: _common_pb2.KeeperRef
+    def __init__(self, chunk_id: _Optional[str] = ..., target: _Optional[_Union[_common_pb2.KeeperRef, _Mapping]] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("reregister", "delete", "copy", "verify")
+    REREGISTER_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    reregister: bool
+    delete: _containers.RepeatedScalarFieldContainer[str]
+    copy: _containers.RepeatedCompositeFieldContainer[CopyCommand]
+    verify: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, reregister: _Optional[bool] = ..., delete: _Optional[_Iterable[str]] = ..., copy: _Optional[_Iterable[_Union[CopyCommand, _Mapping]]] = ..., verify: _Optional[_Iterable[str]] = ...) -> None: ...
