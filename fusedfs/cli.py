@@ -41,37 +41,74 @@ def build_parser() -> argparse.ArgumentParser:
 
     master = sub.add_parser("master", help="run the master (namespace and chunk placement)")
     master.add_argument("--listen", default="0.0.0.0:3000", metavar="HOST:PORT", help="default 0.0.0.0:3000")
-    master.add_argument("--data", type=Path, default=Path("fusedfs-master"), metavar="DIR",
-                        help="metadata folder (default ./fusedfs-master)")
+    master.add_argument(
+        "--data",
+        type=Path,
+        default=Path("fusedfs-master"),
+        metavar="DIR",
+        help="metadata folder (default ./fusedfs-master)",
+    )
     master.add_argument("--goal", type=int, default=3, help="copies of every chunk (default 3)")
-    master.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE // MiB, metavar="MiB",
-                        help=f"chunk size for new files (default {DEFAULT_CHUNK_SIZE // MiB})")
-    master.add_argument("--dead-after", type=_positive, default=3.0, metavar="SECONDS",
-                        help="silence after which a keeper is dead (default 3)")
-    master.add_argument("--gc-grace", type=float, default=60.0, metavar="SECONDS",
-                        help="keep unreferenced chunks this long for reads in progress (default 60)")
-    master.add_argument("--upload-lease", type=_positive, default=3600.0, metavar="SECONDS",
-                        help="how long an unfinished upload's chunks are kept (default 3600)")
-    master.add_argument("--repair-jobs", type=int, default=2, metavar="N",
-                        help="concurrent repair copies per keeper (default 2)")
+    master.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE // MiB,
+        metavar="MiB",
+        help=f"chunk size for new files (default {DEFAULT_CHUNK_SIZE // MiB})",
+    )
+    master.add_argument(
+        "--dead-after",
+        type=_positive,
+        default=3.0,
+        metavar="SECONDS",
+        help="silence after which a keeper is dead (default 3)",
+    )
+    master.add_argument(
+        "--gc-grace",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="keep unreferenced chunks this long for reads in progress (default 60)",
+    )
+    master.add_argument(
+        "--upload-lease",
+        type=_positive,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how long an unfinished upload's chunks are kept (default 3600)",
+    )
+    master.add_argument(
+        "--repair-jobs", type=int, default=2, metavar="N", help="concurrent repair copies per keeper (default 2)"
+    )
     master.set_defaults(run=run_master)
 
     keeper = sub.add_parser("keeper", help="run a keeper (chunk server)")
     keeper.add_argument("master", metavar="MASTER", help="the master's HOST[:PORT]")
     keeper.add_argument("--listen", default="0.0.0.0:3001", metavar="HOST:PORT", help="default 0.0.0.0:3001")
     keeper.add_argument("--advertise", metavar="HOST:PORT", help="address others reach this keeper at")
-    keeper.add_argument("--data", type=Path, default=Path("fusedfs-keeper"), metavar="DIR",
-                        help="chunk folder (default ./fusedfs-keeper)")
+    keeper.add_argument(
+        "--data",
+        type=Path,
+        default=Path("fusedfs-keeper"),
+        metavar="DIR",
+        help="chunk folder (default ./fusedfs-keeper)",
+    )
     keeper.add_argument("--heartbeat", type=_positive, default=1.0, metavar="SECONDS", help="default 1")
-    keeper.add_argument("--reserve", type=int, default=256, metavar="MiB",
-                        help="disk space to leave free (default 256)")
+    keeper.add_argument(
+        "--reserve", type=int, default=256, metavar="MiB", help="disk space to leave free (default 256)"
+    )
     keeper.set_defaults(run=run_keeper)
 
     client_cli.add_parser(sub)
 
     up = sub.add_parser("up", help="run master + 3 keepers on loopback (the embedded default)")
-    up.add_argument("--data", type=Path, default=Path("fusedfs-data"), metavar="DIR",
-                    help="folder for all data (default ./fusedfs-data)")
+    up.add_argument(
+        "--data",
+        type=Path,
+        default=Path("fusedfs-data"),
+        metavar="DIR",
+        help="folder for all data (default ./fusedfs-data)",
+    )
     up.add_argument("--port", type=int, default=3000, help="master port; keepers use the next ones (default 3000)")
     up.add_argument("--keepers", type=int, default=3, help="how many keepers (default 3)")
     up.set_defaults(run=run_up)
@@ -94,13 +131,17 @@ def run_master(args: argparse.Namespace) -> int:
         raise FsError(22, f"--goal {args.goal} is out of range (1..16)")
     if not 1 <= args.chunk_size <= MAX_CHUNK_SIZE // MiB:
         raise FsError(22, f"--chunk-size {args.chunk_size} is out of range (1..{MAX_CHUNK_SIZE // MiB})")
-    settings = Settings(goal=args.goal, dead_after=args.dead_after, chunk_size=args.chunk_size * MiB,
-                        gc_grace=args.gc_grace, upload_lease=args.upload_lease,
-                        max_jobs_per_keeper=max(1, args.repair_jobs))
+    settings = Settings(
+        goal=args.goal,
+        dead_after=args.dead_after,
+        chunk_size=args.chunk_size * MiB,
+        gc_grace=args.gc_grace,
+        upload_lease=args.upload_lease,
+        max_jobs_per_keeper=max(1, args.repair_jobs),
+    )
     server = MasterServer(args.data, args.listen, settings)
     server.start()
-    logging.getLogger("fusedfs").info("master listening on %s (data in %s, goal %d)", args.listen, args.data,
-                                      args.goal)
+    logging.getLogger("fusedfs").info("master listening on %s (data in %s, goal %d)", args.listen, args.data, args.goal)
     _serve_until_signal(server.stop)
     return 0
 
@@ -131,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("fusedfs").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if args.part == "client" and not args.verbose:
-        logging.getLogger().setLevel(logging.WARNING)
+    # Servers log their life; the client speaks only through its result (and warnings).
+    quiet = args.part == "client"
+    logging.getLogger("fusedfs").setLevel(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)
     try:
         return int(args.run(args))
     except FsError as e:

@@ -53,21 +53,29 @@ class LocalCluster:
         return f"{self.host}:{self.master_port}"
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.data_dir / "logs" / f"{name}.log", "ab")
-        try:
+        with open(self.data_dir / "logs" / f"{name}.log", "ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "fusedfs", *args], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "-m", "fusedfs", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
-        finally:
-            log.close()
 
     # --- master ----------------------------------------------------------------------------------
 
     def start_master(self) -> None:
-        self.master_proc = self._spawn("master", [
-            "master", "--listen", self.master_address, "--data", str(self.data_dir / "master"), *self.master_args,
-        ])
+        self.master_proc = self._spawn(
+            "master",
+            [
+                "master",
+                "--listen",
+                self.master_address,
+                "--data",
+                str(self.data_dir / "master"),
+                *self.master_args,
+            ],
+        )
 
     def kill_master(self) -> None:
         self._end(self.master_proc, signal.SIGKILL)
@@ -78,7 +86,7 @@ class LocalCluster:
     def keeper_dir(self, index: int) -> Path:
         return self.data_dir / f"keeper{index}"
 
-    def start_keeper(self, index: int | None = None) -> int:
+    def start_keeper(self, index: int | None = None, extra_args: list[str] | None = None) -> int:
         """Starts keeper `index` (a new one when None) and returns its index."""
         if index is None:
             index = len(self.keeper_procs)
@@ -86,10 +94,19 @@ class LocalCluster:
         while len(self.keeper_ports) <= index:
             self.keeper_ports.append(free_port(self.host))
         address = f"{self.host}:{self.keeper_ports[index]}"
-        self.keeper_procs[index] = self._spawn(f"keeper{index}", [
-            "keeper", self.master_address, "--listen", address, "--data", str(self.keeper_dir(index)),
-            *self.keeper_args,
-        ])
+        self.keeper_procs[index] = self._spawn(
+            f"keeper{index}",
+            [
+                "keeper",
+                self.master_address,
+                "--listen",
+                address,
+                "--data",
+                str(self.keeper_dir(index)),
+                *self.keeper_args,
+                *(extra_args or []),
+            ],
+        )
         return index
 
     def kill_keeper(self, index: int) -> None:
@@ -164,8 +181,9 @@ class LocalCluster:
 
 def run_local_cluster(data_dir: Path, port: int, keepers: int) -> int:
     """`fusedfs up`: runs the embedded default in the foreground until Ctrl-C or SIGTERM."""
-    cluster = LocalCluster(data_dir.resolve(), keepers, master_port=port,
-                           keeper_ports=[port + 1 + i for i in range(keepers)])
+    cluster = LocalCluster(
+        data_dir.resolve(), keepers, master_port=port, keeper_ports=[port + 1 + i for i in range(keepers)]
+    )
     stop = False
 
     def on_signal(*_: object) -> None:
@@ -177,12 +195,15 @@ def run_local_cluster(data_dir: Path, port: int, keepers: int) -> int:
     try:
         cluster.start()
         master = cluster.master_address
-        print(f"""fusedfs is running: master {master}, {keepers} keepers, data in {data_dir}
+        print(
+            f"""fusedfs is running: master {master}, {keepers} keepers, data in {data_dir}
   fusedfs client {master} upload /hello.txt ./some-file
   fusedfs client {master} ls /
   fusedfs client {master} download /hello.txt copy.txt
   fusedfs client {master} status
-Logs: {data_dir / 'logs'}. Stop with Ctrl-C (or kill {os.getpid()}).""", flush=True)
+Logs: {data_dir / "logs"}. Stop with Ctrl-C (or kill {os.getpid()}).""",
+            flush=True,
+        )
         while not stop:
             cluster._check_running()
             time.sleep(0.5)

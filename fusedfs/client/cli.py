@@ -9,7 +9,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from fusedfs.client.files import FileClient
@@ -24,8 +24,13 @@ DEFAULT_MASTER_PORT = 3000
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("client", help="upload, download and list without mounting")
     parser.add_argument("master", metavar="MASTER", help="the master's HOST[:PORT] (port 3000 by default)")
-    parser.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
-                        help="how long to wait for an unreachable cluster before failing (default 30)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for an unreachable cluster before failing (default 30)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     up = commands.add_parser("upload", help="store a local file (or - for stdin) as NAME")
@@ -111,7 +116,7 @@ def _open_local(path: str, mode: str) -> Iterator[BinaryIO]:
 
 
 @contextlib.contextmanager
-def _progress(total: int | None, label: str) -> Iterator[object]:
+def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
     """A progress bar on a terminal; nothing otherwise."""
     if not sys.stderr.isatty():
         yield lambda n: None
@@ -133,31 +138,52 @@ def _size(n: float) -> str:
 def _status(master: MasterClient, as_json: bool) -> None:
     reply: mp.StatusReply = master.call("Status", cp.Empty())
     if as_json:
-        print(json.dumps({
-            "keepers": [
-                {"id": k.keeper_id, "address": k.address, "alive": k.alive, "capacity_bytes": k.capacity_bytes,
-                 "used_bytes": k.used_bytes, "free_bytes": k.free_bytes, "chunks": k.chunks, "load": k.load,
-                 "seconds_since_heartbeat": round(k.seconds_since_heartbeat, 3)}
-                for k in reply.keepers
-            ],
-            "chunks": {
-                "total": reply.chunks.total, "under_replicated": reply.chunks.under_replicated,
-                "over_replicated": reply.chunks.over_replicated, "lost": reply.chunks.lost,
-                "repairs_in_flight": reply.chunks.repairs_in_flight, "garbage": reply.chunks.garbage,
-            },
-            "files": reply.files,
-            "directories": reply.directories,
-            "goal": reply.goal,
-            "chunk_size": reply.chunk_size,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "keepers": [
+                        {
+                            "id": k.keeper_id,
+                            "address": k.address,
+                            "alive": k.alive,
+                            "capacity_bytes": k.capacity_bytes,
+                            "used_bytes": k.used_bytes,
+                            "free_bytes": k.free_bytes,
+                            "chunks": k.chunks,
+                            "load": k.load,
+                            "seconds_since_heartbeat": round(k.seconds_since_heartbeat, 3),
+                        }
+                        for k in reply.keepers
+                    ],
+                    "chunks": {
+                        "total": reply.chunks.total,
+                        "under_replicated": reply.chunks.under_replicated,
+                        "over_replicated": reply.chunks.over_replicated,
+                        "lost": reply.chunks.lost,
+                        "repairs_in_flight": reply.chunks.repairs_in_flight,
+                        "garbage": reply.chunks.garbage,
+                    },
+                    "files": reply.files,
+                    "directories": reply.directories,
+                    "goal": reply.goal,
+                    "chunk_size": reply.chunk_size,
+                },
+                indent=2,
+            )
+        )
         return
-    print(f"{'KEEPER':<12} {'ADDRESS':<22} {'STATE':<5} {'CAPACITY':>10} {'USED':>10} {'FREE':>10} {'CHUNKS':>7} {'LOAD':>4} {'SEEN':>6}")
+    header = ("KEEPER", "ADDRESS", "STATE", "CAPACITY", "USED", "FREE", "CHUNKS", "LOAD", "SEEN")
+    print("{:<12} {:<22} {:<5} {:>10} {:>10} {:>10} {:>7} {:>4} {:>6}".format(*header))
     for k in reply.keepers:
-        print(f"{k.keeper_id[:12]:<12} {k.address:<22} {'up' if k.alive else 'DEAD':<5} {_size(k.capacity_bytes):>10} "
-              f"{_size(k.used_bytes):>10} {_size(k.free_bytes):>10} {k.chunks:>7} {k.load:>4} "
-              f"{k.seconds_since_heartbeat:>5.1f}s")
+        print(
+            f"{k.keeper_id[:12]:<12} {k.address:<22} {'up' if k.alive else 'DEAD':<5} {_size(k.capacity_bytes):>10} "
+            f"{_size(k.used_bytes):>10} {_size(k.free_bytes):>10} {k.chunks:>7} {k.load:>4} "
+            f"{k.seconds_since_heartbeat:>5.1f}s"
+        )
     c = reply.chunks
-    print(f"\nchunks: {c.total} in files, goal {reply.goal} copies: {c.under_replicated} under-replicated, "
-          f"{c.over_replicated} over-replicated, {c.lost} lost, {c.repairs_in_flight} repairs in flight, "
-          f"{c.garbage} garbage")
+    print(
+        f"\nchunks: {c.total} in files, goal {reply.goal} copies: {c.under_replicated} under-replicated, "
+        f"{c.over_replicated} over-replicated, {c.lost} lost, {c.repairs_in_flight} repairs in flight, "
+        f"{c.garbage} garbage"
+    )
     print(f"files: {reply.files}, directories: {reply.directories}")

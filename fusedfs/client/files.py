@@ -48,8 +48,10 @@ class FileClient:
         attr = self.master.call("GetAttr", mp.InodeRequest(inode=ROOT))
         for name in split_path(path):
             try:
-                attr = self.master.call("MakeDir", mp.MakeNodeRequest(parent=attr.inode, name=name, mode=0o755,
-                                                                      uid=os.getuid(), gid=os.getgid()))
+                attr = self.master.call(
+                    "MakeDir",
+                    mp.MakeNodeRequest(parent=attr.inode, name=name, mode=0o755, uid=os.getuid(), gid=os.getgid()),
+                )
             except FsError as e:
                 if e.errno != errno.EEXIST:
                     raise
@@ -60,8 +62,9 @@ class FileClient:
 
     def mkdir(self, path: str) -> mp.Attr:
         parent, name = self._parent(path)
-        return self.master.call("MakeDir", mp.MakeNodeRequest(parent=parent.inode, name=name, mode=0o755,
-                                                              uid=os.getuid(), gid=os.getgid()))
+        return self.master.call(
+            "MakeDir", mp.MakeNodeRequest(parent=parent.inode, name=name, mode=0o755, uid=os.getuid(), gid=os.getgid())
+        )
 
     def remove(self, path: str) -> None:
         parent, name = self._parent(path)
@@ -96,8 +99,14 @@ class FileClient:
 
     # --- contents --------------------------------------------------------------------------------
 
-    def upload(self, source: BinaryIO, path: str, mode: int = 0o644, progress: Progress = _no_progress,
-               chunk_size: int = DEFAULT_CHUNK_SIZE) -> mp.Attr:
+    def upload(
+        self,
+        source: BinaryIO,
+        path: str,
+        mode: int = 0o644,
+        progress: Progress = _no_progress,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> mp.Attr:
         """Stores everything readable from source as the file at path (missing folders are made)."""
         parent, name = self._parent(path, create=True)
         zeros = bytes(chunk_size)
@@ -122,12 +131,28 @@ class FileClient:
                 while in_flight:
                     committed.append(_done(in_flight.popleft(), progress))
             except BaseException:
+                # Release what this upload already stored, so it is collected now, not at lease end.
                 for future in in_flight:
                     future.cancel()
+                stored = [c.chunk_id for c in committed]
+                stored += [f.result().chunk_id for f in in_flight if not f.cancelled() and f.exception() is None]
+                self.transfer.abandon(stored)
                 raise
-        request = mp.PutFileRequest(parent=parent.inode, name=name, mode=mode, uid=os.getuid(), gid=os.getgid(),
-                                    size=size, chunk_size=chunk_size, chunks=committed)
-        return self.master.call("PutFile", request)
+        request = mp.PutFileRequest(
+            parent=parent.inode,
+            name=name,
+            mode=mode,
+            uid=os.getuid(),
+            gid=os.getgid(),
+            size=size,
+            chunk_size=chunk_size,
+            chunks=committed,
+        )
+        try:
+            return self.master.call("PutFile", request)
+        except FsError:
+            self.transfer.abandon([c.chunk_id for c in committed])
+            raise
 
     def download(self, path: str, sink: BinaryIO, progress: Progress = _no_progress) -> int:
         """Writes the file at path to sink; returns the number of bytes written."""

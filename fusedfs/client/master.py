@@ -47,4 +47,4 @@ class MasterClient:
                     continue
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise FsError(errno.EIO, f"master {self.address} did not answer within {self.wait:g} s") from None
-                raise from_rpc_error(e, method) from None
+                raise from_rpc_error(e) from None

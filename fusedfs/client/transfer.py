@@ -14,6 +14,7 @@ fail, the locations are refreshed from the master until the wait runs out.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import time
@@ -26,6 +27,7 @@ from fusedfs.chunks import BLOCK_SIZE, PIECE_SIZE, aligned_range, crc32c
 from fusedfs.client.master import MasterClient
 from fusedfs.errors import FsError
 from fusedfs.grpcutil import ChannelPool
+from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp
 from fusedfs.rpc import keeper_pb2_grpc
 from fusedfs.rpc import master_pb2 as mp
@@ -63,7 +65,8 @@ class ChunkTransfer:
         try:
             while True:
                 try:
-                    alloc = self.master.call("AllocateChunk", mp.AllocateChunkRequest(exclude_keepers=sorted(exclude)))
+                    request = mp.AllocateChunkRequest(exclude_keepers=sorted(exclude), length=len(data))
+                    alloc = self.master.call("AllocateChunk", request)
                 except FsError as e:
                     if e.errno == errno.EIO and exclude and time.monotonic() < deadline:
                         exclude.clear()  # the master may not have noticed the failure yet: let it choose again
@@ -82,21 +85,24 @@ class ChunkTransfer:
                 return self._accept(best, attempts, index, data, crc)
             if all(a.full for a in attempts):
                 raise FsError(errno.ENOSPC, "no space left on enough keepers for another chunk")
-            raise FsError(errno.EIO, f"could not store a chunk on {alloc.min_copies} keepers after {len(attempts)} attempts")
+            raise FsError(
+                errno.EIO, f"could not store a chunk on {alloc.min_copies} keepers after {len(attempts)} attempts"
+            )
         except BaseException:
-            self._abandon([a.chunk_id for a in attempts])
+            self.abandon([a.chunk_id for a in attempts])
             raise
 
     def _accept(self, chosen: _Attempt, attempts: list[_Attempt], index: int, data: bytes, crc: int) -> mp.NewChunk:
-        self._abandon([a.chunk_id for a in attempts if a is not chosen])
-        return mp.NewChunk(index=index, chunk_id=chosen.chunk_id, length=len(data), crc32c=crc, stored_on=chosen.stored_on)
+        self.abandon([a.chunk_id for a in attempts if a is not chosen])
+        return mp.NewChunk(
+            index=index, chunk_id=chosen.chunk_id, length=len(data), crc32c=crc, stored_on=chosen.stored_on
+        )
 
-    def _abandon(self, chunk_ids: list[str]) -> None:
+    def abandon(self, chunk_ids: list[str]) -> None:
+        """Gives back reserved chunks that will not be committed (best effort; leases expire anyway)."""
         if chunk_ids:
-            try:
+            with contextlib.suppress(FsError):  # the upload lease expires on its own
                 self.master.call("AbandonChunks", mp.AbandonChunksRequest(chunk_ids=chunk_ids), wait=5)
-            except FsError:
-                pass  # the upload lease expires on its own
 
     def _push(self, alloc: mp.AllocateChunkReply, data: bytes, crc: int) -> _Attempt:
         attempt = _Attempt(alloc.chunk_id)
@@ -146,7 +152,10 @@ class ChunkTransfer:
                     if e.errno == errno.EBADMSG:
                         self._report_bad(ref.chunk_id, replica.keeper_id, e.message)
             if time.monotonic() >= deadline:
-                raise FsError(errno.EIO, f"chunk {ref.chunk_id}: no replica could be read ({'; '.join(errors[-3:]) or 'none known'})")
+                raise FsError(
+                    errno.EIO,
+                    f"chunk {ref.chunk_id}: no replica could be read ({'; '.join(errors[-3:]) or 'none known'})",
+                )
             time.sleep(0.5)
             ref = self._refresh(inode, ref)
 
@@ -164,7 +173,7 @@ class ChunkTransfer:
         except FsError:
             pass
 
-    def _read_from(self, replica: mp.KeeperRef, ref: mp.ChunkRef, offset: int, end: int) -> bytes:
+    def _read_from(self, replica: cp.KeeperRef, ref: mp.ChunkRef, offset: int, end: int) -> bytes:
         whole = offset == 0 and end == ref.stored_length
         start, size = aligned_range(offset, end - offset, ref.stored_length)
         request = kp.ReadChunkRequest(chunk_id=ref.chunk_id, offset=start, length=size)
@@ -186,7 +195,9 @@ class ChunkTransfer:
         except grpc.RpcError as e:
             code = e.code() if isinstance(e, grpc.Call) else None
             details = e.details() if isinstance(e, grpc.Call) else str(e)
-            raise FsError(errno.EBADMSG if code == grpc.StatusCode.DATA_LOSS else errno.EIO, f"{code}: {details}") from None
+            raise FsError(
+                errno.EBADMSG if code == grpc.StatusCode.DATA_LOSS else errno.EIO, f"{code}: {details}"
+            ) from None
         if expected != start + size:
             raise FsError(errno.EBADMSG, f"keeper sent {expected - start} of {size} bytes")
         data = b"".join(parts)

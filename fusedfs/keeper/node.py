@@ -13,6 +13,7 @@ import errno
 import logging
 import socket
 import threading
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -23,9 +24,8 @@ from fusedfs.keeper.chunkstore import ChunkStore, CorruptChunk
 from fusedfs.keeper.service import KeeperService, LoadGauge
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp
-from fusedfs.rpc import keeper_pb2_grpc
+from fusedfs.rpc import keeper_pb2_grpc, master_pb2_grpc
 from fusedfs.rpc import master_pb2 as mp
-from fusedfs.rpc import master_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class KeeperNode:
             info = self.store.info(command.chunk_id)
             header = kp.WriteChunkHeader(chunk_id=command.chunk_id, length=info.length, crc32c=info.crc)
 
-            def messages():  # type: ignore[no-untyped-def]
+            def messages() -> Iterator[kp.WriteChunkMessage]:
                 yield kp.WriteChunkMessage(header=header)
                 for piece in self.store.read(command.chunk_id):
                     yield kp.WriteChunkMessage(data=piece.data)
@@ -176,7 +176,9 @@ class KeeperNode:
         except FsError as e:
             result.error = e.message
         except grpc.RpcError as e:
-            result.error = f"copy to {command.target.address} failed: {e.code().name if isinstance(e, grpc.Call) else e}"
+            result.error = (
+                f"copy to {command.target.address} failed: {e.code().name if isinstance(e, grpc.Call) else e}"
+            )
         except Exception as e:
             log.exception("copy of %s failed", command.chunk_id)
             result.error = repr(e)

@@ -95,7 +95,9 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
         self.pool = pool
         self.load = load
 
-    def WriteChunk(self, request_iterator: Iterator[kp.WriteChunkMessage], context: grpc.ServicerContext) -> kp.WriteChunkReply:
+    def WriteChunk(
+        self, request_iterator: Iterator[kp.WriteChunkMessage], context: grpc.ServicerContext
+    ) -> kp.WriteChunkReply:
         with self.load:
             first = next(request_iterator, None)
             if first is None or not first.HasField("header"):

@@ -206,16 +206,17 @@ class Cluster:
 
     # --- chunks ----------------------------------------------------------------------------------
 
-    def choose_pipeline(self, exclude: Iterable[str]) -> list[KeeperView]:
+    def choose_pipeline(self, exclude: Iterable[str], length: int) -> list[KeeperView]:
         """Keepers for a new chunk: the goal's worth, or at least min_copies, or an error."""
+        need = length or self.settings.chunk_size
         with self._lock:
             alive = [k.view() for k in self.keepers.values() if k.alive]
-        chosen = choose_keepers(alive, self.settings.goal, self.settings.chunk_size, set(exclude), self.rng)
+        chosen = choose_keepers(alive, self.settings.goal, need, set(exclude), self.rng)
         if len(chosen) >= self.settings.min_copies:
             return chosen
         if len(alive) < self.settings.min_copies:
             raise FsError(errno.EIO, f"only {len(alive)} keeper(s) alive; a write needs {self.settings.min_copies}")
-        if len([k for k in alive if k.free_bytes >= self.settings.chunk_size]) < self.settings.min_copies:
+        if len([k for k in alive if k.free_bytes >= need]) < self.settings.min_copies:
             raise FsError(errno.ENOSPC, "the cluster is full: too few keepers have space for another chunk")
         raise FsError(errno.EIO, "too few healthy keepers for this write; retry later")
 
@@ -223,7 +224,9 @@ class Cluster:
         with self._lock:
             self.pending[chunk] = since_ns
 
-    def apply(self, live: Iterable[int], garbage: Iterable[int], lengths: dict[int, int], stored_on: dict[int, list[str]]) -> None:
+    def apply(
+        self, live: Iterable[int], garbage: Iterable[int], lengths: dict[int, int], stored_on: dict[int, list[str]]
+    ) -> None:
         """Reflects a committed namespace change: chunks that became part of files or garbage."""
         now = self.wall_clock()
         with self._lock:
@@ -265,7 +268,8 @@ class Cluster:
                 if record.alive and now - record.last_seen > self.settings.dead_after:
                     record.alive = False
                     self._forget_replicas(record)
-                    for key in [key for key, (source, _) in self.in_flight.items() if record.keeper_id in (key[1], source)]:
+                    involved = [k for k, (source, _) in self.in_flight.items() if record.keeper_id in (k[1], source)]
+                    for key in involved:
                         self.in_flight.pop(key)
                         self.dirty.add(key[0])
                     dead.append(record.keeper_id)

@@ -34,7 +34,9 @@ class MasterServer:
             chunks = self.store.all_chunks()
         self.cluster = Cluster(settings, chunks, self._next_chunk_id)
         self.server = make_server(max_workers=32)
-        master_pb2_grpc.add_MasterServicer_to_server(MasterService(self.namespace, self.store, self.cluster), self.server)
+        master_pb2_grpc.add_MasterServicer_to_server(
+            MasterService(self.namespace, self.store, self.cluster), self.server
+        )
         self.port = self.server.add_insecure_port(listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -39,8 +39,6 @@ def handler(method: F) -> F:
         except FsError as e:
             abort_with(context, e)
         except Exception:
-            if context.code() is not None:  # context.abort() already set the status
-                raise
             log.exception("%s failed", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error (see the master's log)")
 
@@ -49,8 +47,16 @@ def handler(method: F) -> F:
 
 def to_attr(inode: Inode) -> mp.Attr:
     return mp.Attr(
-        inode=inode.id, mode=inode.mode, nlink=inode.nlink, uid=inode.uid, gid=inode.gid, size=inode.size,
-        atime_ns=inode.atime_ns, mtime_ns=inode.mtime_ns, ctime_ns=inode.ctime_ns, chunk_size=inode.chunk_size,
+        inode=inode.id,
+        mode=inode.mode,
+        nlink=inode.nlink,
+        uid=inode.uid,
+        gid=inode.gid,
+        size=inode.size,
+        atime_ns=inode.atime_ns,
+        mtime_ns=inode.mtime_ns,
+        ctime_ns=inode.ctime_ns,
+        chunk_size=inode.chunk_size,
     )
 
 
@@ -75,7 +81,12 @@ class MasterService(master_pb2_grpc.MasterServicer):
         self.store = store
         self.cluster = cluster
 
-    def _apply(self, changes: ChunkChanges, committed: list[CommittedChunk] = (), stored_on: dict[int, list[str]] | None = None) -> None:  # type: ignore[assignment]
+    def _apply(
+        self,
+        changes: ChunkChanges,
+        committed: Sequence[CommittedChunk] = (),
+        stored_on: dict[int, list[str]] | None = None,
+    ) -> None:
         lengths = {c.chunk_id: c.length for c in committed}
         self.cluster.apply(changes.live, changes.garbage, lengths, stored_on or {})
 
@@ -177,8 +188,11 @@ class MasterService(master_pb2_grpc.MasterServicer):
         reply = mp.GetChunksReply(attr=to_attr(inode))
         for row in rows:
             ref = reply.chunks.add(
-                index=row.idx, chunk_id=format_chunk_id(row.id), length=row.length,
-                stored_length=row.stored_length, crc32c=row.crc,
+                index=row.idx,
+                chunk_id=format_chunk_id(row.id),
+                length=row.length,
+                stored_length=row.stored_length,
+                crc32c=row.crc,
             )
             for view in self.cluster.locations(row.id):
                 ref.replicas.add(keeper_id=view.keeper_id, address=view.address)
@@ -186,7 +200,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
 
     @handler
     def AllocateChunk(self, request: mp.AllocateChunkRequest, context: grpc.ServicerContext) -> mp.AllocateChunkReply:
-        pipeline = self.cluster.choose_pipeline(request.exclude_keepers)
+        pipeline = self.cluster.choose_pipeline(request.exclude_keepers, request.length)
         now = self.ns.clock()
         with self.store.transaction():
             chunk = self.store.new_chunk(now)
@@ -215,8 +229,15 @@ class MasterService(master_pb2_grpc.MasterServicer):
         committed, stored_on = _committed(request.chunks)
         mtime = request.mtime_ns if request.HasField("mtime_ns") else None
         inode, changes = self.ns.put_file(
-            request.parent, request.name, request.mode, request.uid, request.gid, request.size,
-            request.chunk_size or self.ns.default_chunk_size, committed, mtime,
+            request.parent,
+            request.name,
+            request.mode,
+            request.uid,
+            request.gid,
+            request.size,
+            request.chunk_size or self.ns.default_chunk_size,
+            committed,
+            mtime,
         )
         self._apply(changes, committed, stored_on)
         return to_attr(inode)
@@ -235,17 +256,29 @@ class MasterService(master_pb2_grpc.MasterServicer):
         health = self.cluster.health()
         files, dirs = self._counts()
         reply = mp.StatusReply(
-            files=files, directories=dirs, goal=self.cluster.settings.goal, chunk_size=self.cluster.settings.chunk_size,
+            files=files,
+            directories=dirs,
+            goal=self.cluster.settings.goal,
+            chunk_size=self.cluster.settings.chunk_size,
             chunks=mp.ChunkHealth(
-                total=health.total, under_replicated=health.under_replicated,
-                over_replicated=health.over_replicated, lost=health.lost,
-                repairs_in_flight=health.repairs_in_flight, garbage=health.garbage,
+                total=health.total,
+                under_replicated=health.under_replicated,
+                over_replicated=health.over_replicated,
+                lost=health.lost,
+                repairs_in_flight=health.repairs_in_flight,
+                garbage=health.garbage,
             ),
         )
         for r in self.cluster.keeper_records():
             reply.keepers.add(
-                keeper_id=r.keeper_id, address=r.address, alive=r.alive, capacity_bytes=r.capacity_bytes,
-                used_bytes=r.used_bytes, free_bytes=r.free_bytes, chunks=len(r.chunks), load=r.load,
+                keeper_id=r.keeper_id,
+                address=r.address,
+                alive=r.alive,
+                capacity_bytes=r.capacity_bytes,
+                used_bytes=r.used_bytes,
+                free_bytes=r.free_bytes,
+                chunks=len(r.chunks),
+                load=r.load,
                 seconds_since_heartbeat=now - r.last_seen,
             )
         return reply
@@ -255,25 +288,35 @@ class MasterService(master_pb2_grpc.MasterServicer):
         if not request.keeper.keeper_id or not request.keeper.address:
             raise FsError(errno.EINVAL, "a keeper registers with an id and an address")
         self.cluster.register(
-            request.keeper.keeper_id, request.keeper.address, request.capacity_bytes, request.used_bytes,
-            request.free_bytes, list(request.chunk_ids),
+            request.keeper.keeper_id,
+            request.keeper.address,
+            request.capacity_bytes,
+            request.used_bytes,
+            request.free_bytes,
+            list(request.chunk_ids),
         )
         return cp.Empty()
 
     @handler
     def Heartbeat(self, request: mp.HeartbeatRequest, context: grpc.ServicerContext) -> mp.HeartbeatReply:
         commands = self.cluster.heartbeat(
-            request.keeper_id, request.capacity_bytes, request.used_bytes, request.free_bytes, request.load,
-            list(request.added), list(request.removed),
+            request.keeper_id,
+            request.capacity_bytes,
+            request.used_bytes,
+            request.free_bytes,
+            request.load,
+            list(request.added),
+            list(request.removed),
             [(c.chunk_id, c.target_id, c.ok) for c in request.copies_done],
         )
         return mp.HeartbeatReply(
             reregister=commands.reregister,
             delete=[format_chunk_id(c) for c in commands.deletes],
             copy=[
-                mp.CopyCommand(chunk_id=format_chunk_id(c), target=cp.KeeperRef(keeper_id=v.keeper_id, address=v.address))
+                mp.CopyCommand(
+                    chunk_id=format_chunk_id(c), target=cp.KeeperRef(keeper_id=v.keeper_id, address=v.address)
+                )
                 for c, v in commands.copies
             ],
             verify=[format_chunk_id(c) for c in commands.verifies],
         )
-

@@ -206,10 +206,12 @@ class GetChunksReply(_message.Message):
     def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[ChunkRef, _Mapping]]] = ...) -> None: ...
 
 class AllocateChunkRequest(_message.Message):
-    __slots__ = ("exclude_keepers",)
+    __slots__ = ("exclude_keepers", "length")
     EXCLUDE_KEEPERS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
     exclude_keepers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, exclude_keepers: _Optional[_Iterable[str]] = ...) -> None: ...
+    length: int
+    def __init__(self, exclude_keepers: _Optional[_Iterable[str]] = ..., length: _Optional[int] = ...) -> None: ...
 
 class AllocateChunkReply(_message.Message):
     __slots__ = ("chunk_id", "pipeline", "min_copies")
