@@ -98,6 +98,10 @@ def _download(files: FileClient, name: str, local: str, total: int) -> None:
     partial = f"{local}.fusedfs-part"
     try:
         with open(partial, "wb") as sink, _progress(total, f"download {name}") as progress:
+            if total:
+                # Reserve the space up front: fails early on a full disk, and the kernel's block
+                # allocation is cheaper in one go than page by page.
+                os.posix_fallocate(sink.fileno(), 0, total)
             files.download(name, sink, progress=progress)  # type: ignore[arg-type]
         os.replace(partial, local)
     finally:

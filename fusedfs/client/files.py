@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
-from fusedfs.chunks import DEFAULT_CHUNK_SIZE, chunk_count
+from fusedfs.chunks import chunk_count
 from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
 from fusedfs.names import split_path
+from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 
 ROOT = 1
@@ -105,10 +106,15 @@ class FileClient:
         path: str,
         mode: int = 0o644,
         progress: Progress = _no_progress,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: int | None = None,
     ) -> mp.Attr:
-        """Stores everything readable from source as the file at path (missing folders are made)."""
+        """Stores everything readable from source as the file at path (missing folders are made).
+
+        Chunks are the cluster's configured size unless chunk_size says otherwise.
+        """
         parent, name = self._parent(path, create=True)
+        if chunk_size is None:
+            chunk_size = self.master.call("GetConfig", cp.Empty()).chunk_size
         zeros = bytes(chunk_size)
         committed: list[mp.NewChunk] = []
         in_flight: deque[Future[mp.NewChunk]] = deque()
@@ -166,14 +172,17 @@ class FileClient:
         refs = {ref.index: ref for ref in reply.chunks}
         written = 0
 
-        def fetch(index: int) -> bytes:
+        def fetch(index: int) -> list[memoryview]:
             slot = min(chunk_size, attr.size - index * chunk_size)
             ref = refs.get(index)
-            data = self.transfer.read(attr.inode, ref) if ref is not None else b""
-            return data + bytes(slot - len(data)) if len(data) < slot else data[:slot]
+            parts = self.transfer.read_parts(attr.inode, ref) if ref is not None else []
+            got = sum(len(p) for p in parts)
+            if got < slot:  # a hole, or a chunk shorter than its slot: zeros
+                parts.append(memoryview(bytes(slot - got)))
+            return parts
 
         with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="download") as pool:
-            pending: deque[Future[bytes]] = deque()
+            pending: deque[Future[list[memoryview]]] = deque()
             indexes = iter(range(chunk_count(attr.size, chunk_size)))
             try:
                 for index in indexes:
@@ -211,7 +220,10 @@ def _done(future: Future[mp.NewChunk], progress: Progress) -> mp.NewChunk:
     return chunk
 
 
-def _write(sink: BinaryIO, data: bytes, progress: Progress) -> int:
-    sink.write(data)
-    progress(len(data))
-    return len(data)
+def _write(sink: BinaryIO, parts: list[memoryview], progress: Progress) -> int:
+    size = 0
+    for part in parts:
+        sink.write(part)
+        size += len(part)
+    progress(size)
+    return size

@@ -251,6 +251,11 @@ class MasterService(master_pb2_grpc.MasterServicer):
     # --- cluster ---------------------------------------------------------------------------------
 
     @handler
+    def GetConfig(self, request: cp.Empty, context: grpc.ServicerContext) -> mp.ConfigReply:
+        settings = self.cluster.settings
+        return mp.ConfigReply(chunk_size=settings.chunk_size, goal=settings.goal, min_copies=settings.min_copies)
+
+    @handler
     def Status(self, request: cp.Empty, context: grpc.ServicerContext) -> mp.StatusReply:
         now = self.cluster.clock()
         health = self.cluster.health()

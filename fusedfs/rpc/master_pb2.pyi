@@ -287,6 +287,16 @@ class BadReplicaRequest(_message.Message):
     reason: str
     def __init__(self, chunk_id: _Optional[str] = ..., keeper_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class ConfigReply(_message.Message):
+    __slots__ = ("chunk_size", "goal", "min_copies")
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    MIN_COPIES_FIELD_NUMBER: _ClassVar[int]
+    chunk_size: int
+    goal: int
+    min_copies: int
+    def __init__(self, chunk_size: _Optional[int] = ..., goal: _Optional[int] = ..., min_copies: _Optional[int] = ...) -> None: ...
+
 class KeeperStatus(_message.Message):
     __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat")
     KEEPER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -135,6 +135,11 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.BadReplicaRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.GetConfig = channel.unary_unary(
+                '/fusedfs.rpc.Master/GetConfig',
+                request_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.ConfigReply.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/fusedfs.rpc.Master/Status',
                 request_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
@@ -283,9 +288,15 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Status(self, request, context):
+    def GetConfig(self, request, context):
         """Cluster.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -404,6 +415,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.ReportBadReplica,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.BadReplicaRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'GetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConfig,
+                    request_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.ConfigReply.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -961,6 +977,33 @@ class Master:
             '/fusedfs.rpc.Master/ReportBadReplica',
             fusedfs_dot_rpc_dot_master__pb2.BadReplicaRequest.SerializeToString,
             fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/GetConfig',
+            fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.ConfigReply.FromString,
             options,
             channel_credentials,
             insecure,
