@@ -118,9 +118,8 @@ class ChunkTransfer:
         try:
             reply = self._keeper(first.address).WriteChunk(messages(), timeout=KEEPER_TIMEOUT)
         except grpc.RpcError as e:
+            # Whatever went wrong (dead, full, data damaged on the way), try another set of keepers.
             code = e.code() if isinstance(e, grpc.Call) else None
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise FsError(errno.EIO, f"keeper {first.address} refused the chunk: {e.details()}") from None  # type: ignore[union-attr]
             log.info("write to %s failed: %s", first.address, code)
             attempt.failed.append(first.keeper_id)
             attempt.full = code == grpc.StatusCode.RESOURCE_EXHAUSTED

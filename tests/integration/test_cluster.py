@@ -221,6 +221,26 @@ def test_full_cluster_gives_enospc(make_cluster: MakeCluster, tmp_path: Path) ->
             subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def test_full_keeper_is_written_around(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(keepers=3)
+    small = cluster.keeper_dir(3)
+    small.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(small)], check=True)
+    try:
+        cluster.start_keeper()
+        cluster.wait_ready(4)
+        files = FileClient(MasterClient(cluster.master_address, wait=20))
+        data = os.urandom(64 * MiB)
+        upload(files, "/big", data)  # 8 chunks: at most one fits on the small keeper
+        assert download(files, "/big") == data
+        assert len(chunk_files(cluster, 3)) <= 1
+        assert replicas_at_goal(cluster)
+        files.master.pool.close()
+    finally:
+        cluster.stop()
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
 def test_bad_input_gets_one_clear_line(cluster: LocalCluster, tmp_path: Path) -> None:
     master = cluster.master_address
     cases = [
