@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from typing import Any
 
 import grpc
 
@@ -53,10 +55,74 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class _Malformed:
+    """Stands in for a request that could not be decoded, so the handler can refuse it."""
+
+    def __init__(self, error: Exception) -> None:
+        self.reason = f"malformed request: {type(error).__name__}: {error}"
+
+
+def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def wrapped(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as e:  # any decoding failure is the caller's mistake, not ours
+            return _Malformed(e)
+
+    return wrapped
+
+
+def _refuse(request: Any, context: grpc.ServicerContext) -> None:
+    if isinstance(request, _Malformed):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+
+
+def _checked(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+    for request in requests:
+        _refuse(request, context)
+        yield request
+
+
+class RejectMalformed(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Answers undecodable requests with INVALID_ARGUMENT (gRPC's own answer is INTERNAL)."""
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        deserializer = _tolerant(handler.request_deserializer)
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
+                _refuse(request, context)
+                return inner_uu(request, context)
+
+            return handler._replace(request_deserializer=deserializer, unary_unary=unary_unary)
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            def unary_stream(request: Any, context: grpc.ServicerContext) -> Any:
+                _refuse(request, context)
+                return inner_us(request, context)
+
+            return handler._replace(request_deserializer=deserializer, unary_stream=unary_stream)
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+            return handler._replace(
+                request_deserializer=deserializer, stream_unary=lambda rs, ctx: inner_su(_checked(rs, ctx), ctx)
+            )
+        inner_ss = handler.stream_stream
+        return handler._replace(
+            request_deserializer=deserializer, stream_stream=lambda rs, ctx: inner_ss(_checked(rs, ctx), ctx)
+        )
+
+
 def make_server(max_workers: int) -> grpc.Server:
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         options=SERVER_OPTIONS,
+        interceptors=[RejectMalformed()],
     )
 
 
