@@ -6,6 +6,7 @@ the errno attached (errors.abort_with).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import logging
@@ -265,14 +266,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             directories=dirs,
             goal=self.cluster.settings.goal,
             chunk_size=self.cluster.settings.chunk_size,
-            chunks=mp.ChunkHealth(
-                total=health.total,
-                under_replicated=health.under_replicated,
-                over_replicated=health.over_replicated,
-                lost=health.lost,
-                repairs_in_flight=health.repairs_in_flight,
-                garbage=health.garbage,
-            ),
+            chunks=mp.ChunkHealth(**dataclasses.asdict(health)),
         )
         for r in self.cluster.keeper_records():
             reply.keepers.add(
