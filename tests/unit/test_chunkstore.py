@@ -1,0 +1,99 @@
+"""The keeper's on-disk chunks: atomic writes, verified reads, hostile ids, crash leftovers."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from fusedfs.chunks import BLOCK_SIZE, crc32c
+from fusedfs.errors import FsError
+from fusedfs.keeper.chunkstore import ChunkStore, CorruptChunk
+
+ID = "00000000000000a1"
+
+
+def store_chunk(store: ChunkStore, data: bytes, piece: int = 100_000, chunk_id: str = ID) -> None:
+    writer = store.begin_write(chunk_id, len(data), crc32c(data))
+    for i in range(0, len(data), piece):
+        writer.write(data[i : i + piece])
+    writer.commit()
+
+
+def test_roundtrip_with_unaligned_pieces_and_partial_reads(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    data = os.urandom(3 * BLOCK_SIZE * 7 + 123)
+    store_chunk(store, data, piece=77_777)
+    assert b"".join(p.data for p in store.read(ID)) == data
+    pieces = list(store.read(ID, offset=BLOCK_SIZE + 5, length=10))
+    assert [p.offset for p in pieces] == [BLOCK_SIZE]  # block-aligned, with that block's checksum
+    assert pieces[0].data == data[BLOCK_SIZE : 2 * BLOCK_SIZE] and pieces[0].block_crcs == [crc32c(pieces[0].data)]
+    assert store.verify(ID) and store.info(ID).crc == crc32c(data)
+    assert ChunkStore(tmp_path).chunk_ids() == [ID]  # found again after a restart
+
+
+def test_bad_length_or_checksum_leaves_nothing(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    writer = store.begin_write(ID, 10, crc32c(b"0123456789") ^ 1)
+    writer.write(b"0123456789")
+    with pytest.raises(FsError) as bad_crc:
+        writer.commit()
+    assert bad_crc.value.errno == errno.EINVAL
+    writer = store.begin_write(ID, 10, 0)
+    writer.write(b"short")
+    with pytest.raises(FsError):
+        writer.commit()
+    writer = store.begin_write(ID, 4, 0)
+    with pytest.raises(FsError):
+        writer.write(b"too long")
+    writer.abort()  # the keeper's servicer aborts a writer whose write failed
+    assert not store.has(ID)
+    assert not list((tmp_path / "tmp").iterdir())  # every failed write removed its temporary file
+
+
+def test_flipped_byte_is_caught_and_leftovers_are_cleaned(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    data = os.urandom(5 * BLOCK_SIZE)
+    store_chunk(store, data)
+    path = next((tmp_path / "chunks").glob("*/*"))
+    raw = bytearray(path.read_bytes())
+    raw[-3 * BLOCK_SIZE] ^= 0x40
+    path.write_bytes(raw)
+    assert not store.verify(ID)
+    with pytest.raises(CorruptChunk):
+        list(store.read(ID))
+    assert len(list(store.read(ID, 0, BLOCK_SIZE))) == 1  # blocks before the damage still read
+    (tmp_path / "tmp" / f"{ID}.deadbeef").write_bytes(b"half a chunk")
+    assert not list((ChunkStore(tmp_path).root / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "AB", "", "00000000000000A1", "0" * 17, "0000000000000/a1"])
+def test_hostile_chunk_ids_are_refused(tmp_path: Path, bad: str) -> None:
+    store = ChunkStore(tmp_path)
+    for call in (lambda: store.begin_write(bad, 1, 0), lambda: list(store.read(bad)), lambda: store.delete(bad)):
+        with pytest.raises(FsError) as info:
+            call()
+        assert info.value.errno == errno.EINVAL
+
+
+def test_full_disk_is_enospc(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, reserve_bytes=1 << 62)
+    with pytest.raises(FsError) as info:
+        store.begin_write(ID, 10, 0)
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_change_log_for_heartbeats(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    store_chunk(store, b"one", chunk_id="0000000000000001")
+    store_chunk(store, b"two", chunk_id="0000000000000002")
+    store.delete("0000000000000001")
+    assert store.drain_changes() == (["0000000000000002"], ["0000000000000001"])
+    assert store.drain_changes() == ([], [])
+    store.restore_changes(["0000000000000002"], ["0000000000000001"])  # the heartbeat failed
+    assert store.drain_changes() == (["0000000000000002"], ["0000000000000001"])
+    store_chunk(store, b"three", chunk_id="0000000000000003")
+    assert store.full_report() == ["0000000000000002", "0000000000000003"]
+    assert store.drain_changes() == ([], [])  # a full report supersedes the log

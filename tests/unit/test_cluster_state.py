@@ -1,0 +1,128 @@
+"""The master's in-memory cluster view: registration, heartbeats, deaths, repair and GC decisions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fusedfs.chunks import format_chunk_id as cid
+from fusedfs.errors import FsError
+from fusedfs.master.cluster import Cluster, Settings
+from fusedfs.master.store import ChunkRow, ChunkState
+
+GiB = 1 << 30
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> int:
+        return int(self.now * 1e9)
+
+
+def make(rows: list[ChunkRow], next_id: int = 100, **settings: float) -> tuple[Cluster, Clock]:
+    clock = Clock()
+    cluster = Cluster(
+        Settings(**settings),
+        rows,
+        lambda: next_id,
+        clock=clock,
+        wall_clock=clock.wall,  # type: ignore[arg-type]
+        rng=random.Random(0),
+    )
+    return cluster, clock
+
+
+def live(chunk: int) -> ChunkRow:
+    return ChunkRow(chunk, ChunkState.LIVE, 1, chunk, 10, 10, 0, 0)
+
+
+def register(cluster: Cluster, keeper: str, chunks: list[int]) -> None:
+    cluster.register(keeper, f"{keeper}:1", 100 * GiB, 0, 100 * GiB, [cid(c) for c in chunks])
+
+
+def beat(cluster: Cluster, keeper: str, added: list[int] = (), removed: list[int] = ()):  # type: ignore[assignment,no-untyped-def]
+    return cluster.heartbeat(keeper, 100 * GiB, 0, 100 * GiB, 0, [cid(c) for c in added], [cid(c) for c in removed], [])
+
+
+def test_dead_keeper_triggers_copies_after_startup_grace() -> None:
+    cluster, clock = make([live(1), live(2)])
+    for k in ("a", "b", "c", "d"):
+        register(cluster, k, [1, 2] if k != "d" else [])
+    cluster.plan()
+    assert cluster.health().under_replicated == 0
+    clock.now += 2.0
+    for k in ("a", "b", "d"):
+        beat(cluster, k)
+    clock.now += 2.0  # c silent for 4 s
+    assert cluster.check_keepers() == ["c"]
+    assert cluster.health().under_replicated == 2
+    cluster.plan()
+    copies = [cmd for k in ("a", "b") for cmd in beat(cluster, k).copies]
+    assert sorted(chunk for chunk, _ in copies) == [1, 2]
+    assert all(target.keeper_id == "d" for _, target in copies)
+    beat(cluster, "d", added=[1, 2])
+    assert cluster.health().under_replicated == 0 and cluster.health().repairs_in_flight == 0
+    assert beat(cluster, "c").reregister  # a dead keeper must register again
+
+
+def test_nothing_is_planned_right_after_start() -> None:
+    cluster, _ = make([live(1)])
+    register(cluster, "a", [1])
+    register(cluster, "b", [])
+    register(cluster, "c", [])
+    cluster.plan()
+    assert beat(cluster, "a").copies == []
+
+
+def test_garbage_waits_for_grace_and_unknown_ids_below_the_counter_go() -> None:
+    cluster, clock = make([live(1)], next_id=100, gc_grace=60.0)
+    clock.now += 10
+    register(cluster, "a", [1, 50, 200])  # 50: ours but unknown (collected); 200: never issued by us
+    cluster.apply([], [1], {}, {})
+    cluster.plan()
+    assert beat(cluster, "a").deletes == [50]
+    clock.now += 61
+    assert cluster.plan() == [1]  # deletion ordered, so the row can go ...
+    cluster.purged([1])
+    assert beat(cluster, "a").deletes == [1]
+    register(cluster, "b", [1])  # ... because a copy that shows up later is ours-but-unknown: deleted too
+    cluster.plan()
+    assert beat(cluster, "b").deletes == [1]
+
+
+def test_pending_chunks_are_safe_until_their_lease_ends() -> None:
+    cluster, clock = make([ChunkRow(7, ChunkState.PENDING, None, None, 0, 0, 0, 0)], upload_lease=100.0)
+    clock.now = 50.0
+    register(cluster, "a", [7])
+    cluster.plan()
+    assert beat(cluster, "a").deletes == []
+    assert cluster.expired_pending() == []
+    clock.now = 101.0
+    assert cluster.expired_pending() == [7]
+
+
+def test_pipeline_needs_min_copies() -> None:
+    cluster, _ = make([], goal=3)
+    with pytest.raises(FsError, match="alive"):
+        cluster.choose_pipeline([], 0)
+    register(cluster, "a", [])
+    register(cluster, "b", [])
+    assert len(cluster.choose_pipeline([], 0)) == 2
+    with pytest.raises(FsError):
+        cluster.choose_pipeline(["a"], 0)
+
+
+def test_over_replication_is_trimmed() -> None:
+    cluster, clock = make([live(1)])
+    clock.now += 10
+    for k in ("a", "b", "c", "d"):
+        register(cluster, k, [1])
+    cluster.plan()
+    assert sum(len(beat(cluster, k).deletes) for k in ("a", "b", "c", "d")) == 1
+    assert cluster.health().over_replicated == 0

@@ -1,0 +1,181 @@
+"""Namespace rules over a real SqliteStore: errnos, link counts, rename cases, chunk life cycle."""
+
+from __future__ import annotations
+
+import errno
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fusedfs.errors import FsError
+from fusedfs.master.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, CommittedChunk, Namespace
+from fusedfs.master.store import ROOT_INODE, ChunkState, SqliteStore
+
+CHUNK = 1024
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "meta.sqlite3", stat.S_IFDIR | 0o755, now_ns=1)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ns(store: SqliteStore) -> Namespace:
+    clock = iter(range(10, 10**9))
+    return Namespace(store, CHUNK, clock=lambda: next(clock))
+
+
+def errno_of(call, *args) -> int:  # type: ignore[no-untyped-def]
+    with pytest.raises(FsError) as info:
+        call(*args)
+    return info.value.errno
+
+
+def pending(ns: Namespace) -> int:
+    with ns.store.transaction():
+        return ns.store.new_chunk(0)
+
+
+def test_names_are_checked(ns: Namespace) -> None:
+    assert errno_of(ns.mkdir, ROOT_INODE, b"", 0o755, 0, 0) == errno.EINVAL
+    assert errno_of(ns.mkdir, ROOT_INODE, b"a/b", 0o755, 0, 0) == errno.EINVAL
+    assert errno_of(ns.mkdir, ROOT_INODE, b"..", 0o755, 0, 0) == errno.EINVAL
+    assert errno_of(ns.mkdir, ROOT_INODE, b"x" * 256, 0o755, 0, 0) == errno.ENAMETOOLONG
+    ns.mkdir(ROOT_INODE, b"x" * 255, 0o755, 0, 0)
+
+
+def test_mkdir_rmdir_and_link_counts(ns: Namespace) -> None:
+    a = ns.mkdir(ROOT_INODE, b"a", 0o755, 5, 6)
+    assert (a.nlink, a.uid, a.gid, stat.S_ISDIR(a.mode)) == (2, 5, 6, True)
+    assert ns.getattr(ROOT_INODE).nlink == 3
+    ns.mkdir(a.id, b"b", 0o700, 0, 0)
+    assert ns.getattr(a.id).nlink == 3
+    assert errno_of(ns.mkdir, ROOT_INODE, b"a", 0o755, 0, 0) == errno.EEXIST
+    assert errno_of(ns.rmdir, ROOT_INODE, b"a") == errno.ENOTEMPTY
+    f = ns.create(a.id, b"file", 0o644, 0, 0, exclusive=True)
+    assert errno_of(ns.rmdir, a.id, b"file") == errno.ENOTDIR
+    assert errno_of(ns.unlink, a.id, b"b") == errno.EISDIR
+    assert errno_of(ns.mkdir, f.id, b"under-a-file", 0o755, 0, 0) == errno.ENOTDIR
+    ns.rmdir(a.id, b"b")
+    ns.unlink(a.id, b"file")
+    ns.rmdir(ROOT_INODE, b"a")
+    assert ns.getattr(ROOT_INODE).nlink == 2
+    assert errno_of(ns.lookup, ROOT_INODE, b"a") == errno.ENOENT
+
+
+def test_create_exclusive_and_existing(ns: Namespace) -> None:
+    f = ns.create(ROOT_INODE, b"f", 0o640, 0, 0, exclusive=False)
+    assert ns.create(ROOT_INODE, b"f", 0o600, 0, 0, exclusive=False).id == f.id
+    assert errno_of(ns.create, ROOT_INODE, b"f", 0o600, 0, 0, True) == errno.EEXIST
+    ns.mkdir(ROOT_INODE, b"d", 0o755, 0, 0)
+    assert errno_of(ns.create, ROOT_INODE, b"d", 0o600, 0, 0, False) == errno.EISDIR
+    assert stat.S_IMODE(f.mode) == 0o640 and f.chunk_size == CHUNK
+
+
+def test_hard_links_and_unlink_frees_chunks_with_the_last_name(ns: Namespace) -> None:
+    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True)
+    chunk = pending(ns)
+    ns.commit_chunks(f.id, 10, [CommittedChunk(0, chunk, 10, 99)], None)
+    assert ns.link(f.id, ROOT_INODE, b"g").nlink == 2
+    assert errno_of(ns.link, ROOT_INODE, ROOT_INODE, b"rootlink") == errno.EPERM
+    assert ns.unlink(ROOT_INODE, b"f").garbage == []
+    assert ns.lookup(ROOT_INODE, b"g").nlink == 1
+    assert ns.unlink(ROOT_INODE, b"g").garbage == [chunk]
+    assert errno_of(ns.getattr, f.id) == errno.ENOENT
+
+
+def test_rename_cases(ns: Namespace) -> None:
+    a = ns.mkdir(ROOT_INODE, b"a", 0o755, 0, 0)
+    b = ns.mkdir(ROOT_INODE, b"b", 0o755, 0, 0)
+    f = ns.create(a.id, b"f", 0o644, 0, 0, True)
+    g = ns.create(b.id, b"g", 0o644, 0, 0, True)
+    assert errno_of(ns.rename, a.id, b"f", b.id, b"g", RENAME_NOREPLACE) == errno.EEXIST
+    ns.rename(a.id, b"f", b.id, b"g", RENAME_EXCHANGE)
+    assert ns.lookup(b.id, b"g").id == f.id and ns.lookup(a.id, b"f").id == g.id
+    ns.rename(a.id, b"f", b.id, b"g", 0)  # replaces the target
+    assert ns.lookup(b.id, b"g").id == g.id
+    assert errno_of(ns.getattr, f.id) == errno.ENOENT
+    assert errno_of(ns.rename, ROOT_INODE, b"a", b.id, b"g", 0) == errno.ENOTDIR
+    assert errno_of(ns.rename, b.id, b"g", ROOT_INODE, b"a", 0) == errno.EISDIR
+    sub = ns.mkdir(a.id, b"sub", 0o755, 0, 0)
+    assert errno_of(ns.rename, ROOT_INODE, b"a", sub.id, b"loop", 0) == errno.EINVAL
+    ns.mkdir(b.id, b"full", 0o755, 0, 0)
+    ns.create(ns.lookup(b.id, b"full").id, b"x", 0o644, 0, 0, True)
+    assert errno_of(ns.rename, a.id, b"sub", b.id, b"full", 0) == errno.ENOTEMPTY
+    ns.rename(a.id, b"sub", b.id, b"moved", 0)  # a directory changes parent: link counts follow
+    assert ns.getattr(a.id).nlink == 2 and ns.getattr(b.id).nlink == 4
+    ns.link(g.id, ROOT_INODE, b"g2")
+    ns.rename(b.id, b"g", ROOT_INODE, b"g2", 0)  # two names of one file: nothing happens
+    assert ns.lookup(b.id, b"g").nlink == 2
+
+
+def test_symlink(ns: Namespace) -> None:
+    link = ns.symlink(ROOT_INODE, b"l", b"/some/where", 0, 0)
+    assert stat.S_ISLNK(link.mode) and link.size == len(b"/some/where")
+    assert ns.readlink(link.id) == b"/some/where"
+    assert errno_of(ns.readlink, ROOT_INODE) == errno.EINVAL
+
+
+def test_chunks_commit_truncate_and_replace(ns: Namespace) -> None:
+    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, True)
+    c0, c1, c2 = pending(ns), pending(ns), pending(ns)
+    assert errno_of(ns.commit_chunks, f.id, 100, [CommittedChunk(1, c0, 10, 0)], None) == errno.EINVAL  # past size
+    inode, changes = ns.commit_chunks(
+        f.id,
+        2 * CHUNK + 10,
+        [CommittedChunk(0, c0, CHUNK, 1), CommittedChunk(1, c1, CHUNK, 2), CommittedChunk(2, c2, 10, 3)],
+        None,
+    )
+    assert inode.size == 2 * CHUNK + 10 and sorted(changes.live) == [c0, c1, c2]
+    assert errno_of(ns.commit_chunks, f.id, 10, [CommittedChunk(0, c0, 10, 0)], None) == errno.EINVAL  # not pending
+    inode, changes = ns.setattr(f.id, size=CHUNK + 100)
+    assert changes.garbage == [c2]
+    with ns.store.transaction():
+        boundary = ns.store.get_chunk(c1)
+    assert boundary is not None and boundary.length == 100 and boundary.stored_length == CHUNK
+    c3 = pending(ns)
+    _, changes = ns.put_file(ROOT_INODE, b"f", 0o600, 0, 0, 5, CHUNK, [CommittedChunk(0, c3, 5, 7)], None)
+    assert sorted(changes.garbage) == [c0, c1] and changes.live == [c3]
+    with ns.store.transaction():
+        assert ns.store.get_chunk(c0).state == ChunkState.GARBAGE  # type: ignore[union-attr]
+    assert (
+        errno_of(ns.put_file, ROOT_INODE, b"f", 0o600, 0, 0, 5, CHUNK, [CommittedChunk(0, c3, 5, 7)], None)
+        == errno.EINVAL
+    )
+    assert ns.abandon([c3]).garbage == []  # live chunks cannot be abandoned
+
+
+def test_readdir_pages_with_stable_cursors(ns: Namespace) -> None:
+    for i in range(25):
+        ns.create(ROOT_INODE, f"f{i:02}".encode(), 0o644, 0, 0, True)
+    seen: list[bytes] = []
+    after = 0
+    while True:
+        entries, more = ns.readdir(ROOT_INODE, after, 10)
+        seen += [name for _, name, _ in entries]
+        after = entries[-1][0]
+        if len(seen) == 10:
+            ns.create(ROOT_INODE, b"late", 0o644, 0, 0, True)  # added mid-listing: shows at the end
+            ns.unlink(ROOT_INODE, b"f00")  # removed behind the cursor: nothing shifts
+        if not more:
+            break
+    assert seen == [f"f{i:02}".encode() for i in range(25)] + [b"late"]
+
+
+def test_changes_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "meta.sqlite3"
+    store = SqliteStore(path, stat.S_IFDIR | 0o755, now_ns=1)
+    Namespace(store, CHUNK).mkdir(ROOT_INODE, b"kept", 0o755, 0, 0)
+    with store.transaction():
+        chunk = store.new_chunk(5)
+    store.close()
+    reopened = SqliteStore(path, stat.S_IFDIR | 0o755, now_ns=2)
+    assert Namespace(reopened, CHUNK).lookup(ROOT_INODE, b"kept").nlink == 2
+    with reopened.transaction():
+        assert reopened.next_chunk_id() == chunk + 1
+        assert reopened.get_chunk(chunk).state == ChunkState.PENDING  # type: ignore[union-attr]
+    reopened.close()

@@ -1,0 +1,69 @@
+"""Placement and replication planning: pure functions, seeded randomness."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from fusedfs.master.placement import KeeperView, choose_keepers
+from fusedfs.master.replication import Copy, Trim, plan_repairs
+
+GiB = 1 << 30
+
+
+def keepers(*free_gib: int) -> dict[str, KeeperView]:
+    return {f"k{i}": KeeperView(f"k{i}", f"host:{i}", free * GiB) for i, free in enumerate(free_gib)}
+
+
+def test_choose_distinct_eligible_keepers() -> None:
+    views = list(keepers(10, 10, 0, 10, 10).values())
+    rng = random.Random(1)
+    for _ in range(200):
+        chosen = choose_keepers(views, 3, GiB, exclude={"k3"}, rng=rng)
+        ids = [k.keeper_id for k in chosen]
+        assert len(ids) == len(set(ids)) == 3
+        assert "k2" not in ids and "k3" not in ids  # full, excluded
+
+
+def test_choose_prefers_free_space_but_spreads() -> None:
+    views = list(keepers(100, 100, 10).values())
+    counts = Counter(k.keeper_id for _ in range(3000) for k in choose_keepers(views, 1, 1, rng=random.Random(_)))
+    assert counts["k0"] > 5 * counts["k2"] > 0
+    assert abs(counts["k0"] - counts["k1"]) < 300
+
+
+def test_under_replicated_chunks_get_copies_fewest_first() -> None:
+    alive = keepers(10, 10, 10, 10)
+    replicas = {1: {"k0", "k1"}, 2: {"k0"}, 3: {"k0", "k1", "k2"}}
+    plan = plan_repairs([1, 2, 3], replicas, alive, 3, {}, {}, 10, {}, random.Random(0))
+    assert not plan.deferred and not plan.trims
+    assert plan.copies[0].chunk_id == 2  # one copy left: most urgent
+    copies = Counter(c.chunk_id for c in plan.copies)
+    assert copies == {1: 1, 2: 2}
+    for copy in plan.copies:
+        assert copy.source in replicas[copy.chunk_id] and copy.target not in replicas[copy.chunk_id]
+    assert len({c.target for c in plan.copies if c.chunk_id == 2}) == 2
+
+
+def test_job_limit_defers_and_counts_in_flight() -> None:
+    alive = keepers(10, 10, 10, 10)
+    replicas = {c: {"k0", "k1"} for c in range(10)}
+    plan = plan_repairs(range(10), replicas, alive, 3, {}, {}, 1, {}, random.Random(0))
+    assert len(plan.copies) == 2  # k0 and k1 as sources, one job each
+    assert len(plan.deferred) == 8
+    # A copy already under way counts towards the goal and is not scheduled twice.
+    plan = plan_repairs([0], replicas, alive, 3, {0: {"k2"}}, {"k0": 1, "k2": 1}, 2, {}, random.Random(0))
+    assert plan.copies == [] and not plan.deferred
+
+
+def test_too_few_keepers_waits_without_deferring() -> None:
+    plan = plan_repairs([1], {1: {"k0", "k1"}}, keepers(10, 10), 3, {}, {}, 2, {}, random.Random(0))
+    assert plan.copies == [] and not plan.deferred and not plan.lost
+
+
+def test_trims_from_the_fullest_and_reports_lost() -> None:
+    alive = keepers(5, 1, 9, 7)
+    plan = plan_repairs([1, 2], {1: {"k0", "k1", "k2", "k3"}, 2: {"dead"}}, alive, 3, {}, {}, 2, {})
+    assert plan.trims == [Trim(1, "k1")]
+    assert plan.lost == {2}
+    assert not any(isinstance(c, Copy) and c.chunk_id == 2 for c in plan.copies)
