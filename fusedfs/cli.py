@@ -3,7 +3,8 @@
     fusedfs master [--listen HOST:PORT] [--data DIR]     the metadata server
     fusedfs keeper MASTER [--listen HOST:PORT] [--data DIR]   a chunk server
     fusedfs client MASTER upload|download|ls|rm|mkdir|status ...
-    fusedfs up [--data DIR]                              master + 3 keepers on loopback
+    fusedfs mount MASTER MOUNTPOINT                      the cluster as a directory
+    fusedfs up [--data DIR] [--mount DIR]                master + 3 keepers on loopback, mounted
 
 A mistake on the command line, or any failure, is one readable line on stderr and a non-zero exit.
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from fusedfs.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MiB
@@ -101,6 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     client_cli.add_parser(sub)
 
+    mount = sub.add_parser("mount", help="mount the cluster as a directory (foreground until unmounted)")
+    mount.add_argument("master", metavar="MASTER", help="the master's HOST[:PORT]")
+    mount.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path)
+    mount.add_argument(
+        "--wait",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long an operation waits for an unreachable cluster before EIO (default 30)",
+    )
+    mount.add_argument(
+        "--attr-timeout",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long the kernel may cache attributes and names (default 1)",
+    )
+    mount.add_argument("--cache-mib", type=int, default=64, metavar="MiB", help="read cache size (default 64)")
+    mount.add_argument("--daemon", action="store_true", help="go to the background once mounted")
+    mount.set_defaults(run=run_mount)
+
     up = sub.add_parser("up", help="run master + 3 keepers on loopback (the embedded default)")
     up.add_argument(
         "--data",
@@ -111,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--port", type=int, default=3000, help="master port; keepers use the next ones (default 3000)")
     up.add_argument("--keepers", type=int, default=3, help="how many keepers (default 3)")
+    up.add_argument(
+        "--mount",
+        type=Path,
+        default=Path("fusedfs-mnt"),
+        metavar="DIR",
+        help="where to mount it (default ./fusedfs-mnt; '' to not mount)",
+    )
     up.set_defaults(run=run_up)
     return parser
 
@@ -158,10 +189,32 @@ def run_keeper(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_mount(args: argparse.Namespace) -> int:
+    from fusedfs.client.cli import master_address
+    from fusedfs.mount.main import run_mount as mount
+
+    if not args.mountpoint.is_dir():
+        raise FsError(20, f"mount point {args.mountpoint} is not a directory")
+    if os.path.ismount(args.mountpoint):
+        raise FsError(16, f"{args.mountpoint} is already a mount point")
+    if args.daemon and os.fork():
+        # Parent: report success once the child has mounted, or its failure.
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(args.mountpoint):
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid or time.monotonic() > deadline:
+                raise FsError(5, f"mounting {args.mountpoint} failed; run without --daemon to see why")
+            time.sleep(0.05)
+        return 0
+    if args.daemon:
+        os.setsid()
+    return mount(master_address(args.master), str(args.mountpoint), args.wait, args.attr_timeout, args.cache_mib)
+
+
 def run_up(args: argparse.Namespace) -> int:
     from fusedfs.local import run_local_cluster
 
-    return run_local_cluster(args.data, args.port, args.keepers)
+    return run_local_cluster(args.data, args.port, args.keepers, args.mount if str(args.mount) else None)
 
 
 def main(argv: list[str] | None = None) -> int:

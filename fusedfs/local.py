@@ -45,6 +45,7 @@ class LocalCluster:
         self.keeper_ports = list(keeper_ports or [])
         self.master_proc: subprocess.Popen[bytes] | None = None
         self.keeper_procs: list[subprocess.Popen[bytes] | None] = []
+        self.mounts: dict[Path, subprocess.Popen[bytes]] = {}
         (data_dir / "logs").mkdir(parents=True, exist_ok=True)
         self._initial_keepers = keepers
 
@@ -116,6 +117,36 @@ class LocalCluster:
     def keeper_address(self, index: int) -> str:
         return f"{self.host}:{self.keeper_ports[index]}"
 
+    # --- mounts ----------------------------------------------------------------------------------
+
+    def mount(self, mountpoint: Path, extra_args: list[str] | None = None, timeout: float = 20.0) -> Path:
+        """Mounts the cluster at mountpoint with a `fusedfs mount` process; waits until mounted."""
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        proc = self._spawn(
+            f"mount-{mountpoint.name}",
+            [
+                "mount",
+                self.master_address,
+                str(mountpoint),
+                *(extra_args or []),
+            ],
+        )
+        self.mounts[mountpoint] = proc
+        deadline = time.monotonic() + timeout
+        while not os.path.ismount(mountpoint):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                self.unmount(mountpoint)
+                raise RuntimeError(f"mount at {mountpoint} failed; see {self.data_dir / 'logs'}")
+            time.sleep(0.05)
+        return mountpoint
+
+    def unmount(self, mountpoint: Path) -> None:
+        """Unmounts cleanly (SIGTERM saves open files first), lazily and by force if that fails."""
+        proc = self.mounts.pop(mountpoint, None)
+        self._end(proc, signal.SIGTERM)
+        if os.path.ismount(mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False, capture_output=True)
+
     # --- whole cluster ---------------------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> LocalCluster:
@@ -156,6 +187,8 @@ class LocalCluster:
         return {name: p.pid for name, p in procs.items() if p is not None and p.poll() is None}
 
     def stop(self) -> None:
+        for mountpoint in list(self.mounts):
+            self.unmount(mountpoint)
         for proc in [*self.keeper_procs, self.master_proc]:
             self._end(proc, signal.SIGTERM)
         self.keeper_procs = [None] * len(self.keeper_procs)
@@ -179,7 +212,7 @@ class LocalCluster:
         self.stop()
 
 
-def run_local_cluster(data_dir: Path, port: int, keepers: int) -> int:
+def run_local_cluster(data_dir: Path, port: int, keepers: int, mountpoint: Path | None) -> int:
     """`fusedfs up`: runs the embedded default in the foreground until Ctrl-C or SIGTERM."""
     cluster = LocalCluster(
         data_dir.resolve(), keepers, master_port=port, keeper_ports=[port + 1 + i for i in range(keepers)]
@@ -195,8 +228,12 @@ def run_local_cluster(data_dir: Path, port: int, keepers: int) -> int:
     try:
         cluster.start()
         master = cluster.master_address
+        mounted = ""
+        if mountpoint is not None:
+            cluster.mount(mountpoint.resolve())
+            mounted = f"\nMounted at {mountpoint.resolve()}: use it like any folder (cp, cat, ls, ...)."
         print(
-            f"""fusedfs is running: master {master}, {keepers} keepers, data in {data_dir}
+            f"""fusedfs is running: master {master}, {keepers} keepers, data in {data_dir}{mounted}
   fusedfs client {master} upload /hello.txt ./some-file
   fusedfs client {master} ls /
   fusedfs client {master} download /hello.txt copy.txt

@@ -1,0 +1,203 @@
+"""The data of one file while this mount has it open: reads, write-back buffers, uploads.
+
+Writes land in per-slot buffers (a slot is one chunk's range of the file). A slot whose buffer
+is full is uploaded in the background right away; flush()/fsync() upload the rest and wait.
+Each uploaded chunk is committed to the master at once (one CommitChunks per chunk), so only
+chunks that a write touched are ever re-uploaded. A partial write to a slot that already has
+data first reads that chunk (read-modify-write of one chunk, never of the file).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import trio
+
+from fusedfs.chunks import spans
+from fusedfs.client.master import MasterClient
+from fusedfs.client.transfer import ChunkTransfer
+from fusedfs.errors import FsError
+from fusedfs.mount.blocking import run
+from fusedfs.rpc import master_pb2 as mp
+
+log = logging.getLogger(__name__)
+
+
+class ChunkCache:
+    """Recently read chunks, least recently used dropped first, bounded in bytes."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.size = 0
+        self._data: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, chunk_id: str) -> bytes | None:
+        data = self._data.get(chunk_id)
+        if data is not None:
+            self._data.move_to_end(chunk_id)
+        return data
+
+    def put(self, chunk_id: str, data: bytes) -> None:
+        if chunk_id in self._data or len(data) > self.limit:
+            return
+        self._data[chunk_id] = data
+        self.size += len(data)
+        while self.size > self.limit:
+            _, dropped = self._data.popitem(last=False)
+            self.size -= len(dropped)
+
+
+@dataclass
+class DirtySlot:
+    data: bytearray
+    version: int = 0  # bumped by every write, so an upload of an older snapshot is not mistaken for current
+
+
+@dataclass
+class OpenFile:
+    inode: int
+    size: int
+    chunk_size: int
+    master: MasterClient
+    transfer: ChunkTransfer
+    cache: ChunkCache
+    upload_limiter: trio.CapacityLimiter
+    refs: dict[int, mp.ChunkRef] | None = None  # slot -> chunk, fetched lazily
+    dirty: dict[int, DirtySlot] = field(default_factory=dict)
+    uploads: dict[int, trio.Event] = field(default_factory=dict)
+    error: FsError | None = None  # a background upload failed: reported by the next flush
+    changed: bool = False  # written since the last commit (so a flush has something to commit)
+    handles: int = 0
+
+    @classmethod
+    def from_attr(
+        cls,
+        attr: mp.Attr,
+        master: MasterClient,
+        transfer: ChunkTransfer,
+        cache: ChunkCache,
+        upload_limiter: trio.CapacityLimiter,
+    ) -> OpenFile:
+        return cls(attr.inode, attr.size, attr.chunk_size, master, transfer, cache, upload_limiter)
+
+    @property
+    def has_unsaved(self) -> bool:
+        return bool(self.dirty or self.uploads)
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    async def _refs(self) -> dict[int, mp.ChunkRef]:
+        if self.refs is None:
+            reply = await run(self.master.call, "GetChunks", mp.GetChunksRequest(inode=self.inode))
+            self.refs = {ref.index: ref for ref in reply.chunks}
+        return self.refs
+
+    async def _chunk(self, index: int) -> bytes:
+        """The committed data of slot index (possibly shorter than the slot; b'' for a hole)."""
+        ref = (await self._refs()).get(index)
+        if ref is None:
+            return b""
+        data = self.cache.get(ref.chunk_id)
+        if data is None:
+            data = await run(self.transfer.read, self.inode, ref)
+            self.cache.put(ref.chunk_id, data)
+        return data[: ref.length]
+
+    async def read(self, offset: int, size: int) -> bytes:
+        end = min(offset + size, self.size)
+        parts = []
+        for span in spans(offset, max(0, end - offset), self.chunk_size):
+            slot = self.dirty.get(span.index)
+            data = bytes(slot.data) if slot is not None else await self._chunk(span.index)
+            piece = data[span.offset : span.offset + span.length]
+            parts.append(piece + bytes(span.length - len(piece)))
+        return b"".join(parts)
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    async def write(self, offset: int, data: bytes, nursery: trio.Nursery) -> int:
+        view = memoryview(data)
+        done = 0
+        for span in spans(offset, len(data), self.chunk_size):
+            slot = self.dirty.get(span.index)
+            if slot is None:
+                existing = b""
+                slot_start = span.index * self.chunk_size
+                if span.length < self.chunk_size and slot_start < self.size:
+                    existing = await self._chunk(span.index)  # keep the rest of the chunk
+                slot = self.dirty.setdefault(span.index, DirtySlot(bytearray(existing)))
+            buffer = slot.data
+            if len(buffer) < span.offset:
+                buffer.extend(bytes(span.offset - len(buffer)))
+            buffer[span.offset : span.offset + span.length] = view[done : done + span.length]
+            slot.version += 1
+            self.changed = True
+            done += span.length
+            self.size = max(self.size, offset + done)
+            if len(buffer) == self.chunk_size and span.index not in self.uploads:
+                self._start_upload(span.index, nursery)
+        return len(data)
+
+    def _start_upload(self, index: int, nursery: trio.Nursery) -> None:
+        done = trio.Event()
+        self.uploads[index] = done
+        nursery.start_soon(self._upload, index, done)
+
+    async def _upload(self, index: int, done: trio.Event) -> None:
+        try:
+            async with self.upload_limiter:
+                slot = self.dirty.get(index)
+                if slot is None:
+                    return
+                version, snapshot = slot.version, bytes(slot.data)
+                chunk = await run(self.transfer.write, index, snapshot)
+                request = mp.CommitChunksRequest(inode=self.inode, size=self.size, chunks=[chunk])
+                await run(self.master.call, "CommitChunks", request)
+                if self.refs is not None:
+                    self.refs.pop(index, None)
+                    self.refs = None  # the new chunk's replicas come with the next GetChunks
+                self.cache.put(chunk.chunk_id, snapshot)
+                current = self.dirty.get(index)
+                if current is not None and current.version == version:
+                    del self.dirty[index]
+        except FsError as e:
+            log.warning("upload of slot %d of inode %d failed: %s", index, self.inode, e.message)
+            self.error = e
+        except Exception as e:  # never let a background task take the mount down
+            log.exception("upload of slot %d of inode %d failed", index, self.inode)
+            self.error = FsError(errno.EIO, str(e))
+        finally:
+            del self.uploads[index]
+            done.set()
+
+    async def flush(self, nursery: trio.Nursery) -> None:
+        """Uploads and commits every change; raises the first failure since the last flush."""
+        while self.dirty or self.uploads:
+            for index in list(self.dirty):
+                if index not in self.uploads:
+                    self._start_upload(index, nursery)
+            for event in list(self.uploads.values()):
+                await event.wait()
+            if self.error is not None:
+                break
+        if self.error is None and self.changed:
+            # Commits the final size and mtime (also for writes that uploaded nothing, e.g. a hole).
+            await run(self.master.call, "CommitChunks", mp.CommitChunksRequest(inode=self.inode, size=self.size))
+            self.changed = False
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+    def truncated(self, size: int) -> None:
+        """The file was truncated to size (on the master): drop buffered data past it."""
+        self.size = size
+        self.refs = None
+        for index in list(self.dirty):
+            start = index * self.chunk_size
+            if start >= size:
+                del self.dirty[index]
+            elif start + len(self.dirty[index].data) > size:
+                del self.dirty[index].data[size - start :]

@@ -1,0 +1,308 @@
+"""pyfuse3 handlers: thin translations between kernel requests and the cluster.
+
+Every handler runs inside `translate_errors`: an FsError becomes FUSEError(errno), anything
+else is logged and becomes EIO. Nothing else may escape, or the whole mount stops answering.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from fusedfs.client.master import MasterClient
+from fusedfs.client.transfer import ChunkTransfer
+from fusedfs.errors import FsError
+from fusedfs.mount.blocking import run
+from fusedfs.mount.openfile import ChunkCache, OpenFile
+from fusedfs.rpc import common_pb2 as cp
+from fusedfs.rpc import master_pb2 as mp
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+BLOCK = 512
+READDIR_PAGE = 500
+
+
+def translate_errors(handler: F) -> F:
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await handler(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except FsError as e:
+            raise pyfuse3.FUSEError(e.errno) from None
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Operations(pyfuse3.Operations):  # type: ignore[misc]
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, master: MasterClient, attr_timeout: float = 1.0, cache_bytes: int = 64 << 20) -> None:
+        super().__init__()
+        self.master = master
+        self.transfer = ChunkTransfer(master)
+        self.attr_timeout = attr_timeout
+        self.cache = ChunkCache(cache_bytes)
+        self.upload_limiter = trio.CapacityLimiter(4)
+        self.open_files: dict[int, OpenFile] = {}
+        self.handles: dict[int, tuple[int, int]] = {}  # fh -> (inode, open flags)
+        self.next_fh = 1
+        self.seen: dict[int, tuple[int, int]] = {}  # inode -> (mtime, size) when last closed here
+        self.nursery: trio.Nursery | None = None
+
+    async def call(self, method: str, request: Any) -> Any:
+        return await run(self.master.call, method, request)
+
+    # --- attributes ------------------------------------------------------------------------------
+
+    def entry(self, attr: mp.Attr) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = attr.inode
+        entry.generation = 0
+        entry.entry_timeout = self.attr_timeout
+        entry.attr_timeout = self.attr_timeout
+        entry.st_mode = attr.mode
+        entry.st_nlink = attr.nlink
+        entry.st_uid = attr.uid
+        entry.st_gid = attr.gid
+        entry.st_rdev = 0
+        open_file = self.open_files.get(attr.inode)
+        size = open_file.size if open_file is not None else attr.size
+        entry.st_size = size
+        entry.st_blksize = 128 * 1024
+        entry.st_blocks = -(-size // BLOCK)
+        entry.st_atime_ns = attr.atime_ns
+        entry.st_mtime_ns = attr.mtime_ns
+        entry.st_ctime_ns = attr.ctime_ns
+        return entry
+
+    @translate_errors
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.entry(await self.call("Lookup", mp.EntryRequest(parent=parent_inode, name=name)))
+
+    @translate_errors
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.entry(await self.call("GetAttr", mp.InodeRequest(inode=inode)))
+
+    @translate_errors
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        request = mp.SetAttrRequest(inode=inode)
+        if fields.update_mode:
+            request.mode = stat.S_IMODE(attr.st_mode)
+        if fields.update_uid:
+            request.uid = attr.st_uid
+        if fields.update_gid:
+            request.gid = attr.st_gid
+        if fields.update_atime:
+            request.atime_ns = attr.st_atime_ns
+        if fields.update_mtime:
+            request.mtime_ns = attr.st_mtime_ns
+        open_file = self.open_files.get(inode)
+        if fields.update_size:
+            request.size = attr.st_size
+            if open_file is not None:
+                await open_file.flush(self._nursery())  # buffered data first, then cut it
+        result = await self.call("SetAttr", request)
+        if fields.update_size and open_file is not None:
+            open_file.truncated(attr.st_size)
+        return self.entry(result)
+
+    @translate_errors
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        reply = await self.call("StatFs", cp.Empty())
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = 4096
+        data.f_blocks = reply.capacity_bytes // 4096
+        data.f_bfree = data.f_bavail = reply.free_bytes // 4096
+        data.f_files = reply.files + 1_000_000
+        data.f_ffree = data.f_favail = 1_000_000
+        data.f_namemax = 255
+        return data
+
+    # --- directories -----------------------------------------------------------------------------
+
+    @translate_errors
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
+        if not stat.S_ISDIR(attr.mode):
+            raise FsError(errno.ENOTDIR)
+        return inode
+
+    @translate_errors
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        after = start_id
+        while True:
+            reply = await self.call("ReadDir", mp.ReadDirRequest(inode=fh, after=after, limit=READDIR_PAGE))
+            for entry in reply.entries:
+                if not pyfuse3.readdir_reply(token, entry.name, self.entry(entry.attr), entry.cursor):
+                    return
+                after = entry.cursor
+            if not reply.more:
+                return
+
+    @translate_errors
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        request = mp.MakeNodeRequest(parent=parent_inode, name=name, mode=mode, uid=ctx.uid, gid=ctx.gid)
+        return self.entry(await self.call("MakeDir", request))
+
+    @translate_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.call("RemoveDir", mp.EntryRequest(parent=parent_inode, name=name))
+
+    @translate_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.call("Unlink", mp.EntryRequest(parent=parent_inode, name=name))
+
+    @translate_errors
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        await self.call(
+            "Rename",
+            mp.RenameRequest(
+                parent=parent_inode_old, name=name_old, new_parent=parent_inode_new, new_name=name_new, flags=flags
+            ),
+        )
+
+    @translate_errors
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return self.entry(
+            await self.call("Link", mp.LinkRequest(inode=inode, new_parent=new_parent_inode, new_name=new_name))
+        )
+
+    @translate_errors
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        request = mp.SymlinkRequest(parent=parent_inode, name=name, target=target, uid=ctx.uid, gid=ctx.gid)
+        return self.entry(await self.call("Symlink", request))
+
+    @translate_errors
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return (await self.call("ReadLink", mp.InodeRequest(inode=inode))).target  # type: ignore[no-any-return]
+
+    # --- files -----------------------------------------------------------------------------------
+
+    def _nursery(self) -> trio.Nursery:
+        assert self.nursery is not None, "the mount's background nursery is not running"
+        return self.nursery
+
+    def _register(self, attr: mp.Attr, flags: int) -> pyfuse3.FileInfo:
+        open_file = self.open_files.get(attr.inode)
+        if open_file is None:
+            open_file = OpenFile.from_attr(attr, self.master, self.transfer, self.cache, self.upload_limiter)
+            self.open_files[attr.inode] = open_file
+        open_file.handles += 1
+        fh = self.next_fh
+        self.next_fh += 1
+        self.handles[fh] = (attr.inode, flags)
+        # Keep the kernel's cached pages only if nothing changed since this mount last closed it.
+        unchanged = self.seen.get(attr.inode) == (attr.mtime_ns, attr.size)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged and open_file.handles == 1)
+
+    @translate_errors
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        request = mp.MakeNodeRequest(
+            parent=parent_inode, name=name, mode=mode, uid=ctx.uid, gid=ctx.gid, exclusive=bool(flags & os.O_EXCL)
+        )
+        attr = await self.call("CreateFile", request)
+        if flags & os.O_TRUNC and attr.size:
+            attr = await self.call("SetAttr", mp.SetAttrRequest(inode=attr.inode, size=0))
+        return self._register(attr, flags), self.entry(attr)
+
+    @translate_errors
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        open_file = self.open_files.get(inode)
+        if flags & os.O_TRUNC:
+            if open_file is not None:
+                await open_file.flush(self._nursery())
+            attr = await self.call("SetAttr", mp.SetAttrRequest(inode=inode, size=0))
+            if open_file is not None:
+                open_file.truncated(0)
+        else:
+            attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
+        if stat.S_ISDIR(attr.mode):
+            raise FsError(errno.EISDIR)
+        return self._register(attr, flags)
+
+    def _file(self, fh: int) -> tuple[OpenFile, int]:
+        inode, flags = self.handles[fh]
+        return self.open_files[inode], flags
+
+    @translate_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        open_file, _ = self._file(fh)
+        return await open_file.read(off, size)
+
+    @translate_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        open_file, flags = self._file(fh)
+        if flags & os.O_APPEND:
+            off = open_file.size
+        return await open_file.write(off, buf, self._nursery())
+
+    @translate_errors
+    async def flush(self, fh: int) -> None:
+        open_file, _ = self._file(fh)
+        await open_file.flush(self._nursery())
+
+    @translate_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        open_file, _ = self._file(fh)
+        await open_file.flush(self._nursery())
+
+    @translate_errors
+    async def release(self, fh: int) -> None:
+        inode, _ = self.handles.pop(fh)
+        open_file = self.open_files[inode]
+        open_file.handles -= 1
+        if open_file.handles:
+            return
+        try:
+            await open_file.flush(self._nursery())  # normally a no-op: flush() came first
+        finally:
+            del self.open_files[inode]
+        attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
+        self.seen[inode] = (attr.mtime_ns, attr.size)
+
+    async def flush_all(self) -> None:
+        """Before unmounting: every open file's changes reach the cluster."""
+        for open_file in list(self.open_files.values()):
+            try:
+                await open_file.flush(self._nursery())
+            except FsError as e:
+                log.error("could not save inode %d before unmounting: %s", open_file.inode, e.message)

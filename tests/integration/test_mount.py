@@ -1,0 +1,214 @@
+"""The mount, for real: a `fusedfs mount` process over a real cluster, driven by ordinary programs.
+
+These tests need /dev/fuse and fusermount3; they fail (never skip) where those are missing.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import mmap
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fusedfs.chunks import MiB
+from fusedfs.client.master import MasterClient
+from fusedfs.local import LocalCluster
+from fusedfs.rpc import master_pb2 as mp
+from tests.integration.conftest import MakeCluster
+
+
+@pytest.fixture
+def mounted(make_cluster: MakeCluster, tmp_path: Path) -> Iterator[tuple[LocalCluster, Path]]:
+    cluster = make_cluster()
+    mnt = cluster.mount(tmp_path / "mnt")
+    yield cluster, mnt
+    cluster.stop()
+    assert not os.path.ismount(mnt)
+
+
+def sh(*args: str, cwd: Path | None = None) -> str:
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{args}: {result.stderr}"
+    return result.stdout
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 * MiB):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def test_files_directories_and_links(mounted: tuple[LocalCluster, Path]) -> None:
+    _, mnt = mounted
+    (mnt / "dir").mkdir()
+    f = mnt / "dir" / "file.txt"
+    f.write_bytes(b"hello world\n")
+    assert f.read_bytes() == b"hello world\n"
+    with open(f, "ab") as out:
+        out.write(b"appended\n")
+    assert f.read_bytes() == b"hello world\nappended\n"
+    os.truncate(f, 5)
+    assert f.read_bytes() == b"hello"
+    os.truncate(f, 8)
+    assert f.read_bytes() == b"hello\0\0\0"
+    os.link(f, mnt / "hard")
+    assert f.stat().st_nlink == 2 and (mnt / "hard").stat().st_ino == f.stat().st_ino
+    os.symlink("dir/file.txt", mnt / "soft")
+    assert os.readlink(mnt / "soft") == "dir/file.txt" and (mnt / "soft").read_bytes() == b"hello\0\0\0"
+    os.chmod(f, 0o600)
+    os.utime(f, ns=(1_000_000_000, 2_000_000_000))
+    st = f.stat()
+    assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o600, 2_000_000_000)
+    with pytest.raises(OSError) as not_empty:
+        (mnt / "dir").rmdir()
+    assert not_empty.value.errno == errno.ENOTEMPTY
+    with pytest.raises(OSError) as too_long:
+        (mnt / ("x" * 256)).write_bytes(b"")
+    assert too_long.value.errno == errno.ENAMETOOLONG
+    (mnt / ("y" * 255)).write_bytes(b"ok")
+    with pytest.raises(FileExistsError):
+        os.open(mnt / "hard", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    (mnt / "dir" / "file.txt").rename(mnt / "moved.txt")
+    assert sorted(os.listdir(mnt / "dir")) == []
+    (mnt / "dir").rmdir()
+    os.unlink(mnt / "hard")
+    assert (mnt / "moved.txt").stat().st_nlink == 1
+    with open(mnt / "moved.txt", "wb") as out:  # O_TRUNC
+        out.write(b"new")
+    assert (mnt / "moved.txt").read_bytes() == b"new"
+
+
+def test_sparse_and_large_files(mounted: tuple[LocalCluster, Path]) -> None:
+    _, mnt = mounted
+    sparse = mnt / "sparse"
+    with open(sparse, "wb") as out:
+        out.seek(20 * MiB + 3)
+        out.write(b"end")
+    assert sparse.stat().st_size == 20 * MiB + 6
+    with open(sparse, "rb") as f:
+        assert f.read(MiB) == bytes(MiB)
+        f.seek(20 * MiB)
+        assert f.read() == b"\0\0\0end"
+    data = os.urandom(200 * MiB)
+    big = mnt / "big"
+    big.write_bytes(data)
+    assert sha256_file(big) == hashlib.sha256(data).hexdigest()
+
+
+def test_small_overwrite_rewrites_one_chunk(mounted: tuple[LocalCluster, Path]) -> None:
+    cluster, mnt = mounted
+    path = mnt / "three-chunks"
+    data = bytearray(os.urandom(24 * MiB))
+    path.write_bytes(data)
+    master = MasterClient(cluster.master_address)
+    inode = path.stat().st_ino
+
+    def chunk_ids() -> list[str]:
+        return [c.chunk_id for c in master.call("GetChunks", mp.GetChunksRequest(inode=inode)).chunks]
+
+    before = chunk_ids()
+    with open(path, "r+b") as f:
+        f.seek(9 * MiB)
+        f.write(b"x" * 4096)
+    data[9 * MiB : 9 * MiB + 4096] = b"x" * 4096
+    after = chunk_ids()
+    assert [b == a for b, a in zip(before, after, strict=True)] == [True, False, True]
+    assert path.read_bytes() == data
+    master.pool.close()
+
+
+def test_cp_tar_rsync_mv_rm(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    _, mnt = mounted
+    source = Path(shutil.__file__).parent / "email"  # a real source tree from the standard library
+    sh("cp", "-r", str(source), str(mnt / "email"))
+    sh("diff", "-r", str(source), str(mnt / "email"))
+    sh("tar", "-cf", str(mnt / "email.tar"), "-C", str(source.parent), "email")
+    (mnt / "extract").mkdir()
+    sh("tar", "-xf", str(mnt / "email.tar"), "-C", str(mnt / "extract"))
+    sh("diff", "-r", str(source), str(mnt / "extract" / "email"))
+    if shutil.which("rsync"):
+        sh("rsync", "-a", str(source) + "/", str(mnt / "synced"))
+        sh("diff", "-r", str(source), str(mnt / "synced"))
+    (mnt / "elsewhere").mkdir()
+    sh("mv", str(mnt / "email"), str(mnt / "elsewhere" / "email"))
+    sh("diff", "-r", str(source), str(mnt / "elsewhere" / "email"))
+    sh("rm", "-r", str(mnt / "elsewhere"), str(mnt / "extract"))
+    assert sorted(os.listdir(mnt)) == sorted(["email.tar"] + (["synced"] if shutil.which("rsync") else []))
+
+
+def test_git_sqlite_and_mmap(mounted: tuple[LocalCluster, Path]) -> None:
+    _, mnt = mounted
+    repo = mnt / "repo"
+    repo.mkdir()
+    sh("git", "init", "-q", cwd=repo)
+    (repo / "README").write_text("hello\n")
+    sh("git", "add", "README", cwd=repo)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first", cwd=repo)
+    assert "first" in sh("git", "log", "--oneline", cwd=repo)
+    sh("git", "fsck", "--strict", cwd=repo)
+
+    db = sqlite3.connect(mnt / "test.db")
+    db.execute("CREATE TABLE t (i INTEGER PRIMARY KEY, v TEXT)")
+    with db:
+        db.executemany("INSERT INTO t VALUES (?, ?)", ((i, f"value {i}") for i in range(10_000)))
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert db.execute("SELECT COUNT(*) FROM t").fetchone() == (10_000,)
+    db.close()
+
+    data = os.urandom(3 * MiB)
+    (mnt / "mapped").write_bytes(data)
+    with open(mnt / "mapped", "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        assert m[MiB : MiB + 100] == data[MiB : MiB + 100]
+
+
+def test_close_to_open_across_mounts(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    cluster, first = mounted
+    second = cluster.mount(tmp_path / "second")
+    (first / "shared.txt").write_bytes(b"version 1")
+    assert (second / "shared.txt").read_bytes() == b"version 1"
+    (second / "shared.txt").write_bytes(b"version 2, longer")
+    assert (first / "shared.txt").read_bytes() == b"version 2, longer"
+
+
+def test_permissions_hold_for_other_users(mounted: tuple[LocalCluster, Path]) -> None:
+    cluster, _ = mounted
+    # Another user must be able to reach the mount point (pytest's own folders are root-only).
+    mnt = cluster.mount(Path(tempfile.mkdtemp(prefix="fusedfs-perm-")))
+    secret = mnt / "secret"
+    secret.write_bytes(b"root only")
+    os.chmod(secret, 0o600)
+    public = mnt / "public"
+    public.write_bytes(b"everyone")
+    os.chmod(public, 0o644)
+    try:
+        denied = subprocess.run(["cat", str(secret)], user=65534, capture_output=True, text=True)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr
+        allowed = subprocess.run(["cat", str(public)], user=65534, capture_output=True, text=True)
+        assert allowed.stdout == "everyone", allowed.stderr
+        no_write = subprocess.run(["sh", "-c", f"echo x >> {public}"], user=65534, capture_output=True, text=True)
+        assert no_write.returncode != 0 and public.read_bytes() == b"everyone"
+    finally:
+        cluster.unmount(mnt)
+        mnt.rmdir()
+
+
+def test_keeper_killed_during_copy(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    cluster, mnt = mounted
+    source = tmp_path / "source"
+    source.write_bytes(os.urandom(150 * MiB))
+    killer = threading.Timer(0.5, cluster.kill_keeper, args=(2,))
+    killer.start()
+    sh("cp", str(source), str(mnt / "copy"))
+    killer.join()
+    assert sha256_file(mnt / "copy") == sha256_file(source)
