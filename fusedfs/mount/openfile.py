@@ -25,6 +25,8 @@ from fusedfs.rpc import master_pb2 as mp
 
 log = logging.getLogger(__name__)
 
+READ_AHEAD_CHUNKS = 3  # a sequential reader has the next 3 chunks (24 MiB) fetched in the background
+
 
 class ChunkCache:
     """Recently read chunks, least recently used dropped first, bounded in bytes."""
@@ -70,6 +72,8 @@ class OpenFile:
     uploads: dict[int, trio.Event] = field(default_factory=dict)
     error: FsError | None = None  # a background upload failed: reported by the next flush
     changed: bool = False  # written since the last commit (so a flush has something to commit)
+    next_read: int = 0  # where a sequential reader's next read starts
+    fetching: dict[str, trio.Event] = field(default_factory=dict)  # chunk id -> fetch in progress
     handles: int = 0
 
     @classmethod
@@ -100,19 +104,62 @@ class OpenFile:
         ref = (await self._refs()).get(index)
         if ref is None:
             return b""
+        fetching = self.fetching.get(ref.chunk_id)
+        if fetching is not None:
+            await fetching.wait()
         data = self.cache.get(ref.chunk_id)
         if data is None:
-            data = await run(self.transfer.read, self.inode, ref)
-            self.cache.put(ref.chunk_id, data)
+            data = await self._fetch(ref)
         return data[: ref.length]
 
-    async def read(self, offset: int, size: int) -> bytes:
+    async def _fetch(self, ref: mp.ChunkRef) -> bytes:
+        done = self.fetching[ref.chunk_id] = trio.Event()
+        try:
+            data = await run(self.transfer.read, self.inode, ref)
+            self.cache.put(ref.chunk_id, data)
+            return data
+        finally:
+            del self.fetching[ref.chunk_id]
+            done.set()
+
+    async def _prefetch(self, ref: mp.ChunkRef) -> None:
+        try:
+            await self._fetch(ref)
+        except Exception as e:  # only a guess at what comes next: the real read will retry and report
+            log.debug("prefetch of %s failed: %s", ref.chunk_id, e)
+
+    async def _read_ahead(self, index: int, nursery: trio.Nursery) -> None:
+        refs = await self._refs()
+        for ahead in range(index + 1, index + 1 + READ_AHEAD_CHUNKS):
+            ref = refs.get(ahead)
+            if ref is not None and ref.chunk_id not in self.fetching and self.cache.get(ref.chunk_id) is None:
+                nursery.start_soon(self._prefetch, ref)
+
+    async def _range(self, index: int, offset: int, length: int) -> bytes:
+        """Just the blocks of slot index that hold [offset, offset + length): for random reads."""
+        ref = (await self._refs()).get(index)
+        if ref is None:
+            return b""
+        cached = self.cache.get(ref.chunk_id)
+        if cached is not None:
+            return cached[offset : min(offset + length, ref.length)]
+        return await run(self.transfer.read, self.inode, ref, offset, length)
+
+    async def read(self, offset: int, size: int, nursery: trio.Nursery) -> bytes:
         end = min(offset + size, self.size)
+        # Sequential reads fetch (and cache) whole chunks; a jump elsewhere fetches only its blocks.
+        sequential = offset == self.next_read or offset == 0
+        self.next_read = end
         parts = []
         for span in spans(offset, max(0, end - offset), self.chunk_size):
             slot = self.dirty.get(span.index)
-            data = bytes(slot.data) if slot is not None else await self._chunk(span.index)
-            piece = data[span.offset : span.offset + span.length]
+            if slot is not None:
+                piece = bytes(slot.data[span.offset : span.offset + span.length])
+            elif sequential:
+                await self._read_ahead(span.index, nursery)
+                piece = (await self._chunk(span.index))[span.offset : span.offset + span.length]
+            else:
+                piece = await self._range(span.index, span.offset, span.length)
             parts.append(piece + bytes(span.length - len(piece)))
         return b"".join(parts)
 

@@ -52,7 +52,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, master: MasterClient, attr_timeout: float = 1.0, cache_bytes: int = 64 << 20) -> None:
+    def __init__(self, master: MasterClient, attr_timeout: float = 1.0, cache_bytes: int = 128 << 20) -> None:
         super().__init__()
         self.master = master
         self.transfer = ChunkTransfer(master)
@@ -266,7 +266,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     @translate_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
         open_file, _ = self._file(fh)
-        return await open_file.read(off, size)
+        return await open_file.read(off, size, self._nursery())
 
     @translate_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""File-system figures through a mounted directory, the way programs see it.
+
+Without --dir it starts a cluster (master + 3 keepers, goal 3, loopback), mounts it and measures
+the mount; with --dir it measures any directory (another file system, for comparison). "Cold"
+reads use a fresh mount (fusedfs) after dropping the kernel's caches.
+
+Run: python bench/mount_throughput.py [--dir DIR] [--size-mib 1024] [--small-files 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from fusedfs.local import LocalCluster
+
+MiB = 1 << 20
+BLOCK = MiB
+
+
+def drop_caches() -> None:
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        print("(could not drop the kernel's caches: run as root for cold figures)", file=sys.stderr)
+
+
+class Target:
+    """The directory under test; `cold()` makes the next reads come from the storage."""
+
+    def __init__(self, directory: Path | None, work: Path) -> None:
+        self.cluster: LocalCluster | None = None
+        self.peak_rss = 0.0  # of every mount process so far
+        if directory is None:
+            self.cluster = LocalCluster(work / "cluster", keepers=3).start()
+            self.mountpoint = work / "mnt"
+            self.dir = self.cluster.mount(self.mountpoint)
+        else:
+            self.dir = Path(tempfile.mkdtemp(prefix="fusedfs-bench-", dir=directory))
+
+    def cold(self) -> None:
+        if self.cluster is not None:  # the mount's own chunk cache goes with a remount
+            self.peak_rss = max(self.peak_rss, self.mount_rss_mib() or 0.0)
+            self.cluster.unmount(self.mountpoint)
+            drop_caches()
+            self.cluster.mount(self.mountpoint)
+        else:
+            drop_caches()
+
+    def mount_rss_mib(self) -> float | None:
+        if self.cluster is None:
+            return None
+        proc = self.cluster.mounts[self.mountpoint]
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return None
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def timed(results: list[tuple[str, float, str]], label: str, amount: float, unit: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    elapsed = time.perf_counter() - started
+    results.append((label, amount / elapsed, unit))
+    print(f"{label:<32} {amount / elapsed:10.1f} {unit}", flush=True)
+
+
+def write_file(path: Path, size: int, pattern: bytes) -> None:
+    with open(path, "wb") as f:
+        for offset in range(0, size, BLOCK):
+            f.write(memoryview(pattern)[offset % len(pattern) :][:BLOCK])
+
+
+def read_file(path: Path) -> int:
+    total = 0
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(BLOCK):
+            total += len(block)
+    return total
+
+
+def run(target: Target, size: int, small_files: int, tree: Path) -> None:
+    results: list[tuple[str, float, str]] = []
+    root = target.dir
+    pattern = os.urandom(64 * MiB + BLOCK)  # incompressible; not all-zero chunks (those are holes)
+    big = root / "big.bin"
+    with timed(results, "sequential write (1 MiB blocks)", size / MiB, "MiB/s"):
+        write_file(big, size, pattern)
+    parts = [root / f"part{i}.bin" for i in range(4)]
+    for part in parts:
+        write_file(part, size // 4, pattern)
+    target.cold()
+    with timed(results, "cold sequential read", size / MiB, "MiB/s"):
+        read_file(big)
+    target.cold()
+    with timed(results, "4 parallel readers, together", size / MiB, "MiB/s"), ThreadPoolExecutor(4) as pool:
+        list(pool.map(read_file, parts))
+    target.cold()
+    rng = random.Random(1)
+    reads = 2000
+    fd = os.open(big, os.O_RDONLY)
+    try:
+        with timed(results, "4 KiB random reads", reads, "IOPS"):
+            for _ in range(reads):
+                os.pread(fd, 4096, rng.randrange(0, size - 4096) & ~4095)
+    finally:
+        os.close(fd)
+
+    small = root / "small"
+    small.mkdir()
+    payload = os.urandom(4096)
+    names = [small / f"f{i:05}" for i in range(small_files)]
+    with timed(results, f"create {small_files} 4 KiB files", small_files, "files/s"):
+        for name in names:
+            name.write_bytes(payload)
+    target.cold()
+    with timed(results, "stat them", small_files, "files/s"):
+        for name in names:
+            name.stat()
+    target.cold()
+    with timed(results, "read them cold", small_files, "files/s"):
+        for name in names:
+            name.read_bytes()
+    with timed(results, "delete them", small_files, "files/s"):
+        for name in names:
+            name.unlink()
+    files = sum(len(f) for _, _, f in os.walk(tree))
+    started = time.perf_counter()
+    shutil.copytree(tree, root / "tree")
+    elapsed = time.perf_counter() - started
+    print(f"{'cp -r of ' + str(files) + ' files':<32} {elapsed:10.2f} s", flush=True)
+    rss = target.mount_rss_mib()
+    if rss is not None:
+        print(f"{'mount process peak RSS':<32} {max(rss, target.peak_rss):10.1f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", type=Path, help="measure this directory instead of a fresh fusedfs mount")
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--small-files", type=int, default=2000)
+    parser.add_argument("--tree", type=Path, default=Path(shutil.__file__).parent,
+                        help="folder to copy with cp -r (default: Python's standard library)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="fusedfs-mbench-"))
+    target = Target(args.dir, work)
+    print(f"measuring {target.dir} ({os.cpu_count()} cores)", flush=True)
+    try:
+        run(target, args.size_mib * MiB, args.small_files, args.tree)
+    finally:
+        target.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
