@@ -26,6 +26,7 @@ from fusedfs.rpc import master_pb2 as mp
 log = logging.getLogger(__name__)
 
 READ_AHEAD_CHUNKS = 3  # a sequential reader has the next 3 chunks (24 MiB) fetched in the background
+MAX_DIRTY_SLOTS = 8  # write-back buffer per open file (64 MiB with 8 MiB chunks); writers wait beyond
 
 
 class ChunkCache:
@@ -165,12 +166,23 @@ class OpenFile:
 
     # --- writing ---------------------------------------------------------------------------------
 
+    async def _make_room(self, nursery: trio.Nursery) -> None:
+        """Back-pressure: waits until the file holds fewer than MAX_DIRTY_SLOTS buffered slots."""
+        while len(self.dirty) >= MAX_DIRTY_SLOTS:
+            if not self.uploads:  # only partly written slots: send the oldest (re-sent if written again)
+                self._start_upload(next(iter(self.dirty)), nursery)
+            await next(iter(self.uploads.values())).wait()
+            if self.error is not None:
+                error, self.error = self.error, None
+                raise error
+
     async def write(self, offset: int, data: bytes, nursery: trio.Nursery) -> int:
         view = memoryview(data)
         done = 0
         for span in spans(offset, len(data), self.chunk_size):
             slot = self.dirty.get(span.index)
             if slot is None:
+                await self._make_room(nursery)
                 existing = b""
                 slot_start = span.index * self.chunk_size
                 if span.length < self.chunk_size and slot_start < self.size:
