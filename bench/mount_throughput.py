@@ -75,13 +75,18 @@ class Target:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+TARGET: Target | None = None
+
+
 @contextmanager
 def timed(results: list[tuple[str, float, str]], label: str, amount: float, unit: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
     elapsed = time.perf_counter() - started
     results.append((label, amount / elapsed, unit))
-    print(f"{label:<32} {amount / elapsed:10.1f} {unit}", flush=True)
+    rss = TARGET.mount_rss_mib() if TARGET is not None else None
+    memory = f"   (mount peak RSS {rss:.0f} MiB)" if rss is not None else ""
+    print(f"{label:<32} {amount / elapsed:10.1f} {unit:<8}{memory}", flush=True)
 
 
 def write_file(path: Path, size: int, pattern: bytes) -> None:
@@ -173,7 +178,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fusedfs-mbench-"))
-    target = Target(args.dir, work)
+    global TARGET
+    target = TARGET = Target(args.dir, work)
     print(f"measuring {target.dir} ({os.cpu_count()} cores)", flush=True)
     try:
         run(target, args.size_mib * MiB, args.small_files, args.tree)

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the kernel may cache attributes and names (default 1)",
     )
-    mount.add_argument("--cache-mib", type=int, default=128, metavar="MiB", help="read cache size (default 128)")
+    mount.add_argument("--cache-mib", type=int, default=80, metavar="MiB", help="read cache size (default 80)")
     mount.add_argument("--daemon", action="store_true", help="go to the background once mounted")
     mount.set_defaults(run=run_mount)
 

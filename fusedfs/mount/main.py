@@ -39,7 +39,7 @@ async def _serve(ops: Operations) -> None:
         nursery.cancel_scope.cancel()
 
 
-def run_mount(master: str, mountpoint: str, wait: float = 30.0, attr_timeout: float = 1.0, cache_mib: int = 128) -> int:
+def run_mount(master: str, mountpoint: str, wait: float = 30.0, attr_timeout: float = 1.0, cache_mib: int = 80) -> int:
     client = MasterClient(master, wait=wait)
     ops = Operations(client, attr_timeout=attr_timeout, cache_bytes=cache_mib << 20)
     pyfuse3.init(ops, mountpoint, mount_options(f"fusedfs:{master}"))

@@ -9,7 +9,9 @@ data first reads that chunk (read-modify-write of one chunk, never of the file).
 
 from __future__ import annotations
 
+import bisect
 import errno
+import itertools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -29,21 +31,52 @@ READ_AHEAD_CHUNKS = 3  # a sequential reader has the next 3 chunks (24 MiB) fetc
 MAX_DIRTY_SLOTS = 8  # write-back buffer per open file (64 MiB with 8 MiB chunks); writers wait beyond
 
 
+class ChunkData:
+    """A chunk as the pieces it arrived in: slicing it never copies the whole chunk.
+
+    (Joining would allocate a chunk-sized buffer per fetch; with glibc that memory either stays
+    with the process or costs a fresh mapping each time.)
+    """
+
+    def __init__(self, parts: list[memoryview]) -> None:
+        self.parts = parts
+        self.starts = list(itertools.accumulate((len(p) for p in parts), initial=0))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def slice(self, start: int, end: int) -> bytes:
+        end = min(end, len(self))
+        if start >= end:
+            return b""
+        first = bisect.bisect_right(self.starts, start) - 1
+        out = []
+        i = first
+        while i < len(self.parts) and self.starts[i] < end:
+            part_start = self.starts[i]
+            out.append(self.parts[i][max(0, start - part_start) : end - part_start])
+            i += 1
+        return out[0].tobytes() if len(out) == 1 else b"".join(out)
+
+
+EMPTY = ChunkData([])
+
+
 class ChunkCache:
     """Recently read chunks, least recently used dropped first, bounded in bytes."""
 
     def __init__(self, limit_bytes: int) -> None:
         self.limit = limit_bytes
         self.size = 0
-        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._data: OrderedDict[str, ChunkData] = OrderedDict()
 
-    def get(self, chunk_id: str) -> bytes | None:
+    def get(self, chunk_id: str) -> ChunkData | None:
         data = self._data.get(chunk_id)
         if data is not None:
             self._data.move_to_end(chunk_id)
         return data
 
-    def put(self, chunk_id: str, data: bytes) -> None:
+    def put(self, chunk_id: str, data: ChunkData) -> None:
         if chunk_id in self._data or len(data) > self.limit:
             return
         self._data[chunk_id] = data
@@ -60,14 +93,22 @@ class DirtySlot:
 
 
 @dataclass
+class MountShared:
+    """What every open file of one mount shares: the cluster clients, the cache, the limits."""
+
+    master: MasterClient
+    transfer: ChunkTransfer
+    cache: ChunkCache
+    upload_limiter: trio.CapacityLimiter  # uploads in flight
+    fetch_limiter: trio.CapacityLimiter  # chunk fetches in flight (each holds a chunk in memory)
+
+
+@dataclass
 class OpenFile:
     inode: int
     size: int
     chunk_size: int
-    master: MasterClient
-    transfer: ChunkTransfer
-    cache: ChunkCache
-    upload_limiter: trio.CapacityLimiter
+    shared: MountShared
     refs: dict[int, mp.ChunkRef] | None = None  # slot -> chunk, fetched lazily
     dirty: dict[int, DirtySlot] = field(default_factory=dict)
     uploads: dict[int, trio.Event] = field(default_factory=dict)
@@ -78,15 +119,8 @@ class OpenFile:
     handles: int = 0
 
     @classmethod
-    def from_attr(
-        cls,
-        attr: mp.Attr,
-        master: MasterClient,
-        transfer: ChunkTransfer,
-        cache: ChunkCache,
-        upload_limiter: trio.CapacityLimiter,
-    ) -> OpenFile:
-        return cls(attr.inode, attr.size, attr.chunk_size, master, transfer, cache, upload_limiter)
+    def from_attr(cls, attr: mp.Attr, shared: MountShared) -> OpenFile:
+        return cls(attr.inode, attr.size, attr.chunk_size, shared)
 
     @property
     def has_unsaved(self) -> bool:
@@ -96,28 +130,29 @@ class OpenFile:
 
     async def _refs(self) -> dict[int, mp.ChunkRef]:
         if self.refs is None:
-            reply = await run(self.master.call, "GetChunks", mp.GetChunksRequest(inode=self.inode))
+            reply = await run(self.shared.master.call, "GetChunks", mp.GetChunksRequest(inode=self.inode))
             self.refs = {ref.index: ref for ref in reply.chunks}
         return self.refs
 
-    async def _chunk(self, index: int) -> bytes:
-        """The committed data of slot index (possibly shorter than the slot; b'' for a hole)."""
+    async def _chunk(self, index: int) -> ChunkData:
+        """The committed data of slot index (possibly shorter than the slot; empty for a hole)."""
         ref = (await self._refs()).get(index)
         if ref is None:
-            return b""
+            return EMPTY
         fetching = self.fetching.get(ref.chunk_id)
         if fetching is not None:
             await fetching.wait()
-        data = self.cache.get(ref.chunk_id)
+        data = self.shared.cache.get(ref.chunk_id)
         if data is None:
             data = await self._fetch(ref)
-        return data[: ref.length]
+        return data
 
-    async def _fetch(self, ref: mp.ChunkRef) -> bytes:
+    async def _fetch(self, ref: mp.ChunkRef) -> ChunkData:
         done = self.fetching[ref.chunk_id] = trio.Event()
         try:
-            data = await run(self.transfer.read, self.inode, ref)
-            self.cache.put(ref.chunk_id, data)
+            async with self.shared.fetch_limiter:  # bounds the memory of chunks in flight, mount-wide
+                data = ChunkData(await run(self.shared.transfer.read_parts, self.inode, ref))
+            self.shared.cache.put(ref.chunk_id, data)
             return data
         finally:
             del self.fetching[ref.chunk_id]
@@ -133,7 +168,7 @@ class OpenFile:
         refs = await self._refs()
         for ahead in range(index + 1, index + 1 + READ_AHEAD_CHUNKS):
             ref = refs.get(ahead)
-            if ref is not None and ref.chunk_id not in self.fetching and self.cache.get(ref.chunk_id) is None:
+            if ref is not None and ref.chunk_id not in self.fetching and self.shared.cache.get(ref.chunk_id) is None:
                 nursery.start_soon(self._prefetch, ref)
 
     async def _range(self, index: int, offset: int, length: int) -> bytes:
@@ -141,10 +176,10 @@ class OpenFile:
         ref = (await self._refs()).get(index)
         if ref is None:
             return b""
-        cached = self.cache.get(ref.chunk_id)
+        cached = self.shared.cache.get(ref.chunk_id)
         if cached is not None:
-            return cached[offset : min(offset + length, ref.length)]
-        return await run(self.transfer.read, self.inode, ref, offset, length)
+            return cached.slice(offset, offset + length)
+        return await run(self.shared.transfer.read, self.inode, ref, offset, length)
 
     async def read(self, offset: int, size: int, nursery: trio.Nursery) -> bytes:
         end = min(offset + size, self.size)
@@ -158,7 +193,7 @@ class OpenFile:
                 piece = bytes(slot.data[span.offset : span.offset + span.length])
             elif sequential:
                 await self._read_ahead(span.index, nursery)
-                piece = (await self._chunk(span.index))[span.offset : span.offset + span.length]
+                piece = (await self._chunk(span.index)).slice(span.offset, span.offset + span.length)
             else:
                 piece = await self._range(span.index, span.offset, span.length)
             parts.append(piece + bytes(span.length - len(piece)))
@@ -186,7 +221,7 @@ class OpenFile:
                 existing = b""
                 slot_start = span.index * self.chunk_size
                 if span.length < self.chunk_size and slot_start < self.size:
-                    existing = await self._chunk(span.index)  # keep the rest of the chunk
+                    existing = (await self._chunk(span.index)).slice(0, self.chunk_size)  # keep the rest
                 slot = self.dirty.setdefault(span.index, DirtySlot(bytearray(existing)))
             buffer = slot.data
             if len(buffer) < span.offset:
@@ -207,18 +242,17 @@ class OpenFile:
 
     async def _upload(self, index: int, done: trio.Event) -> None:
         try:
-            async with self.upload_limiter:
+            async with self.shared.upload_limiter:
                 slot = self.dirty.get(index)
                 if slot is None:
                     return
                 version, snapshot = slot.version, bytes(slot.data)
-                chunk = await run(self.transfer.write, index, snapshot)
+                chunk = await run(self.shared.transfer.write, index, snapshot)
                 request = mp.CommitChunksRequest(inode=self.inode, size=self.size, chunks=[chunk])
-                await run(self.master.call, "CommitChunks", request)
+                await run(self.shared.master.call, "CommitChunks", request)
                 if self.refs is not None:
                     self.refs.pop(index, None)
                     self.refs = None  # the new chunk's replicas come with the next GetChunks
-                self.cache.put(chunk.chunk_id, snapshot)
                 current = self.dirty.get(index)
                 if current is not None and current.version == version:
                     del self.dirty[index]
@@ -244,7 +278,7 @@ class OpenFile:
                 break
         if self.error is None and self.changed:
             # Commits the final size and mtime (also for writes that uploaded nothing, e.g. a hole).
-            await run(self.master.call, "CommitChunks", mp.CommitChunksRequest(inode=self.inode, size=self.size))
+            await run(self.shared.master.call, "CommitChunks", mp.CommitChunksRequest(inode=self.inode, size=self.size))
             self.changed = False
         error, self.error = self.error, None
         if error is not None:

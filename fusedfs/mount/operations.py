@@ -21,7 +21,7 @@ from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
 from fusedfs.mount.blocking import run
-from fusedfs.mount.openfile import ChunkCache, OpenFile
+from fusedfs.mount.openfile import ChunkCache, MountShared, OpenFile
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 
@@ -52,13 +52,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, master: MasterClient, attr_timeout: float = 1.0, cache_bytes: int = 128 << 20) -> None:
+    def __init__(self, master: MasterClient, attr_timeout: float = 1.0, cache_bytes: int = 80 << 20) -> None:
         super().__init__()
         self.master = master
-        self.transfer = ChunkTransfer(master)
         self.attr_timeout = attr_timeout
-        self.cache = ChunkCache(cache_bytes)
-        self.upload_limiter = trio.CapacityLimiter(4)
+        self.shared = MountShared(
+            master, ChunkTransfer(master), ChunkCache(cache_bytes), trio.CapacityLimiter(4), trio.CapacityLimiter(4)
+        )
         self.open_files: dict[int, OpenFile] = {}
         self.handles: dict[int, tuple[int, int]] = {}  # fh -> (inode, open flags)
         self.next_fh = 1
@@ -222,7 +222,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     def _register(self, attr: mp.Attr, flags: int) -> pyfuse3.FileInfo:
         open_file = self.open_files.get(attr.inode)
         if open_file is None:
-            open_file = OpenFile.from_attr(attr, self.master, self.transfer, self.cache, self.upload_limiter)
+            open_file = OpenFile.from_attr(attr, self.shared)
             self.open_files[attr.inode] = open_file
         open_file.handles += 1
         fh = self.next_fh
