@@ -38,12 +38,17 @@ class ChunkData:
     with the process or costs a fresh mapping each time.)
     """
 
-    def __init__(self, parts: list[memoryview]) -> None:
+    def __init__(self, parts: list[memoryview], length: int | None = None) -> None:
         self.parts = parts
         self.starts = list(itertools.accumulate((len(p) for p in parts), initial=0))
+        self.length = self.starts[-1] if length is None else min(length, self.starts[-1])
 
     def __len__(self) -> int:
-        return self.starts[-1]
+        return self.length
+
+    def limited(self, length: int) -> ChunkData:
+        """The first `length` bytes (a truncated file uses less of a chunk than it holds)."""
+        return self if length >= self.length else ChunkData(self.parts, length)
 
     def slice(self, start: int, end: int) -> bytes:
         end = min(end, len(self))
@@ -145,7 +150,7 @@ class OpenFile:
         data = self.shared.cache.get(ref.chunk_id)
         if data is None:
             data = await self._fetch(ref)
-        return data
+        return data.limited(ref.length)
 
     async def _fetch(self, ref: mp.ChunkRef) -> ChunkData:
         done = self.fetching[ref.chunk_id] = trio.Event()
@@ -178,7 +183,7 @@ class OpenFile:
             return b""
         cached = self.shared.cache.get(ref.chunk_id)
         if cached is not None:
-            return cached.slice(offset, offset + length)
+            return cached.limited(ref.length).slice(offset, offset + length)
         return await run(self.shared.transfer.read, self.inode, ref, offset, length)
 
     async def read(self, offset: int, size: int, nursery: trio.Nursery) -> bytes:
