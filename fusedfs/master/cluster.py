@@ -200,10 +200,6 @@ class Cluster:
     def _alive_holders(self, chunk: int) -> set[str]:
         return {k for k in self.replicas.get(chunk, ()) if self.keepers[k].alive}
 
-    def alive_views(self) -> list[KeeperView]:
-        with self._lock:
-            return [k.view() for k in self.keepers.values() if k.alive]
-
     # --- chunks ----------------------------------------------------------------------------------
 
     def choose_pipeline(self, exclude: Iterable[str], length: int) -> list[KeeperView]:

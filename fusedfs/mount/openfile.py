@@ -127,10 +127,6 @@ class OpenFile:
     def from_attr(cls, attr: mp.Attr, shared: MountShared) -> OpenFile:
         return cls(attr.inode, attr.size, attr.chunk_size, shared)
 
-    @property
-    def has_unsaved(self) -> bool:
-        return bool(self.dirty or self.uploads)
-
     # --- reading ---------------------------------------------------------------------------------
 
     async def _refs(self) -> dict[int, mp.ChunkRef]:
