@@ -41,6 +41,25 @@ def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
         cluster.stop()
 
 
+SmallDisk = Callable[[Path, int], Path]
+
+
+@pytest.fixture
+def small_disk() -> Iterator[SmallDisk]:
+    """Mounts a tmpfs of the given size at a folder (a keeper's disk that fills up); unmounted after."""
+    mounted: list[Path] = []
+
+    def make(path: Path, mib: int) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(path)], check=True)
+        mounted.append(path)
+        return path
+
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 @pytest.fixture
 def cluster(make_cluster: MakeCluster) -> LocalCluster:
     return make_cluster()

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from fusedfs.local import LocalCluster, free_port
 from fusedfs.rpc import keeper_pb2 as kp
 from fusedfs.rpc import keeper_pb2_grpc, master_pb2_grpc
 from fusedfs.rpc import master_pb2 as mp
-from tests.integration.conftest import MakeCluster, run_cli
+from tests.integration.conftest import MakeCluster, SmallDisk, run_cli
 
 
 def sha256(data: bytes) -> str:
@@ -188,16 +187,12 @@ def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, fi
             assert any(p.name == chunk_id for p in victims)  # only a never-read corrupt copy may remain
 
 
-def test_full_cluster_gives_enospc(make_cluster: MakeCluster, tmp_path: Path) -> None:
+def test_full_cluster_gives_enospc(small_disk: SmallDisk, make_cluster: MakeCluster, tmp_path: Path) -> None:
     cluster = make_cluster(keepers=0, start=False)
-    mounts = []
     try:
         cluster.start_master()
         for i in range(3):
-            path = cluster.keeper_dir(i)
-            path.mkdir(parents=True)
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(path)], check=True)
-            mounts.append(path)
+            small_disk(cluster.keeper_dir(i), 20)
             cluster.start_keeper()
         cluster.wait_ready(3)
         source = tmp_path / "too-big"
@@ -217,15 +212,11 @@ def test_full_cluster_gives_enospc(make_cluster: MakeCluster, tmp_path: Path) ->
         assert run_cli("client", cluster.master_address, "download", "/fits", "-").stdout == fits
     finally:
         cluster.stop()
-        for path in mounts:
-            subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def test_full_keeper_is_written_around(make_cluster: MakeCluster) -> None:
+def test_full_keeper_is_written_around(small_disk: SmallDisk, make_cluster: MakeCluster) -> None:
     cluster = make_cluster(keepers=3)
-    small = cluster.keeper_dir(3)
-    small.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(small)], check=True)
+    small_disk(cluster.keeper_dir(3), 12)
     try:
         cluster.start_keeper()
         cluster.wait_ready(4)
@@ -238,7 +229,6 @@ def test_full_keeper_is_written_around(make_cluster: MakeCluster) -> None:
         files.master.pool.close()
     finally:
         cluster.stop()
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_bad_input_gets_one_clear_line(cluster: LocalCluster, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from fusedfs.chunks import MiB
 from fusedfs.client.master import MasterClient
 from fusedfs.local import LocalCluster
 from fusedfs.rpc import master_pb2 as mp
-from tests.integration.conftest import MakeCluster
+from tests.integration.conftest import MakeCluster, SmallDisk
 
 
 @pytest.fixture
@@ -212,3 +213,41 @@ def test_keeper_killed_during_copy(mounted: tuple[LocalCluster, Path], tmp_path:
     sh("cp", str(source), str(mnt / "copy"))
     killer.join()
     assert sha256_file(mnt / "copy") == sha256_file(source)
+
+
+def test_dead_master_gives_eio_in_bounded_time_and_restart_recovers(make_cluster: MakeCluster, tmp_path: Path) -> None:
+    cluster = make_cluster()
+    mnt = cluster.mount(tmp_path / "mnt", ["--wait", "3"])
+    (mnt / "before").write_bytes(b"saved")
+    cluster.kill_master()
+    started = time.monotonic()
+    with pytest.raises(OSError) as failure:
+        (mnt / "new-name").stat()  # the kernel has not cached this name: the mount must ask
+    elapsed = time.monotonic() - started
+    assert failure.value.errno == errno.EIO
+    assert 2.5 < elapsed < 10, f"answered after {elapsed:.1f} s; --wait is 3 s"
+    cluster.start_master()  # same folder: nothing lost, and the mount reconnects by itself
+    cluster.wait_ready(3)
+    assert (mnt / "before").read_bytes() == b"saved"
+    (mnt / "after").write_bytes(b"works again")
+    assert (mnt / "after").read_bytes() == b"works again"
+
+
+def test_full_cluster_gives_enospc_through_the_mount(
+    small_disk: SmallDisk, make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    cluster = make_cluster(keepers=0, start=False)
+    cluster.start_master()
+    for i in range(3):
+        small_disk(cluster.keeper_dir(i), 20)
+        cluster.start_keeper()
+    cluster.wait_ready(3)
+    mnt = cluster.mount(tmp_path / "mnt", ["--wait", "10"])
+    started = time.monotonic()
+    with pytest.raises(OSError) as full, open(mnt / "too-big", "wb") as f:
+        for _ in range(8):
+            f.write(os.urandom(8 * MiB))
+    assert full.value.errno == errno.ENOSPC
+    assert time.monotonic() - started < 60
+    (mnt / "small").write_bytes(b"still works")  # nothing wedged
+    assert (mnt / "small").read_bytes() == b"still works"
