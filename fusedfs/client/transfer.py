@@ -137,9 +137,7 @@ class ChunkTransfer:
         """Bytes [offset, offset + length) of a chunk (its logical length bounds them), verified."""
         return b"".join(self.read_parts(inode, ref, offset, length))
 
-    def read_parts(
-        self, inode: int, ref: mp.ChunkRef, offset: int = 0, length: int | None = None
-    ) -> list[memoryview]:
+    def read_parts(self, inode: int, ref: mp.ChunkRef, offset: int = 0, length: int | None = None) -> list[memoryview]:
         """Like read(), as the pieces received, sparing a copy for callers that write them out."""
         end = ref.length if length is None else min(ref.length, offset + length)
         if offset >= end:

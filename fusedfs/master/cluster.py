@@ -269,8 +269,12 @@ class Cluster:
                         self.in_flight.pop(key)
                         self.dirty.add(key[0])
                     dead.append(record.keeper_id)
-                    log.warning("keeper %s at %s is dead (silent for %.1f s)", record.keeper_id, record.address,
-                                now - record.last_seen)
+                    log.warning(
+                        "keeper %s at %s is dead (silent for %.1f s)",
+                        record.keeper_id,
+                        record.address,
+                        now - record.last_seen,
+                    )
         return dead
 
     def expired_pending(self) -> list[int]:
@@ -317,8 +321,15 @@ class Cluster:
                 jobs[target] = jobs.get(target, 0) + 1
                 targets.setdefault(chunk, set()).add(target)
             plan = plan_repairs(
-                live_dirty, self.replicas, alive, self.settings.goal, targets, jobs,
-                self.settings.max_jobs_per_keeper, self.live, self.rng,
+                live_dirty,
+                self.replicas,
+                alive,
+                self.settings.goal,
+                targets,
+                jobs,
+                self.settings.max_jobs_per_keeper,
+                self.live,
+                self.rng,
             )
             for copy in plan.copies:
                 self.keepers[copy.source].copies.append((copy.chunk_id, copy.target))

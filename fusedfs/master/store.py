@@ -213,8 +213,18 @@ class SqliteStore:
         cur = self._db.execute(
             "INSERT INTO inodes (mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (inode.mode, inode.uid, inode.gid, inode.nlink, inode.size, inode.atime_ns, inode.mtime_ns,
-             inode.ctime_ns, inode.chunk_size, inode.target),
+            (
+                inode.mode,
+                inode.uid,
+                inode.gid,
+                inode.nlink,
+                inode.size,
+                inode.atime_ns,
+                inode.mtime_ns,
+                inode.ctime_ns,
+                inode.chunk_size,
+                inode.target,
+            ),
         )
         assert cur.lastrowid is not None
         inode.id = cur.lastrowid
@@ -224,8 +234,19 @@ class SqliteStore:
         self._db.execute(
             "UPDATE inodes SET mode=?, uid=?, gid=?, nlink=?, size=?, atime_ns=?, mtime_ns=?, ctime_ns=?,"
             " chunk_size=?, target=? WHERE id=?",
-            (inode.mode, inode.uid, inode.gid, inode.nlink, inode.size, inode.atime_ns, inode.mtime_ns,
-             inode.ctime_ns, inode.chunk_size, inode.target, inode.id),
+            (
+                inode.mode,
+                inode.uid,
+                inode.gid,
+                inode.nlink,
+                inode.size,
+                inode.atime_ns,
+                inode.mtime_ns,
+                inode.ctime_ns,
+                inode.chunk_size,
+                inode.target,
+                inode.id,
+            ),
         )
 
     def delete_inode(self, ino: int) -> None:

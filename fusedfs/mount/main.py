@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import gc
+import inspect
 import logging
 import signal
+from typing import Any
 
 import pyfuse3
 import trio
 
 from fusedfs.client.master import MasterClient
-from fusedfs.mount.operations import Operations
+from fusedfs.mount.operations import Operations, translate_errors
 
 log = logging.getLogger(__name__)
+_HANDLER_CODE = translate_errors(Operations.read).__code__  # the wrapper around every request handler
 
 
 def mount_options(fsname: str) -> set[str]:
@@ -20,6 +24,36 @@ def mount_options(fsname: str) -> set[str]:
     # The kernel checks permissions against our attributes; other users may enter (as on any disk).
     options |= {f"fsname={fsname}", "subtype=fusedfs", "default_permissions", "allow_other"}
     return options
+
+
+def _task_tree(task: trio.lowlevel.Task, depth: int = 0) -> list[str]:
+    frames = [f"{f.f_code.co_name}:{lineno}" for f, lineno in task.iter_await_frames()]
+    lines = [f"{'  ' * depth}{task.name}: {' > '.join(frames)}"]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            lines += _task_tree(child, depth + 1)
+    return lines
+
+
+def _await_chain(coro: Any) -> list[str]:
+    chain = []
+    while coro is not None and hasattr(coro, "cr_frame") and coro.cr_frame is not None:
+        chain.append(f"{coro.cr_code.co_name}:{coro.cr_frame.f_lineno}")
+        coro = coro.cr_await
+    return chain
+
+
+async def _dump_tasks_on_sigusr1() -> None:
+    """`kill -USR1 <mount pid>` logs what every request in progress is waiting for."""
+    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+        async for _ in signals:
+            root = trio.lowlevel.current_root_task()
+            lines = _task_tree(root) if root is not None else []
+            # pyfuse3 runs handlers below compiled frames that the task tree cannot see through.
+            for coro in gc.get_objects():
+                if inspect.iscoroutine(coro) and coro.cr_code is _HANDLER_CODE and coro.cr_frame is not None:
+                    lines.append(f"request: {' > '.join(_await_chain(coro))}")
+            log.warning("tasks in progress:\n%s", "\n".join(lines))
 
 
 async def _serve(ops: Operations) -> None:
@@ -35,6 +69,7 @@ async def _serve(ops: Operations) -> None:
                     return
 
         nursery.start_soon(on_signals)
+        nursery.start_soon(_dump_tasks_on_sigusr1)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 

@@ -9,11 +9,8 @@ data first reads that chunk (read-modify-write of one chunk, never of the file).
 
 from __future__ import annotations
 
-import bisect
 import errno
-import itertools
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import trio
@@ -23,72 +20,13 @@ from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
 from fusedfs.mount.blocking import run
+from fusedfs.mount.cache import EMPTY, ChunkData, ChunkLoader
 from fusedfs.rpc import master_pb2 as mp
 
 log = logging.getLogger(__name__)
 
 READ_AHEAD_CHUNKS = 3  # a sequential reader has the next 3 chunks (24 MiB) fetched in the background
 MAX_DIRTY_SLOTS = 8  # write-back buffer per open file (64 MiB with 8 MiB chunks); writers wait beyond
-
-
-class ChunkData:
-    """A chunk as the pieces it arrived in: slicing it never copies the whole chunk.
-
-    (Joining would allocate a chunk-sized buffer per fetch; with glibc that memory either stays
-    with the process or costs a fresh mapping each time.)
-    """
-
-    def __init__(self, parts: list[memoryview], length: int | None = None) -> None:
-        self.parts = parts
-        self.starts = list(itertools.accumulate((len(p) for p in parts), initial=0))
-        self.length = self.starts[-1] if length is None else min(length, self.starts[-1])
-
-    def __len__(self) -> int:
-        return self.length
-
-    def limited(self, length: int) -> ChunkData:
-        """The first `length` bytes (a truncated file uses less of a chunk than it holds)."""
-        return self if length >= self.length else ChunkData(self.parts, length)
-
-    def slice(self, start: int, end: int) -> bytes:
-        end = min(end, len(self))
-        if start >= end:
-            return b""
-        first = bisect.bisect_right(self.starts, start) - 1
-        out = []
-        i = first
-        while i < len(self.parts) and self.starts[i] < end:
-            part_start = self.starts[i]
-            out.append(self.parts[i][max(0, start - part_start) : end - part_start])
-            i += 1
-        return out[0].tobytes() if len(out) == 1 else b"".join(out)
-
-
-EMPTY = ChunkData([])
-
-
-class ChunkCache:
-    """Recently read chunks, least recently used dropped first, bounded in bytes."""
-
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit = limit_bytes
-        self.size = 0
-        self._data: OrderedDict[str, ChunkData] = OrderedDict()
-
-    def get(self, chunk_id: str) -> ChunkData | None:
-        data = self._data.get(chunk_id)
-        if data is not None:
-            self._data.move_to_end(chunk_id)
-        return data
-
-    def put(self, chunk_id: str, data: ChunkData) -> None:
-        if chunk_id in self._data or len(data) > self.limit:
-            return
-        self._data[chunk_id] = data
-        self.size += len(data)
-        while self.size > self.limit:
-            _, dropped = self._data.popitem(last=False)
-            self.size -= len(dropped)
 
 
 @dataclass
@@ -103,9 +41,8 @@ class MountShared:
 
     master: MasterClient
     transfer: ChunkTransfer
-    cache: ChunkCache
+    chunks: ChunkLoader
     upload_limiter: trio.CapacityLimiter  # uploads in flight
-    fetch_limiter: trio.CapacityLimiter  # chunk fetches in flight (each holds a chunk in memory)
 
 
 @dataclass
@@ -120,7 +57,6 @@ class OpenFile:
     error: FsError | None = None  # a background upload failed: reported by the next flush
     changed: bool = False  # written since the last commit (so a flush has something to commit)
     next_read: int = 0  # where a sequential reader's next read starts
-    fetching: dict[str, trio.Event] = field(default_factory=dict)  # chunk id -> fetch in progress
     handles: int = 0
 
     @classmethod
@@ -140,28 +76,11 @@ class OpenFile:
         ref = (await self._refs()).get(index)
         if ref is None:
             return EMPTY
-        fetching = self.fetching.get(ref.chunk_id)
-        if fetching is not None:
-            await fetching.wait()
-        data = self.shared.cache.get(ref.chunk_id)
-        if data is None:
-            data = await self._fetch(ref)
-        return data.limited(ref.length)
-
-    async def _fetch(self, ref: mp.ChunkRef) -> ChunkData:
-        done = self.fetching[ref.chunk_id] = trio.Event()
-        try:
-            async with self.shared.fetch_limiter:  # bounds the memory of chunks in flight, mount-wide
-                data = ChunkData(await run(self.shared.transfer.read_parts, self.inode, ref))
-            self.shared.cache.put(ref.chunk_id, data)
-            return data
-        finally:
-            del self.fetching[ref.chunk_id]
-            done.set()
+        return (await self.shared.chunks.load(self.inode, ref)).limited(ref.length)
 
     async def _prefetch(self, ref: mp.ChunkRef) -> None:
         try:
-            await self._fetch(ref)
+            await self.shared.chunks.load(self.inode, ref)
         except Exception as e:  # only a guess at what comes next: the real read will retry and report
             log.debug("prefetch of %s failed: %s", ref.chunk_id, e)
 
@@ -169,7 +88,7 @@ class OpenFile:
         refs = await self._refs()
         for ahead in range(index + 1, index + 1 + READ_AHEAD_CHUNKS):
             ref = refs.get(ahead)
-            if ref is not None and ref.chunk_id not in self.fetching and self.shared.cache.get(ref.chunk_id) is None:
+            if ref is not None and self.shared.chunks.wanted(ref.chunk_id):
                 nursery.start_soon(self._prefetch, ref)
 
     async def _range(self, index: int, offset: int, length: int) -> bytes:
@@ -177,7 +96,7 @@ class OpenFile:
         ref = (await self._refs()).get(index)
         if ref is None:
             return b""
-        cached = self.shared.cache.get(ref.chunk_id)
+        cached = self.shared.chunks.cache.get(ref.chunk_id)
         if cached is not None:
             return cached.limited(ref.length).slice(offset, offset + length)
         return await run(self.shared.transfer.read, self.inode, ref, offset, length)

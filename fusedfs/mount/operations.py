@@ -21,7 +21,8 @@ from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
 from fusedfs.mount.blocking import run
-from fusedfs.mount.openfile import ChunkCache, MountShared, OpenFile
+from fusedfs.mount.cache import ChunkCache, ChunkLoader
+from fusedfs.mount.openfile import MountShared, OpenFile
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 
@@ -56,9 +57,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         super().__init__()
         self.master = master
         self.attr_timeout = attr_timeout
-        self.shared = MountShared(
-            master, ChunkTransfer(master), ChunkCache(cache_bytes), trio.CapacityLimiter(4), trio.CapacityLimiter(4)
+        transfer = ChunkTransfer(master)
+        chunks = ChunkLoader(
+            ChunkCache(cache_bytes),
+            lambda inode, ref: run(transfer.read_parts, inode, ref),
+            trio.CapacityLimiter(4),
         )
+        self.shared = MountShared(master, transfer, chunks, trio.CapacityLimiter(4))
         self.open_files: dict[int, OpenFile] = {}
         self.handles: dict[int, tuple[int, int]] = {}  # fh -> (inode, open flags)
         self.next_fh = 1

@@ -77,11 +77,6 @@ def model_cluster(make_cluster: MakeCluster, tmp_path: Path) -> Iterator[tuple[L
     cluster.stop()
 
 
-@pytest.mark.xfail(
-    run=False,
-    reason="found a hang on 2026-11-24: within ~60 examples a read through the mount blocks for good "
-    "(the reader waits on a page lock, the daemon never answers); see issue #3 notes",
-)
 def test_mount_behaves_like_a_local_folder(model_cluster: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     _, mnt = model_cluster
     runs = iter(range(10**6))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
-from fusedfs.mount.openfile import ChunkCache, ChunkData
+import trio
+
+from fusedfs.mount.cache import ChunkCache, ChunkData, ChunkLoader
+from fusedfs.rpc import master_pb2 as mp
 
 
 def pieces(data: bytes, size: int) -> list[memoryview]:
@@ -42,3 +45,67 @@ def test_cache_evicts_least_recently_used() -> None:
     cache.put("c", ChunkData([memoryview(bytes(1000))]))
     assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
     assert cache.size == 2000
+
+
+def ref(chunk_id: str, length: int = 1000) -> mp.ChunkRef:
+    return mp.ChunkRef(index=0, chunk_id=chunk_id, length=length)
+
+
+def test_concurrent_loads_of_a_chunk_share_one_fetch_and_all_finish() -> None:
+    """Regression: two fetches of one chunk once lost a waiter's wake-up and hung a read for good."""
+    fetches: list[str] = []
+
+    async def fetch(inode: int, chunk: mp.ChunkRef) -> list[memoryview]:
+        fetches.append(chunk.chunk_id)
+        await trio.sleep(0.01)
+        return [memoryview(bytes([len(fetches)]) * chunk.length)]
+
+    async def main() -> None:
+        # A cache too small to keep the chunk: every later load must fetch again, never wait forever.
+        loader = ChunkLoader(ChunkCache(limit_bytes=10), fetch, trio.CapacityLimiter(4))
+        results: list[bytes] = []
+
+        async def load() -> None:
+            results.append((await loader.load(1, ref("a"))).slice(0, 1))
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(load)
+            assert results == [b"\x01"] * 5 and fetches == ["a"]
+            await load()
+        assert fetches == ["a", "a"] and not loader._flights
+
+    trio.run(main)
+
+
+def test_a_failed_fetch_lets_the_waiters_fetch_again() -> None:
+    attempts = 0
+
+    async def fetch(inode: int, chunk: mp.ChunkRef) -> list[memoryview]:
+        nonlocal attempts
+        attempts += 1
+        await trio.sleep(0.01)
+        if attempts == 1:
+            raise OSError("keeper gone")
+        return [memoryview(b"x" * chunk.length)]
+
+    async def main() -> None:
+        loader = ChunkLoader(ChunkCache(limit_bytes=1 << 20), fetch, trio.CapacityLimiter(4))
+        outcomes: list[str] = []
+
+        async def load() -> None:
+            try:
+                outcomes.append((await loader.load(1, ref("a"))).slice(0, 1).decode())
+            except OSError:
+                outcomes.append("error")
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(load)
+                await trio.sleep(0.001)
+                nursery.start_soon(load)
+        assert sorted(outcomes) == ["error", "x"] and attempts == 2
+        assert not loader.wanted("a") and loader.wanted("b")
+
+    trio.run(main)
