@@ -32,19 +32,31 @@ class MasterClient:
 
     def call(self, method: str, request: Any, wait: float | None = None) -> Any:
         """Calls Master.<method>, waiting at most `wait` seconds (default: self.wait) for an answer."""
-        deadline = time.monotonic() + (self.wait if wait is None else wait)
+        deadline = self.deadline(wait)
         rpc = getattr(self.stub, method)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise FsError(errno.EIO, f"master {self.address} did not answer within {self.wait:g} s")
             try:
-                return rpc(request, timeout=remaining, wait_for_ready=True)
+                return rpc(request, timeout=self.remaining(deadline), wait_for_ready=True)
             except grpc.RpcError as e:
-                code = e.code() if isinstance(e, grpc.Call) else None
-                if code == grpc.StatusCode.UNAVAILABLE:  # connection dropped mid-call: try again
-                    time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-                    continue
-                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise FsError(errno.EIO, f"master {self.address} did not answer within {self.wait:g} s") from None
-                raise from_rpc_error(e) from None
+                time.sleep(self.retry_delay(e, deadline))
+
+    # The retry rules, shared with callers that make the call themselves (the mount's async calls).
+
+    def deadline(self, wait: float | None = None) -> float:
+        return time.monotonic() + (self.wait if wait is None else wait)
+
+    def remaining(self, deadline: float) -> float:
+        """Seconds left before deadline; EIO once it has passed."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FsError(errno.EIO, f"master {self.address} did not answer within {self.wait:g} s")
+        return remaining
+
+    def retry_delay(self, error: grpc.RpcError, deadline: float) -> float:
+        """How long to wait before calling again after `error`; raises it (as FsError) if final."""
+        code = error.code() if isinstance(error, grpc.Call) else None
+        if code == grpc.StatusCode.UNAVAILABLE:  # connection dropped mid-call: try again
+            return min(0.2, max(0.0, deadline - time.monotonic()))
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise FsError(errno.EIO, f"master {self.address} did not answer within {self.wait:g} s") from None
+        raise from_rpc_error(error) from None

@@ -1,7 +1,8 @@
 """Moving single chunks between a client and the keepers.
 
 Writes: the client asks the master for a chunk id and a pipeline of keepers, sends the chunk
-once to the first, and the keepers forward it down the pipeline. If any keeper fails, the chunk
+once to the first, and the keepers forward it down the pipeline (a chunk of one piece, 1 MiB or
+less, goes to all of them at once instead: small files wait for one hop, not three). If any keeper fails, the chunk
 is written again to a fresh set that leaves the failed one out; a write with fewer copies than
 the pipeline is accepted only after that, and only with at least min_copies (the master tops up
 the rest later).
@@ -105,30 +106,52 @@ class ChunkTransfer:
                 self.master.call("AbandonChunks", mp.AbandonChunksRequest(chunk_ids=chunk_ids), wait=5)
 
     def _push(self, alloc: mp.AllocateChunkReply, data: bytes, crc: int) -> _Attempt:
+        """Sends the chunk: small ones to every keeper at once, others down the pipeline."""
         attempt = _Attempt(alloc.chunk_id)
-        first, rest = alloc.pipeline[0], alloc.pipeline[1:]
-        header = kp.WriteChunkHeader(chunk_id=alloc.chunk_id, length=len(data), crc32c=crc, downstream=rest)
+        if len(data) <= PIECE_SIZE:
+            # One message each: the latency of one hop instead of len(pipeline), for little bandwidth.
+            targets = [
+                (keeper, kp.WriteChunkHeader(chunk_id=alloc.chunk_id, length=len(data), crc32c=crc))
+                for keeper in alloc.pipeline
+            ]
+        else:
+            first, rest = alloc.pipeline[0], alloc.pipeline[1:]
+            targets = [
+                (first, kp.WriteChunkHeader(chunk_id=alloc.chunk_id, length=len(data), crc32c=crc, downstream=rest))
+            ]
 
-        def messages() -> Iterator[kp.WriteChunkMessage]:
+        def messages(header: kp.WriteChunkHeader) -> Iterator[kp.WriteChunkMessage]:
             view = memoryview(data)
             yield kp.WriteChunkMessage(header=header, data=bytes(view[:PIECE_SIZE]))
             for start in range(PIECE_SIZE, len(data), PIECE_SIZE):
                 yield kp.WriteChunkMessage(data=bytes(view[start : start + PIECE_SIZE]))
 
-        try:
-            reply = self._keeper(first.address).WriteChunk(messages(), timeout=KEEPER_TIMEOUT)
-        except grpc.RpcError as e:
-            # Whatever went wrong (dead, full, data damaged on the way), try another set of keepers.
-            code = e.code() if isinstance(e, grpc.Call) else None
-            log.info("write to %s failed: %s", first.address, code)
-            attempt.failed.append(first.keeper_id)
-            attempt.full = code == grpc.StatusCode.RESOURCE_EXHAUSTED
-            return attempt
-        attempt.stored_on = list(reply.stored_on)
-        for failure in reply.failures:
-            log.info("pipeline keeper %s failed: %s %s", failure.keeper.address, failure.code, failure.message)
-            attempt.failed.append(failure.keeper.keeper_id)
-            attempt.full = attempt.full or failure.code == "RESOURCE_EXHAUSTED"
+        calls = [
+            (
+                keeper,
+                self._keeper(keeper.address).WriteSmallChunk.future(
+                    kp.WriteChunkMessage(header=header, data=data), timeout=KEEPER_TIMEOUT
+                )
+                if len(data) <= PIECE_SIZE
+                else self._keeper(keeper.address).WriteChunk.future(messages(header), timeout=KEEPER_TIMEOUT),
+            )
+            for keeper, header in targets
+        ]
+        for keeper, call in calls:
+            try:
+                reply = call.result()
+            except grpc.RpcError as e:
+                # Whatever went wrong (dead, full, data damaged on the way), try another set of keepers.
+                code = e.code() if isinstance(e, grpc.Call) else None
+                log.info("write to %s failed: %s", keeper.address, code)
+                attempt.failed.append(keeper.keeper_id)
+                attempt.full = attempt.full or code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                continue
+            attempt.stored_on.extend(reply.stored_on)
+            for failure in reply.failures:
+                log.info("pipeline keeper %s failed: %s %s", failure.keeper.address, failure.code, failure.message)
+                attempt.failed.append(failure.keeper.keeper_id)
+                attempt.full = attempt.full or failure.code == "RESOURCE_EXHAUSTED"
         return attempt
 
     # --- reading ---------------------------------------------------------------------------------

@@ -76,9 +76,12 @@ class Forwarder:
     def cancel(self) -> None:
         self._future.cancel()
 
-    def finish(self) -> kp.WriteChunkReply:
-        """Waits for downstream; a failure of the next keeper is reported, not raised."""
+    def end(self) -> None:
+        """No more data: the next keeper can check and store its copy (while we store ours)."""
         self.send(_END)  # type: ignore[arg-type]
+
+    def finish(self) -> kp.WriteChunkReply:
+        """Waits for downstream (after end()); a failure of the next keeper is reported, not raised."""
         try:
             return self._future.result()
         except grpc.RpcError as e:
@@ -121,6 +124,8 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
                     writer.write(message.data)
                     if forward:
                         forward.send(message)
+                if forward:
+                    forward.end()  # the keepers of a pipeline sync their copies to disk in parallel
                 writer.commit()
             except FsError as e:
                 writer.abort()
@@ -136,6 +141,9 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
             if forward:
                 reply.MergeFrom(forward.finish())
             return reply
+
+    def WriteSmallChunk(self, request: kp.WriteChunkMessage, context: grpc.ServicerContext) -> kp.WriteChunkReply:
+        return self.WriteChunk(iter([request]), context)
 
     def ReadChunk(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> Iterator[kp.ChunkPiece]:
         with self.load:

@@ -19,7 +19,7 @@ from fusedfs.chunks import spans
 from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
-from fusedfs.mount.blocking import run
+from fusedfs.mount.blocking import call_master, run
 from fusedfs.mount.cache import EMPTY, ChunkData, ChunkLoader
 from fusedfs.rpc import master_pb2 as mp
 
@@ -47,7 +47,7 @@ class MountShared:
 
 @dataclass
 class OpenFile:
-    inode: int
+    attr: mp.Attr  # as last seen from the master (at open, or in the reply to our last commit)
     size: int
     chunk_size: int
     shared: MountShared
@@ -55,19 +55,29 @@ class OpenFile:
     dirty: dict[int, DirtySlot] = field(default_factory=dict)
     uploads: dict[int, trio.Event] = field(default_factory=dict)
     error: FsError | None = None  # a background upload failed: reported by the next flush
-    changed: bool = False  # written since the last commit (so a flush has something to commit)
+    writes: int = 0  # writes so far ...
+    committed_writes: int = 0  # ... and how many of them the master has seen (size and mtime)
     next_read: int = 0  # where a sequential reader's next read starts
     handles: int = 0
 
     @classmethod
     def from_attr(cls, attr: mp.Attr, shared: MountShared) -> OpenFile:
-        return cls(attr.inode, attr.size, attr.chunk_size, shared)
+        return cls(attr, attr.size, attr.chunk_size, shared)
+
+    @property
+    def inode(self) -> int:
+        return self.attr.inode
+
+    def _committed(self, attr: mp.Attr, writes: int) -> None:
+        self.committed_writes = max(self.committed_writes, writes)
+        if attr.ctime_ns >= self.attr.ctime_ns:  # replies to concurrent commits may arrive out of order
+            self.attr = attr
 
     # --- reading ---------------------------------------------------------------------------------
 
     async def _refs(self) -> dict[int, mp.ChunkRef]:
         if self.refs is None:
-            reply = await run(self.shared.master.call, "GetChunks", mp.GetChunksRequest(inode=self.inode))
+            reply = await call_master(self.shared.master, "GetChunks", mp.GetChunksRequest(inode=self.inode))
             self.refs = {ref.index: ref for ref in reply.chunks}
         return self.refs
 
@@ -148,7 +158,7 @@ class OpenFile:
                 buffer.extend(bytes(span.offset - len(buffer)))
             buffer[span.offset : span.offset + span.length] = view[done : done + span.length]
             slot.version += 1
-            self.changed = True
+            self.writes += 1
             done += span.length
             self.size = max(self.size, offset + done)
             if len(buffer) == self.chunk_size and span.index not in self.uploads:
@@ -169,7 +179,8 @@ class OpenFile:
                 version, snapshot = slot.version, bytes(slot.data)
                 chunk = await run(self.shared.transfer.write, index, snapshot)
                 request = mp.CommitChunksRequest(inode=self.inode, size=self.size, chunks=[chunk])
-                await run(self.shared.master.call, "CommitChunks", request)
+                writes = self.writes
+                self._committed(await call_master(self.shared.master, "CommitChunks", request), writes)
                 if self.refs is not None:
                     self.refs.pop(index, None)
                     self.refs = None  # the new chunk's replicas come with the next GetChunks
@@ -196,17 +207,18 @@ class OpenFile:
                 await event.wait()
             if self.error is not None:
                 break
-        if self.error is None and self.changed:
-            # Commits the final size and mtime (also for writes that uploaded nothing, e.g. a hole).
-            await run(self.shared.master.call, "CommitChunks", mp.CommitChunksRequest(inode=self.inode, size=self.size))
-            self.changed = False
+        if self.error is None and self.writes != self.committed_writes:
+            # The final size and mtime, when the chunk commits did not carry them (e.g. a hole).
+            writes, request = self.writes, mp.CommitChunksRequest(inode=self.inode, size=self.size)
+            self._committed(await call_master(self.shared.master, "CommitChunks", request), writes)
         error, self.error = self.error, None
         if error is not None:
             raise error
 
-    def truncated(self, size: int) -> None:
-        """The file was truncated to size (on the master): drop buffered data past it."""
-        self.size = size
+    def truncated(self, attr: mp.Attr) -> None:
+        """The file was truncated (on the master): drop buffered data past its new size."""
+        size = self.size = attr.size
+        self.attr = attr
         self.refs = None
         for index in list(self.dirty):
             start = index * self.chunk_size

@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ import trio
 from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
-from fusedfs.mount.blocking import run
+from fusedfs.mount.blocking import call_master, run
 from fusedfs.mount.cache import ChunkCache, ChunkLoader
 from fusedfs.mount.openfile import MountShared, OpenFile
 from fusedfs.rpc import common_pb2 as cp
@@ -36,6 +37,7 @@ READDIR_PAGE = 500
 def translate_errors(handler: F) -> F:
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
         try:
             return await handler(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -45,6 +47,9 @@ def translate_errors(handler: F) -> F:
         except Exception:
             log.exception("%s failed", handler.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            if log.isEnabledFor(logging.DEBUG):  # `fusedfs -v mount`: every request and its time
+                log.debug("%s%s %.2f ms", handler.__name__, args[1:3], (time.perf_counter() - started) * 1e3)
 
     return wrapper  # type: ignore[return-value]
 
@@ -71,7 +76,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.nursery: trio.Nursery | None = None
 
     async def call(self, method: str, request: Any) -> Any:
-        return await run(self.master.call, method, request)
+        return await call_master(self.master, method, request)
 
     # --- attributes ------------------------------------------------------------------------------
 
@@ -131,7 +136,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                 await open_file.flush(self._nursery())  # buffered data first, then cut it
         result = await self.call("SetAttr", request)
         if fields.update_size and open_file is not None:
-            open_file.truncated(attr.st_size)
+            open_file.truncated(result)
         return self.entry(result)
 
     @translate_errors
@@ -257,7 +262,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                 await open_file.flush(self._nursery())
             attr = await self.call("SetAttr", mp.SetAttrRequest(inode=inode, size=0))
             if open_file is not None:
-                open_file.truncated(0)
+                open_file.truncated(attr)
         else:
             attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
         if stat.S_ISDIR(attr.mode):
@@ -301,8 +306,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             await open_file.flush(self._nursery())  # normally a no-op: flush() came first
         finally:
             del self.open_files[inode]
-        attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
-        self.seen[inode] = (attr.mtime_ns, attr.size)
+        self.seen[inode] = (open_file.attr.mtime_ns, open_file.attr.size)
 
     async def flush_all(self) -> None:
         """Before unmounting: every open file's changes reach the cluster."""

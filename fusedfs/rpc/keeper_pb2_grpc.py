@@ -39,6 +39,11 @@ class KeeperStub:
                 request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkMessage.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.FromString,
                 _registered_method=True)
+        self.WriteSmallChunk = channel.unary_unary(
+                '/fusedfs.rpc.Keeper/WriteSmallChunk',
+                request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkMessage.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.FromString,
+                _registered_method=True)
         self.ReadChunk = channel.unary_stream(
                 '/fusedfs.rpc.Keeper/ReadChunk',
                 request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.ReadChunkRequest.SerializeToString,
@@ -58,6 +63,14 @@ class KeeperServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WriteSmallChunk(self, request, context):
+        """WriteChunk for a chunk that fits in one message (header and all its data): a plain call
+        costs client and keeper far less than a stream, which is what small files need.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReadChunk(self, request, context):
         """Streams a byte range of a chunk in block-aligned pieces, each with its blocks' checksums.
         """
@@ -70,6 +83,11 @@ def add_KeeperServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'WriteChunk': grpc.stream_unary_rpc_method_handler(
                     servicer.WriteChunk,
+                    request_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkMessage.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.SerializeToString,
+            ),
+            'WriteSmallChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteSmallChunk,
                     request_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkMessage.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.SerializeToString,
             ),
@@ -104,6 +122,33 @@ class Keeper:
             request_iterator,
             target,
             '/fusedfs.rpc.Keeper/WriteChunk',
+            fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkMessage.SerializeToString,
+            fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteSmallChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Keeper/WriteSmallChunk',
             fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkMessage.SerializeToString,
             fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.FromString,
             options,
