@@ -20,6 +20,10 @@ from fusedfs.names import PATH_MAX, split_path, validate_name
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+XATTR_CREATE = 1  # setxattr flags, as in <sys/xattr.h>
+XATTR_REPLACE = 2
+XATTR_NAME_MAX = 255  # as Linux
+XATTR_SIZE_MAX = 64 * 1024
 
 
 @dataclass
@@ -46,10 +50,12 @@ class Namespace:
         store: MetadataStore,
         default_chunk_size: int,
         clock: Callable[[], int] = time.time_ns,
+        is_open: Callable[[int], bool] = lambda ino: False,
     ) -> None:
         self.store = store
         self.default_chunk_size = default_chunk_size
         self.clock = clock
+        self.is_open = is_open  # does some mount have this inode open (then its last unlink keeps it)
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -77,16 +83,39 @@ class Namespace:
         return inode
 
     def _drop_link(self, inode: Inode, now: int, changes: ChunkChanges) -> None:
-        """One name of inode is gone; frees it with its chunks when it was the last."""
+        """One name of inode is gone; frees it with its chunks when it was the last.
+
+        A file that a mount still has open stays, as an orphan, until no mount has it open
+        (POSIX: an unlinked file lives on while it is open).
+        """
         inode.nlink -= 1
-        if inode.nlink > 0:
+        if inode.nlink > 0 or (stat.S_ISREG(inode.mode) and self.is_open(inode.id)):
             self._touch(inode, now, mtime=False)
+            if inode.nlink == 0:
+                self.store.add_orphan(inode.id, now)
             return
+        self._free(inode, now, changes)
+
+    def _free(self, inode: Inode, now: int, changes: ChunkChanges) -> None:
         if stat.S_ISREG(inode.mode):
             dead = [c.id for c in self.store.file_chunks(inode.id)]
             self.store.make_garbage(dead, now)
             changes.garbage.extend(dead)
         self.store.delete_inode(inode.id)
+
+    def free_closed_orphans(self) -> ChunkChanges:
+        """Frees the unlinked files that no mount has open any more."""
+        changes = ChunkChanges()
+        with self.store.transaction():
+            now = self.clock()
+            for ino in self.store.orphans():
+                if not self.is_open(ino):
+                    inode = self.store.get_inode(ino)
+                    if inode is None or inode.nlink > 0:  # linked again meanwhile (impossible today)
+                        self.store.remove_orphan(ino)
+                    else:
+                        self._free(inode, now, changes)
+        return changes
 
     def _free_name(self, parent: int, name: bytes) -> None:
         validate_name(name)
@@ -121,12 +150,13 @@ class Namespace:
                 inode = self._inode(entry.inode)
             return inode
 
-    def readdir(self, ino: int, after: int, limit: int) -> tuple[list[tuple[int, bytes, Inode]], bool]:
-        """Up to limit entries after cursor `after`, and whether more follow."""
+    def readdir(self, ino: int, after: int, limit: int) -> tuple[list[tuple[int, bytes, Inode]], bool, int]:
+        """Up to limit entries after cursor `after`, whether more follow, and the parent directory."""
         with self.store.transaction():
             self._dir(ino)
             rows = self.store.list_dentries(ino, after, limit + 1)
-        return [(d.cursor, d.name, i) for d, i in rows[:limit]], len(rows) > limit
+            parent = ino if ino == ROOT_INODE else (self.store.parent_of(ino) or ino)
+        return [(d.cursor, d.name, i) for d, i in rows[:limit]], len(rows) > limit, parent
 
     def readlink(self, ino: int) -> bytes:
         with self.store.transaction():
@@ -340,6 +370,55 @@ class Namespace:
                 inode.mtime_ns = mtime_ns
             self._touch(inode, now, mtime=False)
             return inode, changes
+
+    # --- extended attributes ---------------------------------------------------------------------
+
+    @staticmethod
+    def _check_xattr_name(name: bytes) -> None:
+        if not name:
+            raise FsError(errno.EINVAL, "empty attribute name")
+        if len(name) > XATTR_NAME_MAX:
+            raise FsError(errno.ERANGE, f"attribute name longer than {XATTR_NAME_MAX} bytes")
+        if name.startswith(b"system."):  # POSIX ACLs and the like: not supported (as on tmpfs without ACLs)
+            raise FsError(errno.EOPNOTSUPP, f"{name.decode(errors='replace')} is not supported")
+
+    def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
+        self._check_xattr_name(name)
+        if len(value) > XATTR_SIZE_MAX:
+            raise FsError(errno.E2BIG, f"attribute value longer than {XATTR_SIZE_MAX} bytes")
+        with self.store.transaction():
+            now = self.clock()
+            inode = self._inode(ino)
+            exists = self.store.get_xattr(ino, name) is not None
+            if flags & XATTR_CREATE and exists:
+                raise FsError(errno.EEXIST, f"attribute {name.decode(errors='replace')} exists")
+            if flags & XATTR_REPLACE and not exists:
+                raise FsError(errno.ENODATA, f"no attribute {name.decode(errors='replace')}")
+            self.store.set_xattr(ino, name, value)
+            self._touch(inode, now, mtime=False)
+
+    def getxattr(self, ino: int, name: bytes) -> bytes:
+        self._check_xattr_name(name)
+        with self.store.transaction():
+            self._inode(ino)
+            value = self.store.get_xattr(ino, name)
+        if value is None:
+            raise FsError(errno.ENODATA, f"no attribute {name.decode(errors='replace')}")
+        return value
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        with self.store.transaction():
+            self._inode(ino)
+            return self.store.list_xattrs(ino)
+
+    def removexattr(self, ino: int, name: bytes) -> None:
+        self._check_xattr_name(name)
+        with self.store.transaction():
+            now = self.clock()
+            inode = self._inode(ino)
+            if not self.store.delete_xattr(ino, name):
+                raise FsError(errno.ENODATA, f"no attribute {name.decode(errors='replace')}")
+            self._touch(inode, now, mtime=False)
 
     def _resize(self, inode: Inode, size: int, now: int, changes: ChunkChanges) -> None:
         """Sets a file's size; chunk data past the new end is dropped, so it reads as zeros later."""

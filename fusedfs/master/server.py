@@ -1,7 +1,8 @@
 """A running master: the store, namespace, cluster view and gRPC service, plus the maintenance loop.
 
-The loop (twice a second) declares silent keepers dead, expires abandoned uploads, plans repairs
-and garbage collection, and purges garbage that no keeper holds any more.
+The loop (twice a second) declares silent keepers dead, expires abandoned uploads and silent
+mounts, frees unlinked files no mount has open, plans repairs and garbage collection, and purges
+garbage that no keeper holds any more.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fusedfs.grpcutil import make_server
 from fusedfs.master.cluster import Cluster, Settings
 from fusedfs.master.namespace import Namespace
 from fusedfs.master.service import MasterService
+from fusedfs.master.sessions import MountSessions
 from fusedfs.master.store import SqliteStore
 from fusedfs.rpc import master_pb2_grpc
 
@@ -29,13 +31,16 @@ class MasterServer:
         self.settings = settings
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SqliteStore(data_dir / "metadata.sqlite3", stat.S_IFDIR | 0o755, now_ns=time.time_ns())
-        self.namespace = Namespace(self.store, settings.chunk_size)
         with self.store.transaction():
             chunks = self.store.all_chunks()
         self.cluster = Cluster(settings, chunks, self._next_chunk_id)
+        self.sessions = MountSessions(self.cluster.clock())
+        self.namespace = Namespace(
+            self.store, settings.chunk_size, is_open=lambda ino: self.sessions.is_open(ino, self.cluster.clock())
+        )
         self.server = make_server(max_workers=32)
         master_pb2_grpc.add_MasterServicer_to_server(
-            MasterService(self.namespace, self.store, self.cluster), self.server
+            MasterService(self.namespace, self.store, self.cluster, self.sessions), self.server
         )
         self.port = self.server.add_insecure_port(listen)
         if self.port == 0:
@@ -71,6 +76,12 @@ class MasterServer:
         if expired:
             changes = self.namespace.abandon(expired)
             self.cluster.apply([], changes.garbage, {}, {})
+        now = self.cluster.clock()
+        for session_id in self.sessions.expire(now):
+            log.info("mount session %s ended (silent for %g s)", session_id, self.sessions.timeout)
+        if self.sessions.settled(now):
+            freed = self.namespace.free_closed_orphans()
+            self.cluster.apply([], freed.garbage, {}, {})
         purge = self.cluster.plan()
         if purge:
             with self.store.transaction():

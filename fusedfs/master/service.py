@@ -19,6 +19,7 @@ from fusedfs.chunks import format_chunk_id, is_valid_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError, abort_with
 from fusedfs.master.cluster import Cluster
 from fusedfs.master.namespace import ChunkChanges, CommittedChunk, Namespace
+from fusedfs.master.sessions import MountSessions
 from fusedfs.master.store import Inode, MetadataStore
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
@@ -77,10 +78,11 @@ def _committed(chunks: Any) -> tuple[list[CommittedChunk], dict[int, list[str]]]
 
 
 class MasterService(master_pb2_grpc.MasterServicer):
-    def __init__(self, namespace: Namespace, store: MetadataStore, cluster: Cluster) -> None:
+    def __init__(self, namespace: Namespace, store: MetadataStore, cluster: Cluster, sessions: MountSessions) -> None:
         self.ns = namespace
         self.store = store
         self.cluster = cluster
+        self.sessions = sessions
 
     def _apply(
         self,
@@ -123,10 +125,11 @@ class MasterService(master_pb2_grpc.MasterServicer):
     @handler
     def ReadDir(self, request: mp.ReadDirRequest, context: grpc.ServicerContext) -> mp.ReadDirReply:
         limit = min(request.limit or READDIR_PAGE, READDIR_PAGE)
-        entries, more = self.ns.readdir(request.inode, request.after, limit)
+        entries, more, parent = self.ns.readdir(request.inode, request.after, limit)
         return mp.ReadDirReply(
             entries=[mp.DirEntry(name=name, attr=to_attr(inode), cursor=cursor) for cursor, name, inode in entries],
             more=more,
+            parent=parent,
         )
 
     @handler
@@ -176,6 +179,38 @@ class MasterService(master_pb2_grpc.MasterServicer):
             free_bytes=sum(r.free_bytes for r in records) // goal,
             files=files + dirs,
         )
+
+    @handler
+    def SetXattr(self, request: mp.SetXattrRequest, context: grpc.ServicerContext) -> cp.Empty:
+        self.ns.setxattr(request.inode, request.name, request.value, request.flags)
+        return cp.Empty()
+
+    @handler
+    def GetXattr(self, request: mp.XattrRequest, context: grpc.ServicerContext) -> mp.XattrReply:
+        return mp.XattrReply(value=self.ns.getxattr(request.inode, request.name))
+
+    @handler
+    def ListXattr(self, request: mp.InodeRequest, context: grpc.ServicerContext) -> mp.ListXattrReply:
+        return mp.ListXattrReply(names=self.ns.listxattr(request.inode))
+
+    @handler
+    def RemoveXattr(self, request: mp.XattrRequest, context: grpc.ServicerContext) -> cp.Empty:
+        self.ns.removexattr(request.inode, request.name)
+        return cp.Empty()
+
+    @handler
+    def MountSession(self, request: mp.MountSessionRequest, context: grpc.ServicerContext) -> mp.MountSessionReply:
+        if not request.session_id:
+            raise FsError(errno.EINVAL, "a session id is required")
+        if request.ending:
+            self.sessions.end(request.session_id)
+        else:
+            self.sessions.announce(request.session_id, frozenset(request.open_inodes), self.cluster.clock())
+        return mp.MountSessionReply(timeout_seconds=self.sessions.timeout)
+
+    def _orphan_count(self) -> int:
+        with self.store.transaction():
+            return len(self.store.orphans())
 
     def _counts(self) -> tuple[int, int]:
         with self.store.transaction():
@@ -267,6 +302,8 @@ class MasterService(master_pb2_grpc.MasterServicer):
             goal=self.cluster.settings.goal,
             chunk_size=self.cluster.settings.chunk_size,
             chunks=mp.ChunkHealth(**dataclasses.asdict(health)),
+            mounts=self.sessions.count(),
+            open_orphans=self._orphan_count(),
         )
         for r in self.cluster.keeper_records():
             reply.keepers.add(

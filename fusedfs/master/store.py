@@ -28,6 +28,12 @@ Schema (every column and sentinel explained here, and only here):
       stored_length, crc   what the keepers hold; 0 while PENDING
       since_ns      when it entered its state (PENDING lease start, GARBAGE grace start)
 
+    xattrs      extended attributes
+      inode, name, value       name and value are raw bytes; rows go with their inode
+
+    orphans     files whose last name is gone while a mount still has them open (nlink 0)
+      inode, since_ns          freed, with their chunks, once no mount holds them open
+
     meta        key/value: schema_version, next_chunk_id
 """
 
@@ -43,7 +49,7 @@ from pathlib import Path
 from typing import Protocol
 
 ROOT_INODE = 1
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added xattrs and orphans (a version 1 store is upgraded in place)
 
 
 class ChunkState(IntEnum):
@@ -110,6 +116,13 @@ class MetadataStore(Protocol):
     def all_chunks(self) -> list[ChunkRow]: ...
     def next_chunk_id(self) -> int: ...
     def count_inodes(self) -> tuple[int, int]: ...
+    def get_xattr(self, ino: int, name: bytes) -> bytes | None: ...
+    def set_xattr(self, ino: int, name: bytes, value: bytes) -> None: ...
+    def delete_xattr(self, ino: int, name: bytes) -> bool: ...
+    def list_xattrs(self, ino: int) -> list[bytes]: ...
+    def add_orphan(self, ino: int, now_ns: int) -> None: ...
+    def remove_orphan(self, ino: int) -> None: ...
+    def orphans(self) -> list[int]: ...
 
 
 _SCHEMA = """
@@ -134,6 +147,11 @@ CREATE TABLE IF NOT EXISTS chunks (
     since_ns INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS chunks_by_slot ON chunks (inode, idx) WHERE state = 1;
+CREATE TABLE IF NOT EXISTS xattrs (
+    inode INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (inode, name)
+);
+CREATE TABLE IF NOT EXISTS orphans (inode INTEGER PRIMARY KEY, since_ns INTEGER NOT NULL);
 """
 
 _INODE_COLUMNS = "id, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target"
@@ -170,6 +188,9 @@ class SqliteStore:
                 self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
                 self._db.execute("INSERT INTO meta VALUES ('next_chunk_id', 1)")
             version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            if version == 1:  # its new tables were just created
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+                version = SCHEMA_VERSION
             if version != SCHEMA_VERSION:
                 raise RuntimeError(f"metadata schema version {version}; this master reads {SCHEMA_VERSION}")
 
@@ -251,6 +272,8 @@ class SqliteStore:
 
     def delete_inode(self, ino: int) -> None:
         self._db.execute("DELETE FROM inodes WHERE id = ?", (ino,))
+        self._db.execute("DELETE FROM xattrs WHERE inode = ?", (ino,))
+        self._db.execute("DELETE FROM orphans WHERE inode = ?", (ino,))
 
     def lookup(self, parent: int, name: bytes) -> Dentry | None:
         row = self._db.execute(
@@ -287,6 +310,31 @@ class SqliteStore:
             "SELECT SUM((mode & 61440) != 16384), SUM((mode & 61440) = 16384) FROM inodes"
         ).fetchone()
         return files or 0, dirs or 0
+
+    # --- extended attributes and orphans ----------------------------------------------------------
+
+    def get_xattr(self, ino: int, name: bytes) -> bytes | None:
+        row = self._db.execute("SELECT value FROM xattrs WHERE inode = ? AND name = ?", (ino, name)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_xattr(self, ino: int, name: bytes, value: bytes) -> None:
+        self._db.execute("INSERT OR REPLACE INTO xattrs VALUES (?, ?, ?)", (ino, name, value))
+
+    def delete_xattr(self, ino: int, name: bytes) -> bool:
+        return self._db.execute("DELETE FROM xattrs WHERE inode = ? AND name = ?", (ino, name)).rowcount > 0
+
+    def list_xattrs(self, ino: int) -> list[bytes]:
+        rows = self._db.execute("SELECT name FROM xattrs WHERE inode = ? ORDER BY name", (ino,))
+        return [bytes(r[0]) for r in rows]
+
+    def add_orphan(self, ino: int, now_ns: int) -> None:
+        self._db.execute("INSERT OR IGNORE INTO orphans VALUES (?, ?)", (ino, now_ns))
+
+    def remove_orphan(self, ino: int) -> None:
+        self._db.execute("DELETE FROM orphans WHERE inode = ?", (ino,))
+
+    def orphans(self) -> list[int]:
+        return [r[0] for r in self._db.execute("SELECT inode FROM orphans ORDER BY inode")]
 
     # --- chunks ----------------------------------------------------------------------------------
 

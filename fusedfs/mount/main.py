@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import logging
@@ -12,6 +13,7 @@ import pyfuse3
 import trio
 
 from fusedfs.client.master import MasterClient
+from fusedfs.errors import FsError
 from fusedfs.mount.operations import Operations, translate_errors
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,12 @@ async def _serve(ops: Operations) -> None:
                     return
 
         nursery.start_soon(on_signals)
+        nursery.start_soon(ops.keep_session)
         nursery.start_soon(_dump_tasks_on_sigusr1)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
+    with contextlib.suppress(FsError):
+        await ops.announce(ending=True, wait=2)
 
 
 def run_mount(master: str, mountpoint: str, wait: float = 30.0, attr_timeout: float = 1.0, cache_mib: int = 80) -> int:

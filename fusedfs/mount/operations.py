@@ -12,6 +12,7 @@ import logging
 import os
 import stat
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 BLOCK = 512
 READDIR_PAGE = 500
+SESSION_INTERVAL = 1.0  # seconds between the mount's heartbeats to the master
 
 
 def translate_errors(handler: F) -> F:
@@ -74,6 +76,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.next_fh = 1
         self.seen: dict[int, tuple[int, int]] = {}  # inode -> (mtime, size) when last closed here
         self.nursery: trio.Nursery | None = None
+        self.session_id = uuid.uuid4().hex
+        self.announced: frozenset[int] | None = None  # the open files the master last heard of
 
     async def call(self, method: str, request: Any) -> Any:
         return await call_master(self.master, method, request)
@@ -162,15 +166,28 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        after = start_id
+        # Offsets: 1 after ".", 2 after "..", then the master's entry cursors shifted by 2.
+        after = max(0, start_id - 2)
         while True:
             reply = await self.call("ReadDir", mp.ReadDirRequest(inode=fh, after=after, limit=READDIR_PAGE))
+            if start_id == 0 and not self._dot_entry(token, b".", fh, 1):
+                return
+            if start_id <= 1 and not self._dot_entry(token, b"..", reply.parent, 2):
+                return
+            start_id = 2
             for entry in reply.entries:
-                if not pyfuse3.readdir_reply(token, entry.name, self.entry(entry.attr), entry.cursor):
+                if not pyfuse3.readdir_reply(token, entry.name, self.entry(entry.attr), entry.cursor + 2):
                     return
                 after = entry.cursor
             if not reply.more:
                 return
+
+    def _dot_entry(self, token: pyfuse3.ReaddirToken, name: bytes, inode: int, next_id: int) -> bool:
+        """ "." or "..": the kernel uses only the inode number and type of these."""
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = inode
+        attr.st_mode = stat.S_IFDIR | 0o755
+        return bool(pyfuse3.readdir_reply(token, name, attr, next_id))
 
     @translate_errors
     async def mkdir(
@@ -185,6 +202,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.announce_if_changed()  # so that a file we have open outlives its last name
         await self.call("Unlink", mp.EntryRequest(parent=parent_inode, name=name))
 
     @translate_errors
@@ -197,6 +215,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
+        await self.announce_if_changed()  # a replaced file we have open stays readable
         await self.call(
             "Rename",
             mp.RenameRequest(
@@ -307,6 +326,46 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         finally:
             del self.open_files[inode]
         self.seen[inode] = (open_file.attr.mtime_ns, open_file.attr.size)
+
+    # --- extended attributes ---------------------------------------------------------------------
+
+    @translate_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.call("SetXattr", mp.SetXattrRequest(inode=inode, name=name, value=value))
+
+    @translate_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        return (await self.call("GetXattr", mp.XattrRequest(inode=inode, name=name))).value  # type: ignore[no-any-return]
+
+    @translate_errors
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return list((await self.call("ListXattr", mp.InodeRequest(inode=inode))).names)
+
+    @translate_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.call("RemoveXattr", mp.XattrRequest(inode=inode, name=name))
+
+    # --- the mount's session with the master -------------------------------------------------------
+
+    async def announce(self, ending: bool = False, wait: float | None = None) -> None:
+        """Tells the master which files this mount has open (they outlive their last name)."""
+        current = frozenset(self.open_files)
+        request = mp.MountSessionRequest(session_id=self.session_id, open_inodes=sorted(current), ending=ending)
+        await call_master(self.master, "MountSession", request, wait)
+        self.announced = current
+
+    async def announce_if_changed(self) -> None:
+        if frozenset(self.open_files) != self.announced:
+            await self.announce()
+
+    async def keep_session(self) -> None:
+        """Runs for the life of the mount: the session's heartbeat, once a second."""
+        while True:
+            try:
+                await self.announce(wait=SESSION_INTERVAL * 5)
+            except FsError as e:
+                log.warning("cannot reach the master for the mount session: %s", e.message)
+            await trio.sleep(SESSION_INTERVAL)
 
     async def flush_all(self) -> None:
         """Before unmounting: every open file's changes reach the cluster."""

@@ -94,12 +94,14 @@ class DirEntry(_message.Message):
     def __init__(self, name: _Optional[bytes] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., cursor: _Optional[int] = ...) -> None: ...
 
 class ReadDirReply(_message.Message):
-    __slots__ = ("entries", "more")
+    __slots__ = ("entries", "more", "parent")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     MORE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
     more: bool
-    def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+    parent: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., more: _Optional[bool] = ..., parent: _Optional[int] = ...) -> None: ...
 
 class MakeNodeRequest(_message.Message):
     __slots__ = ("parent", "name", "mode", "uid", "gid", "exclusive")
@@ -336,20 +338,72 @@ class ChunkHealth(_message.Message):
     def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size")
+    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans")
     KEEPERS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     DIRECTORIES_FIELD_NUMBER: _ClassVar[int]
     GOAL_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_ORPHANS_FIELD_NUMBER: _ClassVar[int]
     keepers: _containers.RepeatedCompositeFieldContainer[KeeperStatus]
     chunks: ChunkHealth
     files: int
     directories: int
     goal: int
     chunk_size: int
-    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+    mounts: int
+    open_orphans: int
+    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ...) -> None: ...
+
+class SetXattrRequest(_message.Message):
+    __slots__ = ("inode", "name", "value", "flags")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    name: bytes
+    value: bytes
+    flags: int
+    def __init__(self, inode: _Optional[int] = ..., name: _Optional[bytes] = ..., value: _Optional[bytes] = ..., flags: _Optional[int] = ...) -> None: ...
+
+class XattrRequest(_message.Message):
+    __slots__ = ("inode", "name")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    name: bytes
+    def __init__(self, inode: _Optional[int] = ..., name: _Optional[bytes] = ...) -> None: ...
+
+class XattrReply(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: bytes
+    def __init__(self, value: _Optional[bytes] = ...) -> None: ...
+
+class ListXattrReply(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, names: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class MountSessionRequest(_message.Message):
+    __slots__ = ("session_id", "open_inodes", "ending")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    OPEN_INODES_FIELD_NUMBER: _ClassVar[int]
+    ENDING_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    open_inodes: _containers.RepeatedScalarFieldContainer[int]
+    ending: bool
+    def __init__(self, session_id: _Optional[str] = ..., open_inodes: _Optional[_Iterable[int]] = ..., ending: _Optional[bool] = ...) -> None: ...
+
+class MountSessionReply(_message.Message):
+    __slots__ = ("timeout_seconds",)
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    timeout_seconds: float
+    def __init__(self, timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class RegisterKeeperRequest(_message.Message):
     __slots__ = ("keeper", "capacity_bytes", "used_bytes", "free_bytes", "chunk_ids")

@@ -105,6 +105,26 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_master__pb2.StatFsReply.FromString,
                 _registered_method=True)
+        self.SetXattr = channel.unary_unary(
+                '/fusedfs.rpc.Master/SetXattr',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.SetXattrRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.GetXattr = channel.unary_unary(
+                '/fusedfs.rpc.Master/GetXattr',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.XattrRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.XattrReply.FromString,
+                _registered_method=True)
+        self.ListXattr = channel.unary_unary(
+                '/fusedfs.rpc.Master/ListXattr',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.InodeRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.ListXattrReply.FromString,
+                _registered_method=True)
+        self.RemoveXattr = channel.unary_unary(
+                '/fusedfs.rpc.Master/RemoveXattr',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.XattrRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
         self.GetChunks = channel.unary_unary(
                 '/fusedfs.rpc.Master/GetChunks',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.GetChunksRequest.SerializeToString,
@@ -134,6 +154,11 @@ class MasterStub:
                 '/fusedfs.rpc.Master/ReportBadReplica',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.BadReplicaRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.MountSession = channel.unary_unary(
+                '/fusedfs.rpc.Master/MountSession',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.MountSessionRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.MountSessionReply.FromString,
                 _registered_method=True)
         self.GetConfig = channel.unary_unary(
                 '/fusedfs.rpc.Master/GetConfig',
@@ -245,6 +270,31 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetXattr(self, request, context):
+        """Extended attributes (errno ENODATA when missing, EOPNOTSUPP for system.*).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetXattr(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListXattr(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveXattr(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetChunks(self, request, context):
         """File data.
         """
@@ -283,6 +333,13 @@ class MasterServicer:
 
     def ReportBadReplica(self, request, context):
         """A client saw a replica fail its checksum; the master has the keeper verify it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MountSession(self, request, context):
+        """A mount's heartbeat: the files it has open, which outlive their last name until closed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -386,6 +443,26 @@ def add_MasterServicer_to_server(servicer, server):
                     request_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_master__pb2.StatFsReply.SerializeToString,
             ),
+            'SetXattr': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetXattr,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetXattrRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'GetXattr': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetXattr,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.XattrRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.XattrReply.SerializeToString,
+            ),
+            'ListXattr': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListXattr,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.InodeRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.ListXattrReply.SerializeToString,
+            ),
+            'RemoveXattr': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveXattr,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.XattrRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+            ),
             'GetChunks': grpc.unary_unary_rpc_method_handler(
                     servicer.GetChunks,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.GetChunksRequest.FromString,
@@ -415,6 +492,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.ReportBadReplica,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.BadReplicaRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'MountSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.MountSession,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.MountSessionRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.MountSessionReply.SerializeToString,
             ),
             'GetConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConfig,
@@ -826,6 +908,114 @@ class Master:
             _registered_method=True)
 
     @staticmethod
+    def SetXattr(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/SetXattr',
+            fusedfs_dot_rpc_dot_master__pb2.SetXattrRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetXattr(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/GetXattr',
+            fusedfs_dot_rpc_dot_master__pb2.XattrRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.XattrReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListXattr(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/ListXattr',
+            fusedfs_dot_rpc_dot_master__pb2.InodeRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.ListXattrReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveXattr(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/RemoveXattr',
+            fusedfs_dot_rpc_dot_master__pb2.XattrRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetChunks(request,
             target,
             options=(),
@@ -977,6 +1167,33 @@ class Master:
             '/fusedfs.rpc.Master/ReportBadReplica',
             fusedfs_dot_rpc_dot_master__pb2.BadReplicaRequest.SerializeToString,
             fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MountSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/MountSession',
+            fusedfs_dot_rpc_dot_master__pb2.MountSessionRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.MountSessionReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,12 +5,14 @@ These tests need /dev/fuse and fusermount3; they fail (never skip) where those a
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import mmap
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import tempfile
 import threading
@@ -23,8 +25,12 @@ import pytest
 from fusedfs.chunks import MiB
 from fusedfs.client.master import MasterClient
 from fusedfs.local import LocalCluster
+from fusedfs.master.store import Inode, SqliteStore
+from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 from tests.integration.conftest import MakeCluster, SmallDisk
+
+GiB = 1024 * MiB
 
 
 @pytest.fixture
@@ -101,10 +107,33 @@ def test_sparse_and_large_files(mounted: tuple[LocalCluster, Path]) -> None:
         assert f.read(MiB) == bytes(MiB)
         f.seek(20 * MiB)
         assert f.read() == b"\0\0\0end"
-    data = os.urandom(200 * MiB)
-    big = mnt / "big"
-    big.write_bytes(data)
-    assert sha256_file(big) == hashlib.sha256(data).hexdigest()
+    # Past 4 GiB: offsets and sizes are 64-bit all the way.
+    huge = mnt / "huge"
+    edge = os.urandom(MiB)
+    with open(huge, "wb") as out:
+        out.seek(4 * GiB - MiB // 2)
+        out.write(edge)
+        out.seek(5 * GiB)
+        out.write(b"tail")
+    assert huge.stat().st_size == 5 * GiB + 4
+    with open(huge, "rb") as f:
+        f.seek(4 * GiB - MiB // 2)
+        assert f.read(MiB) == edge
+        f.seek(5 * GiB - 2)
+        assert f.read() == b"\0\0tail"
+
+
+def test_one_gib_file_reads_back_cold_with_sha256sum(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    cluster, mnt = mounted
+    digest = hashlib.sha256()
+    with open(mnt / "big", "wb") as out:
+        block = os.urandom(8 * MiB)
+        for i in range(128):  # 1 GiB, never all of it in memory
+            piece = block[i:] + block[:i]
+            digest.update(piece)
+            out.write(piece)
+    cold = cluster.mount(tmp_path / "cold")  # its own caches are empty; so is its page cache
+    assert sh("sha256sum", str(cold / "big")).split()[0] == digest.hexdigest()
 
 
 def test_small_overwrite_rewrites_one_chunk(mounted: tuple[LocalCluster, Path]) -> None:
@@ -149,7 +178,7 @@ def test_cp_tar_rsync_mv_rm(mounted: tuple[LocalCluster, Path], tmp_path: Path) 
 
 
 def test_git_sqlite_and_mmap(mounted: tuple[LocalCluster, Path]) -> None:
-    _, mnt = mounted
+    cluster, mnt = mounted
     repo = mnt / "repo"
     repo.mkdir()
     sh("git", "init", "-q", cwd=repo)
@@ -167,10 +196,20 @@ def test_git_sqlite_and_mmap(mounted: tuple[LocalCluster, Path]) -> None:
     assert db.execute("SELECT COUNT(*) FROM t").fetchone() == (10_000,)
     db.close()
 
-    data = os.urandom(3 * MiB)
+    data = bytearray(os.urandom(3 * MiB))
     (mnt / "mapped").write_bytes(data)
     with open(mnt / "mapped", "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         assert m[MiB : MiB + 100] == data[MiB : MiB + 100]
+    # Shared writable mapping: stores reach the cluster (msync, then munmap and close).
+    with open(mnt / "mapped", "r+b") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE) as m:
+        m[10:20] = b"x" * 10
+        m[2 * MiB : 2 * MiB + 5] = b"mmap!"
+        m.flush()
+    data[10:20] = b"x" * 10
+    data[2 * MiB : 2 * MiB + 5] = b"mmap!"
+    assert (mnt / "mapped").read_bytes() == data
+    other = cluster.mount(mnt.parent / "other")
+    assert (other / "mapped").read_bytes() == data  # on the cluster, not only in this kernel's pages
 
 
 def test_close_to_open_across_mounts(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
@@ -251,3 +290,95 @@ def test_full_cluster_gives_enospc_through_the_mount(
     assert time.monotonic() - started < 60
     (mnt / "small").write_bytes(b"still works")  # nothing wedged
     assert (mnt / "small").read_bytes() == b"still works"
+
+
+def test_extended_attributes(mounted: tuple[LocalCluster, Path]) -> None:
+    _, mnt = mounted
+    f = mnt / "tagged"
+    f.write_bytes(b"data")
+    assert os.listxattr(f) == []
+    os.setxattr(f, "user.origin", b"camera 1")
+    os.setxattr(f, "user.empty", b"")
+    assert os.getxattr(f, "user.origin") == b"camera 1" and os.getxattr(f, "user.empty") == b""
+    assert sorted(os.listxattr(f)) == ["user.empty", "user.origin"]
+    with pytest.raises(OSError) as exists:
+        os.setxattr(f, "user.origin", b"x", os.XATTR_CREATE)
+    assert exists.value.errno == errno.EEXIST
+    with pytest.raises(OSError) as missing:
+        os.getxattr(f, "user.nothing")
+    assert missing.value.errno == errno.ENODATA
+    os.removexattr(f, "user.origin")
+    assert os.listxattr(f) == ["user.empty"]
+    (mnt / "folder").mkdir()
+    os.setxattr(mnt / "folder", "user.kind", b"folder")
+    assert os.getxattr(mnt / "folder", "user.kind") == b"folder"
+    sh("cp", "-a", str(f), str(mnt / "copied"))  # cp -a keeps them
+    assert os.getxattr(mnt / "copied", "user.empty") == b""
+
+
+def test_an_unlinked_open_file_stays_readable_until_closed(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    cluster, mnt = mounted
+    other = cluster.mount(tmp_path / "other")
+    data = os.urandom(20 * MiB)
+    (mnt / "doomed").write_bytes(data)
+    (mnt / "doomed-elsewhere").write_bytes(data)
+    master = MasterClient(cluster.master_address)
+    with open(mnt / "doomed", "rb") as same, open(mnt / "doomed-elsewhere", "rb") as elsewhere:
+        os.unlink(mnt / "doomed")  # by the mount that has it open
+        time.sleep(1.5)  # this mount has announced its open files
+        os.unlink(other / "doomed-elsewhere")  # by another mount
+        (mnt / "replacement").write_bytes(b"new")
+        time.sleep(4)  # well past the garbage grace (1 s in tests) and a few maintenance rounds
+        assert not (mnt / "doomed").exists()
+        assert same.read() == data and elsewhere.read() == data
+        assert os.fstat(same.fileno()).st_nlink == 0
+        assert master.call("Status", cp.Empty()).open_orphans == 2
+    deadline = time.monotonic() + 10
+    while master.call("Status", cp.Empty()).open_orphans and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert master.call("Status", cp.Empty()).open_orphans == 0  # freed once closed
+    master.pool.close()
+
+
+def renameat2(src: Path, dst: Path, flags: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd = -100
+    if libc.renameat2(at_fdcwd, bytes(src), at_fdcwd, bytes(dst), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def test_rename_noreplace_and_exchange_through_the_kernel(mounted: tuple[LocalCluster, Path]) -> None:
+    _, mnt = mounted
+    noreplace, exchange = 1, 2  # from <linux/fs.h>
+    (mnt / "a").write_bytes(b"A")
+    (mnt / "b").write_bytes(b"B")
+    with pytest.raises(OSError) as exists:
+        renameat2(mnt / "a", mnt / "b", noreplace)
+    assert exists.value.errno == errno.EEXIST
+    renameat2(mnt / "a", mnt / "c", noreplace)
+    renameat2(mnt / "c", mnt / "b", exchange)
+    assert (mnt / "b").read_bytes() == b"A" and (mnt / "c").read_bytes() == b"B"
+
+
+def test_a_directory_of_100000_entries_lists_in_pages(make_cluster: MakeCluster, tmp_path: Path) -> None:
+    cluster = make_cluster()
+    count = 100_000
+    # Seeded straight into the master's store (stopped meanwhile): creating them one by one
+    # through the mount would take minutes, and listing is what is under test here.
+    cluster.kill_master()
+    store = SqliteStore(cluster.data_dir / "master" / "metadata.sqlite3", stat.S_IFDIR | 0o755, now_ns=0)
+    with store.transaction():
+        big = store.insert_inode(Inode(0, stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, 0, 0))
+        store.insert_dentry(1, b"big", big)
+        for i in range(count):
+            ino = store.insert_inode(Inode(0, stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 0, 0, 8 * MiB))
+            store.insert_dentry(big, f"file-{i:06d}".encode(), ino)
+    store.close()
+    cluster.start_master()
+    cluster.wait_ready(3)
+    mnt = cluster.mount(tmp_path / "mnt")
+    names = os.listdir(mnt / "big")
+    assert len(names) == count and len(set(names)) == count
+    assert sorted(names)[::25_000] == [f"file-{i:06d}" for i in range(0, count, 25_000)]
+    assert int(sh("sh", "-c", f"ls -f {mnt / 'big'} | wc -l")) == count + 2  # with . and ..

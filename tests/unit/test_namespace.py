@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from fusedfs.errors import FsError
-from fusedfs.master.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, CommittedChunk, Namespace
+from fusedfs.master.namespace import (
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    XATTR_CREATE,
+    XATTR_REPLACE,
+    CommittedChunk,
+    Namespace,
+)
 from fusedfs.master.store import ROOT_INODE, ChunkState, SqliteStore
 
 CHUNK = 1024
@@ -155,7 +162,8 @@ def test_readdir_pages_with_stable_cursors(ns: Namespace) -> None:
     seen: list[bytes] = []
     after = 0
     while True:
-        entries, more = ns.readdir(ROOT_INODE, after, 10)
+        entries, more, parent = ns.readdir(ROOT_INODE, after, 10)
+        assert parent == ROOT_INODE
         seen += [name for _, name, _ in entries]
         after = entries[-1][0]
         if len(seen) == 10:
@@ -179,3 +187,56 @@ def test_changes_survive_reopening(tmp_path: Path) -> None:
         assert reopened.next_chunk_id() == chunk + 1
         assert reopened.get_chunk(chunk).state == ChunkState.PENDING  # type: ignore[union-attr]
     reopened.close()
+
+
+def test_extended_attributes(ns: Namespace) -> None:
+    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True)
+    assert ns.listxattr(f.id) == []
+    assert errno_of(ns.getxattr, f.id, b"user.a") == errno.ENODATA
+    ns.setxattr(f.id, b"user.a", b"1")
+    ns.setxattr(f.id, b"user.b", b"")
+    assert ns.getxattr(f.id, b"user.a") == b"1" and ns.getxattr(f.id, b"user.b") == b""
+    assert ns.listxattr(f.id) == [b"user.a", b"user.b"]
+    assert errno_of(ns.setxattr, f.id, b"user.a", b"2", XATTR_CREATE) == errno.EEXIST
+    assert errno_of(ns.setxattr, f.id, b"user.c", b"2", XATTR_REPLACE) == errno.ENODATA
+    ns.setxattr(f.id, b"user.a", b"2", XATTR_REPLACE)
+    assert ns.getxattr(f.id, b"user.a") == b"2"
+    assert ns.getattr(f.id).ctime_ns > f.ctime_ns  # a change of attributes is a change of the inode
+    assert errno_of(ns.setxattr, f.id, b"user." + b"x" * 251, b"") == errno.ERANGE
+    assert errno_of(ns.setxattr, f.id, b"user.big", bytes(64 * 1024 + 1)) == errno.E2BIG
+    assert errno_of(ns.setxattr, f.id, b"system.posix_acl_access", b"") == errno.EOPNOTSUPP
+    ns.removexattr(f.id, b"user.a")
+    assert errno_of(ns.removexattr, f.id, b"user.a") == errno.ENODATA
+    assert ns.listxattr(f.id) == [b"user.b"]
+    ns.unlink(ROOT_INODE, b"f")
+    with ns.store.transaction():
+        assert ns.store.list_xattrs(f.id) == []  # they went with the inode
+
+
+def test_an_open_file_outlives_its_last_name_until_closed(store: SqliteStore) -> None:
+    clock = iter(range(10, 10**9))
+    open_inodes: set[int] = set()
+    ns = Namespace(store, CHUNK, clock=lambda: next(clock), is_open=open_inodes.__contains__)
+    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True)
+    chunk = pending(ns)
+    ns.commit_chunks(f.id, 10, [CommittedChunk(0, chunk, 10, 0)], None)
+    open_inodes.add(f.id)
+    assert ns.unlink(ROOT_INODE, b"f").garbage == []
+    assert errno_of(ns.lookup, ROOT_INODE, b"f") == errno.ENOENT
+    kept = ns.getattr(f.id)
+    assert kept.nlink == 0 and kept.size == 10
+    assert [c.id for c in ns.file_chunks(f.id, 0, 0)[1]] == [chunk]  # still readable by inode
+    assert ns.free_closed_orphans().garbage == []  # still open
+    open_inodes.clear()
+    assert ns.free_closed_orphans().garbage == [chunk]
+    assert errno_of(ns.getattr, f.id) == errno.ENOENT
+    with store.transaction():
+        assert store.orphans() == []
+    # Replaced by a rename while open: the same.
+    a = ns.create(ROOT_INODE, b"a", 0o644, 0, 0, exclusive=True)
+    ns.create(ROOT_INODE, b"b", 0o644, 0, 0, exclusive=True)
+    open_inodes.add(a.id)
+    ns.rename(ROOT_INODE, b"b", ROOT_INODE, b"a", 0)
+    assert ns.getattr(a.id).nlink == 0
+    with store.transaction():
+        assert store.orphans() == [a.id]
