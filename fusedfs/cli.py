@@ -122,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the kernel may cache attributes and names (default 1)",
     )
     mount.add_argument("--cache-mib", type=int, default=80, metavar="MiB", help="read cache size (default 80)")
+    mount.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=default_cache_dir(),
+        metavar="DIR",
+        help=f"where written data waits for upload, in a folder per mount (default {default_cache_dir()})",
+    )
+    mount.add_argument(
+        "--writeback-mib",
+        type=int,
+        default=1024,
+        metavar="MiB",
+        help="written data the cache folder may hold before writers wait for uploads (default 1024)",
+    )
     mount.add_argument("--daemon", action="store_true", help="go to the background once mounted")
     mount.set_defaults(run=run_mount)
 
@@ -189,8 +203,14 @@ def run_keeper(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or ("/var/cache" if os.geteuid() == 0 else "~/.cache")
+    return Path(base).expanduser() / "fusedfs"
+
+
 def run_mount(args: argparse.Namespace) -> int:
     from fusedfs.client.cli import master_address
+    from fusedfs.mount.main import MountOptions
     from fusedfs.mount.main import run_mount as mount
 
     if not args.mountpoint.is_dir():
@@ -208,7 +228,16 @@ def run_mount(args: argparse.Namespace) -> int:
         return 0
     if args.daemon:
         os.setsid()
-    return mount(master_address(args.master), str(args.mountpoint), args.wait, args.attr_timeout, args.cache_mib)
+    options = MountOptions(
+        master=master_address(args.master),
+        mountpoint=args.mountpoint,
+        wait=args.wait,
+        attr_timeout=args.attr_timeout,
+        read_cache_bytes=args.cache_mib << 20,
+        cache_dir=args.cache_dir,
+        writeback_bytes=args.writeback_mib << 20,
+    )
+    return mount(options)
 
 
 def run_up(args: argparse.Namespace) -> int:

@@ -128,6 +128,8 @@ class LocalCluster:
                 "mount",
                 self.master_address,
                 str(mountpoint),
+                "--cache-dir",
+                str(self.data_dir / "cache"),
                 *(extra_args or []),
             ],
         )

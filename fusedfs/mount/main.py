@@ -7,6 +7,9 @@ import gc
 import inspect
 import logging
 import signal
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyfuse3
@@ -15,6 +18,7 @@ import trio
 from fusedfs.client.master import MasterClient
 from fusedfs.errors import FsError
 from fusedfs.mount.operations import Operations, translate_errors
+from fusedfs.mount.writeback import WriteBack
 
 log = logging.getLogger(__name__)
 _HANDLER_CODE = translate_errors(Operations.read).__code__  # the wrapper around every request handler
@@ -79,15 +83,30 @@ async def _serve(ops: Operations) -> None:
         await ops.announce(ending=True, wait=2)
 
 
-def run_mount(master: str, mountpoint: str, wait: float = 30.0, attr_timeout: float = 1.0, cache_mib: int = 80) -> int:
-    client = MasterClient(master, wait=wait)
-    ops = Operations(client, attr_timeout=attr_timeout, cache_bytes=cache_mib << 20)
-    pyfuse3.init(ops, mountpoint, mount_options(f"fusedfs:{master}"))
-    log.info("mounted %s at %s", master, mountpoint)
+@dataclass(frozen=True)
+class MountOptions:
+    master: str
+    mountpoint: Path
+    wait: float = 30.0  # seconds an operation waits for an unreachable cluster before EIO
+    attr_timeout: float = 1.0  # seconds the kernel may cache attributes and names
+    read_cache_bytes: int = 80 << 20
+    cache_dir: Path = Path("/var/cache/fusedfs")  # this mount uses a folder of its own in it
+    writeback_bytes: int = 1 << 30
+
+
+def run_mount(options: MountOptions) -> int:
+    client = MasterClient(options.master, wait=options.wait)
+    session_id = uuid.uuid4().hex
+    writeback = WriteBack(options.cache_dir / f"mount-{session_id}", options.writeback_bytes)
+    ops = Operations(client, session_id, writeback, options.attr_timeout, options.read_cache_bytes)
+    pyfuse3.init(ops, str(options.mountpoint), mount_options(f"fusedfs:{options.master}"))
+    log.info("mounted %s at %s (write-back cache in %s)", options.master, options.mountpoint, writeback.folder)
     try:
         trio.run(_serve, ops)
     finally:
         pyfuse3.close(unmount=True)
         client.pool.close()
-        log.info("unmounted %s", mountpoint)
+        if not writeback.close():
+            log.error("written data that could not be uploaded is left in %s", writeback.folder)
+        log.info("unmounted %s", options.mountpoint)
     return 0

@@ -1,7 +1,8 @@
-"""The data of one file while this mount has it open: reads, write-back buffers, uploads.
+"""The data of one file while this mount has it open: reads, write-back, uploads.
 
-Writes land in per-slot buffers (a slot is one chunk's range of the file). A slot whose buffer
-is full is uploaded in the background right away; flush()/fsync() upload the rest and wait.
+Writes land in the mount's write-back cache, one dirty slot per chunk's range of the file
+(writeback.py). A slot that is full is uploaded in the background right away; flush()/fsync()
+upload the rest and wait.
 Each uploaded chunk is committed to the master at once (one CommitChunks per chunk), so only
 chunks that a write touched are ever re-uploaded. A partial write to a slot that already has
 data first reads that chunk (read-modify-write of one chunk, never of the file).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 from dataclasses import dataclass, field
 
 import trio
@@ -21,18 +23,12 @@ from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
 from fusedfs.mount.blocking import call_master, run
 from fusedfs.mount.cache import EMPTY, ChunkData, ChunkLoader
+from fusedfs.mount.writeback import DirtySlot, WriteBack
 from fusedfs.rpc import master_pb2 as mp
 
 log = logging.getLogger(__name__)
 
 READ_AHEAD_CHUNKS = 3  # a sequential reader has the next 3 chunks (24 MiB) fetched in the background
-MAX_DIRTY_SLOTS = 8  # write-back buffer per open file (64 MiB with 8 MiB chunks); writers wait beyond
-
-
-@dataclass
-class DirtySlot:
-    data: bytearray
-    version: int = 0  # bumped by every write, so an upload of an older snapshot is not mistaken for current
 
 
 @dataclass
@@ -42,6 +38,7 @@ class MountShared:
     master: MasterClient
     transfer: ChunkTransfer
     chunks: ChunkLoader
+    writeback: WriteBack
     upload_limiter: trio.CapacityLimiter  # uploads in flight
 
 
@@ -57,6 +54,7 @@ class OpenFile:
     error: FsError | None = None  # a background upload failed: reported by the next flush
     writes: int = 0  # writes so far ...
     committed_writes: int = 0  # ... and how many of them the master has seen (size and mtime)
+    written_ns: int | None = None  # when this mount last wrote to it: the mtime it will commit
     next_read: int = 0  # where a sequential reader's next read starts
     handles: int = 0
 
@@ -120,7 +118,7 @@ class OpenFile:
         for span in spans(offset, max(0, end - offset), self.chunk_size):
             slot = self.dirty.get(span.index)
             if slot is not None:
-                piece = bytes(slot.data[span.offset : span.offset + span.length])
+                piece = self.shared.writeback.read(slot, span.offset, span.offset + span.length)
             elif sequential:
                 await self._read_ahead(span.index, nursery)
                 piece = (await self._chunk(span.index)).slice(span.offset, span.offset + span.length)
@@ -131,62 +129,78 @@ class OpenFile:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    async def _make_room(self, nursery: trio.Nursery) -> None:
-        """Back-pressure: waits until the file holds fewer than MAX_DIRTY_SLOTS buffered slots."""
-        while len(self.dirty) >= MAX_DIRTY_SLOTS:
-            if not self.uploads:  # only partly written slots: send the oldest (re-sent if written again)
-                self._start_upload(next(iter(self.dirty)), nursery)
-            await next(iter(self.uploads.values())).wait()
+    async def _make_room(self, incoming: int, nursery: trio.Nursery) -> None:
+        """Back-pressure: while the write-back cache is full, gets its oldest slot uploaded and waits."""
+        writeback = self.shared.writeback
+        deadline = time.monotonic() + self.shared.master.wait
+        while writeback.full(incoming):
+            oldest = writeback.oldest_idle()
+            if oldest is not None:
+                owner = oldest.owner
+                assert isinstance(owner, OpenFile)
+                owner._start_upload(oldest.index, nursery)
+            if time.monotonic() > deadline:  # uploads keep failing: say so, rather than wait forever
+                raise FsError(errno.EIO, "the write-back cache is full and cannot be uploaded")
+            with trio.move_on_at(trio.current_time() + max(0.0, deadline - time.monotonic())):
+                await writeback.changed()
             if self.error is not None:
                 error, self.error = self.error, None
                 raise error
 
     async def write(self, offset: int, data: bytes, nursery: trio.Nursery) -> int:
         view = memoryview(data)
+        writeback = self.shared.writeback
         done = 0
         for span in spans(offset, len(data), self.chunk_size):
             slot = self.dirty.get(span.index)
             if slot is None:
-                await self._make_room(nursery)
+                await self._make_room(self.chunk_size, nursery)
                 existing = b""
                 slot_start = span.index * self.chunk_size
                 if span.length < self.chunk_size and slot_start < self.size:
                     existing = (await self._chunk(span.index)).slice(0, self.chunk_size)  # keep the rest
-                slot = self.dirty.setdefault(span.index, DirtySlot(bytearray(existing)))
-            buffer = slot.data
-            if len(buffer) < span.offset:
-                buffer.extend(bytes(span.offset - len(buffer)))
-            buffer[span.offset : span.offset + span.length] = view[done : done + span.length]
-            slot.version += 1
+                slot = self.dirty.get(span.index)  # (another write may have made it meanwhile)
+                if slot is None:
+                    slot = self.dirty[span.index] = writeback.create(self, self.inode, span.index, existing)
+            writeback.write(slot, span.offset, view[done : done + span.length])
             self.writes += 1
             done += span.length
             self.size = max(self.size, offset + done)
-            if len(buffer) == self.chunk_size and span.index not in self.uploads:
+            if slot.length == self.chunk_size and not slot.uploading:
                 self._start_upload(span.index, nursery)
+        self.written_ns = time.time_ns()
         return len(data)
 
     def _start_upload(self, index: int, nursery: trio.Nursery) -> None:
         done = trio.Event()
         self.uploads[index] = done
+        self.dirty[index].uploading = True
         nursery.start_soon(self._upload, index, done)
 
+    def _commit_request(self, chunks: list[mp.NewChunk]) -> mp.CommitChunksRequest:
+        request = mp.CommitChunksRequest(inode=self.inode, size=self.size, chunks=chunks)
+        if self.written_ns is not None:
+            request.mtime_ns = self.written_ns
+        return request
+
     async def _upload(self, index: int, done: trio.Event) -> None:
+        writeback = self.shared.writeback
+        slot = self.dirty[index]
         try:
             async with self.shared.upload_limiter:
-                slot = self.dirty.get(index)
-                if slot is None:
+                if self.dirty.get(index) is not slot:  # cut away by a truncate meanwhile
                     return
-                version, snapshot = slot.version, bytes(slot.data)
-                chunk = await run(self.shared.transfer.write, index, snapshot)
-                request = mp.CommitChunksRequest(inode=self.inode, size=self.size, chunks=[chunk])
+                version, length = slot.version, slot.length
+                # Read in the worker thread: a write meanwhile changes the version, so the slot
+                # stays dirty and goes again; what was read is never taken for the current state.
+                chunk = await run(lambda: self.shared.transfer.write(index, writeback.read(slot, 0, length)))
                 writes = self.writes
-                self._committed(await call_master(self.shared.master, "CommitChunks", request), writes)
-                if self.refs is not None:
-                    self.refs.pop(index, None)
-                    self.refs = None  # the new chunk's replicas come with the next GetChunks
-                current = self.dirty.get(index)
-                if current is not None and current.version == version:
+                reply = await call_master(self.shared.master, "CommitChunks", self._commit_request([chunk]))
+                self._committed(reply, writes)
+                self.refs = None  # the new chunk's replicas come with the next GetChunks
+                if self.dirty.get(index) is slot and slot.version == version:
                     del self.dirty[index]
+                    writeback.drop(slot)
         except FsError as e:
             log.warning("upload of slot %d of inode %d failed: %s", index, self.inode, e.message)
             self.error = e
@@ -196,6 +210,7 @@ class OpenFile:
         finally:
             del self.uploads[index]
             done.set()
+            writeback.upload_ended(slot)
 
     async def flush(self, nursery: trio.Nursery) -> None:
         """Uploads and commits every change; raises the first failure since the last flush."""
@@ -209,7 +224,7 @@ class OpenFile:
                 break
         if self.error is None and self.writes != self.committed_writes:
             # The final size and mtime, when the chunk commits did not carry them (e.g. a hole).
-            writes, request = self.writes, mp.CommitChunksRequest(inode=self.inode, size=self.size)
+            writes, request = self.writes, self._commit_request([])
             self._committed(await call_master(self.shared.master, "CommitChunks", request), writes)
         error, self.error = self.error, None
         if error is not None:
@@ -220,9 +235,17 @@ class OpenFile:
         size = self.size = attr.size
         self.attr = attr
         self.refs = None
-        for index in list(self.dirty):
+        writeback = self.shared.writeback
+        for index, slot in list(self.dirty.items()):
             start = index * self.chunk_size
             if start >= size:
                 del self.dirty[index]
-            elif start + len(self.dirty[index].data) > size:
-                del self.dirty[index].data[size - start :]
+                writeback.drop(slot)
+            else:
+                writeback.truncate(slot, size - start)
+
+    def forget(self) -> None:
+        """The file is closed for good: nothing of it stays in the write-back cache."""
+        for slot in self.dirty.values():
+            self.shared.writeback.drop(slot)
+        self.dirty.clear()

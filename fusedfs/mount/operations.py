@@ -12,7 +12,6 @@ import logging
 import os
 import stat
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +24,7 @@ from fusedfs.errors import FsError
 from fusedfs.mount.blocking import call_master, run
 from fusedfs.mount.cache import ChunkCache, ChunkLoader
 from fusedfs.mount.openfile import MountShared, OpenFile
+from fusedfs.mount.writeback import WriteBack
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 
@@ -60,7 +60,14 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, master: MasterClient, attr_timeout: float = 1.0, cache_bytes: int = 80 << 20) -> None:
+    def __init__(
+        self,
+        master: MasterClient,
+        session_id: str,
+        writeback: WriteBack,
+        attr_timeout: float = 1.0,
+        cache_bytes: int = 80 << 20,
+    ) -> None:
         super().__init__()
         self.master = master
         self.attr_timeout = attr_timeout
@@ -70,13 +77,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             lambda inode, ref: run(transfer.read_parts, inode, ref),
             trio.CapacityLimiter(4),
         )
-        self.shared = MountShared(master, transfer, chunks, trio.CapacityLimiter(4))
+        self.shared = MountShared(master, transfer, chunks, writeback, trio.CapacityLimiter(4))
         self.open_files: dict[int, OpenFile] = {}
         self.handles: dict[int, tuple[int, int]] = {}  # fh -> (inode, open flags)
         self.next_fh = 1
         self.seen: dict[int, tuple[int, int]] = {}  # inode -> (mtime, size) when last closed here
         self.nursery: trio.Nursery | None = None
-        self.session_id = uuid.uuid4().hex
+        self.session_id = session_id
         self.announced: frozenset[int] | None = None  # the open files the master last heard of
 
     async def call(self, method: str, request: Any) -> Any:
@@ -103,6 +110,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         entry.st_atime_ns = attr.atime_ns
         entry.st_mtime_ns = attr.mtime_ns
         entry.st_ctime_ns = attr.ctime_ns
+        if open_file is not None and open_file.written_ns is not None and open_file.written_ns > attr.mtime_ns:
+            entry.st_mtime_ns = entry.st_ctime_ns = open_file.written_ns  # our writes, not yet committed
         return entry
 
     @translate_errors
@@ -325,6 +334,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             await open_file.flush(self._nursery())  # normally a no-op: flush() came first
         finally:
             del self.open_files[inode]
+            open_file.forget()  # if the flush failed, close() has reported it
         self.seen[inode] = (open_file.attr.mtime_ns, open_file.attr.size)
 
     # --- extended attributes ---------------------------------------------------------------------

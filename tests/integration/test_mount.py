@@ -5,6 +5,7 @@ These tests need /dev/fuse and fusermount3; they fail (never skip) where those a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -382,3 +383,41 @@ def test_a_directory_of_100000_entries_lists_in_pages(make_cluster: MakeCluster,
     assert len(names) == count and len(set(names)) == count
     assert sorted(names)[::25_000] == [f"file-{i:06d}" for i in range(0, count, 25_000)]
     assert int(sh("sh", "-c", f"ls -f {mnt / 'big'} | wc -l")) == count + 2  # with . and ..
+
+
+def test_write_back_cache_is_bounded_and_each_mount_has_its_own(make_cluster: MakeCluster, tmp_path: Path) -> None:
+    cluster = make_cluster()
+    cache = tmp_path / "cache"
+    small = cluster.mount(tmp_path / "small", ["--cache-dir", str(cache), "--writeback-mib", "16"])
+    other = cluster.mount(tmp_path / "other", ["--cache-dir", str(cache)])
+    folders = sorted(cache.iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("mount-") for f in folders)
+
+    peak = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            for folder in cache.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    peak = max(peak, sum(f.stat().st_size for f in folder.iterdir()))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    digest = hashlib.sha256()
+    try:
+        with open(small / "big", "wb") as out:
+            for _ in range(20):
+                block = os.urandom(5 * MiB)  # not chunk-aligned: partial slots wait in the cache too
+                digest.update(block)
+                out.write(block)
+    finally:
+        done.set()
+        watcher.join()
+    assert 0 < peak <= 16 * MiB + 8 * MiB, f"write-back cache held {peak / MiB:.1f} MiB; the limit is 16"
+    assert sha256_file(other / "big") == digest.hexdigest()
+    cluster.unmount(small)
+    cluster.unmount(other)
+    assert list(cache.iterdir()) == []  # clean unmounts leave nothing behind

@@ -1,0 +1,110 @@
+"""The mount's write-back cache: written data waiting for upload, as files in the cache folder.
+
+Each dirty slot (one chunk's range of one open file) is a sparse file `<inode>-<slot>` in the
+mount's own folder (`--cache-dir`), so buffered writes cost page cache, not the mount's memory.
+The total is bounded (`--writeback-mib`): a writer that would go past the limit first gets the
+oldest idle slot of the mount uploaded and waits for room, as S3QL's cache does.
+
+Holes read as zeros: a slot file is extended sparsely, and truncated with ftruncate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+
+import trio
+
+
+class DirtySlot:
+    def __init__(self, owner: object, inode: int, index: int, fd: int) -> None:
+        self.owner = owner  # the OpenFile it belongs to
+        self.inode = inode
+        self.index = index
+        self.fd = fd
+        self.length = 0  # bytes from the slot's start that hold data (zeros where never written)
+        self.version = 0  # bumped by every change, so an upload of an older state is not taken as current
+        self.uploading = False  # an upload is reading it: closing waits for that (see drop)
+        self.dropped = False
+
+
+class WriteBack:
+    def __init__(self, folder: Path, limit_bytes: int) -> None:
+        self.folder = folder
+        self.limit = limit_bytes
+        self.used = 0
+        self._slots: OrderedDict[tuple[int, int], DirtySlot] = OrderedDict()  # oldest first
+        self._changed = trio.Event()
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def create(self, owner: object, inode: int, index: int, initial: bytes) -> DirtySlot:
+        path = self.folder / f"{inode}-{index}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        slot = DirtySlot(owner, inode, index, fd)
+        self._slots[(inode, index)] = slot
+        if initial:
+            self.write(slot, 0, initial)
+        return slot
+
+    def write(self, slot: DirtySlot, offset: int, data: bytes | memoryview) -> None:
+        os.pwrite(slot.fd, data, offset)
+        end = offset + len(data)
+        if end > slot.length:
+            self.used += end - slot.length
+            slot.length = end
+        slot.version += 1
+
+    def read(self, slot: DirtySlot, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the slot, as far as it holds data."""
+        end = min(end, slot.length)
+        return os.pread(slot.fd, end - start, start) if end > start else b""
+
+    def truncate(self, slot: DirtySlot, length: int) -> None:
+        if length < slot.length:
+            os.ftruncate(slot.fd, length)
+            self.used -= slot.length - length
+            slot.length = length
+            slot.version += 1
+
+    def drop(self, slot: DirtySlot) -> None:
+        """The slot is on the cluster (or cut away): its file goes."""
+        if slot.dropped:
+            return
+        slot.dropped = True
+        del self._slots[(slot.inode, slot.index)]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.folder / f"{slot.inode}-{slot.index}")
+        self.used -= slot.length
+        if not slot.uploading:
+            os.close(slot.fd)
+        self.wake()
+
+    def upload_ended(self, slot: DirtySlot) -> None:
+        slot.uploading = False
+        if slot.dropped:
+            os.close(slot.fd)  # dropped while an upload was reading it
+        self.wake()
+
+    def wake(self) -> None:
+        """Something changed (an upload ended, a slot went): writers waiting for room look again."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def full(self, incoming: int) -> bool:
+        return self.used > 0 and self.used + incoming > self.limit
+
+    def oldest_idle(self) -> DirtySlot | None:
+        return next((slot for slot in self._slots.values() if not slot.uploading), None)
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+    def close(self) -> bool:
+        """Removes the folder if nothing is left to upload; False (keeping it) otherwise."""
+        if self._slots:
+            return False
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return True
