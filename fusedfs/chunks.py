@@ -29,7 +29,7 @@ PIECE_SIZE = 1 * MiB
 DEFAULT_CHUNK_SIZE = 8 * MiB
 MAX_CHUNK_SIZE = 256 * MiB
 
-_CHUNK_ID = re.compile(r"[0-9a-f]{16}")
+_CHUNK_ID = re.compile(r"[0-7][0-9a-f]{15}")  # ids are positive signed 64-bit numbers (SQLite's INTEGER)
 
 
 def crc32c(data: bytes | memoryview, value: int = 0) -> int:

@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     keeper.add_argument(
         "--reserve", type=int, default=256, metavar="MiB", help="disk space to leave free (default 256)"
     )
+    keeper.add_argument(
+        "--scrub-interval",
+        type=float,
+        default=7 * 24 * 3600,
+        metavar="SECONDS",
+        help="time of one full background pass re-checking every chunk (default a week; 0 turns it off)",
+    )
     keeper.set_defaults(run=run_keeper)
 
     client_cli.add_parser(sub)
@@ -197,7 +204,14 @@ def run_keeper(args: argparse.Namespace) -> int:
     from fusedfs.keeper.node import KeeperNode
 
     store = ChunkStore(args.data, reserve_bytes=args.reserve * MiB)
-    node = KeeperNode(master_address(args.master), store, args.listen, args.advertise, args.heartbeat)
+    node = KeeperNode(
+        master_address(args.master),
+        store,
+        args.listen,
+        args.advertise,
+        args.heartbeat,
+        scrub_interval=args.scrub_interval,
+    )
     node.start()
     _serve_until_signal(node.stop)
     return 0

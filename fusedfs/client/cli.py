@@ -156,6 +156,8 @@ def _status(master: MasterClient, as_json: bool) -> None:
                             "chunks": k.chunks,
                             "load": k.load,
                             "seconds_since_heartbeat": round(k.seconds_since_heartbeat, 3),
+                            "scrub_checked": k.scrub_checked,
+                            "scrub_bad": k.scrub_bad,
                         }
                         for k in reply.keepers
                     ],
@@ -171,18 +173,20 @@ def _status(master: MasterClient, as_json: bool) -> None:
                     "directories": reply.directories,
                     "goal": reply.goal,
                     "chunk_size": reply.chunk_size,
+                    "mounts": reply.mounts,
+                    "open_orphans": reply.open_orphans,
                 },
                 indent=2,
             )
         )
         return
-    header = ("KEEPER", "ADDRESS", "STATE", "CAPACITY", "USED", "FREE", "CHUNKS", "LOAD", "SEEN")
-    print("{:<12} {:<22} {:<5} {:>10} {:>10} {:>10} {:>7} {:>4} {:>6}".format(*header))
+    header = ("KEEPER", "ADDRESS", "STATE", "CAPACITY", "USED", "FREE", "CHUNKS", "LOAD", "SEEN", "SCRUBBED", "BAD")
+    print("{:<12} {:<22} {:<5} {:>10} {:>10} {:>10} {:>7} {:>4} {:>6} {:>9} {:>4}".format(*header))
     for k in reply.keepers:
         print(
             f"{k.keeper_id[:12]:<12} {k.address:<22} {'up' if k.alive else 'DEAD':<5} {_size(k.capacity_bytes):>10} "
             f"{_size(k.used_bytes):>10} {_size(k.free_bytes):>10} {k.chunks:>7} {k.load:>4} "
-            f"{k.seconds_since_heartbeat:>5.1f}s"
+            f"{k.seconds_since_heartbeat:>5.1f}s {k.scrub_checked:>9} {k.scrub_bad:>4}"
         )
     c = reply.chunks
     print(
@@ -190,4 +194,7 @@ def _status(master: MasterClient, as_json: bool) -> None:
         f"{c.over_replicated} over-replicated, {c.lost} lost, {c.repairs_in_flight} repairs in flight, "
         f"{c.garbage} garbage"
     )
-    print(f"files: {reply.files}, directories: {reply.directories}")
+    print(
+        f"files: {reply.files}, directories: {reply.directories}; mounts: {reply.mounts}, "
+        f"unlinked files held open: {reply.open_orphans}"
+    )

@@ -171,6 +171,8 @@ class ChunkStore:
         _check_id(chunk_id)
         if not 0 < length <= MAX_CHUNK_SIZE:
             raise FsError(errno.EINVAL, f"chunk length {length} is out of range (1..{MAX_CHUNK_SIZE})")
+        if self.has(chunk_id):  # chunks are immutable: a second write is a bug or an attack
+            raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here")
         if self.free_bytes() < length + ALIGN:
             raise FsError(errno.ENOSPC, "keeper disk is full")
         return ChunkWriter(self, chunk_id, length, crc)

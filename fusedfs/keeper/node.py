@@ -4,7 +4,8 @@ The heartbeat (every second by default) carries capacity, free space, load and t
 or removed since the last one; the first contact, and any contact after the master lost track of
 this keeper, is a registration with the full chunk list, from which the master rebuilds where
 every replica lives (as GFS does). The master's answer carries commands: delete garbage, copy a
-chunk to another keeper (re-replication), verify a chunk a client found bad.
+chunk to another keeper (re-replication), verify a chunk a client found bad. A scrubber thread
+re-checks every chunk in the background (scrub.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import grpc
 from fusedfs.errors import FsError
 from fusedfs.grpcutil import ChannelPool, format_address, make_server, parse_address
 from fusedfs.keeper.chunkstore import ChunkStore, CorruptChunk
+from fusedfs.keeper.scrub import DEFAULT_INTERVAL as DEFAULT_SCRUB_INTERVAL
+from fusedfs.keeper.scrub import Scrubber
 from fusedfs.keeper.service import KeeperService, LoadGauge
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp
@@ -50,6 +53,7 @@ class KeeperNode:
         advertise: str | None = None,
         heartbeat_interval: float = 1.0,
         copy_workers: int = 2,
+        scrub_interval: float = DEFAULT_SCRUB_INTERVAL,
     ) -> None:
         self.master = master
         self.store = store
@@ -58,6 +62,7 @@ class KeeperNode:
         self.pool = ChannelPool()
         self.load = LoadGauge()
         self._stop = threading.Event()
+        self.scrubber = Scrubber(store, scrub_interval, self._stop) if scrub_interval > 0 else None
         self._copies = futures.ThreadPoolExecutor(max_workers=copy_workers, thread_name_prefix="copy")
         self._copies_done: list[mp.CopyResult] = []
         self._copies_lock = threading.Lock()
@@ -80,6 +85,8 @@ class KeeperNode:
     def start(self) -> None:
         self.server.start()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        if self.scrubber is not None:
+            threading.Thread(target=self.scrubber.run, name="scrub", daemon=True).start()
         log.info("keeper %s serving on %s, master %s", self.keeper_id, self.address, self.master)
 
     def stop(self) -> None:
@@ -131,6 +138,8 @@ class KeeperNode:
             used_bytes=self.store.used_bytes(),
             free_bytes=self.store.free_bytes(),
             load=self.load.value,
+            scrub_checked=self.scrubber.stats.checked if self.scrubber else 0,
+            scrub_bad=(self.scrubber.stats.bad + self.scrubber.stats.missing) if self.scrubber else 0,
             added=added,
             removed=removed,
             copies_done=done,

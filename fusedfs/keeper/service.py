@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WRITE_TIMEOUT = 120.0
 _QUEUE_DEPTH = 4
+MAX_PIPELINE = 8  # keepers a write may be forwarded through (the goal is far smaller)
 _END = object()
 
 
@@ -109,6 +110,7 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
             header = first.header
             forward = None
             try:
+                self._check_pipeline(header)
                 writer = self.store.begin_write(header.chunk_id, header.length, header.crc32c)
             except FsError as e:
                 abort_with(context, e)
@@ -141,6 +143,13 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
             if forward:
                 reply.MergeFrom(forward.finish())
             return reply
+
+    def _check_pipeline(self, header: kp.WriteChunkHeader) -> None:
+        ids = [k.keeper_id for k in header.downstream]
+        if len(ids) > MAX_PIPELINE:
+            raise FsError(errno.EINVAL, f"a pipeline of {len(ids)} keepers is longer than {MAX_PIPELINE}")
+        if self.keeper_id in ids or len(set(ids)) != len(ids):
+            raise FsError(errno.EINVAL, "a pipeline names the same keeper twice")
 
     def WriteSmallChunk(self, request: kp.WriteChunkMessage, context: grpc.ServicerContext) -> kp.WriteChunkReply:
         return self.WriteChunk(iter([request]), context)

@@ -38,6 +38,8 @@ class KeeperRecord:
     load: int = 0
     last_seen: float = 0.0
     alive: bool = True
+    scrub_checked: int = 0  # as the keeper reports: chunks its background scrub verified ...
+    scrub_bad: int = 0  # ... and found bad or missing
     chunks: set[int] = field(default_factory=set)
     # Commands waiting for the keeper's next heartbeat.
     deletes: set[int] = field(default_factory=set)
@@ -148,12 +150,14 @@ class Cluster:
         added: list[str],
         removed: list[str],
         copies_done: list[tuple[str, str, bool]],
+        scrub: tuple[int, int] = (0, 0),
     ) -> Commands:
         with self._lock:
             record = self.keepers.get(keeper_id)
             if record is None or not record.alive:
                 return Commands(reregister=True)
             record.capacity_bytes, record.used_bytes, record.free_bytes, record.load = capacity, used, free, load
+            record.scrub_checked, record.scrub_bad = scrub
             record.last_seen = self.clock()
             for text in added:
                 if is_valid_chunk_id(text):

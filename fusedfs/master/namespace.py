@@ -436,7 +436,7 @@ class Namespace:
     # --- file contents ---------------------------------------------------------------------------
 
     def _check_new_chunks(self, chunks: list[CommittedChunk], chunk_size: int, size: int) -> None:
-        slots = set()
+        slots, ids = set(), set()
         for chunk in chunks:
             row = self.store.get_chunk(chunk.chunk_id)
             if row is None or row.state != ChunkState.PENDING:
@@ -447,7 +447,10 @@ class Namespace:
                 raise FsError(errno.EINVAL, f"chunk slot {chunk.index} lies past the file size {size}")
             if chunk.index in slots:
                 raise FsError(errno.EINVAL, f"chunk slot {chunk.index} given twice")
+            if chunk.chunk_id in ids:
+                raise FsError(errno.EINVAL, f"chunk {chunk.chunk_id:016x} given for two slots")
             slots.add(chunk.index)
+            ids.add(chunk.chunk_id)
 
     def _install_chunks(self, inode: Inode, chunks: list[CommittedChunk], now: int, changes: ChunkChanges) -> None:
         new_slots = {c.index for c in chunks}

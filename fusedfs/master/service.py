@@ -28,6 +28,7 @@ from fusedfs.rpc import master_pb2_grpc
 log = logging.getLogger(__name__)
 
 READDIR_PAGE = 1000
+UINT64_MAX = 2**64 - 1
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -40,6 +41,8 @@ def handler(method: F) -> F:
             return method(self, request, context)
         except FsError as e:
             abort_with(context, e)
+        except OverflowError:  # a number no inode, offset or size can reach (SQLite keeps signed 64 bits)
+            abort_with(context, FsError(errno.EINVAL, f"{method.__name__}: a number in the request is out of range"))
         except Exception:
             log.exception("%s failed", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error (see the master's log)")
@@ -175,8 +178,8 @@ class MasterService(master_pb2_grpc.MasterServicer):
         goal = self.cluster.settings.goal
         files, dirs = self._counts()
         return mp.StatFsReply(
-            capacity_bytes=sum(r.capacity_bytes for r in records) // goal,
-            free_bytes=sum(r.free_bytes for r in records) // goal,
+            capacity_bytes=min(sum(r.capacity_bytes for r in records) // goal, UINT64_MAX),
+            free_bytes=min(sum(r.free_bytes for r in records) // goal, UINT64_MAX),
             files=files + dirs,
         )
 
@@ -316,6 +319,8 @@ class MasterService(master_pb2_grpc.MasterServicer):
                 chunks=len(r.chunks),
                 load=r.load,
                 seconds_since_heartbeat=now - r.last_seen,
+                scrub_checked=r.scrub_checked,
+                scrub_bad=r.scrub_bad,
             )
         return reply
 
@@ -344,6 +349,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             list(request.added),
             list(request.removed),
             [(c.chunk_id, c.target_id, c.ok) for c in request.copies_done],
+            scrub=(request.scrub_checked, request.scrub_bad),
         )
         return mp.HeartbeatReply(
             reregister=commands.reregister,

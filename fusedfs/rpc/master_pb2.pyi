@@ -300,7 +300,7 @@ class ConfigReply(_message.Message):
     def __init__(self, chunk_size: _Optional[int] = ..., goal: _Optional[int] = ..., min_copies: _Optional[int] = ...) -> None: ...
 
 class KeeperStatus(_message.Message):
-    __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat")
+    __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat", "scrub_checked", "scrub_bad")
     KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +310,8 @@ class KeeperStatus(_message.Message):
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     SECONDS_SINCE_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    SCRUB_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    SCRUB_BAD_FIELD_NUMBER: _ClassVar[int]
     keeper_id: str
     address: str
     alive: bool
@@ -319,7 +321,9 @@ class KeeperStatus(_message.Message):
     chunks: int
     load: int
     seconds_since_heartbeat: float
-    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., load: _Optional[int] = ..., seconds_since_heartbeat: _Optional[float] = ...) -> None: ...
+    scrub_checked: int
+    scrub_bad: int
+    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., load: _Optional[int] = ..., seconds_since_heartbeat: _Optional[float] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ...) -> None: ...
 
 class ChunkHealth(_message.Message):
     __slots__ = ("total", "under_replicated", "over_replicated", "lost", "repairs_in_flight", "garbage")
@@ -432,7 +436,7 @@ class CopyResult(_message.Message):
     def __init__(self, chunk_id: _Optional[str] = ..., target_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("keeper_id", "capacity_bytes", "used_bytes", "free_bytes", "load", "added", "removed", "copies_done")
+    __slots__ = ("keeper_id", "capacity_bytes", "used_bytes", "free_bytes", "load", "added", "removed", "copies_done", "scrub_checked", "scrub_bad")
     KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     USED_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -441,6 +445,8 @@ class HeartbeatRequest(_message.Message):
     ADDED_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     COPIES_DONE_FIELD_NUMBER: _ClassVar[int]
+    SCRUB_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    SCRUB_BAD_FIELD_NUMBER: _ClassVar[int]
     keeper_id: str
     capacity_bytes: int
     used_bytes: int
@@ -449,7 +455,9 @@ class HeartbeatRequest(_message.Message):
     added: _containers.RepeatedScalarFieldContainer[str]
     removed: _containers.RepeatedScalarFieldContainer[str]
     copies_done: _containers.RepeatedCompositeFieldContainer[CopyResult]
-    def __init__(self, keeper_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., load: _Optional[int] = ..., added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., copies_done: _Optional[_Iterable[_Union[CopyResult, _Mapping]]] = ...) -> None: ...
+    scrub_checked: int
+    scrub_bad: int
+    def __init__(self, keeper_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., load: _Optional[int] = ..., added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., copies_done: _Optional[_Iterable[_Union[CopyResult, _Mapping]]] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ...) -> None: ...
 
 class CopyCommand(_message.Message):
     __slots__ = ("chunk_id", "target")

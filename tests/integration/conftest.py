@@ -24,12 +24,17 @@ MakeCluster = Callable[..., LocalCluster]
 def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
     clusters: list[LocalCluster] = []
 
-    def make(keepers: int = 3, master_args: list[str] | None = None, start: bool = True) -> LocalCluster:
+    def make(
+        keepers: int = 3,
+        master_args: list[str] | None = None,
+        start: bool = True,
+        keeper_args: list[str] | None = None,
+    ) -> LocalCluster:
         cluster = LocalCluster(
             tmp_path / f"cluster{len(clusters)}",
             keepers,
             master_args=TEST_MASTER_ARGS + (master_args or []),
-            keeper_args=list(TEST_KEEPER_ARGS),
+            keeper_args=TEST_KEEPER_ARGS + (keeper_args or []),
         )
         clusters.append(cluster)
         if start:

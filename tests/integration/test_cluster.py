@@ -311,3 +311,31 @@ def test_undecodable_requests_get_invalid_argument(cluster: LocalCluster) -> Non
     assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not list((cluster.keeper_dir(0) / "tmp").iterdir())
     assert cluster.status().keepers[0].alive  # still serving
+
+
+def test_scrub_finds_bit_rot_and_lost_files_and_the_master_repairs_them(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(keeper_args=["--scrub-interval", "1"])
+    files = FileClient(MasterClient(cluster.master_address, wait=20))
+    data = os.urandom(20 * MiB)
+    upload(files, "/rotting", data)
+    rotten, lost = chunk_files(cluster, 0)[0], chunk_files(cluster, 1)[-1]
+    with open(rotten, "r+b") as f:  # a flipped bit in the data, as a failing disk does
+        f.seek(-5000, os.SEEK_END)
+        byte = f.read(1)
+        f.seek(-5000, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 0x01]))
+    lost.unlink()
+    wait_for(lambda: sum(k.scrub_bad for k in cluster.status().keepers) >= 2, 20, "the scrub to find both")
+    wait_for(lambda: replicas_at_goal(cluster), 30, "the bad replicas replaced")
+    # Every replica of every chunk now reads back verified, straight from its keeper.
+    master = files.master
+    inode = master.call("ResolvePath", mp.PathRequest(path="/rotting")).inode
+    refs = master.call("GetChunks", mp.GetChunksRequest(inode=inode)).chunks
+    assert sum(len(ref.replicas) for ref in refs) == 3 * len(refs)
+    for ref in refs:
+        for replica in ref.replicas:
+            stub = keeper_pb2_grpc.KeeperStub(master.pool.get(replica.address))
+            pieces = stub.ReadChunk(kp.ReadChunkRequest(chunk_id=ref.chunk_id), timeout=10)
+            assert sum(len(p.data) for p in pieces) == ref.stored_length
+    assert sha256(download(files, "/rotting")) == sha256(data)
+    files.master.pool.close()

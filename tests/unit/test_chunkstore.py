@@ -97,3 +97,12 @@ def test_change_log_for_heartbeats(tmp_path: Path) -> None:
     store_chunk(store, b"three", chunk_id="0000000000000003")
     assert store.full_report() == ["0000000000000002", "0000000000000003"]
     assert store.drain_changes() == ([], [])  # a full report supersedes the log
+
+
+def test_a_stored_chunk_is_never_replaced(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    store_chunk(store, b"original")
+    with pytest.raises(FsError) as exists:
+        store_chunk(store, b"forgery!")
+    assert exists.value.errno == errno.EEXIST
+    assert b"".join(p.data for p in store.read(ID)) == b"original"

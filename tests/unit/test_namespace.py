@@ -240,3 +240,11 @@ def test_an_open_file_outlives_its_last_name_until_closed(store: SqliteStore) ->
     assert ns.getattr(a.id).nlink == 0
     with store.transaction():
         assert store.orphans() == [a.id]
+
+
+def test_one_chunk_cannot_fill_two_slots(ns: Namespace) -> None:
+    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True)
+    chunk = pending(ns)
+    twice = [CommittedChunk(0, chunk, CHUNK, 0), CommittedChunk(1, chunk, CHUNK, 0)]
+    assert errno_of(ns.commit_chunks, f.id, 2 * CHUNK, twice, None) == errno.EINVAL
+    assert ns.getattr(f.id).size == 0  # nothing of it was applied

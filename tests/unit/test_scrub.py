@@ -1,0 +1,37 @@
+"""The keeper's background scrub: finds rotten and vanished chunks, paces itself."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from fusedfs.keeper.chunkstore import ChunkStore
+from fusedfs.keeper.scrub import Scrubber, pause_after_chunk
+from tests.unit.test_chunkstore import store_chunk
+
+
+def test_pacing_spreads_a_pass_over_the_interval() -> None:
+    assert pause_after_chunk(100.0, 10, spent=1.0) == 9.0
+    assert pause_after_chunk(100.0, 10, spent=20.0) == 0.0  # behind: no rest
+    assert pause_after_chunk(5.0, 0, spent=0.0) == 5.0
+
+
+def test_a_pass_deletes_rotten_replicas_and_forgets_vanished_ones(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    ids = [f"{n:016x}" for n in (1, 2, 3)]
+    for chunk_id in ids:
+        store_chunk(store, os.urandom(200_000), chunk_id=chunk_id)
+    store.drain_changes()
+    rotten = store._path(ids[1])
+    with open(rotten, "r+b") as f:  # one flipped byte in the data, as bit rot does
+        f.seek(-1000, os.SEEK_END)
+        byte = f.read(1)
+        f.seek(-1000, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 0x40]))
+    store._path(ids[2]).unlink()  # deleted behind the keeper's back
+    scrubber = Scrubber(store, interval=0.0, stop=threading.Event())
+    scrubber.scrub_pass()
+    assert (scrubber.stats.checked, scrubber.stats.bad, scrubber.stats.missing, scrubber.stats.passes) == (2, 1, 1, 1)
+    assert store.chunk_ids() == [ids[0]]
+    assert sorted(store.drain_changes()[1]) == ids[1:]  # the next heartbeat reports both gone
