@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long an unfinished upload's chunks are kept (default 3600)",
     )
     master.add_argument(
-        "--repair-jobs", type=int, default=2, metavar="N", help="concurrent repair copies per keeper (default 2)"
+        "--repair-jobs", type=int, default=4, metavar="N", help="concurrent repair copies per keeper (default 4)"
     )
     master.set_defaults(run=run_master)
 

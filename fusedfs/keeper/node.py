@@ -33,6 +33,7 @@ from fusedfs.rpc import master_pb2 as mp
 log = logging.getLogger(__name__)
 
 COPY_TIMEOUT = 300.0
+MIN_HEARTBEAT_GAP = 0.05  # early heartbeats (after copies) come at most this often
 
 
 def _route_address(master: str) -> str:
@@ -52,7 +53,7 @@ class KeeperNode:
         listen: str,
         advertise: str | None = None,
         heartbeat_interval: float = 1.0,
-        copy_workers: int = 2,
+        copy_workers: int = 4,
         scrub_interval: float = DEFAULT_SCRUB_INTERVAL,
     ) -> None:
         self.master = master
@@ -62,6 +63,7 @@ class KeeperNode:
         self.pool = ChannelPool()
         self.load = LoadGauge()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a copy finished: report it (and take new work) now
         self.scrubber = Scrubber(store, scrub_interval, self._stop) if scrub_interval > 0 else None
         self._copies = futures.ThreadPoolExecutor(max_workers=copy_workers, thread_name_prefix="copy")
         self._copies_done: list[mp.CopyResult] = []
@@ -115,7 +117,10 @@ class KeeperNode:
                 registered = False
             except Exception:  # a bug must not silence the keeper; keep heartbeating
                 log.exception("heartbeat failed")
-            self._stop.wait(self.heartbeat_interval)
+            if self._stop.wait(MIN_HEARTBEAT_GAP):
+                return
+            self._wake.wait(self.heartbeat_interval - MIN_HEARTBEAT_GAP)
+            self._wake.clear()
 
     def _register(self) -> None:
         request = mp.RegisterKeeperRequest(
@@ -195,6 +200,7 @@ class KeeperNode:
             log.warning("copy of %s to %s: %s", command.chunk_id, command.target.address, result.error)
         with self._copies_lock:
             self._copies_done.append(result)
+        self._wake.set()
 
     def _verify(self, chunk_id: str) -> None:
         try:

@@ -57,7 +57,7 @@ class Settings:
     chunk_size: int = 8 << 20
     gc_grace: float = 60.0  # seconds an unreferenced chunk is kept (for reads in progress)
     upload_lease: float = 3600.0  # seconds a reserved chunk id stays safe from collection
-    max_jobs_per_keeper: int = 2  # concurrent repair copies per keeper (throttle)
+    max_jobs_per_keeper: int = 4  # concurrent repair copies per keeper (throttle)
     copy_timeout: float = 120.0
 
     @property
@@ -99,7 +99,7 @@ class Cluster:
         self.wall_clock = wall_clock
         self.rng = rng or random.Random()
         self._next_chunk_id = next_chunk_id
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # plan() also runs inside heartbeat()
         self.keepers: dict[str, KeeperRecord] = {}
         self.replicas: dict[int, set[str]] = {}
         self.live: dict[int, int] = {}  # chunk -> stored length
@@ -172,6 +172,8 @@ class Cluster:
                     self.dirty.add(chunk)
                     if not ok:
                         log.warning("copy of %s from %s to %s failed", chunk_text, keeper_id, target)
+            if copies_done:
+                self.plan()  # the next copies go out in this reply, not a heartbeat later
             commands = Commands(
                 deletes=sorted(record.deletes),
                 copies=[(c, self.keepers[t].view()) for c, t in record.copies if t in self.keepers],
@@ -211,6 +213,12 @@ class Cluster:
         need = length or self.settings.chunk_size
         with self._lock:
             alive = [k.view() for k in self.keepers.values() if k.alive]
+        # Just started: keepers are still registering. Wait for them rather than write fewer copies.
+        registering_until = time.monotonic() + self.settings.dead_after - (self.clock() - self.started)
+        while len(alive) < self.settings.goal and time.monotonic() < registering_until:
+            time.sleep(0.05)
+            with self._lock:
+                alive = [k.view() for k in self.keepers.values() if k.alive]
         chosen = choose_keepers(alive, self.settings.goal, need, set(exclude), self.rng)
         if len(chosen) >= self.settings.min_copies:
             return chosen

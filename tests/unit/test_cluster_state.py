@@ -108,7 +108,8 @@ def test_pending_chunks_are_safe_until_their_lease_ends() -> None:
 
 
 def test_pipeline_needs_min_copies() -> None:
-    cluster, _ = make([], goal=3)
+    cluster, clock = make([], goal=3)
+    clock.now += 10  # past the start-up wait for keepers to register
     with pytest.raises(FsError, match="alive"):
         cluster.choose_pipeline([], 0)
     register(cluster, "a", [])
