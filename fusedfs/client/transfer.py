@@ -207,7 +207,15 @@ class ChunkTransfer:
         running_crc = 0
         expected = start
         try:
-            for piece in self._keeper(replica.address).ReadChunk(request, timeout=KEEPER_TIMEOUT):
+            keeper = self._keeper(replica.address)
+            # Within one piece a plain call does (random reads); longer ranges stream.
+            small = size <= PIECE_SIZE
+            pieces = (
+                [keeper.ReadSmallRange(request, timeout=KEEPER_TIMEOUT)]
+                if small
+                else keeper.ReadChunk(request, timeout=KEEPER_TIMEOUT)
+            )
+            for piece in pieces:
                 if piece.offset != expected or piece.block_size != BLOCK_SIZE:
                     raise FsError(errno.EBADMSG, "keeper sent an unexpected piece")
                 view = memoryview(piece.data)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from fusedfs.chunks import BLOCK_SIZE
+from fusedfs.chunks import BLOCK_SIZE, PIECE_SIZE
 from fusedfs.errors import FsError, abort_with
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.keeper.chunkstore import ChunkStore, CorruptChunk
@@ -156,22 +156,38 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
 
     def ReadChunk(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> Iterator[kp.ChunkPiece]:
         with self.load:
-            try:
-                info = self.store.info(request.chunk_id)
-                first = True
-                for piece in self.store.read(request.chunk_id, request.offset, request.length):
-                    message = kp.ChunkPiece(
-                        offset=piece.offset, data=piece.data, block_crc32c=piece.block_crcs, block_size=BLOCK_SIZE
-                    )
-                    if first:
-                        message.chunk_length = info.length
-                        message.chunk_crc32c = info.crc
-                        first = False
-                    yield message
-            except FsError as e:
-                abort_with(context, e)
-            except CorruptChunk as e:
-                # Never serve it again; the master sees it removed and re-replicates from a good copy.
-                log.warning("%s; deleting this replica", e)
-                self.store.delete(request.chunk_id)
-                abort_with(context, FsError(errno.EBADMSG, str(e)))
+            yield from self._pieces(request, context)
+
+    def ReadSmallRange(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> kp.ChunkPiece:
+        if not 0 < request.length <= PIECE_SIZE:
+            abort_with(context, FsError(errno.EINVAL, f"a small range is 1 to {PIECE_SIZE} bytes"))
+        with self.load:
+            pieces = self._pieces(request, context)
+            first = next(pieces, None)
+            if first is None:
+                abort_with(context, FsError(errno.EINVAL, "the range is empty"))
+            assert first is not None
+            if next(pieces, None) is not None:
+                abort_with(context, FsError(errno.EINVAL, "the range spans more than one piece"))
+            return first
+
+    def _pieces(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> Iterator[kp.ChunkPiece]:
+        try:
+            info = self.store.info(request.chunk_id)
+            first = True
+            for piece in self.store.read(request.chunk_id, request.offset, request.length):
+                message = kp.ChunkPiece(
+                    offset=piece.offset, data=piece.data, block_crc32c=piece.block_crcs, block_size=BLOCK_SIZE
+                )
+                if first:
+                    message.chunk_length = info.length
+                    message.chunk_crc32c = info.crc
+                    first = False
+                yield message
+        except FsError as e:
+            abort_with(context, e)
+        except CorruptChunk as e:
+            # Never serve it again; the master sees it removed and re-replicates from a good copy.
+            log.warning("%s; deleting this replica", e)
+            self.store.delete(request.chunk_id)
+            abort_with(context, FsError(errno.EBADMSG, str(e)))
