@@ -40,6 +40,7 @@ class MountShared:
     chunks: ChunkLoader
     writeback: WriteBack
     upload_limiter: trio.CapacityLimiter  # uploads in flight
+    changes: int = 0  # chunk lists this mount changed (commits, truncates): tells stale replies apart
 
 
 @dataclass
@@ -67,6 +68,7 @@ class OpenFile:
         return self.attr.inode
 
     def _committed(self, attr: mp.Attr, writes: int) -> None:
+        self.shared.changes += 1
         self.committed_writes = max(self.committed_writes, writes)
         if attr.ctime_ns >= self.attr.ctime_ns:  # replies to concurrent commits may arrive out of order
             self.attr = attr
@@ -234,6 +236,7 @@ class OpenFile:
         """The file was truncated (on the master): drop buffered data past its new size."""
         size = self.size = attr.size
         self.attr = attr
+        self.shared.changes += 1
         self.refs = None
         writeback = self.shared.writeback
         for index, slot in list(self.dirty.items()):

@@ -148,8 +148,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             if open_file is not None:
                 await open_file.flush(self._nursery())  # buffered data first, then cut it
         result = await self.call("SetAttr", request)
-        if fields.update_size and open_file is not None:
-            open_file.truncated(result)
+        if fields.update_size:
+            self.shared.changes += 1
+            if open_file is not None:
+                open_file.truncated(result)
         return self.entry(result)
 
     @translate_errors
@@ -280,6 +282,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         attr = await self.call("CreateFile", request)
         if flags & os.O_TRUNC and attr.size:
             attr = await self.call("SetAttr", mp.SetAttrRequest(inode=attr.inode, size=0))
+            self.shared.changes += 1
         return self._register(attr, flags), self.entry(attr)
 
     @translate_errors
@@ -291,11 +294,18 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             attr = await self.call("SetAttr", mp.SetAttrRequest(inode=inode, size=0))
             if open_file is not None:
                 open_file.truncated(attr)
-        else:
-            attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
-        if stat.S_ISDIR(attr.mode):
-            raise FsError(errno.EISDIR)
-        return self._register(attr, flags)
+            if stat.S_ISDIR(attr.mode):
+                raise FsError(errno.EISDIR)
+            return self._register(attr, flags)
+        # The chunk list comes with the attributes: a read after open needs no second call.
+        changes = self.shared.changes
+        reply = await self.call("GetChunks", mp.GetChunksRequest(inode=inode))
+        # Usable only if no file of ours changed meanwhile (the reply might predate that change).
+        fresh = inode not in self.open_files and changes == self.shared.changes
+        info = self._register(reply.attr, flags)
+        if fresh:
+            self.open_files[inode].refs = {ref.index: ref for ref in reply.chunks}
+        return info
 
     def _file(self, fh: int) -> tuple[OpenFile, int]:
         inode, flags = self.handles[fh]
