@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MiB",
         help="written data the cache folder may hold before writers wait for uploads (default 1024)",
     )
-    mount.add_argument("--daemon", action="store_true", help="go to the background once mounted")
+    mount.add_argument(
+        "--daemon", action="store_true", help="go to the background once mounted (logging to CACHE_DIR/mount.log)"
+    )
     mount.set_defaults(run=run_mount)
 
     up = sub.add_parser("up", help="run master + 3 keepers on loopback (the embedded default)")
@@ -242,6 +244,13 @@ def run_mount(args: argparse.Namespace) -> int:
         return 0
     if args.daemon:
         os.setsid()
+        # Let go of the caller's terminal and pipes (a caller waiting for their end would hang).
+        args.cache_dir.mkdir(parents=True, exist_ok=True)
+        log_path = args.cache_dir / "mount.log"
+        with open(os.devnull, "rb") as null, open(log_path, "ab") as log_file:
+            os.dup2(null.fileno(), 0)
+            os.dup2(log_file.fileno(), 1)
+            os.dup2(log_file.fileno(), 2)
     options = MountOptions(
         master=master_address(args.master),
         mountpoint=args.mountpoint,

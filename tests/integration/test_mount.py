@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -420,3 +421,44 @@ def test_write_back_cache_is_bounded_and_each_mount_has_its_own(make_cluster: Ma
     cluster.unmount(small)
     cluster.unmount(other)
     assert list(cache.iterdir()) == []  # clean unmounts leave nothing behind
+
+
+def test_sigterm_saves_what_an_open_file_holds_and_daemon_mode(make_cluster: MakeCluster, tmp_path: Path) -> None:
+    cluster = make_cluster()
+    mnt = cluster.mount(tmp_path / "mnt")
+    data = os.urandom(20 * MiB + 123)
+    writer = open(mnt / "unclosed", "wb")  # noqa: SIM115 (kept open across the unmount on purpose)
+    writer.write(data)
+    writer.flush()  # into the mount's write-back cache; close() never comes
+    cluster.unmount(mnt)  # SIGTERM: saves open files, then unmounts
+    assert not os.path.ismount(mnt)
+    with contextlib.suppress(OSError):
+        writer.close()
+    # --daemon returns once mounted; fusermount3 -u ends it.
+    daemon_mnt = tmp_path / "daemon"
+    daemon_mnt.mkdir()
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusedfs",
+            "mount",
+            cluster.master_address,
+            str(daemon_mnt),
+            "--daemon",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        assert run.returncode == 0 and os.path.ismount(daemon_mnt), run.stderr
+        assert sha256_file(daemon_mnt / "unclosed") == hashlib.sha256(data).hexdigest()
+    finally:
+        subprocess.run(["fusermount3", "-u", str(daemon_mnt)], check=False)
+    deadline = time.monotonic() + 10
+    while os.path.ismount(daemon_mnt) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.ismount(daemon_mnt)
