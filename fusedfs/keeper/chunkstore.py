@@ -180,7 +180,12 @@ class ChunkStore:
     def _install(self, tmp: Path, chunk_id: str, size: int) -> None:
         final = self._path(chunk_id)
         final.parent.mkdir(exist_ok=True)
-        os.replace(tmp, final)
+        try:
+            os.link(tmp, final)  # never replaces: of two writes of one id, the first to finish stays
+        except FileExistsError:
+            raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here") from None
+        finally:
+            tmp.unlink()
         dir_fd = os.open(final.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

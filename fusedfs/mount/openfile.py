@@ -23,6 +23,7 @@ from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
 from fusedfs.mount.blocking import call_master, run
 from fusedfs.mount.cache import EMPTY, ChunkData, ChunkLoader
+from fusedfs.mount.dircache import DirCache
 from fusedfs.mount.writeback import DirtySlot, WriteBack
 from fusedfs.rpc import master_pb2 as mp
 
@@ -40,6 +41,7 @@ class MountShared:
     chunks: ChunkLoader
     writeback: WriteBack
     upload_limiter: trio.CapacityLimiter  # uploads in flight
+    dircache: DirCache  # names and attributes seen recently; our commits make them stale
     changes: int = 0  # chunk lists this mount changed (commits, truncates): tells stale replies apart
 
 
@@ -69,6 +71,7 @@ class OpenFile:
 
     def _committed(self, attr: mp.Attr, writes: int) -> None:
         self.shared.changes += 1
+        self.shared.dircache.forget_inode(self.inode)
         self.committed_writes = max(self.committed_writes, writes)
         if attr.ctime_ns >= self.attr.ctime_ns:  # replies to concurrent commits may arrive out of order
             self.attr = attr
@@ -237,6 +240,7 @@ class OpenFile:
         size = self.size = attr.size
         self.attr = attr
         self.shared.changes += 1
+        self.shared.dircache.forget_inode(self.inode)
         self.refs = None
         writeback = self.shared.writeback
         for index, slot in list(self.dirty.items()):

@@ -6,13 +6,14 @@ else is logged and becomes EIO. Nothing else may escape, or the whole mount stop
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import pyfuse3
@@ -23,6 +24,7 @@ from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
 from fusedfs.mount.blocking import call_master, run
 from fusedfs.mount.cache import ChunkCache, ChunkLoader
+from fusedfs.mount.dircache import DirCache
 from fusedfs.mount.openfile import MountShared, OpenFile
 from fusedfs.mount.writeback import WriteBack
 from fusedfs.rpc import common_pb2 as cp
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 BLOCK = 512
 READDIR_PAGE = 500
+LISTING_PAGES = 10  # a folder listed for the name cache: at most this many pages of READDIR_PAGE
 SESSION_INTERVAL = 1.0  # seconds between the mount's heartbeats to the master
 
 
@@ -77,7 +80,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             lambda inode, ref: run(transfer.read_parts, inode, ref),
             trio.CapacityLimiter(4),
         )
-        self.shared = MountShared(master, transfer, chunks, writeback, trio.CapacityLimiter(4))
+        self.shared = MountShared(
+            master, transfer, chunks, writeback, trio.CapacityLimiter(4), DirCache(ttl=attr_timeout)
+        )
+        self.dircache = self.shared.dircache
         self.open_files: dict[int, OpenFile] = {}
         self.handles: dict[int, tuple[int, int]] = {}  # fh -> (inode, open flags)
         self.next_fh = 1
@@ -86,17 +92,34 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.session_id = session_id
         self.announced: frozenset[int] | None = None  # the open files the master last heard of
 
+    @contextlib.contextmanager
+    def _changing(self, names: Iterable[tuple[int, bytes]] = (), inodes: Iterable[int] = ()) -> Iterator[None]:
+        """Around a change on the master: the names and inodes it touches leave the name cache,
+        before (so no lookup is answered from them meanwhile) and after (a listing taken while
+        the change was under way may predate it)."""
+        names, inodes = list(names), list(inodes)
+        self._forget(names, inodes)
+        try:
+            yield
+        finally:
+            self._forget(names, inodes)
+
+    def _forget(self, names: list[tuple[int, bytes]], inodes: list[int]) -> None:
+        for parent, name in names:
+            self.dircache.forget_name(parent, name)
+        for inode in inodes:
+            self.dircache.forget_inode(inode)
+
     async def call(self, method: str, request: Any) -> Any:
         return await call_master(self.master, method, request)
 
     # --- attributes ------------------------------------------------------------------------------
 
-    def entry(self, attr: mp.Attr) -> pyfuse3.EntryAttributes:
+    def entry(self, attr: mp.Attr, timeout: float | None = None) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = attr.inode
         entry.generation = 0
-        entry.entry_timeout = self.attr_timeout
-        entry.attr_timeout = self.attr_timeout
+        entry.entry_timeout = entry.attr_timeout = self.attr_timeout if timeout is None else timeout
         entry.st_mode = attr.mode
         entry.st_nlink = attr.nlink
         entry.st_uid = attr.uid
@@ -116,7 +139,25 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        cached = self.dircache.get(parent_inode, name)
+        if cached is None and self.dircache.worth_listing(parent_inode):
+            await self._list(parent_inode)
+            cached = self.dircache.get(parent_inode, name)
+        if cached is not None:
+            attr, left = cached
+            return self.entry(attr, timeout=left)  # never older than attr_timeout in all
         return self.entry(await self.call("Lookup", mp.EntryRequest(parent=parent_inode, name=name)))
+
+    async def _list(self, parent: int) -> None:
+        """Fills the name cache with a folder's first pages (many lookups there are coming)."""
+        after = 0
+        for _ in range(LISTING_PAGES):
+            generation, fetched = self.dircache.generation, self.dircache.clock()
+            reply = await self.call("ReadDir", mp.ReadDirRequest(inode=parent, after=after, limit=READDIR_PAGE))
+            self.dircache.fill(parent, ((e.name, e.attr) for e in reply.entries), fetched, generation)
+            if not reply.more or not reply.entries:
+                return
+            after = reply.entries[-1].cursor
 
     @translate_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -147,7 +188,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             request.size = attr.st_size
             if open_file is not None:
                 await open_file.flush(self._nursery())  # buffered data first, then cut it
-        result = await self.call("SetAttr", request)
+        with self._changing(inodes=[inode]):
+            result = await self.call("SetAttr", request)
         if fields.update_size:
             self.shared.changes += 1
             if open_file is not None:
@@ -180,7 +222,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         # Offsets: 1 after ".", 2 after "..", then the master's entry cursors shifted by 2.
         after = max(0, start_id - 2)
         while True:
+            generation, fetched = self.dircache.generation, self.dircache.clock()
             reply = await self.call("ReadDir", mp.ReadDirRequest(inode=fh, after=after, limit=READDIR_PAGE))
+            self.dircache.fill(fh, ((e.name, e.attr) for e in reply.entries), fetched, generation)
             if start_id == 0 and not self._dot_entry(token, b".", fh, 1):
                 return
             if start_id <= 1 and not self._dot_entry(token, b"..", reply.parent, 2):
@@ -205,16 +249,19 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         request = mp.MakeNodeRequest(parent=parent_inode, name=name, mode=mode, uid=ctx.uid, gid=ctx.gid)
-        return self.entry(await self.call("MakeDir", request))
+        with self._changing(names=[(parent_inode, name)]):
+            return self.entry(await self.call("MakeDir", request))
 
     @translate_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self.call("RemoveDir", mp.EntryRequest(parent=parent_inode, name=name))
+        with self._changing(names=[(parent_inode, name)]):
+            await self.call("RemoveDir", mp.EntryRequest(parent=parent_inode, name=name))
 
     @translate_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.announce_if_changed()  # so that a file we have open outlives its last name
-        await self.call("Unlink", mp.EntryRequest(parent=parent_inode, name=name))
+        with self._changing(names=[(parent_inode, name)]):
+            await self.call("Unlink", mp.EntryRequest(parent=parent_inode, name=name))
 
     @translate_errors
     async def rename(
@@ -227,27 +274,27 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         ctx: pyfuse3.RequestContext,
     ) -> None:
         await self.announce_if_changed()  # a replaced file we have open stays readable
-        await self.call(
-            "Rename",
-            mp.RenameRequest(
-                parent=parent_inode_old, name=name_old, new_parent=parent_inode_new, new_name=name_new, flags=flags
-            ),
+        request = mp.RenameRequest(
+            parent=parent_inode_old, name=name_old, new_parent=parent_inode_new, new_name=name_new, flags=flags
         )
+        with self._changing(names=[(parent_inode_old, name_old), (parent_inode_new, name_new)]):
+            await self.call("Rename", request)
 
     @translate_errors
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self.entry(
-            await self.call("Link", mp.LinkRequest(inode=inode, new_parent=new_parent_inode, new_name=new_name))
-        )
+        request = mp.LinkRequest(inode=inode, new_parent=new_parent_inode, new_name=new_name)
+        with self._changing(names=[(new_parent_inode, new_name)], inodes=[inode]):
+            return self.entry(await self.call("Link", request))
 
     @translate_errors
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         request = mp.SymlinkRequest(parent=parent_inode, name=name, target=target, uid=ctx.uid, gid=ctx.gid)
-        return self.entry(await self.call("Symlink", request))
+        with self._changing(names=[(parent_inode, name)]):
+            return self.entry(await self.call("Symlink", request))
 
     @translate_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -279,10 +326,11 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         request = mp.MakeNodeRequest(
             parent=parent_inode, name=name, mode=mode, uid=ctx.uid, gid=ctx.gid, exclusive=bool(flags & os.O_EXCL)
         )
-        attr = await self.call("CreateFile", request)
-        if flags & os.O_TRUNC and attr.size:
-            attr = await self.call("SetAttr", mp.SetAttrRequest(inode=attr.inode, size=0))
-            self.shared.changes += 1
+        with self._changing(names=[(parent_inode, name)]):
+            attr = await self.call("CreateFile", request)
+            if flags & os.O_TRUNC and attr.size:
+                attr = await self.call("SetAttr", mp.SetAttrRequest(inode=attr.inode, size=0))
+                self.shared.changes += 1
         return self._register(attr, flags), self.entry(attr)
 
     @translate_errors
@@ -291,7 +339,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if flags & os.O_TRUNC:
             if open_file is not None:
                 await open_file.flush(self._nursery())
-            attr = await self.call("SetAttr", mp.SetAttrRequest(inode=inode, size=0))
+            with self._changing(inodes=[inode]):
+                attr = await self.call("SetAttr", mp.SetAttrRequest(inode=inode, size=0))
             if open_file is not None:
                 open_file.truncated(attr)
             if stat.S_ISDIR(attr.mode):
@@ -351,7 +400,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self.call("SetXattr", mp.SetXattrRequest(inode=inode, name=name, value=value))
+        with self._changing(inodes=[inode]):  # (its ctime changes)
+            await self.call("SetXattr", mp.SetXattrRequest(inode=inode, name=name, value=value))
 
     @translate_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
@@ -363,7 +413,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self.call("RemoveXattr", mp.XattrRequest(inode=inode, name=name))
+        with self._changing(inodes=[inode]):
+            await self.call("RemoveXattr", mp.XattrRequest(inode=inode, name=name))
 
     # --- the mount's session with the master -------------------------------------------------------
 

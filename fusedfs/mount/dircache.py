@@ -1,0 +1,106 @@
+"""Names this mount has seen recently, so that many lookups in one folder cost one listing.
+
+`ls`, `stat` over a folder, `cp -r` and `rsync` look up every name of a folder one by one: one
+master round trip each. Once two names of a folder have been looked up within the cache time,
+the mount lists the folder (a page of names with attributes per call) and answers the next
+lookups from that listing, as MooseFS's directory entry cache does.
+
+Only names that exist are answered from here (a name missing from the cache is asked of the
+master), and an entry is never older than the kernel's own attribute timeout when handed out:
+other mounts' changes show as quickly as without this cache. This mount's own changes remove or
+replace the entries they touch at once. Pure bookkeeping, no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from fusedfs.rpc import master_pb2 as mp
+
+LISTING_LOOKUPS = 2  # lookups in a folder (within the ttl) after which it is listed
+
+
+@dataclass
+class _Entry:
+    attr: mp.Attr
+    fetched: float
+
+
+class DirCache:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic, max_entries: int = 200_000) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self.max_entries = max_entries
+        self._entries: dict[tuple[int, bytes], _Entry] = {}
+        self._names_of: dict[int, set[tuple[int, bytes]]] = {}  # inode -> its cached names
+        self._lookups: dict[int, list[float]] = {}  # folder -> recent lookups that went to the master
+        self._listed: dict[int, float] = {}  # folder -> when this mount last listed it
+        self.generation = 0  # bumped by every change made here: a listing begun before is stale
+
+    def get(self, parent: int, name: bytes) -> tuple[mp.Attr, float] | None:
+        """A fresh entry and how long it may still be cached, or None."""
+        entry = self._entries.get((parent, name))
+        if entry is None:
+            return None
+        left = self.ttl - (self.clock() - entry.fetched)
+        if left <= 0:
+            self._remove((parent, name))
+            return None
+        return entry.attr, left
+
+    def worth_listing(self, parent: int) -> bool:
+        """Notes a lookup that went to the master; True when the folder should now be listed."""
+        now = self.clock()
+        if now - self._listed.get(parent, -self.ttl) < self.ttl:
+            return False
+        recent = [t for t in self._lookups.get(parent, []) if now - t < self.ttl] + [now]
+        self._lookups[parent] = recent
+        if len(recent) < LISTING_LOOKUPS:
+            return False
+        self._listed[parent] = now
+        del self._lookups[parent]
+        return True
+
+    def fill(self, parent: int, entries: Iterable[tuple[bytes, mp.Attr]], fetched: float, generation: int) -> None:
+        """Entries from a listing or lookups begun at `fetched`, when the generation was `generation`."""
+        if generation != self.generation:  # something changed here meanwhile: the listing may predate it
+            return
+        for name, attr in entries:
+            if len(self._entries) >= self.max_entries:
+                self._drop_expired()
+                if len(self._entries) >= self.max_entries:
+                    return
+            key = (parent, name)
+            self._remove(key)
+            self._entries[key] = _Entry(attr, fetched)
+            self._names_of.setdefault(attr.inode, set()).add(key)
+
+    def forget_name(self, parent: int, name: bytes) -> None:
+        """The name changed here (removed, replaced or created): the master has the truth."""
+        self.generation += 1
+        entry = self._entries.get((parent, name))
+        if entry is not None:
+            self.forget_inode(entry.attr.inode)
+        self._remove((parent, name))
+
+    def forget_inode(self, inode: int) -> None:
+        """The inode changed here (size, times, mode, link count): all its names go."""
+        self.generation += 1
+        for key in list(self._names_of.get(inode, ())):
+            self._remove(key)
+
+    def _remove(self, key: tuple[int, bytes]) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            keys = self._names_of.get(entry.attr.inode)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._names_of[entry.attr.inode]
+
+    def _drop_expired(self) -> None:
+        now = self.clock()
+        for key in [k for k, e in self._entries.items() if now - e.fetched >= self.ttl]:
+            self._remove(key)
