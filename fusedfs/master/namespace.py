@@ -80,6 +80,7 @@ class Namespace:
     def _new_inode(self, mode: int, uid: int, gid: int, nlink: int, now: int, **extra: object) -> Inode:
         inode = Inode(0, mode, uid, gid, nlink, 0, now, now, now, **extra)  # type: ignore[arg-type]
         self.store.insert_inode(inode)
+        inode.has_xattrs = False
         return inode
 
     def _drop_link(self, inode: Inode, now: int, changes: ChunkChanges) -> None:

@@ -62,6 +62,7 @@ def to_attr(inode: Inode) -> mp.Attr:
         mtime_ns=inode.mtime_ns,
         ctime_ns=inode.ctime_ns,
         chunk_size=inode.chunk_size,
+        has_xattrs=inode.has_xattrs,
     )
 
 

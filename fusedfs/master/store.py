@@ -71,6 +71,7 @@ class Inode:
     ctime_ns: int
     chunk_size: int = 0
     target: bytes | None = None
+    has_xattrs: bool | None = None  # filled by get_inode only (not a column: derived from xattrs)
 
 
 @dataclass(frozen=True)
@@ -227,8 +228,15 @@ class SqliteStore:
     # --- inodes and names ------------------------------------------------------------------------
 
     def get_inode(self, ino: int) -> Inode | None:
-        row = self._db.execute(f"SELECT {_INODE_COLUMNS} FROM inodes WHERE id = ?", (ino,)).fetchone()
-        return _inode(row) if row else None
+        row = self._db.execute(
+            f"SELECT {_INODE_COLUMNS}, EXISTS (SELECT 1 FROM xattrs WHERE inode = inodes.id) FROM inodes WHERE id = ?",
+            (ino,),
+        ).fetchone()
+        if not row:
+            return None
+        inode = _inode(row[:-1])
+        inode.has_xattrs = bool(row[-1])
+        return inode
 
     def insert_inode(self, inode: Inode) -> int:
         cur = self._db.execute(

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Attr(_message.Message):
-    __slots__ = ("inode", "mode", "nlink", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "chunk_size")
+    __slots__ = ("inode", "mode", "nlink", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "chunk_size", "has_xattrs")
     INODE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     NLINK_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class Attr(_message.Message):
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     CTIME_NS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HAS_XATTRS_FIELD_NUMBER: _ClassVar[int]
     inode: int
     mode: int
     nlink: int
@@ -29,7 +30,8 @@ class Attr(_message.Message):
     mtime_ns: int
     ctime_ns: int
     chunk_size: int
-    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., nlink: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+    has_xattrs: bool
+    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., nlink: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., chunk_size: _Optional[int] = ..., has_xattrs: _Optional[bool] = ...) -> None: ...
 
 class EntryRequest(_message.Message):
     __slots__ = ("parent", "name")
