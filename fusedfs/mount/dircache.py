@@ -29,7 +29,7 @@ class _Entry:
 
 
 class DirCache:
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic, max_entries: int = 200_000) -> None:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic, max_entries: int = 50_000) -> None:
         self.ttl = ttl
         self.clock = clock
         self.max_entries = max_entries
