@@ -25,6 +25,7 @@ _CODE_FOR_ERRNO = {
     errno_mod.EIO: grpc.StatusCode.UNAVAILABLE,
     errno_mod.ENOTSUP: grpc.StatusCode.UNIMPLEMENTED,
     errno_mod.EBADMSG: grpc.StatusCode.DATA_LOSS,  # a replica failed its checksum
+    errno_mod.ECANCELED: grpc.StatusCode.CANCELLED,
 }
 
 _ERRNO_FOR_CODE = {

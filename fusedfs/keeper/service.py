@@ -128,6 +128,8 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
                         forward.send(message)
                 if forward:
                     forward.end()  # the keepers of a pipeline sync their copies to disk in parallel
+                if not context.is_active():  # the writer gave up (cancelled): nobody waits for this copy
+                    raise FsError(errno.ECANCELED, "the write was cancelled")
                 writer.commit()
             except FsError as e:
                 writer.abort()
