@@ -15,6 +15,7 @@ file either is whole and durable, or does not exist. Every read checks the block
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import struct
 import threading
@@ -25,6 +26,8 @@ from pathlib import Path
 
 from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, PIECE_SIZE, crc32c, is_valid_chunk_id
 from fusedfs.errors import FsError
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"FDFSCHK1"
 VERSION = 1
@@ -68,7 +71,10 @@ class ChunkWriter:
         self.length = length
         self.crc = crc
         self._tmp = store.root / "tmp" / f"{chunk_id}.{uuid.uuid4().hex[:8]}"
-        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as e:  # out of inodes is ENOSPC too: "disk full", not an internal error
+            raise _disk_error(e) from e
         self._data_offset = _data_offset(length)
         self._written = 0
         self._running_crc = 0
@@ -147,11 +153,34 @@ class ChunkStore:
         for leftover in tmp.iterdir():  # interrupted writes: never acknowledged, so never needed
             leftover.unlink()
         for sub in (root / "chunks").iterdir():
+            if not sub.is_dir():
+                log.warning("ignoring %s: not a chunk folder", sub)
+                continue
             for path in sub.iterdir():
-                if is_valid_chunk_id(path.name):
-                    self._sizes[path.name] = path.stat().st_size
-                else:
+                if not is_valid_chunk_id(path.name):
                     path.unlink()
+                elif self._whole(path):
+                    self._sizes[path.name] = path.stat().st_size
+                else:  # torn by a crash or a failing disk: never report it as a replica
+                    log.warning("chunk file %s is shorter than its header says; deleting it", path)
+                    path.unlink()
+
+    @staticmethod
+    def _whole(path: Path) -> bool:
+        """The file has a valid header and every byte the header promises (contents unchecked:
+        the scrub and every read check those)."""
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(HEADER.size)
+                size = os.fstat(f.fileno()).st_size
+        except OSError:
+            return False
+        if len(raw) < HEADER.size:
+            return False
+        magic, version, block_size, length, _, blocks = HEADER.unpack(raw)
+        if magic != MAGIC or version != VERSION or block_size != BLOCK_SIZE or blocks != -(-length // BLOCK_SIZE):
+            return False
+        return size == _data_offset(length) + length
 
     def keeper_id(self) -> str:
         """This keeper's identity, created on first use and kept across restarts."""

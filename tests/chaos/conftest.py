@@ -47,15 +47,21 @@ def netns_env() -> Iterator[None]:
 
 @pytest.fixture
 def make_cluster(netns_env: None, tmp_path: Path) -> Iterator[MakeCluster]:
-    """Makes NetnsClusters (started unless start=False); all are torn down after the test."""
+    """Makes NetnsClusters (started unless start=False); all are torn down after the test: their
+    mounts unmounted (lazily and by force if need be), processes killed, keeper tmpfs unmounted."""
     clusters: list[NetnsCluster] = []
 
-    def make(keepers: int = 3, master_args: list[str] | None = None, start: bool = True) -> NetnsCluster:
+    def make(
+        keepers: int = 3,
+        master_args: list[str] | None = None,
+        start: bool = True,
+        keeper_args: list[str] | None = None,
+    ) -> NetnsCluster:
         cluster = NetnsCluster(
             tmp_path / f"cluster{len(clusters)}",
             keepers,
             master_args=CHAOS_MASTER_ARGS + (master_args or []),
-            keeper_args=list(CHAOS_KEEPER_ARGS),
+            keeper_args=CHAOS_KEEPER_ARGS + (keeper_args or []),
         )
         clusters.append(cluster)
         _GUARDED.append(cluster)

@@ -12,12 +12,16 @@ namespace. The root namespace also gets an `unreachable 10.213.X.0/24` route wit
 once the bridge is gone (or before it exists) nothing the test process sends to those addresses
 can leave by the default route.
 
+Processes enter their network namespace with nsenter and share the test's mount namespace, so a
+fusedfs mount in the root namespace (mount()/unmount(), always unmounted by close()) and keeper
+data dirs on tmpfs (mount_tmpfs(), small disks that fill up) look the same to every process.
+
 Faults act on the root-namespace end of a node's veth (and, for the tc ones, on both ends, so
 both directions suffer): `kill_keeper`/`start_keeper` (kill -9 and restart with the same data),
 `cut` (link down, or a silent 100 % drop), `degrade` (a slow lossy link), `kill_master`.
 
 Every name carries this process's pid, so `cleanup_stale()` can remove what a crashed earlier run
-left (namespaces, their processes, links and routes) without touching another live run.
+left (mounts, namespaces, their processes, links and routes) without touching another live run.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import ipaddress
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,6 +138,12 @@ def cleanup_stale(only_pid: int | None = None) -> list[str]:
         return pid == only_pid if only_pid is not None else pid != os.getpid() and not _pid_is_live_run(pid)
 
     with _global_lock():
+        # Mounts first (a FUSE mount's process may live in no namespace of ours; a tmpfs is a keeper's disk).
+        for point, _, source in reversed(_mounts()):
+            m = MOUNT_RE.search(point) or TMPFS_RE.match(source)
+            if m and stale(int(m.group(1))):
+                _force_unmount(point)
+                removed.append(f"mount {point}")
         for ns in _netns_names():
             m = NETNS_RE.match(ns)
             if m and stale(int(m.group(1))):
@@ -155,6 +166,43 @@ def cleanup_stale(only_pid: int | None = None) -> list[str]:
                 sh("ip", "route", "del", "unreachable", parts[1], "metric", str(GUARD_METRIC), check=False)
                 removed.append(f"route {parts[1]}")
     return removed
+
+
+MOUNT_RE = re.compile(r"/fdfs-mnt-(\d+)-\d+$")  # FUSE mount points: <work dir>/fdfs-mnt-<pid>-<n>
+TMPFS_RE = re.compile(r"^fdfs-(\d+)-\d+$")  # tmpfs sources (keeper disks): fdfs-<pid>-<n>
+
+
+def _mounts() -> list[tuple[str, str, str]]:
+    """(mount point, device "major:minor", source) of this mount namespace, from mountinfo."""
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split()
+            sep = fields.index("-")
+            point = fields[4].replace("\\040", " ")
+            found.append((point, fields[2], fields[sep + 2]))
+    return found
+
+
+def is_mounted(path: Path) -> bool:
+    return any(point == str(path) for point, _, _ in _mounts())
+
+
+def _abort_fuse_connection(mountpoint: Path) -> None:
+    """Aborts the kernel's FUSE connection of a mount: its pending requests fail with ENOTCONN.
+
+    The connection is found through mountinfo, not stat(), which a hung mount would block.
+    """
+    for point, device, _ in _mounts():
+        if point == str(mountpoint):
+            with contextlib.suppress(OSError, ValueError):
+                Path(f"/sys/fs/fuse/connections/{int(device.split(':')[1])}/abort").write_text("1")
+
+
+def _force_unmount(point: str) -> None:
+    _abort_fuse_connection(Path(point))
+    if sh("fusermount3", "-u", "-z", point, check=False).returncode != 0:
+        sh("umount", "-l", point, check=False)
 
 
 def _pick_subnet() -> ipaddress.IPv4Network:
@@ -231,6 +279,7 @@ class NetnsCluster:
         self._guard_route = False
         self._status_client: MasterClient | None = None
         self._mounts: dict[Path, subprocess.Popen[bytes]] = {}
+        self._tmpfs: list[Path] = []
         self.events: list[tuple[float, str]] = []  # (monotonic time, what the harness did)
 
     # --- network ---------------------------------------------------------------------------------
@@ -289,9 +338,18 @@ class NetnsCluster:
         with open(node.log_path, "ab") as logf:
             logf.write(f"\n===== {time.strftime('%H:%M:%S')} start: {' '.join(args)}\n".encode())
             logf.flush()
-            # `ip netns exec` execs the command itself, so proc.pid is the fusedfs process.
+            # nsenter enters the network namespace only and execs the command itself, so proc.pid is
+            # the fusedfs process and it shares the test's mount namespace. (`ip netns exec` would
+            # give it a private copy of every mount, where this machine's `/` is private: a FUSE
+            # mount made before the process started would then stay alive in that copy after
+            # `fusermount3 -u`, and the mount process would never see its unmount.)
+            enter = (
+                ["nsenter", f"--net=/run/netns/{node.netns}"]
+                if shutil.which("nsenter")
+                else ["ip", "netns", "exec", node.netns]
+            )
             return subprocess.Popen(
-                ["ip", "netns", "exec", node.netns, self.python, "-m", "fusedfs", *args],
+                [*enter, self.python, "-m", "fusedfs", *args],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -493,12 +551,21 @@ class NetnsCluster:
 
     # --- a mount in the root namespace ------------------------------------------------------------
 
+    def mountpoint(self) -> Path:
+        """Where mount() should mount this cluster: a name cleanup_stale() knows."""
+        return self.work_dir / f"fdfs-mnt-{self.tag}"
+
     def mount(self, mountpoint: Path, extra_args: list[str] | None = None, timeout: float = 20.0) -> Path:
-        """Mounts the cluster at mountpoint (a `fusedfs mount` process in the root namespace)."""
+        """Mounts the cluster at mountpoint: a `fusedfs mount` process in the root namespace, in the
+        foreground, with its write-back cache in this cluster's work dir. Waits until mounted."""
         mountpoint.mkdir(parents=True, exist_ok=True)
+        cache = self.work_dir / f"mount-cache-{mountpoint.name}"
+        args = ["mount", self.master.address, str(mountpoint), "--cache-dir", str(cache), *(extra_args or [])]
         with open(self.log_dir / f"mount-{mountpoint.name}.log", "ab") as logf:
+            logf.write(f"\n===== {time.strftime('%H:%M:%S')} start: {' '.join(args)}\n".encode())
+            logf.flush()
             proc = subprocess.Popen(
-                [self.python, "-m", "fusedfs", "mount", self.master.address, str(mountpoint), *(extra_args or [])],
+                [self.python, "-m", "fusedfs", *args],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -511,19 +578,72 @@ class NetnsCluster:
                 self.unmount(mountpoint)
                 raise HarnessError(f"mount at {mountpoint} failed; see {self.log_dir}")
             time.sleep(0.05)
+        self._note(f"mounted at {mountpoint} (pid {proc.pid})")
         return mountpoint
 
-    def unmount(self, mountpoint: Path) -> None:
+    def mount_alive(self, mountpoint: Path) -> bool:
+        proc = self._mounts.get(mountpoint)
+        return proc is not None and proc.poll() is None and is_mounted(mountpoint)
+
+    def unmount(self, mountpoint: Path, timeout: float = 10.0) -> str:
+        """Unmounts: `fusermount3 -u` (the mount process then saves open files and exits), then the
+        process is ended (SIGTERM, then SIGKILL); if still mounted, `fusermount3 -u -z` and, last,
+        the kernel connection is aborted. Never raises; returns what it took (for the report).
+
+        Whether it is mounted is read from mountinfo: stat() on a hung mount would block.
+        """
         proc = self._mounts.pop(mountpoint, None)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        how: list[str] = []
+        clean = False
+        if is_mounted(mountpoint):
             try:
-                proc.wait(timeout=10)
+                r = sh("fusermount3", "-u", str(mountpoint), check=False, timeout=timeout)
+                clean = r.returncode == 0
+                how.append("fusermount3 -u" + ("" if clean else f" failed ({r.stderr.strip()[:80]})"))
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if os.path.ismount(mountpoint):
-            sh("fusermount3", "-u", "-z", str(mountpoint), check=False)
+                how.append("fusermount3 -u timed out")
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.wait(timeout=timeout if clean else 0.5)  # unmounted: it exits by itself
+            except subprocess.TimeoutExpired:
+                for sig in (signal.SIGTERM, signal.SIGKILL):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, sig)
+                    try:
+                        proc.wait(timeout=timeout)
+                    except subprocess.TimeoutExpired:
+                        continue
+                    how.append(f"process ended by {signal.Signals(sig).name}")
+                    break
+        if is_mounted(mountpoint):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                sh("fusermount3", "-u", "-z", str(mountpoint), check=False, timeout=timeout)
+            how.append("fusermount3 -u -z")
+        if is_mounted(mountpoint):
+            _force_unmount(str(mountpoint))
+            how.append("connection aborted")
+        if proc is not None:
+            self._note(f"unmounted {mountpoint}: {', '.join(how) or 'was not mounted'}")
+        return ", ".join(how)
+
+    # --- keeper disks -----------------------------------------------------------------------------
+
+    def mount_tmpfs(self, path: Path, size: int | str) -> Path:
+        """A tmpfs at path (a keeper's data dir) of `size` MiB (or a size as mount takes it: "200g");
+        unmounted by close(). It only uses memory for what is written to it."""
+        size_text = f"{size}m" if isinstance(size, int) else size
+        path.mkdir(parents=True, exist_ok=True)
+        source = f"fdfs-{self.tag}"  # so that cleanup_stale() finds it after a crashed run
+        sh("mount", "-t", "tmpfs", "-o", f"size={size_text},mode=0755", source, str(path))
+        self._tmpfs.append(path)
+        self._note(f"tmpfs of {size_text} at {path}")
+        return path
+
+    def unmount_tmpfs(self) -> None:
+        for path in reversed(self._tmpfs):
+            if is_mounted(path) and sh("umount", str(path), check=False).returncode != 0:
+                sh("umount", "-l", str(path), check=False)
+        self._tmpfs.clear()
 
     # --- teardown --------------------------------------------------------------------------------
 
@@ -542,6 +662,8 @@ class NetnsCluster:
         for node in [*self.keepers, self.master]:
             with contextlib.suppress(Exception):
                 self._kill(node, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self.unmount_tmpfs()  # after the keepers using them are gone
         for node in [self.master, *self.keepers]:
             if node.netns:
                 _delete_netns(node.netns)

@@ -2,8 +2,11 @@
 
 Workload: writer threads upload random files (unique names) through FileClient and remember
 every upload that returned (acknowledged) with its sha256; reader threads download acknowledged
-files and compare. Every operation's duration is measured; failures are counted with their
-messages; an operation still running past the bound when the workload stops counts as hung.
+files and compare. Optionally, through a fusedfs mount too: mount writers write files with
+open/write/close (acknowledged once close() returned) and mount readers read acknowledged files
+(either kind) back through the mount. Every operation's duration is measured; failures are
+counted with their messages; an operation still running past the bound when the workload stops
+counts as hung.
 
 StatusMonitor: polls the master's Status RPC every `interval` seconds in a thread and keeps the
 samples, so a test can ask when the master first saw a keeper dead or the replicas back at goal.
@@ -11,14 +14,17 @@ samples, so a test can ask when the master first saw a keeper dead or the replic
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
 import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fusedfs.chunks import MiB
 from fusedfs.client.files import FileClient
@@ -40,11 +46,12 @@ class Acked:
     size: int
     digest: str
     at: float  # monotonic time the upload returned
+    via: str = "client"  # "client" (FileClient.upload) or "mount" (written through the mount)
 
 
 @dataclass
 class OpRecord:
-    kind: str  # "upload" / "download"
+    kind: str  # "upload" / "download" (FileClient), "mount-write" / "mount-read" (through the mount)
     name: str
     start: float
     duration: float
@@ -53,8 +60,8 @@ class OpRecord:
 
 @dataclass
 class _Worker:
-    kind: str
-    client: FileClient
+    kind: str  # "writer", "reader", "mount-writer", "mount-reader"
+    client: FileClient | None
     thread: threading.Thread | None = None
     current: tuple[str, str, float] | None = None  # (kind, name, start) of the op in progress
 
@@ -78,6 +85,9 @@ class WorkloadResult:
     def slowest(self, n: int = 3) -> list[OpRecord]:
         return sorted(self.ops, key=lambda op: op.duration, reverse=True)[:n]
 
+    def of_kind(self, kind: str) -> list[OpRecord]:
+        return [op for op in self.ops if op.kind == kind]
+
 
 class Workload:
     """Writers and readers against one cluster; use as a context manager or start()/stop()."""
@@ -92,8 +102,12 @@ class Workload:
         seed: int | None = None,
         wait: float = CLIENT_WAIT,
         prefix: str = "/load",
+        mountpoint: Path | None = None,
+        mount_writers: int = 2,
+        mount_readers: int = 1,
     ) -> None:
         self.master_address = master_address
+        self.mountpoint = mountpoint
         self.sizes = sizes
         self.pause = pause
         self.seed = random.randrange(1 << 30) if seed is None else seed
@@ -106,6 +120,9 @@ class Workload:
         self.corrupt_reads: list[str] = []
         self._workers = [self._new_worker("writer") for _ in range(writers)]
         self._workers += [self._new_worker("reader") for _ in range(readers)]
+        if mountpoint is not None:
+            self._workers += [_Worker("mount-writer", None) for _ in range(mount_writers)]
+            self._workers += [_Worker("mount-reader", None) for _ in range(mount_readers)]
 
     def _new_worker(self, kind: str) -> _Worker:
         # One client (its own channels) per thread, like separate processes using the cluster.
@@ -114,8 +131,14 @@ class Workload:
     # --- running ---------------------------------------------------------------------------------
 
     def start(self) -> Workload:
+        loops = {
+            "writer": self._write_loop,
+            "reader": self._read_loop,
+            "mount-writer": self._mount_write_loop,
+            "mount-reader": self._mount_read_loop,
+        }
         for i, worker in enumerate(self._workers):
-            target = self._write_loop if worker.kind == "writer" else self._read_loop
+            target = loops[worker.kind]
             worker.thread = threading.Thread(
                 target=target, args=(worker, random.Random(self.seed + i), i), name=f"{worker.kind}{i}", daemon=True
             )
@@ -130,6 +153,8 @@ class Workload:
             action()
         except FsError as e:
             error = f"FsError({e.errno}): {e.message}"
+        except OSError as e:  # through the mount
+            error = f"OSError({errno.errorcode.get(e.errno or 0, e.errno)}): {e.strerror}"
         except Exception as e:  # anything else the client lets out is a failure too
             error = f"{type(e).__name__}: {e}"
         finally:
@@ -138,18 +163,23 @@ class Workload:
             self.ops.append(OpRecord(kind, name, start, time.monotonic() - start, error))
         return not error
 
+    def _random_data(self, rng: random.Random) -> bytes:
+        # Mostly small files, some spanning several chunks.
+        low, high = self.sizes
+        size = rng.randint(low, high) if rng.random() < 0.4 else rng.randint(low, max(low, high // 8))
+        return rng.randbytes(size)
+
     def _write_loop(self, worker: _Worker, rng: random.Random, index: int) -> None:
         n = 0
+        client = worker.client
+        assert client is not None
         while not self._stop.is_set():
-            # Mostly small files, some spanning several chunks.
-            low, high = self.sizes
-            size = rng.randint(low, high) if rng.random() < 0.4 else rng.randint(low, max(low, high // 8))
-            data = rng.randbytes(size)
+            data = self._random_data(rng)
             name = f"{self.prefix}/w{index}/f{n:05d}"
             n += 1
 
             def upload(data: bytes = data, name: str = name) -> None:
-                worker.client.upload(io.BytesIO(data), name)
+                client.upload(io.BytesIO(data), name)
 
             if self._op(worker, "upload", name, upload):
                 with self._lock:
@@ -157,6 +187,8 @@ class Workload:
             self._stop.wait(self.pause)
 
     def _read_loop(self, worker: _Worker, rng: random.Random, index: int) -> None:
+        client = worker.client
+        assert client is not None
         while not self._stop.is_set():
             with self._lock:
                 target = rng.choice(self.acked) if self.acked else None
@@ -166,7 +198,7 @@ class Workload:
 
             def download(target: Acked = target) -> None:
                 sink = io.BytesIO()
-                worker.client.download(target.name, sink)
+                client.download(target.name, sink)
                 if sha256(sink.getvalue()) != target.digest:
                     with self._lock:
                         self.corrupt_reads.append(target.name)
@@ -175,12 +207,74 @@ class Workload:
             self._op(worker, "download", target.name, download)
             self._stop.wait(self.pause)
 
+    # --- through the mount ---------------------------------------------------------------------------
+
+    def _mount_write_loop(self, worker: _Worker, rng: random.Random, index: int) -> None:
+        """Writes files through the mount: acknowledged once close() has returned."""
+        assert self.mountpoint is not None
+        folder = f"{self.prefix}-mnt/w{index}"
+        made = False
+        n = 0
+        while not self._stop.is_set():
+            data = self._random_data(rng)
+            name = f"{folder}/f{n:05d}"
+            n += 1
+
+            def write(data: bytes = data, name: str = name) -> None:
+                nonlocal made
+                if not made:
+                    os.makedirs(f"{self.mountpoint}{folder}", exist_ok=True)
+                    made = True
+                # Several write() calls, as a program copying a file would make.
+                with open(f"{self.mountpoint}{name}", "wb", buffering=0) as f:
+                    view = memoryview(data)
+                    for start in range(0, len(view), 256 * 1024):
+                        f.write(view[start : start + 256 * 1024])
+                # close() returned without an error: the mount says the data is stored.
+
+            if self._op(worker, "mount-write", name, write):
+                with self._lock:
+                    self.acked.append(Acked(name, len(data), sha256(data), time.monotonic(), via="mount"))
+            self._stop.wait(self.pause)
+
+    def _mount_read_loop(self, worker: _Worker, rng: random.Random, index: int) -> None:
+        """Reads acknowledged files (written either way) back through the mount."""
+        assert self.mountpoint is not None
+        while not self._stop.is_set():
+            with self._lock:
+                target = rng.choice(self.acked) if self.acked else None
+            if target is None:
+                self._stop.wait(0.1)
+                continue
+
+            def read(target: Acked = target) -> None:
+                with open(f"{self.mountpoint}{target.name}", "rb", buffering=0) as f:
+                    # Drop the kernel's cached pages, so the bytes come from the mount (and the cluster).
+                    os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                    data = f.read()
+                if len(data) != target.size or sha256(data) != target.digest:
+                    with self._lock:
+                        self.corrupt_reads.append(target.name)
+                    raise AssertionError(
+                        f"{target.name}: read {len(data)} bytes through the mount, not the acknowledged {target.size}"
+                    )
+
+            self._op(worker, "mount-read", target.name, read)
+            self._stop.wait(self.pause)
+
     def acked_count(self) -> int:
         with self._lock:
             return len(self.acked)
 
-    def uploads_in_flight(self) -> int:
-        return sum(1 for w in self._workers if w.current is not None and w.current[0] == "upload")
+    def uploads_in_flight(self, kinds: tuple[str, ...] = ("upload", "mount-write")) -> int:
+        return sum(1 for w in self._workers if w.current is not None and w.current[0] in kinds)
+
+    def wait_in_flight(self, timeout: float, kinds: tuple[str, ...] = ("upload", "mount-write")) -> int:
+        """Waits (up to timeout) until some write is in progress; returns how many are."""
+        deadline = time.monotonic() + timeout
+        while self.uploads_in_flight(kinds) == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.uploads_in_flight(kinds)
 
     def ops_started_between(self, start: float, end: float) -> list[OpRecord]:
         with self._lock:
@@ -196,7 +290,8 @@ class Workload:
     def stop(self, bound: float = CLIENT_WAIT) -> WorkloadResult:
         """Stops the threads; an op still running `bound` seconds after it started counts as hung.
 
-        Hung threads are then unblocked by closing their channels (their ops end with an error).
+        Hung threads are then unblocked by closing their channels (their ops end with an error);
+        a thread hung in the mount stays blocked until the mount is unmounted and its process ended.
         """
         self._stop.set()
         hung: list[tuple[str, str, float]] = []
@@ -209,10 +304,11 @@ class Workload:
                     break
                 worker.thread.join(0.1)
         for worker in self._workers:
-            worker.client.master.pool.close()
+            if worker.client is not None:
+                worker.client.master.pool.close()
         for worker in self._workers:
             assert worker.thread is not None
-            worker.thread.join(5)
+            worker.thread.join(5 if worker.client is not None else 0.1)
         with self._lock:
             return WorkloadResult(list(self.acked), list(self.ops), hung, list(self.corrupt_reads))
 

@@ -106,3 +106,15 @@ def test_a_stored_chunk_is_never_replaced(tmp_path: Path) -> None:
         store_chunk(store, b"forgery!")
     assert exists.value.errno == errno.EEXIST
     assert b"".join(p.data for p in store.read(ID)) == b"original"
+
+
+def test_a_restart_forgets_torn_chunk_files_and_tolerates_strays(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    store_chunk(store, os.urandom(300_000))
+    torn_id = "00000000000000b2"
+    store_chunk(store, os.urandom(300_000), chunk_id=torn_id)
+    torn = store._path(torn_id)
+    os.truncate(torn, torn.stat().st_size - 1000)  # as a crash or a failing disk can leave it
+    (tmp_path / "chunks" / "README").write_text("not a chunk folder")
+    assert ChunkStore(tmp_path).chunk_ids() == [ID]
+    assert not torn.exists()
