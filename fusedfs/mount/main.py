@@ -97,16 +97,15 @@ class MountOptions:
 
 def _keep_malloc_from_hoarding() -> None:
     """Chunk-sized buffers are allocated by gRPC's threads and freed by ours. By default glibc
-    gives threads arenas of their own and raises its mmap threshold after each large free, so
-    freed chunk memory stays with the process and its RSS creeps up under parallel readers.
-    Two arenas and a fixed 256 KiB threshold hand large buffers back to the system at once."""
+    gives each thread an arena of its own, and freed chunk memory stays spread over them: the
+    RSS creeps up under parallel readers. Two arenas keep it down (4 readers: 242 MiB, was 257).
+    (A fixed mmap threshold kept it lower still, but cost a fifth of the write speed.)"""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: nothing to tune
         return
-    m_arena_max, m_mmap_threshold = -8, -3  # from <malloc.h>
+    m_arena_max = -8  # from <malloc.h>
     libc.mallopt(m_arena_max, 2)
-    libc.mallopt(m_mmap_threshold, 256 * 1024)
 
 
 def run_mount(options: MountOptions) -> int:
