@@ -163,6 +163,14 @@ def _inode(row: tuple) -> Inode:  # type: ignore[type-arg]
     return Inode(*row)
 
 
+def _columns(inode: Inode) -> tuple[int | bytes | None, ...]:
+    """The stored columns of an inode but its id, in table order."""
+    return (
+        inode.mode, inode.uid, inode.gid, inode.nlink, inode.size,
+        inode.atime_ns, inode.mtime_ns, inode.ctime_ns, inode.chunk_size, inode.target,
+    )  # fmt: skip
+
+
 def _chunk(row: tuple) -> ChunkRow:  # type: ignore[type-arg]
     return ChunkRow(row[0], ChunkState(row[1]), *row[2:])
 
@@ -242,18 +250,7 @@ class SqliteStore:
         cur = self._db.execute(
             "INSERT INTO inodes (mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                inode.mode,
-                inode.uid,
-                inode.gid,
-                inode.nlink,
-                inode.size,
-                inode.atime_ns,
-                inode.mtime_ns,
-                inode.ctime_ns,
-                inode.chunk_size,
-                inode.target,
-            ),
+            _columns(inode),
         )
         assert cur.lastrowid is not None
         inode.id = cur.lastrowid
@@ -263,19 +260,7 @@ class SqliteStore:
         self._db.execute(
             "UPDATE inodes SET mode=?, uid=?, gid=?, nlink=?, size=?, atime_ns=?, mtime_ns=?, ctime_ns=?,"
             " chunk_size=?, target=? WHERE id=?",
-            (
-                inode.mode,
-                inode.uid,
-                inode.gid,
-                inode.nlink,
-                inode.size,
-                inode.atime_ns,
-                inode.mtime_ns,
-                inode.ctime_ns,
-                inode.chunk_size,
-                inode.target,
-                inode.id,
-            ),
+            (*_columns(inode), inode.id),
         )
 
     def delete_inode(self, ino: int) -> None:
