@@ -158,14 +158,14 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return to_attr(self.ns.link(request.inode, request.new_parent, request.new_name))
 
     @handler
-    def Unlink(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> cp.Empty:
+    def Unlink(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> mp.Attr:
         self._apply(self.ns.unlink(request.parent, request.name))
-        return cp.Empty()
+        return to_attr(self.ns.getattr(request.parent))
 
     @handler
-    def RemoveDir(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> cp.Empty:
+    def RemoveDir(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> mp.Attr:
         self.ns.rmdir(request.parent, request.name)
-        return cp.Empty()
+        return to_attr(self.ns.getattr(request.parent))
 
     @handler
     def Rename(self, request: mp.RenameRequest, context: grpc.ServicerContext) -> cp.Empty:

@@ -84,6 +84,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             master, transfer, chunks, writeback, trio.CapacityLimiter(4), DirCache(ttl=attr_timeout)
         )
         self.dircache = self.shared.dircache
+        # Folders' attributes as our own unlink/rmdir left them: the kernel asks right after.
+        self.folder_attrs: dict[int, tuple[mp.Attr, float]] = {}
         self.open_files: dict[int, OpenFile] = {}
         self.handles: dict[int, tuple[int, int]] = {}  # fh -> (inode, open flags)
         self.next_fh = 1
@@ -107,8 +109,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     def _forget(self, names: list[tuple[int, bytes]], inodes: list[int]) -> None:
         for parent, name in names:
             self.dircache.forget_name(parent, name)
+            self.folder_attrs.pop(parent, None)
         for inode in inodes:
             self.dircache.forget_inode(inode)
+            self.folder_attrs.pop(inode, None)
 
     async def call(self, method: str, request: Any) -> Any:
         return await call_master(self.master, method, request)
@@ -161,6 +165,12 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        known = self.folder_attrs.pop(inode, None)
+        if known is not None:
+            attr, when = known
+            left = self.attr_timeout - (time.monotonic() - when)
+            if left > 0:
+                return self.entry(attr, timeout=left)
         return self.entry(await self.call("GetAttr", mp.InodeRequest(inode=inode)))
 
     @translate_errors
@@ -255,13 +265,15 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     @translate_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         with self._changing(names=[(parent_inode, name)]):
-            await self.call("RemoveDir", mp.EntryRequest(parent=parent_inode, name=name))
+            folder = await self.call("RemoveDir", mp.EntryRequest(parent=parent_inode, name=name))
+        self.folder_attrs[parent_inode] = (folder, time.monotonic())
 
     @translate_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.announce_if_changed()  # so that a file we have open outlives its last name
         with self._changing(names=[(parent_inode, name)]):
-            await self.call("Unlink", mp.EntryRequest(parent=parent_inode, name=name))
+            folder = await self.call("Unlink", mp.EntryRequest(parent=parent_inode, name=name))
+        self.folder_attrs[parent_inode] = (folder, time.monotonic())
 
     @translate_errors
     async def rename(

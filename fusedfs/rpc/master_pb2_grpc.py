@@ -88,12 +88,12 @@ class MasterStub:
         self.Unlink = channel.unary_unary(
                 '/fusedfs.rpc.Master/Unlink',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.EntryRequest.SerializeToString,
-                response_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
                 _registered_method=True)
         self.RemoveDir = channel.unary_unary(
                 '/fusedfs.rpc.Master/RemoveDir',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.EntryRequest.SerializeToString,
-                response_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
                 _registered_method=True)
         self.Rename = channel.unary_unary(
                 '/fusedfs.rpc.Master/Rename',
@@ -247,7 +247,9 @@ class MasterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Unlink(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Unlink and RemoveDir answer with the folder's attributes after the change (the kernel asks
+        for them next).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -426,12 +428,12 @@ def add_MasterServicer_to_server(servicer, server):
             'Unlink': grpc.unary_unary_rpc_method_handler(
                     servicer.Unlink,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.EntryRequest.FromString,
-                    response_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.Attr.SerializeToString,
             ),
             'RemoveDir': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveDir,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.EntryRequest.FromString,
-                    response_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.Attr.SerializeToString,
             ),
             'Rename': grpc.unary_unary_rpc_method_handler(
                     servicer.Rename,
@@ -815,7 +817,7 @@ class Master:
             target,
             '/fusedfs.rpc.Master/Unlink',
             fusedfs_dot_rpc_dot_master__pb2.EntryRequest.SerializeToString,
-            fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+            fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
             options,
             channel_credentials,
             insecure,
@@ -842,7 +844,7 @@ class Master:
             target,
             '/fusedfs.rpc.Master/RemoveDir',
             fusedfs_dot_rpc_dot_master__pb2.EntryRequest.SerializeToString,
-            fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+            fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
             options,
             channel_credentials,
             insecure,
