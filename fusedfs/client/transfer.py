@@ -108,35 +108,25 @@ class ChunkTransfer:
     def _push(self, alloc: mp.AllocateChunkReply, data: bytes, crc: int) -> _Attempt:
         """Sends the chunk: small ones to every keeper at once, others down the pipeline."""
         attempt = _Attempt(alloc.chunk_id)
+        header = kp.WriteChunkHeader(chunk_id=alloc.chunk_id, length=len(data), crc32c=crc)
         if len(data) <= PIECE_SIZE:
             # One message each: the latency of one hop instead of len(pipeline), for little bandwidth.
-            targets = [
-                (keeper, kp.WriteChunkHeader(chunk_id=alloc.chunk_id, length=len(data), crc32c=crc))
+            message = kp.WriteChunkMessage(header=header, data=data)
+            calls = [
+                (keeper, self._keeper(keeper.address).WriteSmallChunk.future(message, timeout=KEEPER_TIMEOUT))
                 for keeper in alloc.pipeline
             ]
         else:
-            first, rest = alloc.pipeline[0], alloc.pipeline[1:]
-            targets = [
-                (first, kp.WriteChunkHeader(chunk_id=alloc.chunk_id, length=len(data), crc32c=crc, downstream=rest))
-            ]
+            first = alloc.pipeline[0]
+            header.downstream.extend(alloc.pipeline[1:])
 
-        def messages(header: kp.WriteChunkHeader) -> Iterator[kp.WriteChunkMessage]:
-            view = memoryview(data)
-            yield kp.WriteChunkMessage(header=header, data=bytes(view[:PIECE_SIZE]))
-            for start in range(PIECE_SIZE, len(data), PIECE_SIZE):
-                yield kp.WriteChunkMessage(data=bytes(view[start : start + PIECE_SIZE]))
+            def messages() -> Iterator[kp.WriteChunkMessage]:
+                view = memoryview(data)
+                yield kp.WriteChunkMessage(header=header, data=bytes(view[:PIECE_SIZE]))
+                for start in range(PIECE_SIZE, len(data), PIECE_SIZE):
+                    yield kp.WriteChunkMessage(data=bytes(view[start : start + PIECE_SIZE]))
 
-        calls = [
-            (
-                keeper,
-                self._keeper(keeper.address).WriteSmallChunk.future(
-                    kp.WriteChunkMessage(header=header, data=data), timeout=KEEPER_TIMEOUT
-                )
-                if len(data) <= PIECE_SIZE
-                else self._keeper(keeper.address).WriteChunk.future(messages(header), timeout=KEEPER_TIMEOUT),
-            )
-            for keeper, header in targets
-        ]
+            calls = [(first, self._keeper(first.address).WriteChunk.future(messages(), timeout=KEEPER_TIMEOUT))]
         for keeper, call in calls:
             try:
                 reply = call.result()
@@ -209,10 +199,9 @@ class ChunkTransfer:
         try:
             keeper = self._keeper(replica.address)
             # Within one piece a plain call does (random reads); longer ranges stream.
-            small = size <= PIECE_SIZE
             pieces = (
                 [keeper.ReadSmallRange(request, timeout=KEEPER_TIMEOUT)]
-                if small
+                if size <= PIECE_SIZE
                 else keeper.ReadChunk(request, timeout=KEEPER_TIMEOUT)
             )
             for piece in pieces:

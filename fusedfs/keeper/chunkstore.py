@@ -235,12 +235,6 @@ class ChunkStore:
 
     # --- reading -------------------------------------------------------------------------------
 
-    def info(self, chunk_id: str) -> ChunkInfo:
-        _check_id(chunk_id)
-        with self._open(chunk_id) as f:
-            length, crc, _ = self._read_header(chunk_id, f)
-            return ChunkInfo(length, crc)
-
     def _open(self, chunk_id: str):  # type: ignore[no-untyped-def]
         try:
             return open(self._path(chunk_id), "rb", buffering=0)
@@ -262,17 +256,31 @@ class ChunkStore:
             raise CorruptChunk(f"chunk {chunk_id}: truncated checksums")
         return length, crc, list(struct.unpack(f"<{blocks}I", raw_crcs))
 
-    def read(self, chunk_id: str, offset: int = 0, length: int = 0) -> Iterator[Piece]:
-        """Yields verified, block-aligned pieces covering [offset, offset + length) of the chunk.
+    def open_chunk(self, chunk_id: str, offset: int = 0, length: int = 0) -> tuple[ChunkInfo, Iterator[Piece]]:
+        """The chunk's header, and its verified, block-aligned pieces covering [offset, offset +
+        length) (length 0: to the end), from one open of the file.
 
-        Raises CorruptChunk on the first block that fails its checksum (the caller reports it).
+        The pieces raise CorruptChunk on the first block that fails its checksum (the caller
+        reports it); a bad header raises it here.
         """
         _check_id(chunk_id)
         f = self._open(chunk_id)
-        with f:
-            stored, _, crcs = self._read_header(chunk_id, f)
+        try:
+            stored, crc, crcs = self._read_header(chunk_id, f)
             if offset > stored:
                 raise FsError(errno.EINVAL, f"offset {offset} is past the chunk's end ({stored})")
+        except BaseException:
+            f.close()
+            raise
+        return ChunkInfo(stored, crc), self._pieces(chunk_id, f, stored, crcs, offset, length)
+
+    def read(self, chunk_id: str, offset: int = 0, length: int = 0) -> Iterator[Piece]:
+        """open_chunk's pieces alone."""
+        return self.open_chunk(chunk_id, offset, length)[1]
+
+    @staticmethod
+    def _pieces(chunk_id: str, f, stored: int, crcs: list[int], offset: int, length: int) -> Iterator[Piece]:  # type: ignore[no-untyped-def]
+        with f:
             end = stored if length == 0 else min(stored, offset + length)
             pos = offset - offset % BLOCK_SIZE
             data_offset = _data_offset(stored)
@@ -294,9 +302,9 @@ class ChunkStore:
     def verify(self, chunk_id: str) -> bool:
         """Reads the whole chunk and checks every block and the chunk checksum."""
         try:
-            info = self.info(chunk_id)
+            info, pieces = self.open_chunk(chunk_id)
             running = 0
-            for piece in self.read(chunk_id):
+            for piece in pieces:
                 running = crc32c(piece.data, running)
             if running != info.crc:
                 raise CorruptChunk(f"chunk {chunk_id}: chunk checksum mismatch")

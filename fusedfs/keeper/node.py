@@ -172,12 +172,12 @@ class KeeperNode:
         """Streams a local chunk to another keeper (re-replication)."""
         result = mp.CopyResult(chunk_id=command.chunk_id, target_id=command.target.keeper_id, ok=False)
         try:
-            info = self.store.info(command.chunk_id)
+            info, pieces = self.store.open_chunk(command.chunk_id)
             header = kp.WriteChunkHeader(chunk_id=command.chunk_id, length=info.length, crc32c=info.crc)
 
             def messages() -> Iterator[kp.WriteChunkMessage]:
                 yield kp.WriteChunkMessage(header=header)
-                for piece in self.store.read(command.chunk_id):
+                for piece in pieces:
                     yield kp.WriteChunkMessage(data=piece.data)
 
             stub = keeper_pb2_grpc.KeeperStub(self.pool.get(command.target.address))

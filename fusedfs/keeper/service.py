@@ -175,9 +175,9 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
 
     def _pieces(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> Iterator[kp.ChunkPiece]:
         try:
-            info = self.store.info(request.chunk_id)
+            info, pieces = self.store.open_chunk(request.chunk_id, request.offset, request.length)
             first = True
-            for piece in self.store.read(request.chunk_id, request.offset, request.length):
+            for piece in pieces:
                 message = kp.ChunkPiece(
                     offset=piece.offset, data=piece.data, block_crc32c=piece.block_crcs, block_size=BLOCK_SIZE
                 )

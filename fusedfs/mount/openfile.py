@@ -42,7 +42,6 @@ class MountShared:
     writeback: WriteBack
     upload_limiter: trio.CapacityLimiter  # uploads in flight
     dircache: DirCache  # names and attributes seen recently; our commits make them stale
-    changes: int = 0  # chunk lists this mount changed (commits, truncates): tells stale replies apart
 
 
 @dataclass
@@ -70,7 +69,6 @@ class OpenFile:
         return self.attr.inode
 
     def _committed(self, attr: mp.Attr, writes: int) -> None:
-        self.shared.changes += 1
         self.shared.dircache.forget_inode(self.inode)
         self.committed_writes = max(self.committed_writes, writes)
         if attr.ctime_ns >= self.attr.ctime_ns:  # replies to concurrent commits may arrive out of order
@@ -239,7 +237,6 @@ class OpenFile:
         """The file was truncated (on the master): drop buffered data past its new size."""
         size = self.size = attr.size
         self.attr = attr
-        self.shared.changes += 1
         self.shared.dircache.forget_inode(self.inode)
         self.refs = None
         writeback = self.shared.writeback

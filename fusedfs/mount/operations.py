@@ -200,10 +200,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                 await open_file.flush(self._nursery())  # buffered data first, then cut it
         with self._changing(inodes=[inode]):
             result = await self.call("SetAttr", request)
-        if fields.update_size:
-            self.shared.changes += 1
-            if open_file is not None:
-                open_file.truncated(result)
+        if fields.update_size and open_file is not None:
+            open_file.truncated(result)
         return self.entry(result)
 
     @translate_errors
@@ -342,7 +340,6 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             attr = await self.call("CreateFile", request)
             if flags & os.O_TRUNC and attr.size:
                 attr = await self.call("SetAttr", mp.SetAttrRequest(inode=attr.inode, size=0))
-                self.shared.changes += 1
         return self._register(attr, flags), self.entry(attr)
 
     @translate_errors
@@ -359,10 +356,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                 raise FsError(errno.EISDIR)
             return self._register(attr, flags)
         # The chunk list comes with the attributes: a read after open needs no second call.
-        changes = self.shared.changes
+        generation = self.dircache.generation  # bumped by every change this mount makes
         reply = await self.call("GetChunks", mp.GetChunksRequest(inode=inode))
         # Usable only if no file of ours changed meanwhile (the reply might predate that change).
-        fresh = inode not in self.open_files and changes == self.shared.changes
+        fresh = inode not in self.open_files and generation == self.dircache.generation
         info = self._register(reply.attr, flags)
         if fresh:
             self.open_files[inode].refs = {ref.index: ref for ref in reply.chunks}
