@@ -114,7 +114,7 @@ class ChunkWriter:
             header += struct.pack(f"<{len(self._block_crcs)}I", *self._block_crcs)
             try:
                 os.pwrite(self._fd, header, 0)
-                os.fsync(self._fd)
+                os.fdatasync(self._fd)  # data and size; the name is made durable by _install
             except OSError as e:
                 raise _disk_error(e) from e
             os.close(self._fd)
@@ -129,6 +129,15 @@ class ChunkWriter:
             os.close(self._fd)
             self._fd = -1
         self._tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Makes the names in a folder durable."""
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _disk_error(e: OSError) -> FsError:
@@ -147,7 +156,16 @@ class ChunkStore:
         self._sizes: dict[str, int] = {}
         self._added: set[str] = set()
         self._removed: set[str] = set()
-        (root / "chunks").mkdir(parents=True, exist_ok=True)
+        chunks = root / "chunks"
+        chunks.mkdir(parents=True, exist_ok=True)
+        made = False
+        for fan in range(256):  # all made up front, so a write never makes (and fsyncs) a folder
+            sub = chunks / f"{fan:02x}"
+            if not sub.is_dir():
+                sub.mkdir()
+                made = True
+        if made:
+            _fsync_dir(chunks)
         tmp = root / "tmp"
         tmp.mkdir(exist_ok=True)
         for leftover in tmp.iterdir():  # interrupted writes: never acknowledged, so never needed
@@ -208,18 +226,13 @@ class ChunkStore:
 
     def _install(self, tmp: Path, chunk_id: str, size: int) -> None:
         final = self._path(chunk_id)
-        final.parent.mkdir(exist_ok=True)
         try:
             os.link(tmp, final)  # never replaces: of two writes of one id, the first to finish stays
         except FileExistsError:
             raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here") from None
         finally:
             tmp.unlink()
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(final.parent)
         with self._lock:
             self._sizes[chunk_id] = size
             self._added.add(chunk_id)
