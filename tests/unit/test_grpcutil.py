@@ -1,0 +1,52 @@
+"""The channel pool keeps each channel's completion thread between calls, and ends it cleanly."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from fusedfs.grpcutil import ChannelPool, make_server
+
+
+@pytest.fixture
+def echo_address() -> Iterator[str]:
+    server = make_server(max_workers=4)
+    handler = grpc.method_handlers_generic_handler(
+        "test.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=None)
+
+
+def test_one_completion_thread_serves_calls_made_one_at_a_time(echo_address: str) -> None:
+    crashes: list[threading.ExceptHookArgs] = []
+    previous_hook, threading.excepthook = threading.excepthook, crashes.append
+    started: list[threading.Thread] = []
+    real_start = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        if not thread.name.startswith("rpc"):  # (the server's own threads)
+            started.append(thread)
+        real_start(thread)
+
+    threading.Thread.start = counting_start  # type: ignore[method-assign]
+    try:
+        pool = ChannelPool()
+        echo = pool.get(echo_address).unary_unary("/test.Echo/Echo")
+        for i in range(50):  # one at a time, as the mount makes most calls
+            assert echo.future(b"%d" % i, timeout=5).result() == b"%d" % i
+        # Without the pool's help grpcio starts a thread for each of the 50 calls.
+        assert len(started) == 1, started
+        pool.close()
+        started[0].join(timeout=5)  # the completion thread ends with the pool ...
+        assert not started[0].is_alive()
+    finally:
+        threading.Thread.start = real_start  # type: ignore[method-assign]
+        threading.excepthook = previous_hook
+    assert crashes == []  # ... without dying on the closed channel
