@@ -6,6 +6,10 @@ The total is bounded (`--writeback-mib`): a writer that would go past the limit 
 oldest idle slot of the mount uploaded and waits for room, as S3QL's cache does.
 
 Holes read as zeros: a slot file is extended sparsely, and truncated with ftruncate.
+
+A slot starts in memory and moves to its file once it grows past `memory_slot_bytes` (or the
+mount's slots in memory would pass `memory_bytes`): a small file is written, uploaded and
+dropped without creating, reading and deleting a file of its own.
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ from pathlib import Path
 
 import trio
 
+MEMORY_SLOT_BYTES = 256 << 10
+MEMORY_BYTES = 32 << 20
+
 
 class DirtySlot:
-    def __init__(self, owner: object, inode: int, index: int, fd: int) -> None:
+    def __init__(self, owner: object, inode: int, index: int) -> None:
         self.owner = owner  # the OpenFile it belongs to
         self.inode = inode
         self.index = index
-        self.fd = fd
+        self.memory: bytearray | None = bytearray()  # the data while small; None once in the file
+        self.fd = -1  # the slot's file, once it has one
         self.length = 0  # bytes from the slot's start that hold data (zeros where never written)
         self.version = 0  # bumped by every change, so an upload of an older state is not taken as current
         self.uploading = False  # an upload is reading it: closing waits for that (see drop)
@@ -32,26 +40,51 @@ class DirtySlot:
 
 
 class WriteBack:
-    def __init__(self, folder: Path, limit_bytes: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        limit_bytes: int,
+        memory_slot_bytes: int = MEMORY_SLOT_BYTES,
+        memory_bytes: int = MEMORY_BYTES,
+    ) -> None:
         self.folder = folder
         self.limit = limit_bytes
+        self.memory_slot_bytes = memory_slot_bytes
+        self.memory_bytes = memory_bytes
         self.used = 0
+        self.in_memory = 0  # bytes of slots still in memory
         self._slots: OrderedDict[tuple[int, int], DirtySlot] = OrderedDict()  # oldest first
         self._changed = trio.Event()
         folder.mkdir(parents=True, exist_ok=True)
 
     def create(self, owner: object, inode: int, index: int, initial: bytes) -> DirtySlot:
-        path = self.folder / f"{inode}-{index}"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        slot = DirtySlot(owner, inode, index, fd)
+        slot = DirtySlot(owner, inode, index)
         self._slots[(inode, index)] = slot
         if initial:
             self.write(slot, 0, initial)
         return slot
 
+    def _to_file(self, slot: DirtySlot) -> None:
+        assert slot.memory is not None
+        slot.fd = os.open(self.folder / f"{slot.inode}-{slot.index}", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.pwrite(slot.fd, slot.memory, 0)
+        self.in_memory -= len(slot.memory)
+        slot.memory = None
+
     def write(self, slot: DirtySlot, offset: int, data: bytes | memoryview) -> None:
-        os.pwrite(slot.fd, data, offset)
         end = offset + len(data)
+        memory = slot.memory
+        if memory is not None:
+            growth = max(0, end - len(memory))
+            if end > self.memory_slot_bytes or self.in_memory + growth > self.memory_bytes:
+                self._to_file(slot)
+            else:
+                if offset > len(memory):
+                    memory.extend(bytes(offset - len(memory)))  # a hole reads as zeros
+                memory[offset:end] = data
+                self.in_memory += growth
+        if slot.memory is None:
+            os.pwrite(slot.fd, data, offset)
         if end > slot.length:
             self.used += end - slot.length
             slot.length = end
@@ -60,11 +93,18 @@ class WriteBack:
     def read(self, slot: DirtySlot, start: int, end: int) -> bytes:
         """Bytes [start, end) of the slot, as far as it holds data."""
         end = min(end, slot.length)
-        return os.pread(slot.fd, end - start, start) if end > start else b""
+        if end <= start:
+            return b""
+        memory = slot.memory
+        return bytes(memory[start:end]) if memory is not None else os.pread(slot.fd, end - start, start)
 
     def truncate(self, slot: DirtySlot, length: int) -> None:
         if length < slot.length:
-            os.ftruncate(slot.fd, length)
+            if slot.memory is not None:
+                self.in_memory -= max(0, len(slot.memory) - length)
+                del slot.memory[length:]
+            else:
+                os.ftruncate(slot.fd, length)
             self.used -= slot.length - length
             slot.length = length
             slot.version += 1
@@ -75,16 +115,19 @@ class WriteBack:
             return
         slot.dropped = True
         del self._slots[(slot.inode, slot.index)]
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.folder / f"{slot.inode}-{slot.index}")
         self.used -= slot.length
-        if not slot.uploading:
-            os.close(slot.fd)
+        if slot.memory is not None:
+            self.in_memory -= len(slot.memory)  # (an upload reading it keeps its own reference)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.folder / f"{slot.inode}-{slot.index}")
+            if not slot.uploading:
+                os.close(slot.fd)
         self.wake()
 
     def upload_ended(self, slot: DirtySlot) -> None:
         slot.uploading = False
-        if slot.dropped:
+        if slot.dropped and slot.fd >= 0:
             os.close(slot.fd)  # dropped while an upload was reading it
         self.wake()
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fusedfs.mount.writeback import WriteBack
 
 
-def test_slots_hold_data_with_holes_and_count_toward_the_limit(tmp_path: Path) -> None:
-    cache = WriteBack(tmp_path / "mount-1", limit_bytes=100)
+@pytest.mark.parametrize("memory_slot_bytes", [0, 1000])  # slots in files, slots in memory
+def test_slots_hold_data_with_holes_and_count_toward_the_limit(tmp_path: Path, memory_slot_bytes: int) -> None:
+    cache = WriteBack(tmp_path / "mount-1", limit_bytes=100, memory_slot_bytes=memory_slot_bytes)
     a = cache.create(owner=None, inode=7, index=0, initial=b"abc")
     cache.write(a, 10, b"xyz")  # leaves a hole
     assert cache.read(a, 0, 100) == b"abc" + bytes(7) + b"xyz"
@@ -33,3 +36,19 @@ def test_slots_hold_data_with_holes_and_count_toward_the_limit(tmp_path: Path) -
 def test_an_empty_cache_never_blocks_a_write(tmp_path: Path) -> None:
     cache = WriteBack(tmp_path / "m", limit_bytes=10)
     assert not cache.full(1000)  # one chunk always fits, whatever the limit
+
+
+def test_a_slot_moves_from_memory_to_its_file_when_it_grows(tmp_path: Path) -> None:
+    cache = WriteBack(tmp_path / "m", limit_bytes=1 << 20, memory_slot_bytes=8, memory_bytes=12)
+    small = cache.create(owner=None, inode=1, index=0, initial=b"1234")
+    assert small.memory is not None and not (tmp_path / "m" / "1-0").exists()
+    cache.write(small, 6, b"56")  # within the slot limit: still in memory, with a hole
+    other = cache.create(owner=None, inode=2, index=0, initial=b"abcdefgh")  # past the mount's memory
+    assert other.memory is None and cache.read(other, 0, 99) == b"abcdefgh"
+    cache.write(small, 7, b"789")  # past the slot limit: to its file, contents kept
+    assert small.memory is None and (tmp_path / "m" / "1-0").exists()
+    assert cache.read(small, 0, 99) == b"1234\0\0" + b"5789"
+    assert cache.in_memory == 0 and cache.used == 18
+    cache.drop(small)
+    cache.drop(other)
+    assert cache.used == 0 and cache.close()
