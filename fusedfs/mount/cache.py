@@ -2,7 +2,8 @@
 
 `ChunkLoader` is the one way the mount reads a whole chunk: concurrent readers and the
 read-ahead of one chunk share a single fetch (single flight), and the finished chunk goes
-to the LRU `ChunkCache` shared by every open file.
+to the LRU `ChunkCache` shared by every open file. Random reads keep the single 64 KiB
+checksum blocks they fetch in the same cache (`ChunkCache.block_range`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from fusedfs.chunks import BLOCK_SIZE, aligned_range
 from fusedfs.rpc import master_pb2 as mp
 
 
@@ -53,28 +55,51 @@ class ChunkData:
 EMPTY = ChunkData([])
 
 
+CacheKey = str | tuple[str, int]  # a chunk id (the whole chunk), or (chunk id, offset) of one block
+
+
 class ChunkCache:
-    """Recently read chunks, least recently used dropped first, bounded in bytes."""
+    """Recently read chunks and single blocks, least recently used dropped first, bounded in bytes."""
 
     def __init__(self, limit_bytes: int) -> None:
         self.limit = limit_bytes
         self.size = 0
-        self._data: OrderedDict[str, ChunkData] = OrderedDict()
+        self._data: OrderedDict[CacheKey, ChunkData] = OrderedDict()
 
-    def get(self, chunk_id: str) -> ChunkData | None:
-        data = self._data.get(chunk_id)
+    def get(self, key: CacheKey) -> ChunkData | None:
+        data = self._data.get(key)
         if data is not None:
-            self._data.move_to_end(chunk_id)
+            self._data.move_to_end(key)
         return data
 
-    def put(self, chunk_id: str, data: ChunkData) -> None:
-        if chunk_id in self._data or len(data) > self.limit:
+    def put(self, key: CacheKey, data: ChunkData) -> None:
+        if key in self._data or len(data) > self.limit:
             return
-        self._data[chunk_id] = data
+        self._data[key] = data
         self.size += len(data)
         while self.size > self.limit:
             _, dropped = self._data.popitem(last=False)
             self.size -= len(dropped)
+
+    async def block_range(
+        self, ref: mp.ChunkRef, offset: int, length: int, fetch: Callable[[int, int], Awaitable[list[memoryview]]]
+    ) -> bytes | None:
+        """[offset, offset + length) of a chunk when it lies within one checksum block: from that
+        block, cached, or fetched whole with fetch(start, size) and kept (the keeper sends the
+        whole block anyway, for its checksum; a random reader's next read may fall in it).
+        None for a range across blocks (not worth keeping)."""
+        start, size = aligned_range(offset, length, ref.stored_length)
+        if size > BLOCK_SIZE:
+            return None
+        needed = min(ref.length, start + size) - start  # (a chunk's blocks never grow, but be sure)
+        if needed <= 0:  # past the chunk's end: a hole
+            return b""
+        key = (ref.chunk_id, start)
+        block = self.get(key)
+        if block is None or len(block) < needed:
+            block = ChunkData(await fetch(start, size))
+            self.put(key, block)
+        return block.limited(needed).slice(offset - start, offset - start + length)
 
 
 class _Flight:

@@ -103,14 +103,21 @@ class OpenFile:
                 nursery.start_soon(self._prefetch, ref)
 
     async def _range(self, index: int, offset: int, length: int) -> bytes:
-        """Just the blocks of slot index that hold [offset, offset + length): for random reads."""
+        """Just the blocks of slot index that hold [offset, offset + length): for random reads.
+        A range within one checksum block keeps that block in the chunk cache."""
         ref = (await self._refs()).get(index)
         if ref is None:
             return b""
-        cached = self.shared.chunks.cache.get(ref.chunk_id)
+        cache = self.shared.chunks.cache
+        cached = cache.get(ref.chunk_id)
         if cached is not None:
             return cached.limited(ref.length).slice(offset, offset + length)
-        return await run(self.shared.transfer.read, self.inode, ref, offset, length)
+
+        async def fetch(start: int, size: int) -> list[memoryview]:
+            return await run(self.shared.transfer.read_parts, self.inode, ref, start, size)
+
+        piece = await cache.block_range(ref, offset, length, fetch)
+        return piece if piece is not None else b"".join(await fetch(offset, length))
 
     async def read(self, offset: int, size: int, nursery: trio.Nursery) -> bytes:
         end = min(offset + size, self.size)

@@ -6,6 +6,7 @@ import os
 
 import trio
 
+from fusedfs.chunks import BLOCK_SIZE
 from fusedfs.mount.cache import ChunkCache, ChunkData, ChunkLoader
 from fusedfs.rpc import master_pb2 as mp
 
@@ -107,5 +108,36 @@ def test_a_failed_fetch_lets_the_waiters_fetch_again() -> None:
                 nursery.start_soon(load)
         assert sorted(outcomes) == ["error", "x"] and attempts == 2
         assert not loader.wanted("a") and loader.wanted("b")
+
+    trio.run(main)
+
+
+def test_reads_within_a_block_fetch_it_once_and_slice_it() -> None:
+    """A random read keeps the checksum block it came in: the next read in that block needs no fetch."""
+    data = os.urandom(3 * BLOCK_SIZE + 500)
+    chunk = mp.ChunkRef(index=0, chunk_id="c1", length=len(data), stored_length=len(data))
+    fetched: list[tuple[int, int]] = []
+
+    async def fetch(start: int, size: int) -> list[memoryview]:
+        fetched.append((start, size))
+        return pieces(data[start : start + size], 4096)
+
+    async def main() -> None:
+        cache = ChunkCache(limit_bytes=1 << 20)
+        assert await cache.block_range(chunk, BLOCK_SIZE + 4096, 4096, fetch) == data[BLOCK_SIZE + 4096 :][:4096]
+        assert await cache.block_range(chunk, BLOCK_SIZE + 100, 50, fetch) == data[BLOCK_SIZE + 100 :][:50]
+        assert fetched == [(BLOCK_SIZE, BLOCK_SIZE)]
+        # The short last block; a read past the chunk's end is a hole; one across blocks is not kept.
+        assert await cache.block_range(chunk, 3 * BLOCK_SIZE + 400, 4096, fetch) == data[3 * BLOCK_SIZE + 400 :]
+        assert fetched[-1] == (3 * BLOCK_SIZE, 500)
+        assert await cache.block_range(chunk, len(data) + 10, 10, fetch) == b""
+        assert await cache.block_range(chunk, BLOCK_SIZE - 10, 20, fetch) is None
+        # A shorter (truncated) view of the chunk never sees the bytes past its length.
+        short = mp.ChunkRef(index=0, chunk_id="c1", length=BLOCK_SIZE + 5000, stored_length=len(data))
+        assert (
+            await cache.block_range(short, BLOCK_SIZE + 4096, 4096, fetch)
+            == data[BLOCK_SIZE + 4096 : BLOCK_SIZE + 5000]
+        )
+        assert len(fetched) == 2
 
     trio.run(main)
