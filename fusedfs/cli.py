@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the kernel may cache attributes and names (default 1)",
     )
+    mount.add_argument(
+        "--negative-timeout",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="how long the kernel may remember that a name does not exist (default 0.2; 0 never)",
+    )
     mount.add_argument("--cache-mib", type=int, default=80, metavar="MiB", help="read cache size (default 80)")
     mount.add_argument(
         "--cache-dir",
@@ -256,6 +263,7 @@ def run_mount(args: argparse.Namespace) -> int:
         mountpoint=args.mountpoint,
         wait=args.wait,
         attr_timeout=args.attr_timeout,
+        negative_timeout=args.negative_timeout,
         read_cache_bytes=args.cache_mib << 20,
         cache_dir=args.cache_dir,
         writeback_bytes=args.writeback_mib << 20,

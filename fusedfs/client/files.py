@@ -52,7 +52,7 @@ class FileClient:
                 attr = self.master.call(
                     "MakeDir",
                     mp.MakeNodeRequest(parent=attr.inode, name=name, mode=0o755, uid=os.getuid(), gid=os.getgid()),
-                )
+                ).attr
             except FsError as e:
                 if e.errno != errno.EEXIST:
                     raise
@@ -65,7 +65,7 @@ class FileClient:
         parent, name = self._parent(path)
         return self.master.call(
             "MakeDir", mp.MakeNodeRequest(parent=parent.inode, name=name, mode=0o755, uid=os.getuid(), gid=os.getgid())
-        )
+        ).attr
 
     def remove(self, path: str) -> None:
         parent, name = self._parent(path)

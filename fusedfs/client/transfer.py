@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -37,6 +39,51 @@ log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 4
 KEEPER_TIMEOUT = 60.0  # one chunk transfer; generous for a slow disk, bounded for a dead keeper
+RESERVATION_MAX_AGE = 30.0  # seconds a chunk id reserved ahead is used; its placement may age
+
+
+@dataclass(frozen=True)
+class _Reservation:
+    """A chunk id the master reserved for us, and the keepers to write it to."""
+
+    chunk_id: str
+    pipeline: list[cp.KeeperRef]
+    min_copies: int
+    made: float  # time.monotonic()
+
+
+class _ReservedAhead:
+    """Chunk ids for small chunks, reserved many at a time: a writer of many small files then
+    asks the master once per batch instead of once per file. Thread-safe."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self._lock = threading.Lock()
+        self._ready: list[_Reservation] = []
+
+    def take(self) -> tuple[_Reservation | None, list[str]]:
+        """A fresh reservation (None when out), and the ids that grew too old to use."""
+        with self._lock:
+            now = time.monotonic()
+            stale = [r.chunk_id for r in self._ready if now - r.made > RESERVATION_MAX_AGE]
+            self._ready = [r for r in self._ready if now - r.made <= RESERVATION_MAX_AGE]
+            return (self._ready.pop() if self._ready else None), stale
+
+    def keep(self, reservations: Iterable[_Reservation]) -> None:
+        with self._lock:
+            self._ready.extend(reservations)
+
+    def drop_keepers(self, keeper_ids: set[str]) -> list[str]:
+        """Forgets reservations placed on keepers that just failed; returns their ids."""
+        with self._lock:
+            dropped = [r for r in self._ready if {k.keeper_id for k in r.pipeline} & keeper_ids]
+            self._ready = [r for r in self._ready if r not in dropped]
+        return [r.chunk_id for r in dropped]
+
+    def drop_all(self) -> list[str]:
+        with self._lock:
+            dropped, self._ready = self._ready, []
+        return [r.chunk_id for r in dropped]
 
 
 @dataclass
@@ -48,9 +95,14 @@ class _Attempt:
 
 
 class ChunkTransfer:
-    def __init__(self, master: MasterClient, pool: ChannelPool | None = None) -> None:
+    def __init__(self, master: MasterClient, pool: ChannelPool | None = None, reserve_ahead: int = 0) -> None:
+        """reserve_ahead: chunk ids for small chunks to reserve per master call (0: one at a time)."""
         self.master = master
         self.pool = pool or master.pool
+        self._ahead = _ReservedAhead(reserve_ahead) if reserve_ahead > 1 else None
+        # Blocking calls in threads that stay: a gRPC future on an idle channel starts a thread
+        # of its own each time, which costs more than the call (3 per small chunk).
+        self._fan_out = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fusedfs-fan-out")
 
     def _keeper(self, address: str) -> keeper_pb2_grpc.KeeperStub:
         return keeper_pb2_grpc.KeeperStub(self.pool.get(address))
@@ -66,28 +118,29 @@ class ChunkTransfer:
         try:
             while True:
                 try:
-                    request = mp.AllocateChunkRequest(exclude_keepers=sorted(exclude), length=len(data))
-                    alloc = self.master.call("AllocateChunk", request)
+                    reservation = self._reserve(exclude, len(data))
                 except FsError as e:
                     if e.errno == errno.EIO and exclude and time.monotonic() < deadline:
                         exclude.clear()  # the master may not have noticed the failure yet: let it choose again
                         time.sleep(0.5)
                         continue
                     raise
-                attempt = self._push(alloc, data, crc)
+                attempt = self._push(reservation, data, crc)
                 attempts.append(attempt)
-                if len(attempt.stored_on) == len(alloc.pipeline):
+                if len(attempt.stored_on) == len(reservation.pipeline):
                     return self._accept(attempt, attempts, index, data, crc)
                 exclude.update(attempt.failed)
+                if self._ahead is not None:  # reserved on a failing keeper: would fail the same way
+                    self.abandon(self._ahead.drop_keepers(set(attempt.failed)))
                 if len(attempts) >= WRITE_ATTEMPTS or time.monotonic() >= deadline:
                     break
             best = max(attempts, key=lambda a: len(a.stored_on))
-            if len(best.stored_on) >= max(alloc.min_copies, 1):
+            if len(best.stored_on) >= max(reservation.min_copies, 1):
                 return self._accept(best, attempts, index, data, crc)
             if all(a.full for a in attempts):
                 raise FsError(errno.ENOSPC, "no space left on enough keepers for another chunk")
             raise FsError(
-                errno.EIO, f"could not store a chunk on {alloc.min_copies} keepers after {len(attempts)} attempts"
+                errno.EIO, f"could not store a chunk on {reservation.min_copies} keepers after {len(attempts)} attempts"
             )
         except BaseException:
             self.abandon([a.chunk_id for a in attempts])
@@ -99,26 +152,51 @@ class ChunkTransfer:
             index=index, chunk_id=chosen.chunk_id, length=len(data), crc32c=crc, stored_on=chosen.stored_on
         )
 
+    def _reserve(self, exclude: set[str], length: int) -> _Reservation:
+        """A chunk id and its keepers: reserved ahead for a small chunk's first attempt."""
+        ahead = self._ahead if not exclude and length <= PIECE_SIZE else None
+        if ahead is not None:
+            reservation, stale = ahead.take()
+            self.abandon(stale)
+            if reservation is not None:
+                return reservation
+        count, length = (ahead.batch, PIECE_SIZE) if ahead is not None else (1, length)
+        request = mp.AllocateChunksRequest(exclude_keepers=sorted(exclude), length=length, count=count)
+        reply = self.master.call("AllocateChunks", request)
+        now = time.monotonic()
+        made = [_Reservation(c.chunk_id, list(c.pipeline), reply.min_copies, now) for c in reply.chunks]
+        if not made:
+            raise FsError(errno.EIO, "the master reserved no chunk")
+        if ahead is not None:
+            ahead.keep(made[1:])
+        return made[0]
+
+    def close(self) -> None:
+        """Gives back the chunk ids reserved ahead and not used."""
+        if self._ahead is not None:
+            self.abandon(self._ahead.drop_all())
+        self._fan_out.shutdown(wait=False)
+
     def abandon(self, chunk_ids: list[str]) -> None:
         """Gives back reserved chunks that will not be committed (best effort; leases expire anyway)."""
         if chunk_ids:
             with contextlib.suppress(FsError):  # the upload lease expires on its own
                 self.master.call("AbandonChunks", mp.AbandonChunksRequest(chunk_ids=chunk_ids), wait=5)
 
-    def _push(self, alloc: mp.AllocateChunkReply, data: bytes, crc: int) -> _Attempt:
+    def _push(self, reservation: _Reservation, data: bytes, crc: int) -> _Attempt:
         """Sends the chunk: small ones to every keeper at once, others down the pipeline."""
-        attempt = _Attempt(alloc.chunk_id)
-        header = kp.WriteChunkHeader(chunk_id=alloc.chunk_id, length=len(data), crc32c=crc)
+        attempt = _Attempt(reservation.chunk_id)
+        header = kp.WriteChunkHeader(chunk_id=reservation.chunk_id, length=len(data), crc32c=crc)
         if len(data) <= PIECE_SIZE:
             # One message each: the latency of one hop instead of len(pipeline), for little bandwidth.
             message = kp.WriteChunkMessage(header=header, data=data)
-            calls = [
-                (keeper, self._keeper(keeper.address).WriteSmallChunk.future(message, timeout=KEEPER_TIMEOUT))
-                for keeper in alloc.pipeline
+            calls: list[tuple[cp.KeeperRef, Future[kp.WriteChunkReply]]] = [
+                (keeper, self._fan_out.submit(self._keeper(keeper.address).WriteSmallChunk, message, KEEPER_TIMEOUT))
+                for keeper in reservation.pipeline
             ]
         else:
-            first = alloc.pipeline[0]
-            header.downstream.extend(alloc.pipeline[1:])
+            first = reservation.pipeline[0]
+            header.downstream.extend(reservation.pipeline[1:])
 
             def messages() -> Iterator[kp.WriteChunkMessage]:
                 view = memoryview(data)

@@ -28,6 +28,7 @@ from fusedfs.rpc import master_pb2_grpc
 log = logging.getLogger(__name__)
 
 READDIR_PAGE = 1000
+MAX_ALLOCATIONS = 256  # chunk ids one AllocateChunks call may reserve
 UINT64_MAX = 2**64 - 1
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,25 +138,30 @@ class MasterService(master_pb2_grpc.MasterServicer):
         )
 
     @handler
-    def MakeDir(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.Attr:
-        return to_attr(self.ns.mkdir(request.parent, request.name, request.mode, request.uid, request.gid))
+    def MakeDir(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
+        inode = self.ns.mkdir(request.parent, request.name, request.mode, request.uid, request.gid)
+        return self._node(inode, request.parent)
 
     @handler
-    def CreateFile(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.Attr:
+    def CreateFile(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         inode = self.ns.create(request.parent, request.name, request.mode, request.uid, request.gid, request.exclusive)
-        return to_attr(inode)
+        return self._node(inode, request.parent)
 
     @handler
-    def Symlink(self, request: mp.SymlinkRequest, context: grpc.ServicerContext) -> mp.Attr:
-        return to_attr(self.ns.symlink(request.parent, request.name, request.target, request.uid, request.gid))
+    def Symlink(self, request: mp.SymlinkRequest, context: grpc.ServicerContext) -> mp.NodeReply:
+        inode = self.ns.symlink(request.parent, request.name, request.target, request.uid, request.gid)
+        return self._node(inode, request.parent)
 
     @handler
     def ReadLink(self, request: mp.InodeRequest, context: grpc.ServicerContext) -> mp.ReadLinkReply:
         return mp.ReadLinkReply(target=self.ns.readlink(request.inode))
 
     @handler
-    def Link(self, request: mp.LinkRequest, context: grpc.ServicerContext) -> mp.Attr:
-        return to_attr(self.ns.link(request.inode, request.new_parent, request.new_name))
+    def Link(self, request: mp.LinkRequest, context: grpc.ServicerContext) -> mp.NodeReply:
+        return self._node(self.ns.link(request.inode, request.new_parent, request.new_name), request.new_parent)
+
+    def _node(self, inode: Inode, folder: int) -> mp.NodeReply:
+        return mp.NodeReply(attr=to_attr(inode), folder=to_attr(self.ns.getattr(folder)))
 
     @handler
     def Unlink(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> mp.Attr:
@@ -239,17 +245,24 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return reply
 
     @handler
-    def AllocateChunk(self, request: mp.AllocateChunkRequest, context: grpc.ServicerContext) -> mp.AllocateChunkReply:
-        pipeline = self.cluster.choose_pipeline(request.exclude_keepers, request.length)
+    def AllocateChunks(
+        self, request: mp.AllocateChunksRequest, context: grpc.ServicerContext
+    ) -> mp.AllocateChunksReply:
+        count = max(1, request.count)
+        if count > MAX_ALLOCATIONS:
+            raise FsError(errno.EINVAL, f"at most {MAX_ALLOCATIONS} chunks at once, not {count}")
+        pipelines = [self.cluster.choose_pipeline(request.exclude_keepers, request.length) for _ in range(count)]
         now = self.ns.clock()
         with self.store.transaction():
-            chunk = self.store.new_chunk(now)
-        self.cluster.reserved(chunk, now)
-        return mp.AllocateChunkReply(
-            chunk_id=format_chunk_id(chunk),
-            pipeline=[cp.KeeperRef(keeper_id=v.keeper_id, address=v.address) for v in pipeline],
-            min_copies=self.cluster.settings.min_copies,
-        )
+            chunks = [self.store.new_chunk(now) for _ in range(count)]
+        reply = mp.AllocateChunksReply(min_copies=self.cluster.settings.min_copies)
+        for chunk, pipeline in zip(chunks, pipelines, strict=True):
+            self.cluster.reserved(chunk, now)
+            reply.chunks.add(
+                chunk_id=format_chunk_id(chunk),
+                pipeline=[cp.KeeperRef(keeper_id=v.keeper_id, address=v.address) for v in pipeline],
+            )
+        return reply
 
     @handler
     def AbandonChunks(self, request: mp.AbandonChunksRequest, context: grpc.ServicerContext) -> cp.Empty:

@@ -90,6 +90,9 @@ class MountOptions:
     mountpoint: Path
     wait: float = 30.0  # seconds an operation waits for an unreachable cluster before EIO
     attr_timeout: float = 1.0  # seconds the kernel may cache attributes and names
+    # Seconds the kernel may remember that a name is missing: programs look a name up several
+    # times before creating it (cp: 4 times), yet another mount's new file shows soon.
+    negative_timeout: float = 0.2
     read_cache_bytes: int = 80 << 20
     cache_dir: Path = Path("/var/cache/fusedfs")  # this mount uses a folder of its own in it
     writeback_bytes: int = 1 << 30
@@ -113,13 +116,16 @@ def run_mount(options: MountOptions) -> int:
     client = MasterClient(options.master, wait=options.wait)
     session_id = uuid.uuid4().hex
     writeback = WriteBack(options.cache_dir / f"mount-{session_id}", options.writeback_bytes)
-    ops = Operations(client, session_id, writeback, options.attr_timeout, options.read_cache_bytes)
+    ops = Operations(
+        client, session_id, writeback, options.attr_timeout, options.read_cache_bytes, options.negative_timeout
+    )
     pyfuse3.init(ops, str(options.mountpoint), mount_options(f"fusedfs:{options.master}"))
     log.info("mounted %s at %s (write-back cache in %s)", options.master, options.mountpoint, writeback.folder)
     try:
         trio.run(_serve, ops)
     finally:
         pyfuse3.close(unmount=True)
+        ops.shared.transfer.close()
         client.pool.close()
         if not writeback.close():
             log.error("written data that could not be uploaded is left in %s", writeback.folder)

@@ -37,6 +37,7 @@ BLOCK = 512
 READDIR_PAGE = 500
 LISTING_PAGES = 10  # a folder listed for the name cache: at most this many pages of READDIR_PAGE
 SESSION_INTERVAL = 1.0  # seconds between the mount's heartbeats to the master
+RESERVE_AHEAD = 32  # chunk ids for small files reserved per master call
 
 
 def translate_errors(handler: F) -> F:
@@ -70,11 +71,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         writeback: WriteBack,
         attr_timeout: float = 1.0,
         cache_bytes: int = 80 << 20,
+        negative_timeout: float = 0.0,
     ) -> None:
         super().__init__()
         self.master = master
         self.attr_timeout = attr_timeout
-        transfer = ChunkTransfer(master)
+        self.negative_timeout = negative_timeout
+        transfer = ChunkTransfer(master, reserve_ahead=RESERVE_AHEAD)
         chunks = ChunkLoader(
             ChunkCache(cache_bytes),
             lambda inode, ref: run(transfer.read_parts, inode, ref),
@@ -150,7 +153,15 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if cached is not None:
             attr, left = cached
             return self.entry(attr, timeout=left)  # never older than attr_timeout in all
-        return self.entry(await self.call("Lookup", mp.EntryRequest(parent=parent_inode, name=name)))
+        try:
+            return self.entry(await self.call("Lookup", mp.EntryRequest(parent=parent_inode, name=name)))
+        except FsError as e:
+            if e.errno != errno.ENOENT or not self.negative_timeout:
+                raise
+        missing = pyfuse3.EntryAttributes()  # inode 0: the kernel remembers the name is missing
+        missing.st_ino = 0
+        missing.entry_timeout = self.negative_timeout
+        return missing
 
     async def _list(self, parent: int) -> None:
         """Fills the name cache with a folder's first pages (many lookups there are coming)."""
@@ -257,21 +268,33 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         request = mp.MakeNodeRequest(parent=parent_inode, name=name, mode=mode, uid=ctx.uid, gid=ctx.gid)
-        with self._changing(names=[(parent_inode, name)]):
-            return self.entry(await self.call("MakeDir", request))
+        return self.entry(await self._add_name("MakeDir", request, parent_inode, name))
+
+    async def _add_name(
+        self, method: str, request: Any, parent: int, name: bytes, inodes: Iterable[int] = ()
+    ) -> mp.Attr:
+        """A master call that adds a name to a folder; returns the node it names."""
+        with self._changing(names=[(parent, name)], inodes=inodes):
+            reply = await self.call(method, request)
+        self._folder_changed(parent, reply.folder)
+        return reply.attr  # type: ignore[no-any-return]
+
+    def _folder_changed(self, folder: int, attr: mp.Attr) -> None:
+        """Keeps a folder's attributes after our change: the kernel asks for them right after."""
+        self.folder_attrs[folder] = (attr, time.monotonic())
 
     @translate_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         with self._changing(names=[(parent_inode, name)]):
             folder = await self.call("RemoveDir", mp.EntryRequest(parent=parent_inode, name=name))
-        self.folder_attrs[parent_inode] = (folder, time.monotonic())
+        self._folder_changed(parent_inode, folder)
 
     @translate_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.announce_if_changed()  # so that a file we have open outlives its last name
         with self._changing(names=[(parent_inode, name)]):
             folder = await self.call("Unlink", mp.EntryRequest(parent=parent_inode, name=name))
-        self.folder_attrs[parent_inode] = (folder, time.monotonic())
+        self._folder_changed(parent_inode, folder)
 
     @translate_errors
     async def rename(
@@ -295,16 +318,14 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         request = mp.LinkRequest(inode=inode, new_parent=new_parent_inode, new_name=new_name)
-        with self._changing(names=[(new_parent_inode, new_name)], inodes=[inode]):
-            return self.entry(await self.call("Link", request))
+        return self.entry(await self._add_name("Link", request, new_parent_inode, new_name, inodes=[inode]))
 
     @translate_errors
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         request = mp.SymlinkRequest(parent=parent_inode, name=name, target=target, uid=ctx.uid, gid=ctx.gid)
-        with self._changing(names=[(parent_inode, name)]):
-            return self.entry(await self.call("Symlink", request))
+        return self.entry(await self._add_name("Symlink", request, parent_inode, name))
 
     @translate_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -336,9 +357,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         request = mp.MakeNodeRequest(
             parent=parent_inode, name=name, mode=mode, uid=ctx.uid, gid=ctx.gid, exclusive=bool(flags & os.O_EXCL)
         )
-        with self._changing(names=[(parent_inode, name)]):
-            attr = await self.call("CreateFile", request)
-            if flags & os.O_TRUNC and attr.size:
+        attr = await self._add_name("CreateFile", request, parent_inode, name)
+        if flags & os.O_TRUNC and attr.size:
+            with self._changing(inodes=[attr.inode]):
                 attr = await self.call("SetAttr", mp.SetAttrRequest(inode=attr.inode, size=0))
         return self._register(attr, flags), self.entry(attr)
 

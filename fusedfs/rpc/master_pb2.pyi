@@ -121,6 +121,14 @@ class MakeNodeRequest(_message.Message):
     exclusive: bool
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., exclusive: _Optional[bool] = ...) -> None: ...
 
+class NodeReply(_message.Message):
+    __slots__ = ("attr", "folder")
+    ATTR_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
+    attr: Attr
+    folder: Attr
+    def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., folder: _Optional[_Union[Attr, _Mapping]] = ...) -> None: ...
+
 class SymlinkRequest(_message.Message):
     __slots__ = ("parent", "name", "target", "uid", "gid")
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -209,23 +217,31 @@ class GetChunksReply(_message.Message):
     chunks: _containers.RepeatedCompositeFieldContainer[ChunkRef]
     def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[ChunkRef, _Mapping]]] = ...) -> None: ...
 
-class AllocateChunkRequest(_message.Message):
-    __slots__ = ("exclude_keepers", "length")
+class AllocateChunksRequest(_message.Message):
+    __slots__ = ("exclude_keepers", "length", "count")
     EXCLUDE_KEEPERS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     exclude_keepers: _containers.RepeatedScalarFieldContainer[str]
     length: int
-    def __init__(self, exclude_keepers: _Optional[_Iterable[str]] = ..., length: _Optional[int] = ...) -> None: ...
+    count: int
+    def __init__(self, exclude_keepers: _Optional[_Iterable[str]] = ..., length: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
-class AllocateChunkReply(_message.Message):
-    __slots__ = ("chunk_id", "pipeline", "min_copies")
+class ChunkAllocation(_message.Message):
+    __slots__ = ("chunk_id", "pipeline")
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
-    MIN_COPIES_FIELD_NUMBER: _ClassVar[int]
     chunk_id: str
     pipeline: _containers.RepeatedCompositeFieldContainer[_common_pb2.KeeperRef]
+    def __init__(self, chunk_id: _Optional[str] = ..., pipeline: _Optional[_Iterable[_Union[_common_pb2.KeeperRef, _Mapping]]] = ...) -> None: ...
+
+class AllocateChunksReply(_message.Message):
+    __slots__ = ("chunks", "min_copies")
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    MIN_COPIES_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[ChunkAllocation]
     min_copies: int
-    def __init__(self, chunk_id: _Optional[str] = ..., pipeline: _Optional[_Iterable[_Union[_common_pb2.KeeperRef, _Mapping]]] = ..., min_copies: _Optional[int] = ...) -> None: ...
+    def __init__(self, chunks: _Optional[_Iterable[_Union[ChunkAllocation, _Mapping]]] = ..., min_copies: _Optional[int] = ...) -> None: ...
 
 class AbandonChunksRequest(_message.Message):
     __slots__ = ("chunk_ids",)

@@ -63,17 +63,17 @@ class MasterStub:
         self.MakeDir = channel.unary_unary(
                 '/fusedfs.rpc.Master/MakeDir',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.MakeNodeRequest.SerializeToString,
-                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
                 _registered_method=True)
         self.CreateFile = channel.unary_unary(
                 '/fusedfs.rpc.Master/CreateFile',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.MakeNodeRequest.SerializeToString,
-                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
                 _registered_method=True)
         self.Symlink = channel.unary_unary(
                 '/fusedfs.rpc.Master/Symlink',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.SymlinkRequest.SerializeToString,
-                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
                 _registered_method=True)
         self.ReadLink = channel.unary_unary(
                 '/fusedfs.rpc.Master/ReadLink',
@@ -83,7 +83,7 @@ class MasterStub:
         self.Link = channel.unary_unary(
                 '/fusedfs.rpc.Master/Link',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.LinkRequest.SerializeToString,
-                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
                 _registered_method=True)
         self.Unlink = channel.unary_unary(
                 '/fusedfs.rpc.Master/Unlink',
@@ -130,10 +130,10 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.GetChunksRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_master__pb2.GetChunksReply.FromString,
                 _registered_method=True)
-        self.AllocateChunk = channel.unary_unary(
-                '/fusedfs.rpc.Master/AllocateChunk',
-                request_serializer=fusedfs_dot_rpc_dot_master__pb2.AllocateChunkRequest.SerializeToString,
-                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.AllocateChunkReply.FromString,
+        self.AllocateChunks = channel.unary_unary(
+                '/fusedfs.rpc.Master/AllocateChunks',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.AllocateChunksRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.AllocateChunksReply.FromString,
                 _registered_method=True)
         self.AbandonChunks = channel.unary_unary(
                 '/fusedfs.rpc.Master/AbandonChunks',
@@ -217,7 +217,9 @@ class MasterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def MakeDir(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Calls that add a name answer with the new node and the folder's attributes after the
+        change; Unlink and RemoveDir with the folder's (the kernel asks for them next).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -247,9 +249,7 @@ class MasterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Unlink(self, request, context):
-        """Unlink and RemoveDir answer with the folder's attributes after the change (the kernel asks
-        for them next).
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -304,9 +304,10 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def AllocateChunk(self, request, context):
-        """Reserves a new chunk id and the keepers to write it to. The id stays reserved (safe from
-        garbage collection) for the upload lease, until committed or abandoned.
+    def AllocateChunks(self, request, context):
+        """Reserves new chunk ids, each with the keepers to write it to (a writer of many small files
+        reserves many at once). An id stays reserved (safe from garbage collection) for the upload
+        lease, until committed or abandoned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -403,17 +404,17 @@ def add_MasterServicer_to_server(servicer, server):
             'MakeDir': grpc.unary_unary_rpc_method_handler(
                     servicer.MakeDir,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.MakeNodeRequest.FromString,
-                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.Attr.SerializeToString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.SerializeToString,
             ),
             'CreateFile': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateFile,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.MakeNodeRequest.FromString,
-                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.Attr.SerializeToString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.SerializeToString,
             ),
             'Symlink': grpc.unary_unary_rpc_method_handler(
                     servicer.Symlink,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.SymlinkRequest.FromString,
-                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.Attr.SerializeToString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.SerializeToString,
             ),
             'ReadLink': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadLink,
@@ -423,7 +424,7 @@ def add_MasterServicer_to_server(servicer, server):
             'Link': grpc.unary_unary_rpc_method_handler(
                     servicer.Link,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.LinkRequest.FromString,
-                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.Attr.SerializeToString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.SerializeToString,
             ),
             'Unlink': grpc.unary_unary_rpc_method_handler(
                     servicer.Unlink,
@@ -470,10 +471,10 @@ def add_MasterServicer_to_server(servicer, server):
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.GetChunksRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_master__pb2.GetChunksReply.SerializeToString,
             ),
-            'AllocateChunk': grpc.unary_unary_rpc_method_handler(
-                    servicer.AllocateChunk,
-                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.AllocateChunkRequest.FromString,
-                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.AllocateChunkReply.SerializeToString,
+            'AllocateChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllocateChunks,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.AllocateChunksRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.AllocateChunksReply.SerializeToString,
             ),
             'AbandonChunks': grpc.unary_unary_rpc_method_handler(
                     servicer.AbandonChunks,
@@ -682,7 +683,7 @@ class Master:
             target,
             '/fusedfs.rpc.Master/MakeDir',
             fusedfs_dot_rpc_dot_master__pb2.MakeNodeRequest.SerializeToString,
-            fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
+            fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -709,7 +710,7 @@ class Master:
             target,
             '/fusedfs.rpc.Master/CreateFile',
             fusedfs_dot_rpc_dot_master__pb2.MakeNodeRequest.SerializeToString,
-            fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
+            fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -736,7 +737,7 @@ class Master:
             target,
             '/fusedfs.rpc.Master/Symlink',
             fusedfs_dot_rpc_dot_master__pb2.SymlinkRequest.SerializeToString,
-            fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
+            fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -790,7 +791,7 @@ class Master:
             target,
             '/fusedfs.rpc.Master/Link',
             fusedfs_dot_rpc_dot_master__pb2.LinkRequest.SerializeToString,
-            fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
+            fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1045,7 +1046,7 @@ class Master:
             _registered_method=True)
 
     @staticmethod
-    def AllocateChunk(request,
+    def AllocateChunks(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1058,9 +1059,9 @@ class Master:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/fusedfs.rpc.Master/AllocateChunk',
-            fusedfs_dot_rpc_dot_master__pb2.AllocateChunkRequest.SerializeToString,
-            fusedfs_dot_rpc_dot_master__pb2.AllocateChunkReply.FromString,
+            '/fusedfs.rpc.Master/AllocateChunks',
+            fusedfs_dot_rpc_dot_master__pb2.AllocateChunksRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.AllocateChunksReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -156,7 +156,7 @@ NAMESPACE_CHANGES = {
 }
 # Calls that change no file: reserving chunk ids, giving them back, reporting a replica bad, and a
 # mount's session (holding files open keeps them, it does not change them).
-CHUNK_BOOKKEEPING = {"AllocateChunk", "AbandonChunks", "ReportBadReplica", "MountSession"}
+CHUNK_BOOKKEEPING = {"AllocateChunks", "AbandonChunks", "ReportBadReplica", "MountSession"}
 KEEPER_REPORTS = {"RegisterKeeper", "Heartbeat"}
 # Requests whose every name must be a valid one for the call to succeed.
 NAME_CHECKED = {"Lookup", "MakeDir", "CreateFile", "Symlink", "Link", "Unlink", "RemoveDir", "Rename", "PutFile"}
@@ -455,7 +455,7 @@ class Protected:
             if fd.name in NAME_FIELDS and value == PROTECTED:
                 return True
             if fd.name == "chunk_id" and reserved_maybe(value) and value not in self.chunk_ids:
-                return True  # maybe reserved by a fuzzed AllocateChunk and never written: a lost chunk
+                return True  # maybe reserved by a fuzzed AllocateChunks and never written: a lost chunk
         return False
 
 
@@ -487,10 +487,10 @@ class Sandbox:
 def make_sandbox(protected: Protected) -> Sandbox:
     """Things the fuzzer may change: /sandbox with a file, a file with data, a folder and a symlink."""
     stub = protected.servers.master_stub
-    folder = stub.MakeDir(mp.MakeNodeRequest(parent=1, name=b"sandbox", mode=0o755), timeout=5)
-    file = stub.CreateFile(mp.MakeNodeRequest(parent=folder.inode, name=b"f", mode=0o644), timeout=5)
-    sub = stub.MakeDir(mp.MakeNodeRequest(parent=folder.inode, name=b"d", mode=0o755), timeout=5)
-    link = stub.Symlink(mp.SymlinkRequest(parent=folder.inode, name=b"l", target=b"f"), timeout=5)
+    folder = stub.MakeDir(mp.MakeNodeRequest(parent=1, name=b"sandbox", mode=0o755), timeout=5).attr
+    file = stub.CreateFile(mp.MakeNodeRequest(parent=folder.inode, name=b"f", mode=0o644), timeout=5).attr
+    sub = stub.MakeDir(mp.MakeNodeRequest(parent=folder.inode, name=b"d", mode=0o755), timeout=5).attr
+    link = stub.Symlink(mp.SymlinkRequest(parent=folder.inode, name=b"l", target=b"f"), timeout=5).attr
     data = protected.files.upload(io.BytesIO(os.urandom(3000)), "/sandbox/data")
     return Sandbox(folder.inode, file.inode, data.inode, sub.inode, link.inode)
 
@@ -1239,7 +1239,7 @@ def test_duplicate_and_replayed_requests(protected: Protected) -> None:
     assert content("/dup") == data
 
     # CommitChunks replayed.
-    file = master.CreateFile(mp.MakeNodeRequest(parent=1, name=b"dup2", mode=0o644), timeout=5)
+    file = master.CreateFile(mp.MakeNodeRequest(parent=1, name=b"dup2", mode=0o644), timeout=5).attr
     data2 = os.urandom(7000)
     chunk2 = transfer.write(0, data2)
     commit = mp.CommitChunksRequest(inode=file.inode, size=len(data2), chunks=[chunk2])
@@ -1515,7 +1515,7 @@ def test_bug_4_one_chunk_in_two_slots_is_refused(protected: Protected) -> None:
     assert outcome.code == INVALID and "two slots" in outcome.details, outcome
     assert status_of(servers.master, "ResolvePath", mp.PathRequest(path="/twice")).code == NOT_FOUND
 
-    file = master.CreateFile(mp.MakeNodeRequest(parent=1, name=b"twice-commit", mode=0o644), timeout=5)
+    file = master.CreateFile(mp.MakeNodeRequest(parent=1, name=b"twice-commit", mode=0o644), timeout=5).attr
     commit = mp.CommitChunksRequest(inode=file.inode, size=file.chunk_size + 4096, chunks=[chunk, again])
     outcome = status_of(servers.master, "CommitChunks", commit)
     assert outcome.code == INVALID and "two slots" in outcome.details, outcome

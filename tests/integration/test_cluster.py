@@ -279,6 +279,7 @@ def test_hostile_requests_get_invalid_argument(cluster: LocalCluster) -> None:
         (master.Lookup, mp.EntryRequest(parent=1, name=b"a/b")),
         (master.MakeDir, mp.MakeNodeRequest(parent=1, name=b"x" * 256)),
         (master.CommitChunks, mp.CommitChunksRequest(inode=1, chunks=[mp.NewChunk(chunk_id="../x")])),
+        (master.AllocateChunks, mp.AllocateChunksRequest(length=4096, count=257)),
         (
             master.PutFile,
             mp.PutFileRequest(
@@ -290,6 +291,10 @@ def test_hostile_requests_get_invalid_argument(cluster: LocalCluster) -> None:
             call(request, timeout=5)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (request, error.value)
     assert cluster.status().files == 0
+    # Chunk ids reserved many at once are distinct, each with its own goal's worth of keepers.
+    reply = master.AllocateChunks(mp.AllocateChunksRequest(length=4096, count=256), timeout=5)
+    assert len({c.chunk_id for c in reply.chunks}) == 256
+    assert all(len({k.keeper_id for k in c.pipeline}) == 3 for c in reply.chunks)
 
 
 def test_undecodable_requests_get_invalid_argument(cluster: LocalCluster) -> None:

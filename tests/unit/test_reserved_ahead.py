@@ -1,0 +1,34 @@
+"""Chunk ids reserved ahead for small chunks: used while fresh, dropped with a failing keeper."""
+
+from __future__ import annotations
+
+import pytest
+
+from fusedfs.client import transfer
+from fusedfs.client.transfer import _Reservation, _ReservedAhead
+from fusedfs.rpc import common_pb2 as cp
+
+
+def reservation(chunk_id: str, keepers: list[str], made: float) -> _Reservation:
+    return _Reservation(chunk_id, [cp.KeeperRef(keeper_id=k, address=f"{k}:1") for k in keepers], 2, made)
+
+
+def test_takes_fresh_reservations_and_reports_stale_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = 1000.0
+    monkeypatch.setattr(transfer.time, "monotonic", lambda: now)
+    ahead = _ReservedAhead(batch=4)
+    assert ahead.take() == (None, [])
+    ahead.keep([reservation("old", ["a", "b"], now - transfer.RESERVATION_MAX_AGE - 1)])
+    ahead.keep([reservation("new", ["a", "b"], now - 1)])
+    taken, stale = ahead.take()
+    assert taken is not None and taken.chunk_id == "new"
+    assert stale == ["old"]
+    assert ahead.take() == (None, [])
+
+
+def test_a_failing_keeper_takes_its_reservations_along() -> None:
+    ahead = _ReservedAhead(batch=4)
+    ahead.keep([reservation("1", ["a", "b"], 0), reservation("2", ["b", "c"], 0), reservation("3", ["c", "d"], 0)])
+    assert sorted(ahead.drop_keepers({"b"})) == ["1", "2"]
+    assert ahead.drop_all() == ["3"]
+    assert ahead.drop_all() == []
