@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 4
 KEEPER_TIMEOUT = 60.0  # one chunk transfer; generous for a slow disk, bounded for a dead keeper
-RESERVATION_MAX_AGE = 30.0  # seconds a chunk id reserved ahead is used; its placement may age
+# Seconds a chunk id reserved ahead is used: its keepers were chosen then, and one may have died
+# since (the master notices in 3 s; a write to it waits for the failure before going elsewhere).
+RESERVATION_MAX_AGE = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,13 @@ class _Reservation:
 
 class _ReservedAhead:
     """Chunk ids for small chunks, reserved many at a time: a writer of many small files then
-    asks the master once per batch instead of once per file. Thread-safe."""
+    asks the master once per batch instead of once per file. The batch doubles (up to `limit`)
+    each time the last one was used up while fresh and halves when ids go stale, so a slow
+    writer reserves one at a time, as without this. Thread-safe."""
 
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.batch = 1  # how many the next request to the master asks for
         self._lock = threading.Lock()
         self._ready: list[_Reservation] = []
 
@@ -67,7 +72,13 @@ class _ReservedAhead:
             now = time.monotonic()
             stale = [r.chunk_id for r in self._ready if now - r.made > RESERVATION_MAX_AGE]
             self._ready = [r for r in self._ready if now - r.made <= RESERVATION_MAX_AGE]
-            return (self._ready.pop() if self._ready else None), stale
+            if stale:
+                self.batch = max(1, self.batch // 2)
+            if self._ready:
+                return self._ready.pop(), stale
+            if not stale:
+                self.batch = min(self.limit, self.batch * 2)
+            return None, stale
 
     def keep(self, reservations: Iterable[_Reservation]) -> None:
         with self._lock:
@@ -96,7 +107,7 @@ class _Attempt:
 
 class ChunkTransfer:
     def __init__(self, master: MasterClient, pool: ChannelPool | None = None, reserve_ahead: int = 0) -> None:
-        """reserve_ahead: chunk ids for small chunks to reserve per master call (0: one at a time)."""
+        """reserve_ahead: at most this many chunk ids for small chunks per master call (0: one at a time)."""
         self.master = master
         self.pool = pool or master.pool
         self._ahead = _ReservedAhead(reserve_ahead) if reserve_ahead > 1 else None

@@ -37,7 +37,7 @@ BLOCK = 512
 READDIR_PAGE = 500
 LISTING_PAGES = 10  # a folder listed for the name cache: at most this many pages of READDIR_PAGE
 SESSION_INTERVAL = 1.0  # seconds between the mount's heartbeats to the master
-RESERVE_AHEAD = 32  # chunk ids for small files reserved per master call
+RESERVE_AHEAD = 32  # at most this many chunk ids for small files reserved per master call
 
 
 def translate_errors(handler: F) -> F:

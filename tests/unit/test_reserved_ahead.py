@@ -16,7 +16,7 @@ def reservation(chunk_id: str, keepers: list[str], made: float) -> _Reservation:
 def test_takes_fresh_reservations_and_reports_stale_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     now = 1000.0
     monkeypatch.setattr(transfer.time, "monotonic", lambda: now)
-    ahead = _ReservedAhead(batch=4)
+    ahead = _ReservedAhead(limit=4)
     assert ahead.take() == (None, [])
     ahead.keep([reservation("old", ["a", "b"], now - transfer.RESERVATION_MAX_AGE - 1)])
     ahead.keep([reservation("new", ["a", "b"], now - 1)])
@@ -27,8 +27,24 @@ def test_takes_fresh_reservations_and_reports_stale_ones(monkeypatch: pytest.Mon
 
 
 def test_a_failing_keeper_takes_its_reservations_along() -> None:
-    ahead = _ReservedAhead(batch=4)
+    ahead = _ReservedAhead(limit=4)
     ahead.keep([reservation("1", ["a", "b"], 0), reservation("2", ["b", "c"], 0), reservation("3", ["c", "d"], 0)])
     assert sorted(ahead.drop_keepers({"b"})) == ["1", "2"]
     assert ahead.drop_all() == ["3"]
     assert ahead.drop_all() == []
+
+
+def test_the_batch_grows_while_used_up_in_time_and_shrinks_when_ids_go_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(transfer.time, "monotonic", lambda: now[0])
+    ahead = _ReservedAhead(limit=8)
+    sizes = []
+    for _ in range(5):  # a fast writer: each batch used up while fresh
+        while ahead.take()[0] is not None:
+            pass
+        sizes.append(ahead.batch)  # the size of the next request to the master
+        ahead.keep([reservation(str(i), ["a"], now[0]) for i in range(ahead.batch - 1)])  # (one used at once)
+    assert sizes == [2, 4, 8, 8, 8]
+    now[0] += transfer.RESERVATION_MAX_AGE + 1  # then the writer pauses: the last 7 go stale
+    taken, stale = ahead.take()
+    assert taken is None and len(stale) == 7 and ahead.batch == 4
