@@ -222,6 +222,23 @@ def test_close_to_open_across_mounts(mounted: tuple[LocalCluster, Path], tmp_pat
     assert (first / "shared.txt").read_bytes() == b"version 2, longer"
 
 
+def test_a_name_missing_on_one_mount_shows_once_another_creates_it(
+    mounted: tuple[LocalCluster, Path], tmp_path: Path
+) -> None:
+    cluster, first = mounted
+    second = cluster.mount(tmp_path / "second")
+    for attempt in range(3):  # the kernel remembers a missing name only briefly (0.2 s)
+        name = f"late-{attempt}.txt"
+        assert not (second / name).exists()
+        (first / name).write_bytes(b"here now")
+        time.sleep(0.3)
+        assert (second / name).read_bytes() == b"here now"
+    # Within one mount the kernel itself turns the remembered miss into the new file.
+    assert not (first / "mine.txt").exists()
+    (first / "mine.txt").write_bytes(b"at once")
+    assert (first / "mine.txt").read_bytes() == b"at once"
+
+
 def test_permissions_hold_for_other_users(mounted: tuple[LocalCluster, Path]) -> None:
     cluster, _ = mounted
     # Another user must be able to reach the mount point (pytest's own folders are root-only).
