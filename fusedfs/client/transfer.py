@@ -115,7 +115,7 @@ class ChunkTransfer:
         # of its own each time, which costs more than the call (3 per small chunk).
         self._fan_out = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fusedfs-fan-out")
 
-    def _keeper(self, address: str) -> keeper_pb2_grpc.KeeperStub:
+    def keeper(self, address: str) -> keeper_pb2_grpc.KeeperStub:
         return keeper_pb2_grpc.KeeperStub(self.pool.get(address))
 
     # --- writing ---------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ class ChunkTransfer:
             # One message each: the latency of one hop instead of len(pipeline), for little bandwidth.
             message = kp.WriteChunkMessage(header=header, data=data)
             calls: list[tuple[cp.KeeperRef, Future[kp.WriteChunkReply]]] = [
-                (keeper, self._fan_out.submit(self._keeper(keeper.address).WriteSmallChunk, message, KEEPER_TIMEOUT))
+                (keeper, self._fan_out.submit(self.keeper(keeper.address).WriteSmallChunk, message, KEEPER_TIMEOUT))
                 for keeper in reservation.pipeline
             ]
         else:
@@ -215,7 +215,7 @@ class ChunkTransfer:
                 for start in range(PIECE_SIZE, len(data), PIECE_SIZE):
                     yield kp.WriteChunkMessage(data=bytes(view[start : start + PIECE_SIZE]))
 
-            calls = [(first, self._keeper(first.address).WriteChunk.future(messages(), timeout=KEEPER_TIMEOUT))]
+            calls = [(first, self.keeper(first.address).WriteChunk.future(messages(), timeout=KEEPER_TIMEOUT))]
         for keeper, call in calls:
             try:
                 reply = call.result()
@@ -247,11 +247,9 @@ class ChunkTransfer:
         deadline = time.monotonic() + self.master.wait
         errors: list[str] = []
         while True:
-            replicas = list(ref.replicas)
-            for i in range(len(replicas)):
-                replica = replicas[(ref.index + i) % len(replicas)]  # spread a file's chunks over keepers
+            for replica in replica_order(ref):
                 try:
-                    return self._read_from(replica, ref, offset, end)
+                    return self._read_from(replica, RangeRead(ref, offset, end))
                 except FsError as e:
                     errors.append(f"{replica.address}: {e.message}")
                     if e.errno == errno.EBADMSG:
@@ -278,45 +276,71 @@ class ChunkTransfer:
         except FsError:
             pass
 
-    def _read_from(self, replica: cp.KeeperRef, ref: mp.ChunkRef, offset: int, end: int) -> list[memoryview]:
-        whole = offset == 0 and end == ref.stored_length
-        start, size = aligned_range(offset, end - offset, ref.stored_length)
-        request = kp.ReadChunkRequest(chunk_id=ref.chunk_id, offset=start, length=size)
+    def _read_from(self, replica: cp.KeeperRef, read: RangeRead) -> list[memoryview]:
+        try:
+            keeper = self.keeper(replica.address)
+            # Within one piece a plain call does (random reads); longer ranges stream.
+            pieces = (
+                [keeper.ReadSmallRange(read.request, timeout=KEEPER_TIMEOUT)]
+                if read.one_piece
+                else keeper.ReadChunk(read.request, timeout=KEEPER_TIMEOUT)
+            )
+            return read.check(pieces)
+        except grpc.RpcError as e:
+            raise read_error(e) from None
+
+
+def replica_order(ref: mp.ChunkRef) -> list[cp.KeeperRef]:
+    """The replicas of a chunk in the order to try them: a file's chunks spread over keepers."""
+    replicas = list(ref.replicas)
+    return [replicas[(ref.index + i) % len(replicas)] for i in range(len(replicas))]
+
+
+def read_error(error: grpc.RpcError) -> FsError:
+    """A failed read call as an FsError: EBADMSG when the keeper found its copy damaged."""
+    code = error.code() if isinstance(error, grpc.Call) else None
+    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    return FsError(errno.EBADMSG if code == grpc.StatusCode.DATA_LOSS else errno.EIO, f"{code}: {details}")
+
+
+class RangeRead:
+    """A read of bytes [offset, end) of a chunk from one replica: the request (whole checksum
+    blocks) and the checks of what comes back."""
+
+    def __init__(self, ref: mp.ChunkRef, offset: int, end: int) -> None:
+        self.ref = ref
+        self.offset = offset
+        self.end = end
+        self.start, self.size = aligned_range(offset, end - offset, ref.stored_length)
+        self.request = kp.ReadChunkRequest(chunk_id=ref.chunk_id, offset=self.start, length=self.size)
+        self.one_piece = self.size <= PIECE_SIZE  # one unary call (ReadSmallRange); longer ranges stream
+
+    def check(self, pieces: Iterable[kp.ChunkPiece]) -> list[memoryview]:
+        """The bytes asked for, every block checked against its CRC-32C (and a whole chunk
+        against the master's checksum); EBADMSG for anything damaged or missing."""
+        ref, start, size = self.ref, self.start, self.size
+        whole = self.offset == 0 and self.end == ref.stored_length
         parts: list[memoryview] = []
         running_crc = 0
         expected = start
-        try:
-            keeper = self._keeper(replica.address)
-            # Within one piece a plain call does (random reads); longer ranges stream.
-            pieces = (
-                [keeper.ReadSmallRange(request, timeout=KEEPER_TIMEOUT)]
-                if size <= PIECE_SIZE
-                else keeper.ReadChunk(request, timeout=KEEPER_TIMEOUT)
-            )
-            for piece in pieces:
-                if piece.offset != expected or piece.block_size != BLOCK_SIZE:
-                    raise FsError(errno.EBADMSG, "keeper sent an unexpected piece")
-                view = memoryview(piece.data)
-                crcs = piece.block_crc32c
-                if len(crcs) != -(-len(view) // BLOCK_SIZE):
-                    raise FsError(errno.EBADMSG, "piece and checksums disagree")
-                for i, expected_crc in enumerate(crcs):
-                    if crc32c(view[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE]) != expected_crc:
-                        raise FsError(errno.EBADMSG, f"block at {piece.offset + i * BLOCK_SIZE} damaged in transit")
-                parts.append(view)
-                running_crc = crc32c(view, running_crc) if whole else 0
-                expected += len(view)
-        except grpc.RpcError as e:
-            code = e.code() if isinstance(e, grpc.Call) else None
-            details = e.details() if isinstance(e, grpc.Call) else str(e)
-            raise FsError(
-                errno.EBADMSG if code == grpc.StatusCode.DATA_LOSS else errno.EIO, f"{code}: {details}"
-            ) from None
+        for piece in pieces:
+            if piece.offset != expected or piece.block_size != BLOCK_SIZE:
+                raise FsError(errno.EBADMSG, "keeper sent an unexpected piece")
+            view = memoryview(piece.data)
+            crcs = piece.block_crc32c
+            if len(crcs) != -(-len(view) // BLOCK_SIZE):
+                raise FsError(errno.EBADMSG, "piece and checksums disagree")
+            for i, expected_crc in enumerate(crcs):
+                if crc32c(view[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE]) != expected_crc:
+                    raise FsError(errno.EBADMSG, f"block at {piece.offset + i * BLOCK_SIZE} damaged in transit")
+            parts.append(view)
+            running_crc = crc32c(view, running_crc) if whole else 0
+            expected += len(view)
         if expected != start + size:
             raise FsError(errno.EBADMSG, f"keeper sent {expected - start} of {size} bytes")
         if whole and running_crc != ref.crc32c:
             raise FsError(errno.EBADMSG, "chunk does not match the master's checksum")
         # Trim the block alignment off both ends.
-        parts[0] = parts[0][offset - start :]
-        parts[-1] = parts[-1][: len(parts[-1]) - (start + size - end)]
+        parts[0] = parts[0][self.offset - start :]
+        parts[-1] = parts[-1][: len(parts[-1]) - (start + size - self.end)]
         return parts

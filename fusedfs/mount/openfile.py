@@ -21,7 +21,7 @@ from fusedfs.chunks import spans
 from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
-from fusedfs.mount.blocking import call_master, run
+from fusedfs.mount.blocking import call_master, read_parts, run
 from fusedfs.mount.cache import EMPTY, ChunkData, ChunkLoader
 from fusedfs.mount.dircache import DirCache
 from fusedfs.mount.writeback import DirtySlot, WriteBack
@@ -114,7 +114,7 @@ class OpenFile:
             return cached.limited(ref.length).slice(offset, offset + length)
 
         async def fetch(start: int, size: int) -> list[memoryview]:
-            return await run(self.shared.transfer.read_parts, self.inode, ref, start, size)
+            return await read_parts(self.shared.transfer, self.inode, ref, start, size)
 
         piece = await cache.block_range(ref, offset, length, fetch)
         return piece if piece is not None else b"".join(await fetch(offset, length))

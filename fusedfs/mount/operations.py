@@ -22,7 +22,7 @@ import trio
 from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
-from fusedfs.mount.blocking import call_master, run
+from fusedfs.mount.blocking import call_master, read_parts
 from fusedfs.mount.cache import ChunkCache, ChunkLoader
 from fusedfs.mount.dircache import DirCache
 from fusedfs.mount.openfile import MountShared, OpenFile
@@ -80,7 +80,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         transfer = ChunkTransfer(master, reserve_ahead=RESERVE_AHEAD)
         chunks = ChunkLoader(
             ChunkCache(cache_bytes),
-            lambda inode, ref: run(transfer.read_parts, inode, ref),
+            lambda inode, ref: read_parts(transfer, inode, ref),
             trio.CapacityLimiter(4),
         )
         self.shared = MountShared(
