@@ -6,11 +6,13 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from fusedfs.chunks import MiB
+
+S = TypeVar("S")
 
 # Chunk reports of big keepers and directory pages can exceed gRPC's default 4 MiB.
 MAX_MESSAGE = 64 * MiB
@@ -180,6 +182,7 @@ class ChannelPool:
     def __init__(self) -> None:
         self._channels: dict[str, grpc.Channel] = {}
         self._threads: dict[str, _CompletionThread] = {}
+        self._stubs: dict[tuple[str, Callable[[grpc.Channel], Any]], Any] = {}
         self._lock = threading.Lock()
 
     def get(self, address: str) -> grpc.Channel:
@@ -191,6 +194,15 @@ class ChannelPool:
                 self._threads[address] = _CompletionThread(channel)
             return channel
 
+    def stub(self, address: str, stub_class: Callable[[grpc.Channel], S]) -> S:
+        """A stub of stub_class on the channel to address, made once (making one builds a
+        callable per method: a few percent of a small read's time)."""
+        key = (address, stub_class)
+        stub = self._stubs.get(key)
+        if stub is None:
+            stub = self._stubs[key] = stub_class(self.get(address))
+        return stub  # type: ignore[no-any-return]
+
     def close(self) -> None:
         with self._lock:
             for address, channel in self._channels.items():
@@ -198,3 +210,4 @@ class ChannelPool:
                 channel.close()
             self._channels.clear()
             self._threads.clear()
+            self._stubs.clear()

@@ -116,7 +116,7 @@ class ChunkTransfer:
         self._fan_out = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fusedfs-fan-out")
 
     def keeper(self, address: str) -> keeper_pb2_grpc.KeeperStub:
-        return keeper_pb2_grpc.KeeperStub(self.pool.get(address))
+        return self.pool.stub(address, keeper_pb2_grpc.KeeperStub)
 
     # --- writing ---------------------------------------------------------------------------------
 

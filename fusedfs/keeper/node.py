@@ -180,7 +180,7 @@ class KeeperNode:
                 for piece in pieces:
                     yield kp.WriteChunkMessage(data=piece.data)
 
-            stub = keeper_pb2_grpc.KeeperStub(self.pool.get(command.target.address))
+            stub = self.pool.stub(command.target.address, keeper_pb2_grpc.KeeperStub)
             stub.WriteChunk(messages(), timeout=COPY_TIMEOUT)
             result.ok = True
         except CorruptChunk as e:

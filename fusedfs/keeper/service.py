@@ -55,7 +55,7 @@ class Forwarder:
         )
         self._queue: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._queue.put(kp.WriteChunkMessage(header=first))
-        stub = keeper_pb2_grpc.KeeperStub(pool.get(self.target.address))
+        stub = pool.stub(self.target.address, keeper_pb2_grpc.KeeperStub)
         self._future = stub.WriteChunk.future(self._messages(), timeout=timeout)
 
     def _messages(self) -> Iterator[kp.WriteChunkMessage]:
