@@ -33,6 +33,41 @@ def mount_options(fsname: str) -> set[str]:
     return options
 
 
+READ_AHEAD_KIB = 1024
+
+
+def raise_read_ahead(real_mountpoint: Path, kib: int = READ_AHEAD_KIB) -> bool:
+    """Lets the kernel read ahead `kib` on this mount instead of 128 KiB. A sequential reader
+    then arrives as 1 MiB requests instead of 128 KiB ones: an eighth of the trips through the
+    mount (cold sequential read of 1 GiB: 291-321 MiB/s before, 348-357 after). Only root may;
+    False when the setting could not be changed (the default stays; reads are only slower).
+    The path must be resolved before mounting: touching the mountpoint now would wait for this
+    very daemon, which is why the device comes from /proc/self/mountinfo."""
+    escaped = str(real_mountpoint)
+    for raw, code in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
+        escaped = escaped.replace(raw, code)
+    devices = [
+        fields[2]
+        for fields in (line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines())
+        if len(fields) > 4 and fields[4] == escaped
+    ]
+    if not devices:
+        return False
+    try:
+        Path(f"/sys/class/bdi/{devices[-1]}/read_ahead_kb").write_text(f"{kib}\n")
+    except OSError as e:
+        log.info("kept the kernel's read-ahead for %s: %s", real_mountpoint, e)
+        return False
+    return True
+
+
+async def _read_ahead_after_init(ops: Operations, real_mountpoint: Path) -> None:
+    # The kernel sets the read-ahead from the reply to FUSE_INIT, which is sent right after
+    # ops.init() returns, while this task still waits.
+    await ops.initialized.wait()
+    raise_read_ahead(real_mountpoint)
+
+
 def _task_tree(task: trio.lowlevel.Task, depth: int = 0) -> list[str]:
     frames = [f"{f.f_code.co_name}:{lineno}" for f, lineno in task.iter_await_frames()]
     lines = [f"{'  ' * depth}{task.name}: {' > '.join(frames)}"]
@@ -63,7 +98,7 @@ async def _dump_tasks_on_sigusr1() -> None:
             log.warning("tasks in progress:\n%s", "\n".join(lines))
 
 
-async def _serve(ops: Operations) -> None:
+async def _serve(ops: Operations, real_mountpoint: Path) -> None:
     async with trio.open_nursery() as nursery:
         ops.nursery = nursery
 
@@ -78,6 +113,7 @@ async def _serve(ops: Operations) -> None:
         nursery.start_soon(on_signals)
         nursery.start_soon(ops.keep_session)
         nursery.start_soon(_dump_tasks_on_sigusr1)
+        nursery.start_soon(_read_ahead_after_init, ops, real_mountpoint)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
     with contextlib.suppress(FsError):
@@ -119,10 +155,11 @@ def run_mount(options: MountOptions) -> int:
     ops = Operations(
         client, session_id, writeback, options.attr_timeout, options.read_cache_bytes, options.negative_timeout
     )
+    real_mountpoint = options.mountpoint.resolve()
     pyfuse3.init(ops, str(options.mountpoint), mount_options(f"fusedfs:{options.master}"))
     log.info("mounted %s at %s (write-back cache in %s)", options.master, options.mountpoint, writeback.folder)
     try:
-        trio.run(_serve, ops)
+        trio.run(_serve, ops, real_mountpoint)
     finally:
         pyfuse3.close(unmount=True)
         ops.shared.transfer.close()

@@ -96,6 +96,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.nursery: trio.Nursery | None = None
         self.session_id = session_id
         self.announced: frozenset[int] | None = None  # the open files the master last heard of
+        self.initialized = trio.Event()  # the kernel's FUSE_INIT has been answered (or is being)
+
+    def init(self) -> None:
+        self.initialized.set()
 
     @contextlib.contextmanager
     def _changing(self, names: Iterable[tuple[int, bytes]] = (), inodes: Iterable[int] = ()) -> Iterator[None]:

@@ -222,6 +222,14 @@ def test_close_to_open_across_mounts(mounted: tuple[LocalCluster, Path], tmp_pat
     assert (first / "shared.txt").read_bytes() == b"version 2, longer"
 
 
+def test_the_kernel_reads_ahead_a_mebibyte(mounted: tuple[LocalCluster, Path]) -> None:
+    _, mnt = mounted  # (a sequential reader's requests then come 1 MiB at a time, not 128 KiB)
+    real = str(mnt.resolve()).replace(" ", "\\040")
+    mounts = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    devices = [fields[2] for fields in mounts if fields[4] == real]
+    assert Path(f"/sys/class/bdi/{devices[-1]}/read_ahead_kb").read_text().strip() == "1024"
+
+
 def test_a_name_missing_on_one_mount_shows_once_another_creates_it(
     mounted: tuple[LocalCluster, Path], tmp_path: Path
 ) -> None:
