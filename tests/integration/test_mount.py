@@ -26,6 +26,7 @@ import pytest
 
 from fusedfs.chunks import MiB
 from fusedfs.client.master import MasterClient
+from fusedfs.keeper.chunkstore import ChunkStore
 from fusedfs.local import LocalCluster
 from fusedfs.master.store import Inode, SqliteStore
 from fusedfs.rpc import common_pb2 as cp
@@ -245,6 +246,29 @@ def test_a_name_missing_on_one_mount_shows_once_another_creates_it(
     assert not (first / "mine.txt").exists()
     (first / "mine.txt").write_bytes(b"at once")
     assert (first / "mine.txt").read_bytes() == b"at once"
+
+
+def test_rotten_replicas_are_read_around_and_repaired(mounted: tuple[LocalCluster, Path]) -> None:
+    cluster, mnt = mounted
+    data = os.urandom(5000)  # one small chunk: read with one unary call per replica tried
+    (mnt / "fragile").write_bytes(data)
+    victims = [path for i in (0, 1) for path in (cluster.keeper_dir(i) / "chunks").glob("*/*")]
+    assert len(victims) == 2
+    for path in victims:  # rot inside the data (which starts at 4 KiB) on 2 of the 3 keepers
+        with open(path, "r+b") as f:
+            f.seek(4096 + 100)
+            old = f.read(1)
+            f.seek(4096 + 100)
+            f.write(bytes([old[0] ^ 0xFF]))
+    for _ in range(6):  # fresh mounts (no cache), so each read goes to a keeper
+        cluster.unmount(mnt)
+        cluster.mount(mnt)
+        assert (mnt / "fragile").read_bytes() == data
+    # A rotten copy a read met is reported, dropped and copied back from the good one.
+    deadline = time.monotonic() + 30
+    while any(path.exists() and not ChunkStore(path.parents[2]).verify(path.name) for path in victims):
+        assert time.monotonic() < deadline, "rotten replicas were not replaced"
+        time.sleep(0.2)
 
 
 def test_permissions_hold_for_other_users(mounted: tuple[LocalCluster, Path]) -> None:
