@@ -241,7 +241,7 @@ class ChunkTransfer:
 
     def read_parts(self, inode: int, ref: mp.ChunkRef, offset: int = 0, length: int | None = None) -> list[memoryview]:
         """Like read(), as the pieces received, sparing a copy for callers that write them out."""
-        end = ref.length if length is None else min(ref.length, offset + length)
+        end = read_end(ref, offset, length)
         if offset >= end:
             return []
         deadline = time.monotonic() + self.master.wait
@@ -288,6 +288,12 @@ class ChunkTransfer:
             return read.check(pieces)
         except grpc.RpcError as e:
             raise read_error(e) from None
+
+
+def read_end(ref: mp.ChunkRef, offset: int, length: int | None) -> int:
+    """Where a read of `length` bytes (None: to the end) from offset stops: the chunk's
+    logical length bounds it."""
+    return ref.length if length is None else min(ref.length, offset + length)
 
 
 def replica_order(ref: mp.ChunkRef) -> list[cp.KeeperRef]:

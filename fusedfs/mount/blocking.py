@@ -17,7 +17,7 @@ import grpc
 import trio
 
 from fusedfs.client.master import MasterClient
-from fusedfs.client.transfer import KEEPER_TIMEOUT, ChunkTransfer, RangeRead, replica_order
+from fusedfs.client.transfer import KEEPER_TIMEOUT, ChunkTransfer, RangeRead, read_end, replica_order
 from fusedfs.errors import FsError
 from fusedfs.rpc import master_pb2 as mp
 
@@ -63,7 +63,7 @@ async def read_parts(
     """ChunkTransfer.read_parts for trio. A range within one piece (a random read, a small file)
     is asked of its first replica without a thread; a longer one, or any failure, takes the
     whole way in a worker thread (every replica, bad ones reported, locations refreshed)."""
-    end = ref.length if length is None else min(ref.length, offset + length)
+    end = read_end(ref, offset, length)
     if offset >= end:
         return []
     read = RangeRead(ref, offset, end)
