@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fusedfs.chunks import MAX_CHUNK_SIZE, chunk_count
+from fusedfs.chunks import MAX_CHUNK_SIZE, PIECE_SIZE, chunk_count
 from fusedfs.errors import FsError
-from fusedfs.master.store import ROOT_INODE, ChunkState, Inode, MetadataStore
+from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore
 from fusedfs.names import PATH_MAX, split_path, validate_name
 
 RENAME_NOREPLACE = 1
@@ -24,6 +24,7 @@ XATTR_CREATE = 1  # setxattr flags, as in <sys/xattr.h>
 XATTR_REPLACE = 2
 XATTR_NAME_MAX = 255  # as Linux
 XATTR_SIZE_MAX = 64 * 1024
+SMALL_FILE = PIECE_SIZE  # a file read with one unary call: worth fetching ahead
 
 
 @dataclass
@@ -529,6 +530,14 @@ class Namespace:
                     changes.garbage.append(chunk_id)
             self.store.make_garbage(changes.garbage, self.clock())
         return changes
+
+    def small_chunks(self, inodes: list[Inode]) -> dict[int, ChunkRow]:
+        """inode -> its only chunk, for the regular files among these of 1 to SMALL_FILE bytes."""
+        small = [i.id for i in inodes if stat.S_ISREG(i.mode) and 0 < i.size <= min(SMALL_FILE, i.chunk_size)]
+        if not small:
+            return {}
+        with self.store.transaction():
+            return {row.inode: row for row in self.store.first_chunks(small) if row.inode is not None}
 
     def file_chunks(self, ino: int, first: int, count: int):  # type: ignore[no-untyped-def]
         with self.store.transaction():

@@ -20,7 +20,7 @@ from fusedfs.errors import FsError, abort_with
 from fusedfs.master.cluster import Cluster
 from fusedfs.master.namespace import ChunkChanges, CommittedChunk, Namespace
 from fusedfs.master.sessions import MountSessions
-from fusedfs.master.store import Inode, MetadataStore
+from fusedfs.master.store import ChunkRow, Inode, MetadataStore
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 from fusedfs.rpc import master_pb2_grpc
@@ -131,11 +131,23 @@ class MasterService(master_pb2_grpc.MasterServicer):
     def ReadDir(self, request: mp.ReadDirRequest, context: grpc.ServicerContext) -> mp.ReadDirReply:
         limit = min(request.limit or READDIR_PAGE, READDIR_PAGE)
         entries, more, parent = self.ns.readdir(request.inode, request.after, limit)
-        return mp.ReadDirReply(
-            entries=[mp.DirEntry(name=name, attr=to_attr(inode), cursor=cursor) for cursor, name, inode in entries],
-            more=more,
-            parent=parent,
-        )
+        small = self.ns.small_chunks([inode for _, _, inode in entries]) if request.with_small_chunks else {}
+        reply = mp.ReadDirReply(more=more, parent=parent)
+        for cursor, name, inode in entries:
+            entry = reply.entries.add(name=name, attr=to_attr(inode), cursor=cursor)
+            row = small.get(inode.id)
+            if row is not None:
+                self._fill_ref(entry.small_chunk, row)
+        return reply
+
+    def _fill_ref(self, ref: mp.ChunkRef, row: ChunkRow) -> None:
+        ref.index = row.idx or 0
+        ref.chunk_id = format_chunk_id(row.id)
+        ref.length = row.length
+        ref.stored_length = row.stored_length
+        ref.crc32c = row.crc
+        for view in self.cluster.locations(row.id):
+            ref.replicas.add(keeper_id=view.keeper_id, address=view.address)
 
     @handler
     def MakeDir(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
@@ -233,15 +245,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         inode, rows = self.ns.file_chunks(request.inode, request.first_index, request.count)
         reply = mp.GetChunksReply(attr=to_attr(inode))
         for row in rows:
-            ref = reply.chunks.add(
-                index=row.idx,
-                chunk_id=format_chunk_id(row.id),
-                length=row.length,
-                stored_length=row.stored_length,
-                crc32c=row.crc,
-            )
-            for view in self.cluster.locations(row.id):
-                ref.replicas.add(keeper_id=view.keeper_id, address=view.address)
+            self._fill_ref(reply.chunks.add(), row)
         return reply
 
     @handler

@@ -110,6 +110,7 @@ class MetadataStore(Protocol):
     def new_chunk(self, now_ns: int) -> int: ...
     def get_chunk(self, chunk_id: int) -> ChunkRow | None: ...
     def file_chunks(self, ino: int, first: int = 0, count: int = 0) -> list[ChunkRow]: ...
+    def first_chunks(self, inodes: list[int]) -> list[ChunkRow]: ...
     def make_live(self, chunk_id: int, ino: int, idx: int, length: int, crc: int, now_ns: int) -> None: ...
     def set_chunk_length(self, chunk_id: int, length: int) -> None: ...
     def make_garbage(self, chunk_ids: list[int], now_ns: int) -> None: ...
@@ -351,6 +352,18 @@ class SqliteStore:
             f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE state = 1 AND inode = ? AND idx >= ? ORDER BY idx LIMIT ?",
             (ino, first, count if count > 0 else -1),
         ).fetchall()
+        return [_chunk(r) for r in rows]
+
+    def first_chunks(self, inodes: list[int]) -> list[ChunkRow]:
+        """The chunk in slot 0 of each of these files that has one."""
+        rows = []
+        for start in range(0, len(inodes), 500):  # (SQLite bounds the parameters of one query)
+            some = inodes[start : start + 500]
+            rows += self._db.execute(
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE state = 1 AND idx = 0"
+                f" AND inode IN ({', '.join('?' * len(some))})",
+                some,
+            ).fetchall()
         return [_chunk(r) for r in rows]
 
     def make_live(self, chunk_id: int, ino: int, idx: int, length: int, crc: int, now_ns: int) -> None:

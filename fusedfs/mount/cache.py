@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +18,8 @@ import trio
 
 from fusedfs.chunks import BLOCK_SIZE, aligned_range
 from fusedfs.rpc import master_pb2 as mp
+
+log = logging.getLogger(__name__)
 
 
 class ChunkData:
@@ -125,6 +128,14 @@ class ChunkLoader:
     def wanted(self, chunk_id: str) -> bool:
         """Neither cached nor on its way (what a read-ahead should start)."""
         return chunk_id not in self._flights and self.cache.get(chunk_id) is None
+
+    async def prefetch(self, inode: int, ref: mp.ChunkRef) -> None:
+        """load() for a chunk that is only expected to be read: a failure is logged, not raised
+        (the real read will retry and report it)."""
+        try:
+            await self.load(inode, ref)
+        except Exception as e:
+            log.debug("fetching chunk %s ahead failed: %s", ref.chunk_id, e)
 
     async def load(self, inode: int, ref: mp.ChunkRef) -> ChunkData:
         """The whole chunk (all it holds: callers limit it to the file's current length)."""

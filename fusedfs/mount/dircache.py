@@ -9,6 +9,12 @@ Only names that exist are answered from here (a name missing from the cache is a
 master), and an entry is never older than the kernel's own attribute timeout when handed out:
 other mounts' changes show as quickly as without this cache. This mount's own changes remove or
 replace the entries they touch at once. Pure bookkeeping, no I/O.
+
+A listing also remembers the folder's order and, for small files, their only chunk: when files
+are opened one after the other in that order (`cp -r`, `tar c`, `grep -r` from the mount),
+`ahead()` names the next few small files' chunks, to be fetched before they are opened. These
+are hints: open() still asks the master for the file's chunks, and a chunk id always names the
+same bytes, so a stale hint only costs a fetch.
 """
 
 from __future__ import annotations
@@ -20,6 +26,17 @@ from dataclasses import dataclass
 from fusedfs.rpc import master_pb2 as mp
 
 LISTING_LOOKUPS = 2  # lookups in a folder (within the ttl) after which it is listed
+ORDERS_KEPT = 16  # folders whose order (and small files' chunks) is remembered
+
+
+@dataclass
+class _Order:
+    """A listed folder's names in order, and the small files' only chunks."""
+
+    names: list[bytes]
+    inodes: list[int]
+    small: dict[bytes, tuple[int, mp.ChunkRef]]  # name -> (inode, its only chunk)
+    last_opened: int = -2  # position of the last name opened here
 
 
 @dataclass
@@ -37,6 +54,8 @@ class DirCache:
         self._names_of: dict[int, set[tuple[int, bytes]]] = {}  # inode -> its cached names
         self._lookups: dict[int, list[float]] = {}  # folder -> recent lookups that went to the master
         self._listed: dict[int, float] = {}  # folder -> when this mount last listed it
+        self._orders: dict[int, _Order] = {}  # folder -> its last listing's order, oldest first
+        self._placed: dict[int, tuple[int, int]] = {}  # inode -> (folder, position) in those
         self.generation = 0  # bumped by every change made here: a listing begun before is stale
 
     def get(self, parent: int, name: bytes) -> tuple[mp.Attr, float] | None:
@@ -76,6 +95,38 @@ class DirCache:
             self._remove(key)
             self._entries[key] = _Entry(attr, fetched)
             self._names_of.setdefault(attr.inode, set()).add(key)
+
+    def remember_order(self, parent: int, entries: list[tuple[bytes, int, mp.ChunkRef | None]]) -> None:
+        """A complete listing of a folder: (name, inode, only chunk of a small file) in order."""
+        self._forget_order(parent)
+        if len(self._orders) >= ORDERS_KEPT:
+            self._forget_order(next(iter(self._orders)))
+        order = _Order([name for name, _, _ in entries], [inode for _, inode, _ in entries], {})
+        for position, (name, inode, ref) in enumerate(entries):
+            self._placed[inode] = (parent, position)
+            if ref is not None:
+                order.small[name] = (inode, ref)
+        self._orders[parent] = order
+
+    def _forget_order(self, parent: int) -> None:
+        order = self._orders.pop(parent, None)
+        for inode in order.inodes if order is not None else ():
+            if self._placed.get(inode, (None,))[0] == parent:
+                del self._placed[inode]
+
+    def ahead(self, inode: int, count: int) -> list[tuple[int, mp.ChunkRef]]:
+        """The file `inode` is being opened: when it follows the last one opened in its folder's
+        order, the (inode, chunk) of the next `count` small files there; otherwise none."""
+        placed = self._placed.get(inode)
+        order = self._orders.get(placed[0]) if placed is not None else None
+        if placed is None or order is None:
+            return []
+        position = placed[1]
+        in_order, order.last_opened = position == order.last_opened + 1, position
+        if not in_order:
+            return []
+        names = order.names[position + 1 : position + 1 + count]
+        return [order.small[name] for name in names if name in order.small]
 
     def forget_name(self, parent: int, name: bytes) -> None:
         """The name changed here (removed, replaced or created): the master has the truth."""

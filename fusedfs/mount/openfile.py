@@ -89,18 +89,12 @@ class OpenFile:
             return EMPTY
         return (await self.shared.chunks.load(self.inode, ref)).limited(ref.length)
 
-    async def _prefetch(self, ref: mp.ChunkRef) -> None:
-        try:
-            await self.shared.chunks.load(self.inode, ref)
-        except Exception as e:  # only a guess at what comes next: the real read will retry and report
-            log.debug("prefetch of %s failed: %s", ref.chunk_id, e)
-
     async def _read_ahead(self, index: int, nursery: trio.Nursery) -> None:
         refs = await self._refs()
         for ahead in range(index + 1, index + 1 + READ_AHEAD_CHUNKS):
             ref = refs.get(ahead)
             if ref is not None and self.shared.chunks.wanted(ref.chunk_id):
-                nursery.start_soon(self._prefetch, ref)
+                nursery.start_soon(self.shared.chunks.prefetch, self.inode, ref)
 
     async def _range(self, index: int, offset: int, length: int) -> bytes:
         """Just the blocks of slot index that hold [offset, offset + length): for random reads.

@@ -37,6 +37,7 @@ BLOCK = 512
 READDIR_PAGE = 500
 LISTING_PAGES = 10  # a folder listed for the name cache: at most this many pages of READDIR_PAGE
 SESSION_INTERVAL = 1.0  # seconds between the mount's heartbeats to the master
+FETCH_AHEAD_FILES = 8  # small files fetched ahead of a reader going through a folder in order
 RESERVE_AHEAD = 32  # at most this many chunk ids for small files reserved per master call
 
 
@@ -168,15 +169,21 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         return missing
 
     async def _list(self, parent: int) -> None:
-        """Fills the name cache with a folder's first pages (many lookups there are coming)."""
+        """Fills the name cache with a folder's first pages (many lookups there are coming),
+        and remembers their order with the small files' chunks (for reading ahead)."""
         after = 0
+        order: list[tuple[bytes, int, mp.ChunkRef | None]] = []
         for _ in range(LISTING_PAGES):
             generation, fetched = self.dircache.generation, self.dircache.clock()
-            reply = await self.call("ReadDir", mp.ReadDirRequest(inode=parent, after=after, limit=READDIR_PAGE))
+            request = mp.ReadDirRequest(inode=parent, after=after, limit=READDIR_PAGE, with_small_chunks=True)
+            reply = await self.call("ReadDir", request)
             self.dircache.fill(parent, ((e.name, e.attr) for e in reply.entries), fetched, generation)
+            for e in reply.entries:
+                order.append((e.name, e.attr.inode, e.small_chunk if e.HasField("small_chunk") else None))
             if not reply.more or not reply.entries:
-                return
+                break
             after = reply.entries[-1].cursor
+        self.dircache.remember_order(parent, order)
 
     @translate_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -388,7 +395,16 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         info = self._register(reply.attr, flags)
         if fresh:
             self.open_files[inode].refs = {ref.index: ref for ref in reply.chunks}
+        self._fetch_ahead(inode)
         return info
+
+    def _fetch_ahead(self, inode: int) -> None:
+        """Opened in its folder's order after the file before it: the next few small files' chunks
+        are fetched in the background, so that opening them finds their data here."""
+        chunks = self.shared.chunks
+        for ahead, ref in self.dircache.ahead(inode, FETCH_AHEAD_FILES):
+            if chunks.wanted(ref.chunk_id):
+                self._nursery().start_soon(chunks.prefetch, ahead, ref)
 
     def _file(self, fh: int) -> tuple[OpenFile, int]:
         inode, flags = self.handles[fh]

@@ -76,24 +76,28 @@ class SetAttrRequest(_message.Message):
     def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., atime_now: _Optional[bool] = ..., mtime_now: _Optional[bool] = ...) -> None: ...
 
 class ReadDirRequest(_message.Message):
-    __slots__ = ("inode", "after", "limit")
+    __slots__ = ("inode", "after", "limit", "with_small_chunks")
     INODE_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WITH_SMALL_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     inode: int
     after: int
     limit: int
-    def __init__(self, inode: _Optional[int] = ..., after: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    with_small_chunks: bool
+    def __init__(self, inode: _Optional[int] = ..., after: _Optional[int] = ..., limit: _Optional[int] = ..., with_small_chunks: _Optional[bool] = ...) -> None: ...
 
 class DirEntry(_message.Message):
-    __slots__ = ("name", "attr", "cursor")
+    __slots__ = ("name", "attr", "cursor", "small_chunk")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ATTR_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    SMALL_CHUNK_FIELD_NUMBER: _ClassVar[int]
     name: bytes
     attr: Attr
     cursor: int
-    def __init__(self, name: _Optional[bytes] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., cursor: _Optional[int] = ...) -> None: ...
+    small_chunk: ChunkRef
+    def __init__(self, name: _Optional[bytes] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., cursor: _Optional[int] = ..., small_chunk: _Optional[_Union[ChunkRef, _Mapping]] = ...) -> None: ...
 
 class ReadDirReply(_message.Message):
     __slots__ = ("entries", "more", "parent")

@@ -231,6 +231,20 @@ def test_the_kernel_reads_ahead_a_mebibyte(mounted: tuple[LocalCluster, Path]) -
     assert Path(f"/sys/class/bdi/{devices[-1]}/read_ahead_kb").read_text().strip() == "1024"
 
 
+def test_files_fetched_ahead_never_show_stale_content(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    cluster, first = mounted
+    second = cluster.mount(tmp_path / "second")
+    (first / "many").mkdir()
+    for i in range(12):
+        (first / "many" / f"f{i:02}").write_bytes(b"old %02d" % i)
+    time.sleep(1.2)  # the name cache and the kernel's caches expire
+    # Read in the folder's order: the next files' (old) chunks are fetched ahead ...
+    assert [(first / "many" / f"f{i:02}").read_bytes() for i in range(2)] == [b"old 00", b"old 01"]
+    for i in range(2, 12):  # ... while another mount replaces them
+        (second / "many" / f"f{i:02}").write_bytes(b"new %02d" % i)
+    assert [(first / "many" / f"f{i:02}").read_bytes() for i in range(2, 12)] == [b"new %02d" % i for i in range(2, 12)]
+
+
 def test_a_name_missing_on_one_mount_shows_once_another_creates_it(
     mounted: tuple[LocalCluster, Path], tmp_path: Path
 ) -> None:

@@ -46,3 +46,27 @@ def test_our_changes_remove_what_they_touch_and_stale_listings_are_refused() -> 
     cache.forget_name(3, b"x")  # a change while a listing was under way ...
     cache.fill(3, [(b"x", attr(12))], clock.now, started)  # ... so that listing is not used
     assert cache.get(3, b"x") is None
+
+
+def test_files_opened_in_the_folders_order_have_the_next_small_ones_named_ahead() -> None:
+    cache = DirCache(ttl=1.0, clock=Clock())
+
+    def ref(chunk: str) -> mp.ChunkRef:
+        return mp.ChunkRef(chunk_id=chunk, length=10)
+
+    listing = [(b"a", 10, ref("ca")), (b"b", 11, ref("cb")), (b"big", 12, None), (b"c", 13, ref("cc"))]
+    cache.remember_order(1, [*listing, (b"d", 14, ref("cd"))])
+    assert cache.ahead(10, 2) == []  # one open tells nothing yet
+    assert [(i, r.chunk_id) for i, r in cache.ahead(11, 2)] == [(13, "cc")]  # (big has no small chunk)
+    assert [(i, r.chunk_id) for i, r in cache.ahead(12, 2)] == [(13, "cc"), (14, "cd")]
+    assert cache.ahead(10, 2) == []  # back to the start: not in order
+    assert cache.ahead(99, 2) == []  # not from a listing
+    cache.remember_order(1, [(b"x", 20, ref("cx"))])  # listed again: the old order is gone
+    assert cache.ahead(11, 2) == []
+    assert cache.ahead(20, 2) == []
+    assert cache.ahead(20, 2) == []  # (a second open of the same file is not "the next one")
+    for folder in range(100, 120):  # only the last few folders' orders are kept
+        names = [b"f", b"g", b"h"]
+        cache.remember_order(folder, [(name, i * 1000 + folder, ref(f"c{i}-{folder}")) for i, name in enumerate(names)])
+    assert cache.ahead(119, 1) == [] and [r.chunk_id for _, r in cache.ahead(1119, 1)] == ["c2-119"]
+    assert cache.ahead(100, 1) == [] and cache.ahead(1100, 1) == []  # folder 100's order was dropped
