@@ -14,7 +14,9 @@ A listing also remembers the folder's order and, for small files, their only chu
 are opened one after the other in that order (`cp -r`, `tar c`, `grep -r` from the mount),
 `ahead()` names the next few small files' chunks, to be fetched before they are opened. These
 are hints: open() still asks the master for the file's chunks, and a chunk id always names the
-same bytes, so a stale hint only costs a fetch.
+same bytes, so a stale hint only costs a fetch. Chunks make a listing about 4 times bigger
+(8.2 instead of 3.4 ms for 500 files), so they are asked for only while files are being opened
+on this mount (`ls -l`, `find` and `du` open none).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from fusedfs.rpc import master_pb2 as mp
 
 LISTING_LOOKUPS = 2  # lookups in a folder (within the ttl) after which it is listed
 ORDERS_KEPT = 16  # folders whose order (and small files' chunks) is remembered
+OPENS_REMEMBERED = 10.0  # seconds after an open during which listings carry chunks
 
 
 @dataclass
@@ -56,6 +59,7 @@ class DirCache:
         self._listed: dict[int, float] = {}  # folder -> when this mount last listed it
         self._orders: dict[int, _Order] = {}  # folder -> its last listing's order, oldest first
         self._placed: dict[int, tuple[int, int]] = {}  # inode -> (folder, position) in those
+        self._last_open = -OPENS_REMEMBERED  # when a file was last opened here
         self.generation = 0  # bumped by every change made here: a listing begun before is stale
 
     def get(self, parent: int, name: bytes) -> tuple[mp.Attr, float] | None:
@@ -108,6 +112,10 @@ class DirCache:
                 order.small[name] = (inode, ref)
         self._orders[parent] = order
 
+    def files_opened_lately(self) -> bool:
+        """Whether files are being opened on this mount: listings should carry small files' chunks."""
+        return self.clock() - self._last_open < OPENS_REMEMBERED
+
     def _forget_order(self, parent: int) -> None:
         order = self._orders.pop(parent, None)
         for inode in order.inodes if order is not None else ():
@@ -117,6 +125,7 @@ class DirCache:
     def ahead(self, inode: int, count: int) -> list[tuple[int, mp.ChunkRef]]:
         """The file `inode` is being opened: when it follows the last one opened in its folder's
         order, the (inode, chunk) of the next `count` small files there; otherwise none."""
+        self._last_open = self.clock()
         placed = self._placed.get(inode)
         order = self._orders.get(placed[0]) if placed is not None else None
         if placed is None or order is None:

@@ -173,9 +173,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         and remembers their order with the small files' chunks (for reading ahead)."""
         after = 0
         order: list[tuple[bytes, int, mp.ChunkRef | None]] = []
+        chunks = self.dircache.files_opened_lately()
         for _ in range(LISTING_PAGES):
             generation, fetched = self.dircache.generation, self.dircache.clock()
-            request = mp.ReadDirRequest(inode=parent, after=after, limit=READDIR_PAGE, with_small_chunks=True)
+            request = mp.ReadDirRequest(inode=parent, after=after, limit=READDIR_PAGE, with_small_chunks=chunks)
             reply = await self.call("ReadDir", request)
             self.dircache.fill(parent, ((e.name, e.attr) for e in reply.entries), fetched, generation)
             for e in reply.entries:

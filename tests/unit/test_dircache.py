@@ -49,14 +49,19 @@ def test_our_changes_remove_what_they_touch_and_stale_listings_are_refused() -> 
 
 
 def test_files_opened_in_the_folders_order_have_the_next_small_ones_named_ahead() -> None:
-    cache = DirCache(ttl=1.0, clock=Clock())
+    clock = Clock()
+    cache = DirCache(ttl=1.0, clock=clock)
 
     def ref(chunk: str) -> mp.ChunkRef:
         return mp.ChunkRef(chunk_id=chunk, length=10)
 
     listing = [(b"a", 10, ref("ca")), (b"b", 11, ref("cb")), (b"big", 12, None), (b"c", 13, ref("cc"))]
     cache.remember_order(1, [*listing, (b"d", 14, ref("cd"))])
+    assert not cache.files_opened_lately()
     assert cache.ahead(10, 2) == []  # one open tells nothing yet
+    assert cache.files_opened_lately()  # (so listings now bring the small files' chunks)
+    clock.now += 11
+    assert not cache.files_opened_lately()
     assert [(i, r.chunk_id) for i, r in cache.ahead(11, 2)] == [(13, "cc")]  # (big has no small chunk)
     assert [(i, r.chunk_id) for i, r in cache.ahead(12, 2)] == [(13, "cc"), (14, "cd")]
     assert cache.ahead(10, 2) == []  # back to the start: not in order
