@@ -74,8 +74,17 @@ class Forwarder:
             except queue.Full:
                 continue
 
-    def cancel(self) -> None:
-        self._future.cancel()
+    def abandon(self) -> None:
+        """This keeper gave up the write: the next one must not store it. Cancelling alone is not
+        enough (a gRPC server may see a cancelled stream as one that ended, and store a copy whose
+        every byte had arrived), so the stream ends with a second header, which a keeper takes
+        as the writer giving up. If that cannot be queued at once, the next keeper still lacks
+        bytes of the chunk, and cancelling is enough."""
+        try:
+            self._queue.put_nowait(kp.WriteChunkMessage(header=kp.WriteChunkHeader()))
+            self._queue.put_nowait(_END)
+        except queue.Full:
+            self._future.cancel()
 
     def end(self) -> None:
         """No more data: the next keeper can check and store its copy (while we store ours)."""
@@ -123,6 +132,8 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
                     if forward:
                         forward.send(kp.WriteChunkMessage(data=first.data))
                 for message in request_iterator:
+                    if message.HasField("header"):  # see Forwarder.abandon
+                        raise FsError(errno.EINVAL, "a second header: the writer gave the write up")
                     writer.write(message.data)
                     if forward:
                         forward.send(message)
@@ -134,12 +145,12 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
             except FsError as e:
                 writer.abort()
                 if forward:
-                    forward.cancel()
+                    forward.abandon()
                 abort_with(context, e)
             except BaseException:
                 writer.abort()
                 if forward:
-                    forward.cancel()
+                    forward.abandon()
                 raise
             reply = kp.WriteChunkReply(stored_on=[self.keeper_id])
             if forward:

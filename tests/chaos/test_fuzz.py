@@ -1156,6 +1156,13 @@ def test_write_streams_cut_short_cancelled_or_overlong(protected: Protected) -> 
                 first(f"71000000000000{n}5", crc=crc ^ 1),
                 *(kp.WriteChunkMessage(data=p) for p in pieces[1:]),
             ],
+            # Every byte arrives, then the writer gives up: how a keeper ends what it forwards when
+            # its own copy fails (a cancelled stream may look ended to the next keeper).
+            "given up after every byte": [
+                first(f"71000000000000{n}6"),
+                *(kp.WriteChunkMessage(data=p) for p in pieces[1:]),
+                kp.WriteChunkMessage(header=kp.WriteChunkHeader()),
+            ],
         }
         for what, messages in cases.items():
             outcome = call_typed(servers.keepers[0], write, messages)
