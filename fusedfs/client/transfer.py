@@ -85,10 +85,16 @@ class _ReservedAhead:
 
     def drop_keepers(self, keeper_ids: set[str]) -> list[str]:
         """Forgets reservations placed on keepers that just failed; returns their ids."""
+        dropped: list[str] = []
         with self._lock:
-            dropped = [r for r in self._ready if {k.keeper_id for k in r.pipeline} & keeper_ids]
-            self._ready = [r for r in self._ready if r not in dropped]
-        return [r.chunk_id for r in dropped]
+            kept = []
+            for r in self._ready:
+                if any(k.keeper_id in keeper_ids for k in r.pipeline):
+                    dropped.append(r.chunk_id)
+                else:
+                    kept.append(r)
+            self._ready = kept
+        return dropped
 
     def drop_all(self) -> list[str]:
         with self._lock:

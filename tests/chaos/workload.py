@@ -186,14 +186,20 @@ class Workload:
                     self.acked.append(Acked(name, len(data), sha256(data), time.monotonic()))
             self._stop.wait(self.pause)
 
+    def _pick_acked(self, rng: random.Random) -> Acked | None:
+        """An acknowledged file to read back; None (after a short wait) while there is none."""
+        with self._lock:
+            target = rng.choice(self.acked) if self.acked else None
+        if target is None:
+            self._stop.wait(0.1)
+        return target
+
     def _read_loop(self, worker: _Worker, rng: random.Random, index: int) -> None:
         client = worker.client
         assert client is not None
         while not self._stop.is_set():
-            with self._lock:
-                target = rng.choice(self.acked) if self.acked else None
+            target = self._pick_acked(rng)
             if target is None:
-                self._stop.wait(0.1)
                 continue
 
             def download(target: Acked = target) -> None:
@@ -241,10 +247,8 @@ class Workload:
         """Reads acknowledged files (written either way) back through the mount."""
         assert self.mountpoint is not None
         while not self._stop.is_set():
-            with self._lock:
-                target = rng.choice(self.acked) if self.acked else None
+            target = self._pick_acked(rng)
             if target is None:
-                self._stop.wait(0.1)
                 continue
 
             def read(target: Acked = target) -> None:
