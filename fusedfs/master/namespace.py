@@ -36,6 +36,18 @@ class ChunkChanges:
 
 
 @dataclass(frozen=True)
+class Added:
+    """What an operation that adds a name returns: the node it names and its folder, after the
+    change, with the folder's ctime just before it. ctime grows with every change of an inode, so
+    a client that last saw the folder at exactly that ctime knows nobody else changed it since
+    (NFSv4's change_info does the same)."""
+
+    node: Inode
+    folder: Inode
+    folder_ctime_before_ns: int
+
+
+@dataclass(frozen=True)
 class CommittedChunk:
     """A freshly written chunk going into slot `index` of a file."""
 
@@ -75,7 +87,8 @@ class Namespace:
     def _touch(self, inode: Inode, now: int, mtime: bool = True) -> None:
         if mtime:
             inode.mtime_ns = now
-        inode.ctime_ns = now
+        # Strictly growing, even if the clock stands still or steps back: see Added.
+        inode.ctime_ns = max(now, inode.ctime_ns + 1)
         self.store.update_inode(inode)
 
     def _new_inode(self, mode: int, uid: int, gid: int, nlink: int, now: int, **extra: object) -> Inode:
@@ -169,22 +182,24 @@ class Namespace:
 
     # --- creating --------------------------------------------------------------------------------
 
-    def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Inode:
+    def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Added:
         with self.store.transaction():
             now = self.clock()
             parent_inode = self._dir(parent)
+            before = parent_inode.ctime_ns
             self._free_name(parent, name)
             inode = self._new_inode(stat.S_IFDIR | (mode & 0o7777), uid, gid, 2, now)
             self.store.insert_dentry(parent, name, inode.id)
             parent_inode.nlink += 1
             self._touch(parent_inode, now)
-            return inode
+            return Added(inode, parent_inode, before)
 
-    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int, exclusive: bool) -> Inode:
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int, exclusive: bool) -> Added:
         """Creates an empty file, or returns the existing one at that name (unless exclusive)."""
         with self.store.transaction():
             now = self.clock()
             parent_inode = self._dir(parent)
+            before = parent_inode.ctime_ns
             validate_name(name)
             entry = self.store.lookup(parent, name)
             if entry is not None:
@@ -193,41 +208,43 @@ class Namespace:
                 existing = self._inode(entry.inode)
                 if stat.S_ISDIR(existing.mode):
                     raise FsError(errno.EISDIR, f"{name.decode(errors='replace')!r} is a directory")
-                return existing
+                return Added(existing, parent_inode, before)
             inode = self._new_inode(
                 stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now, chunk_size=self.default_chunk_size
             )
             self.store.insert_dentry(parent, name, inode.id)
             self._touch(parent_inode, now)
-            return inode
+            return Added(inode, parent_inode, before)
 
-    def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> Inode:
+    def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> Added:
         if not target or len(target) > PATH_MAX or b"\0" in target:
             raise FsError(errno.EINVAL if len(target) <= PATH_MAX else errno.ENAMETOOLONG, "invalid symlink target")
         with self.store.transaction():
             now = self.clock()
             parent_inode = self._dir(parent)
+            before = parent_inode.ctime_ns
             self._free_name(parent, name)
             inode = self._new_inode(stat.S_IFLNK | 0o777, uid, gid, 1, now, target=target)
             inode.size = len(target)
             self.store.update_inode(inode)
             self.store.insert_dentry(parent, name, inode.id)
             self._touch(parent_inode, now)
-            return inode
+            return Added(inode, parent_inode, before)
 
-    def link(self, ino: int, new_parent: int, new_name: bytes) -> Inode:
+    def link(self, ino: int, new_parent: int, new_name: bytes) -> Added:
         with self.store.transaction():
             now = self.clock()
             inode = self._inode(ino)
             if stat.S_ISDIR(inode.mode):
                 raise FsError(errno.EPERM, "hard links to directories are not allowed")
             parent_inode = self._dir(new_parent)
+            before = parent_inode.ctime_ns
             self._free_name(new_parent, new_name)
             self.store.insert_dentry(new_parent, new_name, ino)
             inode.nlink += 1
             self._touch(inode, now, mtime=False)
             self._touch(parent_inode, now)
-            return inode
+            return Added(inode, parent_inode, before)
 
     # --- removing --------------------------------------------------------------------------------
 

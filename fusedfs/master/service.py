@@ -18,7 +18,7 @@ import grpc
 from fusedfs.chunks import format_chunk_id, is_valid_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError, abort_with
 from fusedfs.master.cluster import Cluster
-from fusedfs.master.namespace import ChunkChanges, CommittedChunk, Namespace
+from fusedfs.master.namespace import Added, ChunkChanges, CommittedChunk, Namespace
 from fusedfs.master.sessions import MountSessions
 from fusedfs.master.store import ChunkRow, Inode, MetadataStore
 from fusedfs.rpc import common_pb2 as cp
@@ -151,18 +151,16 @@ class MasterService(master_pb2_grpc.MasterServicer):
 
     @handler
     def MakeDir(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
-        inode = self.ns.mkdir(request.parent, request.name, request.mode, request.uid, request.gid)
-        return self._node(inode, request.parent)
+        return self._node(self.ns.mkdir(request.parent, request.name, request.mode, request.uid, request.gid))
 
     @handler
     def CreateFile(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
-        inode = self.ns.create(request.parent, request.name, request.mode, request.uid, request.gid, request.exclusive)
-        return self._node(inode, request.parent)
+        added = self.ns.create(request.parent, request.name, request.mode, request.uid, request.gid, request.exclusive)
+        return self._node(added)
 
     @handler
     def Symlink(self, request: mp.SymlinkRequest, context: grpc.ServicerContext) -> mp.NodeReply:
-        inode = self.ns.symlink(request.parent, request.name, request.target, request.uid, request.gid)
-        return self._node(inode, request.parent)
+        return self._node(self.ns.symlink(request.parent, request.name, request.target, request.uid, request.gid))
 
     @handler
     def ReadLink(self, request: mp.InodeRequest, context: grpc.ServicerContext) -> mp.ReadLinkReply:
@@ -170,10 +168,14 @@ class MasterService(master_pb2_grpc.MasterServicer):
 
     @handler
     def Link(self, request: mp.LinkRequest, context: grpc.ServicerContext) -> mp.NodeReply:
-        return self._node(self.ns.link(request.inode, request.new_parent, request.new_name), request.new_parent)
+        return self._node(self.ns.link(request.inode, request.new_parent, request.new_name))
 
-    def _node(self, inode: Inode, folder: int) -> mp.NodeReply:
-        return mp.NodeReply(attr=to_attr(inode), folder=to_attr(self.ns.getattr(folder)))
+    def _node(self, added: Added) -> mp.NodeReply:
+        return mp.NodeReply(
+            attr=to_attr(added.node),
+            folder=to_attr(added.folder),
+            folder_ctime_before_ns=added.folder_ctime_before_ns,
+        )
 
     @handler
     def Unlink(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> mp.Attr:

@@ -10,6 +10,14 @@ master), and an entry is never older than the kernel's own attribute timeout whe
 other mounts' changes show as quickly as without this cache. This mount's own changes remove or
 replace the entries they touch at once. Pure bookkeeping, no I/O.
 
+A folder this mount made, and added every name to since, is known whole: a missing name there
+is answered here, with no round trip (a new file's name is always missing first). Each add's
+reply carries the folder's ctime just before it, which grows with every change: when that is the
+ctime we last saw, nobody else changed the folder in between. Any other change (another mount's,
+or a rename, unlink or concurrent add of ours) ends the knowledge. A missing name is answered
+only within the negative timeout of the last such proof, so another mount's new name shows as
+quickly as the kernel's own negative cache allows (`--negative-timeout`).
+
 A listing also remembers the folder's order and, for small files, their only chunk: when files
 are opened one after the other in that order (`cp -r`, `tar c`, `grep -r` from the mount),
 `ahead()` names the next few small files' chunks, to be fetched before they are opened. These
@@ -30,6 +38,8 @@ from fusedfs.rpc import master_pb2 as mp
 LISTING_LOOKUPS = 2  # lookups in a folder (within the ttl) after which it is listed
 ORDERS_KEPT = 16  # folders whose order (and small files' chunks) is remembered
 OPENS_REMEMBERED = 10.0  # seconds after an open during which listings carry chunks
+KNOWN_FOLDERS = 64  # folders known whole, the most recently added to
+KNOWN_NAMES = 100_000  # names of one folder known whole; past that, it is no longer tracked
 
 
 @dataclass
@@ -40,6 +50,17 @@ class _Order:
     inodes: list[int]
     small: dict[bytes, tuple[int, mp.ChunkRef]]  # name -> (inode, its only chunk)
     last_opened: int = -2  # position of the last name opened here
+
+
+@dataclass
+class _Known:
+    """A folder this mount knows whole: every name it has."""
+
+    names: set[bytes]
+    ctime_ns: int  # the folder's ctime when those were all its names
+    proved: float  # when that was last proved
+    adding: int = 0  # adds of ours under way (begin_add)
+    changes: int = 0  # name changes of ours here since the first of them began
 
 
 @dataclass
@@ -60,6 +81,7 @@ class DirCache:
         self._orders: dict[int, _Order] = {}  # folder -> its last listing's order, oldest first
         self._placed: dict[int, tuple[int, int]] = {}  # inode -> (folder, position) in those
         self._last_open = -OPENS_REMEMBERED  # when a file was last opened here
+        self._known: dict[int, _Known] = {}  # folder -> its names, least recently proved first
         self.generation = 0  # bumped by every change made here: a listing begun before is stale
 
     def get(self, parent: int, name: bytes) -> tuple[mp.Attr, float] | None:
@@ -137,9 +159,62 @@ class DirCache:
         names = order.names[position + 1 : position + 1 + count]
         return [order.small[name] for name in names if name in order.small]
 
+    def made_folder(self, attr: mp.Attr) -> None:
+        """This mount made the folder: it is known whole, empty."""
+        self._known.pop(attr.inode, None)
+        if len(self._known) >= KNOWN_FOLDERS:
+            del self._known[next(iter(self._known))]
+        self._known[attr.inode] = _Known(set(), attr.ctime_ns, self.clock())
+
+    def known_missing(self, parent: int, name: bytes, within: float) -> bool:
+        """Whether the name is missing from a folder known whole, as proved within `within` s."""
+        known = self._known.get(parent)
+        return (
+            known is not None and not known.adding and name not in known.names and self.clock() - known.proved < within
+        )
+
+    def begin_add(self, parent: int) -> tuple[_Known, int] | None:
+        """Before this mount adds a name to the folder (and before its forget_name calls)."""
+        known = self._known.get(parent)
+        if known is None:
+            return None
+        known.adding += 1
+        return known, known.changes
+
+    def end_add(self, parent: int, began: tuple[_Known, int] | None, name: bytes, reply: mp.NodeReply | None) -> None:
+        """After the add (reply None: it failed). The folder stays known whole only if the reply
+        proves nobody changed it since we last saw it, and no other change of ours ran here."""
+        if began is None:
+            return
+        known, changes = began
+        known.adding -= 1
+        if self._known.get(parent) is not known:
+            return
+        del self._known[parent]
+        # Our own add shows as two forget_name calls (before and after the master call).
+        if (
+            reply is None
+            or known.adding
+            or known.changes != changes + 2
+            or reply.folder_ctime_before_ns != known.ctime_ns
+            or len(known.names) >= KNOWN_NAMES
+        ):
+            return
+        known.names.add(name)
+        known.ctime_ns = reply.folder.ctime_ns
+        known.proved = self.clock()
+        known.changes = 0
+        self._known[parent] = known  # the most recently proved last
+
     def forget_name(self, parent: int, name: bytes) -> None:
         """The name changed here (removed, replaced or created): the master has the truth."""
         self.generation += 1
+        known = self._known.get(parent)
+        if known is not None:
+            if known.adding:
+                known.changes += 1  # end_add tells its own from others
+            else:
+                del self._known[parent]  # a rename or link into it, an unlink: ask the master
         entry = self._entries.get((parent, name))
         if entry is not None:
             self.forget_inode(entry.attr.inode)

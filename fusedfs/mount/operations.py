@@ -152,6 +152,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     @translate_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         cached = self.dircache.get(parent_inode, name)
+        if cached is None and self.dircache.known_missing(parent_inode, name, self.negative_timeout):
+            return self._missing()
         if cached is None and self.dircache.worth_listing(parent_inode):
             await self._list(parent_inode)
             cached = self.dircache.get(parent_inode, name)
@@ -163,6 +165,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         except FsError as e:
             if e.errno != errno.ENOENT or not self.negative_timeout:
                 raise
+        return self._missing()
+
+    def _missing(self) -> pyfuse3.EntryAttributes:
         missing = pyfuse3.EntryAttributes()  # inode 0: the kernel remembers the name is missing
         missing.st_ino = 0
         missing.entry_timeout = self.negative_timeout
@@ -280,14 +285,21 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         request = mp.MakeNodeRequest(parent=parent_inode, name=name, mode=mode, uid=ctx.uid, gid=ctx.gid)
-        return self.entry(await self._add_name("MakeDir", request, parent_inode, name))
+        attr = await self._add_name("MakeDir", request, parent_inode, name)
+        self.dircache.made_folder(attr)
+        return self.entry(attr)
 
     async def _add_name(
         self, method: str, request: Any, parent: int, name: bytes, inodes: Iterable[int] = ()
     ) -> mp.Attr:
         """A master call that adds a name to a folder; returns the node it names."""
-        with self._changing(names=[(parent, name)], inodes=inodes):
-            reply = await self.call(method, request)
+        began = self.dircache.begin_add(parent)
+        reply = None
+        try:
+            with self._changing(names=[(parent, name)], inodes=inodes):
+                reply = await self.call(method, request)
+        finally:
+            self.dircache.end_add(parent, began, name, reply)
         self._folder_changed(parent, reply.folder)
         return reply.attr  # type: ignore[no-any-return]
 

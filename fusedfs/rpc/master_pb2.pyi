@@ -126,12 +126,14 @@ class MakeNodeRequest(_message.Message):
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., exclusive: _Optional[bool] = ...) -> None: ...
 
 class NodeReply(_message.Message):
-    __slots__ = ("attr", "folder")
+    __slots__ = ("attr", "folder", "folder_ctime_before_ns")
     ATTR_FIELD_NUMBER: _ClassVar[int]
     FOLDER_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_CTIME_BEFORE_NS_FIELD_NUMBER: _ClassVar[int]
     attr: Attr
     folder: Attr
-    def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., folder: _Optional[_Union[Attr, _Mapping]] = ...) -> None: ...
+    folder_ctime_before_ns: int
+    def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., folder: _Optional[_Union[Attr, _Mapping]] = ..., folder_ctime_before_ns: _Optional[int] = ...) -> None: ...
 
 class SymlinkRequest(_message.Message):
     __slots__ = ("parent", "name", "target", "uid", "gid")

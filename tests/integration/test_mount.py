@@ -263,6 +263,27 @@ def test_a_name_missing_on_one_mount_shows_once_another_creates_it(
     assert (first / "mine.txt").read_bytes() == b"at once"
 
 
+def test_a_folder_made_here_still_shows_names_another_mount_adds(
+    mounted: tuple[LocalCluster, Path], tmp_path: Path
+) -> None:
+    cluster, first = mounted
+    second = cluster.mount(tmp_path / "second")
+    # A folder made on one mount, and added to only there, answers missing names itself ...
+    (second / "made").mkdir()
+    (second / "made" / "a").write_bytes(b"a")
+    (first / "made" / "x").write_bytes(b"from first")
+    # ... until its next add shows that someone else changed the folder: then at once,
+    (second / "made" / "b").write_bytes(b"b")
+    assert (second / "made" / "x").read_bytes() == b"from first"
+    # and without an add of its own, once the kernel's negative timeout (0.2 s) has passed.
+    (second / "quiet").mkdir()
+    (second / "quiet" / "a").write_bytes(b"a")
+    (first / "quiet" / "y").write_bytes(b"from first")
+    time.sleep(0.5)
+    assert (second / "quiet" / "y").read_bytes() == b"from first"
+    assert sorted(p.name for p in (second / "made").iterdir()) == ["a", "b", "x"]
+
+
 def test_rotten_replicas_are_read_around_and_repaired(mounted: tuple[LocalCluster, Path]) -> None:
     cluster, mnt = mounted
     data = os.urandom(5000)  # one small chunk: read with one unary call per replica tried

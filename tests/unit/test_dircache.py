@@ -75,3 +75,50 @@ def test_files_opened_in_the_folders_order_have_the_next_small_ones_named_ahead(
         cache.remember_order(folder, [(name, i * 1000 + folder, ref(f"c{i}-{folder}")) for i, name in enumerate(names)])
     assert cache.ahead(119, 1) == [] and [r.chunk_id for _, r in cache.ahead(1119, 1)] == ["c2-119"]
     assert cache.ahead(100, 1) == [] and cache.ahead(1100, 1) == []  # folder 100's order was dropped
+
+
+def add(cache: DirCache, folder: int, name: bytes, before: int, after: int, others: int = 0) -> None:
+    """Our add of `name`, as Operations._add_name does it; `others`: changes of ours that ran
+    meanwhile (each a forget_name)."""
+    began = cache.begin_add(folder)
+    cache.forget_name(folder, name)
+    for i in range(others):
+        cache.forget_name(folder, b"other%d" % i)
+    reply = mp.NodeReply(attr=attr(99), folder=mp.Attr(inode=folder, ctime_ns=after), folder_ctime_before_ns=before)
+    cache.forget_name(folder, name)
+    cache.end_add(folder, began, name, reply)
+
+
+def test_a_folder_made_here_answers_missing_names_while_every_add_proves_it_unchanged() -> None:
+    clock = Clock()
+    cache = DirCache(ttl=1.0, clock=clock)
+    assert not cache.known_missing(5, b"a", 0.2)  # never made here: ask the master
+    cache.made_folder(mp.Attr(inode=5, ctime_ns=1000))
+    assert cache.known_missing(5, b"a", 0.2)
+    assert not cache.known_missing(5, b"a", 0.0)  # --negative-timeout 0: never
+    add(cache, 5, b"a", before=1000, after=1001)
+    assert not cache.known_missing(5, b"a", 0.2) and cache.known_missing(5, b"b", 0.2)
+    clock.now += 0.3  # the last proof is older than the negative timeout: ask the master
+    assert not cache.known_missing(5, b"b", 0.2)
+    add(cache, 5, b"b", before=1001, after=1002)  # ... but the next add proves it again
+    assert cache.known_missing(5, b"c", 0.2)
+    # Someone else changed the folder in between: its ctime moved on without us.
+    add(cache, 5, b"c", before=1005, after=1006)
+    assert not cache.known_missing(5, b"d", 0.2)
+    add(cache, 5, b"d", before=1006, after=1007)  # once forgotten, stays forgotten
+    assert not cache.known_missing(5, b"e", 0.2)
+
+
+def test_other_changes_of_ours_end_the_knowledge() -> None:
+    cache = DirCache(ttl=1.0, clock=Clock())
+    cache.made_folder(mp.Attr(inode=5, ctime_ns=1000))
+    cache.forget_name(5, b"moved-in")  # a rename or link into the folder, an unlink
+    assert not cache.known_missing(5, b"moved-in", 0.2)
+    cache.made_folder(mp.Attr(inode=6, ctime_ns=1000))
+    add(cache, 6, b"a", before=1000, after=1002, others=1)  # a concurrent change of ours
+    assert not cache.known_missing(6, b"b", 0.2)
+    cache.made_folder(mp.Attr(inode=7, ctime_ns=1000))
+    began = cache.begin_add(7)
+    assert not cache.known_missing(7, b"a", 0.2)  # while an add is under way: ask the master
+    cache.end_add(7, began, b"a", None)  # it failed (EEXIST: we were wrong, or EIO)
+    assert not cache.known_missing(7, b"b", 0.2)

@@ -47,6 +47,25 @@ def pending(ns: Namespace) -> int:
         return ns.store.new_chunk(0)
 
 
+def test_adding_a_name_tells_whether_the_folder_changed_in_between(store: SqliteStore) -> None:
+    ns = Namespace(store, CHUNK, clock=lambda: 5)  # a clock that stands still: ctime still grows
+    made = ns.mkdir(ROOT_INODE, b"d", 0o755, 0, 0)
+    folder = made.node
+    first = ns.create(folder.id, b"a", 0o644, 0, 0, exclusive=True)
+    assert first.folder_ctime_before_ns == folder.ctime_ns  # nothing else happened in between
+    second = ns.create(folder.id, b"b", 0o644, 0, 0, exclusive=True)
+    assert second.folder_ctime_before_ns == first.folder.ctime_ns > folder.ctime_ns
+    # Another client's change (any kind) in between shows as a different "before".
+    ns.symlink(folder.id, b"s", b"a", 0, 0)
+    ns.unlink(folder.id, b"s")
+    ns.setattr(folder.id, mode=0o700)
+    third = ns.link(first.node.id, folder.id, b"c")
+    assert third.folder_ctime_before_ns > second.folder.ctime_ns
+    # Opening an existing file changes nothing: before and after agree.
+    again = ns.create(folder.id, b"a", 0o644, 0, 0, exclusive=False)
+    assert again.folder_ctime_before_ns == again.folder.ctime_ns == third.folder.ctime_ns
+
+
 def test_names_are_checked(ns: Namespace) -> None:
     assert errno_of(ns.mkdir, ROOT_INODE, b"", 0o755, 0, 0) == errno.EINVAL
     assert errno_of(ns.mkdir, ROOT_INODE, b"a/b", 0o755, 0, 0) == errno.EINVAL
@@ -56,14 +75,14 @@ def test_names_are_checked(ns: Namespace) -> None:
 
 
 def test_mkdir_rmdir_and_link_counts(ns: Namespace) -> None:
-    a = ns.mkdir(ROOT_INODE, b"a", 0o755, 5, 6)
+    a = ns.mkdir(ROOT_INODE, b"a", 0o755, 5, 6).node
     assert (a.nlink, a.uid, a.gid, stat.S_ISDIR(a.mode)) == (2, 5, 6, True)
     assert ns.getattr(ROOT_INODE).nlink == 3
     ns.mkdir(a.id, b"b", 0o700, 0, 0)
     assert ns.getattr(a.id).nlink == 3
     assert errno_of(ns.mkdir, ROOT_INODE, b"a", 0o755, 0, 0) == errno.EEXIST
     assert errno_of(ns.rmdir, ROOT_INODE, b"a") == errno.ENOTEMPTY
-    f = ns.create(a.id, b"file", 0o644, 0, 0, exclusive=True)
+    f = ns.create(a.id, b"file", 0o644, 0, 0, exclusive=True).node
     assert errno_of(ns.rmdir, a.id, b"file") == errno.ENOTDIR
     assert errno_of(ns.unlink, a.id, b"b") == errno.EISDIR
     assert errno_of(ns.mkdir, f.id, b"under-a-file", 0o755, 0, 0) == errno.ENOTDIR
@@ -75,8 +94,8 @@ def test_mkdir_rmdir_and_link_counts(ns: Namespace) -> None:
 
 
 def test_create_exclusive_and_existing(ns: Namespace) -> None:
-    f = ns.create(ROOT_INODE, b"f", 0o640, 0, 0, exclusive=False)
-    assert ns.create(ROOT_INODE, b"f", 0o600, 0, 0, exclusive=False).id == f.id
+    f = ns.create(ROOT_INODE, b"f", 0o640, 0, 0, exclusive=False).node
+    assert ns.create(ROOT_INODE, b"f", 0o600, 0, 0, exclusive=False).node.id == f.id
     assert errno_of(ns.create, ROOT_INODE, b"f", 0o600, 0, 0, True) == errno.EEXIST
     ns.mkdir(ROOT_INODE, b"d", 0o755, 0, 0)
     assert errno_of(ns.create, ROOT_INODE, b"d", 0o600, 0, 0, False) == errno.EISDIR
@@ -84,10 +103,10 @@ def test_create_exclusive_and_existing(ns: Namespace) -> None:
 
 
 def test_hard_links_and_unlink_frees_chunks_with_the_last_name(ns: Namespace) -> None:
-    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True)
+    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True).node
     chunk = pending(ns)
     ns.commit_chunks(f.id, 10, [CommittedChunk(0, chunk, 10, 99)], None)
-    assert ns.link(f.id, ROOT_INODE, b"g").nlink == 2
+    assert ns.link(f.id, ROOT_INODE, b"g").node.nlink == 2
     assert errno_of(ns.link, ROOT_INODE, ROOT_INODE, b"rootlink") == errno.EPERM
     assert ns.unlink(ROOT_INODE, b"f").garbage == []
     assert ns.lookup(ROOT_INODE, b"g").nlink == 1
@@ -96,10 +115,10 @@ def test_hard_links_and_unlink_frees_chunks_with_the_last_name(ns: Namespace) ->
 
 
 def test_rename_cases(ns: Namespace) -> None:
-    a = ns.mkdir(ROOT_INODE, b"a", 0o755, 0, 0)
-    b = ns.mkdir(ROOT_INODE, b"b", 0o755, 0, 0)
-    f = ns.create(a.id, b"f", 0o644, 0, 0, True)
-    g = ns.create(b.id, b"g", 0o644, 0, 0, True)
+    a = ns.mkdir(ROOT_INODE, b"a", 0o755, 0, 0).node
+    b = ns.mkdir(ROOT_INODE, b"b", 0o755, 0, 0).node
+    f = ns.create(a.id, b"f", 0o644, 0, 0, True).node
+    g = ns.create(b.id, b"g", 0o644, 0, 0, True).node
     assert errno_of(ns.rename, a.id, b"f", b.id, b"g", RENAME_NOREPLACE) == errno.EEXIST
     ns.rename(a.id, b"f", b.id, b"g", RENAME_EXCHANGE)
     assert ns.lookup(b.id, b"g").id == f.id and ns.lookup(a.id, b"f").id == g.id
@@ -108,7 +127,7 @@ def test_rename_cases(ns: Namespace) -> None:
     assert errno_of(ns.getattr, f.id) == errno.ENOENT
     assert errno_of(ns.rename, ROOT_INODE, b"a", b.id, b"g", 0) == errno.ENOTDIR
     assert errno_of(ns.rename, b.id, b"g", ROOT_INODE, b"a", 0) == errno.EISDIR
-    sub = ns.mkdir(a.id, b"sub", 0o755, 0, 0)
+    sub = ns.mkdir(a.id, b"sub", 0o755, 0, 0).node
     assert errno_of(ns.rename, ROOT_INODE, b"a", sub.id, b"loop", 0) == errno.EINVAL
     ns.mkdir(b.id, b"full", 0o755, 0, 0)
     ns.create(ns.lookup(b.id, b"full").id, b"x", 0o644, 0, 0, True)
@@ -121,14 +140,14 @@ def test_rename_cases(ns: Namespace) -> None:
 
 
 def test_symlink(ns: Namespace) -> None:
-    link = ns.symlink(ROOT_INODE, b"l", b"/some/where", 0, 0)
+    link = ns.symlink(ROOT_INODE, b"l", b"/some/where", 0, 0).node
     assert stat.S_ISLNK(link.mode) and link.size == len(b"/some/where")
     assert ns.readlink(link.id) == b"/some/where"
     assert errno_of(ns.readlink, ROOT_INODE) == errno.EINVAL
 
 
 def test_chunks_commit_truncate_and_replace(ns: Namespace) -> None:
-    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, True)
+    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, True).node
     c0, c1, c2 = pending(ns), pending(ns), pending(ns)
     assert errno_of(ns.commit_chunks, f.id, 100, [CommittedChunk(1, c0, 10, 0)], None) == errno.EINVAL  # past size
     inode, changes = ns.commit_chunks(
@@ -190,7 +209,7 @@ def test_changes_survive_reopening(tmp_path: Path) -> None:
 
 
 def test_extended_attributes(ns: Namespace) -> None:
-    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True)
+    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True).node
     assert ns.listxattr(f.id) == []
     assert errno_of(ns.getxattr, f.id, b"user.a") == errno.ENODATA
     ns.setxattr(f.id, b"user.a", b"1")
@@ -217,7 +236,7 @@ def test_an_open_file_outlives_its_last_name_until_closed(store: SqliteStore) ->
     clock = iter(range(10, 10**9))
     open_inodes: set[int] = set()
     ns = Namespace(store, CHUNK, clock=lambda: next(clock), is_open=open_inodes.__contains__)
-    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True)
+    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True).node
     chunk = pending(ns)
     ns.commit_chunks(f.id, 10, [CommittedChunk(0, chunk, 10, 0)], None)
     open_inodes.add(f.id)
@@ -233,7 +252,7 @@ def test_an_open_file_outlives_its_last_name_until_closed(store: SqliteStore) ->
     with store.transaction():
         assert store.orphans() == []
     # Replaced by a rename while open: the same.
-    a = ns.create(ROOT_INODE, b"a", 0o644, 0, 0, exclusive=True)
+    a = ns.create(ROOT_INODE, b"a", 0o644, 0, 0, exclusive=True).node
     ns.create(ROOT_INODE, b"b", 0o644, 0, 0, exclusive=True)
     open_inodes.add(a.id)
     ns.rename(ROOT_INODE, b"b", ROOT_INODE, b"a", 0)
@@ -243,7 +262,7 @@ def test_an_open_file_outlives_its_last_name_until_closed(store: SqliteStore) ->
 
 
 def test_one_chunk_cannot_fill_two_slots(ns: Namespace) -> None:
-    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True)
+    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True).node
     chunk = pending(ns)
     twice = [CommittedChunk(0, chunk, CHUNK, 0), CommittedChunk(1, chunk, CHUNK, 0)]
     assert errno_of(ns.commit_chunks, f.id, 2 * CHUNK, twice, None) == errno.EINVAL
