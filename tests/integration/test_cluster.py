@@ -300,17 +300,17 @@ def test_hostile_requests_get_invalid_argument(cluster: LocalCluster) -> None:
 def test_undecodable_requests_get_invalid_argument(cluster: LocalCluster) -> None:
     master = grpc.insecure_channel(cluster.master_address)
     for method in ("GetAttr", "ResolvePath", "PutFile", "Heartbeat"):
-        call = master.unary_unary(f"/fusedfs.rpc.Master/{method}")
+        call = master.unary_unary(f"/fusedfs.rpc.Master/{method}", None, None)
         with pytest.raises(grpc.RpcError) as error:
             call(b"\xff\xff\xff", timeout=5)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
     keeper = grpc.insecure_channel(cluster.keeper_address(0))
     header = kp.WriteChunkMessage(header=kp.WriteChunkHeader(chunk_id="0000000000000001", length=8, crc32c=0))
-    write = keeper.stream_unary("/fusedfs.rpc.Keeper/WriteChunk")
+    write = keeper.stream_unary("/fusedfs.rpc.Keeper/WriteChunk", None, None)
     with pytest.raises(grpc.RpcError) as truncated:  # a valid header, then garbage
         write(iter([header.SerializeToString(), b"\x12\x10abc"]), timeout=5)
     assert truncated.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    read = keeper.unary_stream("/fusedfs.rpc.Keeper/ReadChunk")
+    read = keeper.unary_stream("/fusedfs.rpc.Keeper/ReadChunk", None, None)
     with pytest.raises(grpc.RpcError) as garbage:
         list(read(b"\x0a\xff\xff\xff\xff\x0f", timeout=5))
     assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -203,7 +203,7 @@ def test_git_sqlite_and_mmap(mounted: tuple[LocalCluster, Path]) -> None:
     with open(mnt / "mapped", "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         assert m[MiB : MiB + 100] == data[MiB : MiB + 100]
     # Shared writable mapping: stores reach the cluster (msync, then munmap and close).
-    with open(mnt / "mapped", "r+b") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE) as m:
+    with open(mnt / "mapped", "r+b") as rw, mmap.mmap(rw.fileno(), 0, access=mmap.ACCESS_WRITE) as m:
         m[10:20] = b"x" * 10
         m[2 * MiB : 2 * MiB + 5] = b"mmap!"
         m.flush()

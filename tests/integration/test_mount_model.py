@@ -9,6 +9,7 @@ writes and truncates cross chunk boundaries often.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import shutil
@@ -90,7 +91,7 @@ def test_mount_behaves_like_a_local_folder(model_cluster: tuple[LocalCluster, Pa
                 root.mkdir(parents=True)
 
         def both(self, action: Callable[[Path], Any]) -> None:
-            results = [outcome(lambda root=root: action(root)) for root in self.roots]
+            results = [outcome(functools.partial(action, root)) for root in self.roots]
             assert results[0] == results[1], results
 
         @rule(path=PATHS, offset=OFFSETS, data=DATA)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ class Clock:
         return int(self.now * 1e9)
 
 
-def make(rows: list[ChunkRow], next_id: int = 100, **settings: float) -> tuple[Cluster, Clock]:
+def make(rows: list[ChunkRow], next_id: int = 100, **settings: Any) -> tuple[Cluster, Clock]:
     clock = Clock()
     cluster = Cluster(
         Settings(**settings),

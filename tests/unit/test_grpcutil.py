@@ -35,10 +35,10 @@ def test_one_completion_thread_serves_calls_made_one_at_a_time(echo_address: str
             started.append(thread)
         real_start(thread)
 
-    threading.Thread.start = counting_start  # type: ignore[method-assign]
+    threading.Thread.start = counting_start  # type: ignore[method-assign,assignment]
     try:
         pool = ChannelPool()
-        echo = pool.get(echo_address).unary_unary("/test.Echo/Echo")
+        echo = pool.get(echo_address).unary_unary("/test.Echo/Echo", None, None)
         for i in range(50):  # one at a time, as the mount makes most calls
             assert echo.future(b"%d" % i, timeout=5).result() == b"%d" % i
         # Without the pool's help grpcio starts a thread for each of the 50 calls.

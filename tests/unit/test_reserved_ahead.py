@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from fusedfs.client import transfer
-from fusedfs.client.transfer import _Reservation, _ReservedAhead
+from fusedfs.client.transfer import RESERVATION_MAX_AGE, _Reservation, _ReservedAhead
 from fusedfs.rpc import common_pb2 as cp
 
 
@@ -15,10 +16,10 @@ def reservation(chunk_id: str, keepers: list[str], made: float) -> _Reservation:
 
 def test_takes_fresh_reservations_and_reports_stale_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     now = 1000.0
-    monkeypatch.setattr(transfer.time, "monotonic", lambda: now)
+    monkeypatch.setattr(time, "monotonic", lambda: now)
     ahead = _ReservedAhead(limit=4)
     assert ahead.take() == (None, [])
-    ahead.keep([reservation("old", ["a", "b"], now - transfer.RESERVATION_MAX_AGE - 1)])
+    ahead.keep([reservation("old", ["a", "b"], now - RESERVATION_MAX_AGE - 1)])
     ahead.keep([reservation("new", ["a", "b"], now - 1)])
     taken, stale = ahead.take()
     assert taken is not None and taken.chunk_id == "new"
@@ -36,7 +37,7 @@ def test_a_failing_keeper_takes_its_reservations_along() -> None:
 
 def test_the_batch_grows_while_used_up_in_time_and_shrinks_when_ids_go_stale(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr(transfer.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     ahead = _ReservedAhead(limit=8)
     sizes = []
     for _ in range(5):  # a fast writer: each batch used up while fresh
@@ -45,6 +46,6 @@ def test_the_batch_grows_while_used_up_in_time_and_shrinks_when_ids_go_stale(mon
         sizes.append(ahead.batch)  # the size of the next request to the master
         ahead.keep([reservation(str(i), ["a"], now[0]) for i in range(ahead.batch - 1)])  # (one used at once)
     assert sizes == [2, 4, 8, 8, 8]
-    now[0] += transfer.RESERVATION_MAX_AGE + 1  # then the writer pauses: the last 7 go stale
+    now[0] += RESERVATION_MAX_AGE + 1  # then the writer pauses: the last 7 go stale
     taken, stale = ahead.take()
     assert taken is None and len(stale) == 7 and ahead.batch == 4
