@@ -863,6 +863,10 @@ class Write:
         if holds:  # chunks are immutable, whatever the write carries
             return {EXISTS}
         data = self.sent_data(unary)
+        if any(m.HasField("header") for m in sent[1:]):
+            # A second header means the writer gave the write up (Forwarder.abandon): refused
+            # however right the bytes are, unless the space the header announces is refused first.
+            return {INVALID} if header.length <= len(data) else {INVALID, grpc.StatusCode.RESOURCE_EXHAUSTED}
         if header.length == len(data) and header.crc32c == crc32c(data):
             # A pipeline back to the receiver makes it take its own forwarded copy while it writes: two
             # overlapping writes of one id, of which the first to finish stays and the other is refused
