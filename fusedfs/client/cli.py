@@ -175,6 +175,7 @@ def _status(master: MasterClient, as_json: bool) -> None:
                     "chunk_size": reply.chunk_size,
                     "mounts": reply.mounts,
                     "open_orphans": reply.open_orphans,
+                    "cluster_id": reply.cluster_id,
                 },
                 indent=2,
             )
@@ -196,5 +197,5 @@ def _status(master: MasterClient, as_json: bool) -> None:
     )
     print(
         f"files: {reply.files}, directories: {reply.directories}; mounts: {reply.mounts}, "
-        f"unlinked files held open: {reply.open_orphans}"
+        f"unlinked files held open: {reply.open_orphans}; cluster {reply.cluster_id}"
     )

@@ -209,6 +209,22 @@ class ChunkStore:
             os.replace(tmp, path)
         return path.read_text().strip()
 
+    def cluster_id(self) -> str:
+        """The cluster whose chunks these are: "" until the keeper first registers."""
+        path = self.root / "cluster-id"
+        return path.read_text().strip() if path.exists() else ""
+
+    def join_cluster(self, cluster_id: str) -> None:
+        """Remembers, durably, the cluster the master says these chunks belong to."""
+        path = self.root / "cluster-id"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            f.write(cluster_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.root)
+
     def _path(self, chunk_id: str) -> Path:
         return self.root / "chunks" / chunk_id[-2:] / chunk_id
 

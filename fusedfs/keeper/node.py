@@ -104,6 +104,7 @@ class KeeperNode:
 
     def _heartbeat_loop(self) -> None:
         registered = False
+        refused = None  # the master's last refusal, logged once
         while not self._stop.is_set():
             try:
                 if not registered:
@@ -112,8 +113,14 @@ class KeeperNode:
                     log.info("registered with master %s", self.master)
                 registered = self._heartbeat()
             except grpc.RpcError as e:
-                if registered:
-                    log.warning("master %s unreachable: %s", self.master, e.code() if isinstance(e, grpc.Call) else e)
+                code = e.code() if isinstance(e, grpc.Call) else None
+                if code == grpc.StatusCode.FAILED_PRECONDITION:  # another cluster's master: keep asking
+                    details = e.details() if isinstance(e, grpc.Call) else ""
+                    if details != refused:
+                        log.error("master %s refused this keeper: %s", self.master, details)
+                    refused = details
+                elif registered:
+                    log.warning("master %s unreachable: %s", self.master, code or e)
                 registered = False
             except Exception:  # a bug must not silence the keeper; keep heartbeating
                 log.exception("heartbeat failed")
@@ -129,8 +136,12 @@ class KeeperNode:
             used_bytes=self.store.used_bytes(),
             free_bytes=self.store.free_bytes(),
             chunk_ids=self.store.full_report(),
+            cluster_id=self.store.cluster_id(),
         )
-        self._master_stub.RegisterKeeper(request, timeout=30)
+        reply = self._master_stub.RegisterKeeper(request, timeout=30)
+        if not request.cluster_id and reply.cluster_id:
+            self.store.join_cluster(reply.cluster_id)
+            log.info("joined cluster %s", reply.cluster_id)
 
     def _heartbeat(self) -> bool:
         """Sends one heartbeat and carries out the answer; False if the master wants a registration."""

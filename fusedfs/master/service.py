@@ -88,6 +88,8 @@ class MasterService(master_pb2_grpc.MasterServicer):
         self.store = store
         self.cluster = cluster
         self.sessions = sessions
+        self.cluster_id = store.cluster_id()
+        self._refused: set[str] = set()  # keepers of another cluster, logged once each
 
     def _apply(
         self,
@@ -327,6 +329,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             chunks=mp.ChunkHealth(**dataclasses.asdict(health)),
             mounts=self.sessions.count(),
             open_orphans=self._orphan_count(),
+            cluster_id=self.cluster_id,
         )
         for r in self.cluster.keeper_records():
             reply.keepers.add(
@@ -345,9 +348,23 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return reply
 
     @handler
-    def RegisterKeeper(self, request: mp.RegisterKeeperRequest, context: grpc.ServicerContext) -> cp.Empty:
+    def RegisterKeeper(
+        self, request: mp.RegisterKeeperRequest, context: grpc.ServicerContext
+    ) -> mp.RegisterKeeperReply:
         if not request.keeper.keeper_id or not request.keeper.address:
             raise FsError(errno.EINVAL, "a keeper registers with an id and an address")
+        if request.cluster_id and request.cluster_id != self.cluster_id:
+            # FAILED_PRECONDITION (EXDEV: "not the same file system"); the keeper keeps asking.
+            reason = (
+                f"keeper {request.keeper.keeper_id} at {request.keeper.address} holds chunks of cluster "
+                f"{request.cluster_id}, and this master keeps the metadata of cluster {self.cluster_id}: "
+                "refused, so that its chunks are not taken for garbage (was the master started on an "
+                "empty or wrong --data?)"
+            )
+            if request.keeper.keeper_id not in self._refused:
+                self._refused.add(request.keeper.keeper_id)
+                log.error("%s", reason)
+            raise FsError(errno.EXDEV, reason)
         self.cluster.register(
             request.keeper.keeper_id,
             request.keeper.address,
@@ -356,7 +373,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             request.free_bytes,
             list(request.chunk_ids),
         )
-        return cp.Empty()
+        return mp.RegisterKeeperReply(cluster_id=self.cluster_id)
 
     @handler
     def Heartbeat(self, request: mp.HeartbeatRequest, context: grpc.ServicerContext) -> mp.HeartbeatReply:

@@ -34,11 +34,12 @@ Schema (every column and sentinel explained here, and only here):
     orphans     files whose last name is gone while a mount still has them open (nlink 0)
       inode, since_ns          freed, with their chunks, once no mount holds them open
 
-    meta        key/value: schema_version, next_chunk_id
+    meta        key/value: schema_version, next_chunk_id, cluster_id (random, made with the store)
 """
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -97,6 +98,7 @@ class MetadataStore(Protocol):
     """What the namespace needs from a storage engine; all calls inside transaction()."""
 
     def transaction(self) -> AbstractContextManager[None]: ...
+    def cluster_id(self) -> str: ...
     def get_inode(self, ino: int) -> Inode | None: ...
     def insert_inode(self, inode: Inode) -> int: ...
     def update_inode(self, inode: Inode) -> None: ...
@@ -197,6 +199,8 @@ class SqliteStore:
                 )
                 self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
                 self._db.execute("INSERT INTO meta VALUES ('next_chunk_id', 1)")
+            # (stores made before cluster ids get theirs now)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('cluster_id', ?)", (secrets.randbits(63),))
             version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
             if version == 1:  # its new tables were just created
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
@@ -207,6 +211,12 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def cluster_id(self) -> str:
+        """The id of the cluster this metadata describes: 16 hex digits, made with the store."""
+        with self.transaction():
+            value = self._db.execute("SELECT value FROM meta WHERE key = 'cluster_id'").fetchone()[0]
+        return f"{value:016x}"
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

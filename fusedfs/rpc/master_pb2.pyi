@@ -366,7 +366,7 @@ class ChunkHealth(_message.Message):
     def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans")
+    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id")
     KEEPERS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
@@ -375,6 +375,7 @@ class StatusReply(_message.Message):
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     MOUNTS_FIELD_NUMBER: _ClassVar[int]
     OPEN_ORPHANS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     keepers: _containers.RepeatedCompositeFieldContainer[KeeperStatus]
     chunks: ChunkHealth
     files: int
@@ -383,7 +384,8 @@ class StatusReply(_message.Message):
     chunk_size: int
     mounts: int
     open_orphans: int
-    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class SetXattrRequest(_message.Message):
     __slots__ = ("inode", "name", "value", "flags")
@@ -434,18 +436,26 @@ class MountSessionReply(_message.Message):
     def __init__(self, timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class RegisterKeeperRequest(_message.Message):
-    __slots__ = ("keeper", "capacity_bytes", "used_bytes", "free_bytes", "chunk_ids")
+    __slots__ = ("keeper", "capacity_bytes", "used_bytes", "free_bytes", "chunk_ids", "cluster_id")
     KEEPER_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_IDS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     keeper: _common_pb2.KeeperRef
     capacity_bytes: int
     used_bytes: int
     free_bytes: int
     chunk_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, keeper: _Optional[_Union[_common_pb2.KeeperRef, _Mapping]] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunk_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, keeper: _Optional[_Union[_common_pb2.KeeperRef, _Mapping]] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunk_ids: _Optional[_Iterable[str]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+
+class RegisterKeeperReply(_message.Message):
+    __slots__ = ("cluster_id",)
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    def __init__(self, cluster_id: _Optional[str] = ...) -> None: ...
 
 class CopyResult(_message.Message):
     __slots__ = ("chunk_id", "target_id", "ok", "error")

@@ -173,7 +173,7 @@ class MasterStub:
         self.RegisterKeeper = channel.unary_unary(
                 '/fusedfs.rpc.Master/RegisterKeeper',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.RegisterKeeperRequest.SerializeToString,
-                response_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.RegisterKeeperReply.FromString,
                 _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/fusedfs.rpc.Master/Heartbeat',
@@ -514,7 +514,7 @@ def add_MasterServicer_to_server(servicer, server):
             'RegisterKeeper': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterKeeper,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.RegisterKeeperRequest.FromString,
-                    response_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.RegisterKeeperReply.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
@@ -1277,7 +1277,7 @@ class Master:
             target,
             '/fusedfs.rpc.Master/RegisterKeeper',
             fusedfs_dot_rpc_dot_master__pb2.RegisterKeeperRequest.SerializeToString,
-            fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+            fusedfs_dot_rpc_dot_master__pb2.RegisterKeeperReply.FromString,
             options,
             channel_credentials,
             insecure,

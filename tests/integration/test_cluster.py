@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from fusedfs.chunks import MiB
 from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
+from fusedfs.errors import FsError
 from fusedfs.keeper.chunkstore import ChunkStore
 from fusedfs.local import LocalCluster, free_port
 from fusedfs.rpc import keeper_pb2 as kp
@@ -152,6 +155,36 @@ def test_master_killed_and_restarted(cluster: LocalCluster, files: FileClient) -
         assert download(files, name) == data, name
     assert files.stat("/made-just-before-the-crash").inode > 1
     wait_for(lambda: replicas_at_goal(cluster), 20, "replicas known again")
+
+
+def test_a_master_started_on_empty_metadata_never_wipes_the_keepers(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(master_args=["--chunk-size", "1"])
+    files = FileClient(MasterClient(cluster.master_address))
+    data = os.urandom(3 * MiB)
+    upload(files, "/precious", data)
+    held = [chunk_files(cluster, i) for i in range(3)]
+    first_id = cluster.status().cluster_id
+    cluster.kill_master()
+    (cluster.data_dir / "master").rename(cluster.data_dir / "master-aside")  # a wrong or empty --data
+    cluster.start_master()
+    assert cluster.status().cluster_id != first_id
+    # Had the keepers joined it, its new chunks (ids starting over) would make every chunk of the
+    # old cluster look like long-collected garbage of its own: deleted.
+    with contextlib.suppress(FsError):
+        upload(FileClient(MasterClient(cluster.master_address, wait=3)), "/new", os.urandom(5 * MiB))
+    time.sleep(3)  # garbage grace (1 s) and maintenance ticks
+    assert [chunk_files(cluster, i) for i in range(3)] == held
+    assert not [k for k in cluster.status().keepers if k.alive]
+    logs = cluster.data_dir / "logs"
+    assert "refused this keeper" in (logs / "keeper0.log").read_text()
+    assert (logs / "master.log").read_text().count("refused") == 3  # once per keeper
+    # The right metadata back: the keepers join again, nothing was lost.
+    cluster.kill_master()
+    shutil.rmtree(cluster.data_dir / "master")
+    (cluster.data_dir / "master-aside").rename(cluster.data_dir / "master")
+    cluster.start_master()
+    cluster.wait_ready(3)
+    assert download(files, "/precious") == data
 
 
 def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, files: FileClient) -> None:
