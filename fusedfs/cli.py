@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fusedfs.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MiB
 from fusedfs.client import cli as client_cli
+from fusedfs.datadir import lock_data_dir
 from fusedfs.errors import FsError
 
 
@@ -200,10 +201,12 @@ def run_master(args: argparse.Namespace) -> int:
         upload_lease=args.upload_lease,
         max_jobs_per_keeper=max(1, args.repair_jobs),
     )
+    lock = lock_data_dir(args.data, "master")
     server = MasterServer(args.data, args.listen, settings)
     server.start()
     logging.getLogger("fusedfs").info("master listening on %s (data in %s, goal %d)", args.listen, args.data, args.goal)
     _serve_until_signal(server.stop)
+    lock.close()
     return 0
 
 
@@ -212,6 +215,7 @@ def run_keeper(args: argparse.Namespace) -> int:
     from fusedfs.keeper.chunkstore import ChunkStore
     from fusedfs.keeper.node import KeeperNode
 
+    lock = lock_data_dir(args.data, "keeper")
     store = ChunkStore(args.data, reserve_bytes=args.reserve * MiB)
     node = KeeperNode(
         master_address(args.master),
@@ -223,6 +227,7 @@ def run_keeper(args: argparse.Namespace) -> int:
     )
     node.start()
     _serve_until_signal(node.stop)
+    lock.close()
     return 0
 
 

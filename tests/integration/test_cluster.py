@@ -274,6 +274,9 @@ def test_bad_input_gets_one_clear_line(cluster: LocalCluster, tmp_path: Path) ->
         (("client", f"127.0.0.1:{free_port()}", "--wait", "1", "ls"), "did not answer"),
         (("client", master, "frobnicate"), "invalid choice"),
         (("keeper",), "MASTER"),
+        # A second master or keeper on a folder in use (it would delete what the first one wrote).
+        (("master", "--listen", f"127.0.0.1:{free_port()}", "--data", str(cluster.data_dir / "master")), "in use"),
+        (("keeper", master, "--listen", f"127.0.0.1:{free_port()}", "--data", str(cluster.keeper_dir(0))), "in use"),
     ]
     for args, expected in cases:
         started = time.monotonic()

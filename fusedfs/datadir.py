@@ -1,0 +1,35 @@
+"""One process per data folder: a master's or keeper's --data is locked while it runs.
+
+Two masters on one metadata store would each trust their own view of the chunks and delete what
+the other committed; two keepers on one folder would clear each other's partial writes at start.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import TextIO
+
+from fusedfs.errors import FsError
+
+
+def lock_data_dir(path: Path, role: str) -> TextIO:
+    """Takes the folder's lock, held until the returned file is closed or the process ends;
+    EBUSY, naming the holder, when another process holds it."""
+    path.mkdir(parents=True, exist_ok=True)
+    lock = open(path / "lock", "a+")  # noqa: SIM115 (held for the life of the process)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        message = f"{path} is in use by another {role} ({holder}): one {role} per data folder"
+        raise FsError(errno.EBUSY, message) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}\n")
+    lock.flush()
+    return lock
