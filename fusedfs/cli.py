@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     master.add_argument(
         "--repair-jobs", type=int, default=4, metavar="N", help="concurrent repair copies per keeper (default 4)"
     )
+    master.add_argument(
+        "--metadata-copies-every",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="send a copy of the metadata to 3 keepers this often, when it changed (default 600; 0: never)",
+    )
+    master.add_argument(
+        "--restore-from",
+        metavar="KEEPER",
+        help="first fetch the newest metadata copy from this keeper (HOST:PORT) into an empty --data",
+    )
     master.set_defaults(run=run_master)
 
     keeper = sub.add_parser("keeper", help="run a keeper (chunk server)")
@@ -186,7 +198,9 @@ def _serve_until_signal(stop: object) -> None:
 
 
 def run_master(args: argparse.Namespace) -> int:
+    from fusedfs.grpcutil import ChannelPool
     from fusedfs.master.cluster import Settings
+    from fusedfs.master.metacopy import fetch_copy
     from fusedfs.master.server import MasterServer
 
     if not 1 <= args.goal <= 16:
@@ -202,7 +216,16 @@ def run_master(args: argparse.Namespace) -> int:
         max_jobs_per_keeper=max(1, args.repair_jobs),
     )
     lock = lock_data_dir(args.data, "master")
-    server = MasterServer(args.data, args.listen, settings)
+    if args.restore_from:
+        taken = fetch_copy(args.restore_from, args.data, ChannelPool()).taken_ns
+        logging.getLogger("fusedfs").warning(
+            "restored the metadata as copied at %s from keeper %s: changes made after that are lost",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(taken / 1e9)),
+            args.restore_from,
+        )
+    server = MasterServer(
+        args.data, args.listen, settings, copy_every=args.metadata_copies_every, restored=bool(args.restore_from)
+    )
     server.start()
     logging.getLogger("fusedfs").info("master listening on %s (data in %s, goal %d)", args.listen, args.data, args.goal)
     _serve_until_signal(server.stop)

@@ -176,6 +176,8 @@ def _status(master: MasterClient, as_json: bool) -> None:
                     "mounts": reply.mounts,
                     "open_orphans": reply.open_orphans,
                     "cluster_id": reply.cluster_id,
+                    "metadata_copy_taken_ns": reply.metadata_copy_taken_ns,
+                    "metadata_copy_keepers": reply.metadata_copy_keepers,
                 },
                 indent=2,
             )
@@ -199,3 +201,8 @@ def _status(master: MasterClient, as_json: bool) -> None:
         f"files: {reply.files}, directories: {reply.directories}; mounts: {reply.mounts}, "
         f"unlinked files held open: {reply.open_orphans}; cluster {reply.cluster_id}"
     )
+    if reply.metadata_copy_taken_ns:
+        age = max(0.0, time.time() - reply.metadata_copy_taken_ns / 1e9)
+        print(f"metadata copy: taken {age:.0f} s ago, on {reply.metadata_copy_keepers} keepers")
+    else:
+        print("metadata copy: none yet (see fusedfs master --metadata-copies-every)")

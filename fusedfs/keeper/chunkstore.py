@@ -131,7 +131,7 @@ class ChunkWriter:
         self._tmp.unlink(missing_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Makes the names in a folder durable."""
     dir_fd = os.open(path, os.O_RDONLY)
     try:
@@ -165,7 +165,7 @@ class ChunkStore:
                 sub.mkdir()
                 made = True
         if made:
-            _fsync_dir(chunks)
+            fsync_dir(chunks)
         tmp = root / "tmp"
         tmp.mkdir(exist_ok=True)
         for leftover in tmp.iterdir():  # interrupted writes: never acknowledged, so never needed
@@ -223,7 +223,7 @@ class ChunkStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def _path(self, chunk_id: str) -> Path:
         return self.root / "chunks" / chunk_id[-2:] / chunk_id
@@ -248,7 +248,7 @@ class ChunkStore:
             raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here") from None
         finally:
             tmp.unlink()
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         with self._lock:
             self._sizes[chunk_id] = size
             self._added.add(chunk_id)

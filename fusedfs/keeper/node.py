@@ -22,6 +22,7 @@ import grpc
 from fusedfs.errors import FsError
 from fusedfs.grpcutil import ChannelPool, format_address, make_server, parse_address
 from fusedfs.keeper.chunkstore import ChunkStore, CorruptChunk
+from fusedfs.keeper.metacopies import MetadataCopies
 from fusedfs.keeper.scrub import DEFAULT_INTERVAL as DEFAULT_SCRUB_INTERVAL
 from fusedfs.keeper.scrub import Scrubber
 from fusedfs.keeper.service import KeeperService, LoadGauge
@@ -71,7 +72,8 @@ class KeeperNode:
 
         self.server = make_server(max_workers=64)
         keeper_pb2_grpc.add_KeeperServicer_to_server(
-            KeeperService(store, self.keeper_id, self.pool, self.load), self.server
+            KeeperService(store, self.keeper_id, self.pool, self.load, MetadataCopies(store.root, store.cluster_id)),
+            self.server,
         )
         host, _ = parse_address(listen)
         port = self.server.add_insecure_port(listen)

@@ -18,6 +18,8 @@ from fusedfs.chunks import BLOCK_SIZE, PIECE_SIZE
 from fusedfs.errors import FsError, abort_with
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.keeper.chunkstore import ChunkStore, CorruptChunk
+from fusedfs.keeper.metacopies import MetadataCopies
+from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp
 from fusedfs.rpc import keeper_pb2_grpc
 
@@ -102,11 +104,14 @@ class Forwarder:
 
 
 class KeeperService(keeper_pb2_grpc.KeeperServicer):
-    def __init__(self, store: ChunkStore, keeper_id: str, pool: ChannelPool, load: LoadGauge) -> None:
+    def __init__(
+        self, store: ChunkStore, keeper_id: str, pool: ChannelPool, load: LoadGauge, copies: MetadataCopies
+    ) -> None:
         self.store = store
         self.keeper_id = keeper_id
         self.pool = pool
         self.load = load
+        self.copies = copies
 
     def WriteChunk(
         self, request_iterator: Iterator[kp.WriteChunkMessage], context: grpc.ServicerContext
@@ -183,6 +188,29 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
             if next(pieces, None) is not None:
                 abort_with(context, FsError(errno.EINVAL, "the range spans more than one piece"))
             return first
+
+    def PutMetadataCopy(
+        self, request_iterator: Iterator[kp.MetadataCopyPiece], context: grpc.ServicerContext
+    ) -> cp.Empty:
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            abort_with(context, FsError(errno.EINVAL, "the first message must carry the copy's header"))
+        assert first is not None
+        try:
+            self.copies.put(first.header, (first.data, *(m.data for m in request_iterator)))
+        except FsError as e:
+            abort_with(context, e)
+        return cp.Empty()
+
+    def GetMetadataCopy(self, request: cp.Empty, context: grpc.ServicerContext) -> Iterator[kp.MetadataCopyPiece]:
+        newest = self.copies.newest()
+        if newest is None:
+            abort_with(context, FsError(errno.ENOENT, "this keeper holds no copy of the metadata"))
+        assert newest is not None
+        header, pieces = newest
+        yield kp.MetadataCopyPiece(header=header)
+        for piece in pieces:
+            yield kp.MetadataCopyPiece(data=piece)
 
     def _pieces(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> Iterator[kp.ChunkPiece]:
         try:

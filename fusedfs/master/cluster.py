@@ -108,6 +108,11 @@ class Cluster:
         self.in_flight: dict[tuple[int, str], tuple[str, float]] = {}  # (chunk, target) -> (source, started)
         self.dirty: set[int] = set()  # chunks whose replica count may be off the goal
         self.started = clock()
+        # With metadata copies on the keepers: when the newest was taken (wall ns; 0: none yet).
+        # Garbage is deleted only once a copy shows it unreferenced, so that a master restored
+        # from that copy finds every chunk its files name. None: no copies, no such wait.
+        self.copy_taken_ns: int | None = None
+        self.copy_keepers = 0  # how many keepers hold that copy
         for row in chunks:
             if row.state == ChunkState.LIVE:
                 self.live[row.id] = row.stored_length
@@ -314,10 +319,11 @@ class Cluster:
                 elif chunk in self.pending:
                     continue
                 elif chunk in self.garbage:
-                    if wall - self.garbage[chunk] >= grace_ns:
+                    since = self.garbage[chunk]
+                    if wall - since >= grace_ns and (self.copy_taken_ns is None or since < self.copy_taken_ns):
                         self._delete_everywhere(chunk)
                     else:
-                        self.dirty.add(chunk)  # look again once the grace period is over
+                        self.dirty.add(chunk)  # look again once the grace period (and a copy) is over
                 elif chunk < next_id:
                     self._delete_everywhere(chunk)  # ours, but unknown: long-collected garbage
                 # Ids we never issued are left alone: they may belong to another master's data.

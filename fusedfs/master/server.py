@@ -1,4 +1,5 @@
-"""A running master: the store, namespace, cluster view and gRPC service, plus the maintenance loop.
+"""A running master: the store, namespace, cluster view and gRPC service, plus the maintenance
+loop and the metadata copies sent to the keepers (metacopy.py).
 
 The loop (twice a second) declares silent keepers dead, expires abandoned uploads and silent
 mounts, frees unlinked files no mount has open, plans repairs and garbage collection, and purges
@@ -13,8 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-from fusedfs.grpcutil import make_server
+from fusedfs.grpcutil import ChannelPool, make_server
 from fusedfs.master.cluster import Cluster, Settings
+from fusedfs.master.metacopy import COPIES, METADATA_FILE, RESTORE_ID_GAP, send_copy
 from fusedfs.master.namespace import Namespace
 from fusedfs.master.service import MasterService
 from fusedfs.master.sessions import MountSessions
@@ -27,13 +29,25 @@ TICK = 0.5
 
 
 class MasterServer:
-    def __init__(self, data_dir: Path, listen: str, settings: Settings) -> None:
+    def __init__(
+        self, data_dir: Path, listen: str, settings: Settings, copy_every: float = 0.0, restored: bool = False
+    ) -> None:
+        """copy_every: seconds between metadata copies to the keepers (0: none); restored: the
+        metadata was just fetched from such a copy."""
         self.settings = settings
+        self.data_dir = data_dir
+        self.copy_every = copy_every
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SqliteStore(data_dir / "metadata.sqlite3", stat.S_IFDIR | 0o755, now_ns=time.time_ns())
+        self.store = SqliteStore(data_dir / METADATA_FILE, stat.S_IFDIR | 0o755, now_ns=time.time_ns())
+        if restored:
+            self.store.skip_chunk_ids(RESTORE_ID_GAP)
         with self.store.transaction():
             chunks = self.store.all_chunks()
         self.cluster = Cluster(settings, chunks, self._next_chunk_id)
+        if copy_every > 0:
+            self.cluster.copy_taken_ns = 0  # no garbage is deleted before the first copy
+        self.pool = ChannelPool()
+        self._copied_changes = -1  # the store's change count at the last copy
         self.sessions = MountSessions(self.cluster.clock())
         self.namespace = Namespace(
             self.store, settings.chunk_size, is_open=lambda ino: self.sessions.is_open(ino, self.cluster.clock())
@@ -54,10 +68,13 @@ class MasterServer:
     def start(self) -> None:
         self.server.start()
         threading.Thread(target=self._maintenance_loop, name="maintenance", daemon=True).start()
+        if self.copy_every > 0:
+            threading.Thread(target=self._copy_loop, name="metadata-copies", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
         self.server.stop(grace=1).wait()
+        self.pool.close()
         self.store.close()
 
     def wait(self) -> None:
@@ -87,3 +104,38 @@ class MasterServer:
             with self.store.transaction():
                 self.store.purge_chunks(purge)
             self.cluster.purged(purge)
+
+    def _copy_loop(self) -> None:
+        # The first copy once the keepers have had time to register, then one every copy_every s.
+        delay = self.settings.dead_after + TICK
+        while not self._stop.wait(delay):
+            delay = self.copy_every
+            try:
+                self.copy_metadata()
+            except Exception:  # keep trying; a failed copy only delays garbage collection
+                log.exception("metadata copy failed")
+
+    def copy_metadata(self) -> list[str]:
+        """Sends a copy of the metadata to the keepers with the most free space (if anything
+        changed since the last); returns the addresses that stored it."""
+        changes = self.store.changes()
+        if changes == self._copied_changes:
+            return []
+        alive = sorted((r for r in self.cluster.keeper_records() if r.alive), key=lambda r: -r.free_bytes)
+        if not alive:
+            log.warning("no keeper alive to take a copy of the metadata")
+            return []
+        snapshot = self.data_dir / "copy.sqlite3.tmp"
+        snapshot.unlink(missing_ok=True)
+        taken = time.time_ns()
+        self.store.snapshot(snapshot)
+        try:
+            size = snapshot.stat().st_size
+            stored = send_copy(snapshot, self.store.cluster_id(), taken, [r.address for r in alive[:COPIES]], self.pool)
+        finally:
+            snapshot.unlink(missing_ok=True)
+        if stored:
+            self._copied_changes = changes
+            self.cluster.copy_taken_ns, self.cluster.copy_keepers = taken, len(stored)
+            log.info("metadata copy (%d bytes) stored on %s", size, ", ".join(stored))
+        return stored

@@ -212,6 +212,27 @@ class SqliteStore:
         with self._lock:
             self._db.close()
 
+    def snapshot(self, dest: Path) -> None:
+        """A consistent copy of the whole store, as one SQLite file at dest (SQLite's online
+        backup, between transactions)."""
+        target = sqlite3.connect(dest)
+        try:
+            with self._lock:
+                self._db.backup(target)
+        finally:
+            target.close()
+
+    def changes(self) -> int:
+        """Rows changed since the store was opened: equal counts, equal contents."""
+        with self._lock:
+            return self._db.total_changes
+
+    def skip_chunk_ids(self, count: int) -> None:
+        """Moves the chunk id counter on: ids issued after a restored copy was taken (and held by
+        keepers under them) are never issued again."""
+        with self.transaction():
+            self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'next_chunk_id'", (count,))
+
     def cluster_id(self) -> str:
         """The id of the cluster this metadata describes: 16 hex digits, made with the store."""
         with self.transaction():

@@ -7,6 +7,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class MetadataCopyHeader(_message.Message):
+    __slots__ = ("cluster_id", "taken_ns", "length", "crc32c")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_NS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    taken_ns: int
+    length: int
+    crc32c: int
+    def __init__(self, cluster_id: _Optional[str] = ..., taken_ns: _Optional[int] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class MetadataCopyPiece(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: MetadataCopyHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[MetadataCopyHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class WriteChunkHeader(_message.Message):
     __slots__ = ("chunk_id", "length", "crc32c", "downstream")
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from fusedfs.rpc import common_pb2 as fusedfs_dot_rpc_dot_common__pb2
 from fusedfs.rpc import keeper_pb2 as fusedfs_dot_rpc_dot_keeper__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -54,6 +55,16 @@ class KeeperStub:
                 request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.ReadChunkRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.ChunkPiece.FromString,
                 _registered_method=True)
+        self.PutMetadataCopy = channel.stream_unary(
+                '/fusedfs.rpc.Keeper/PutMetadataCopy',
+                request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.GetMetadataCopy = channel.unary_stream(
+                '/fusedfs.rpc.Keeper/GetMetadataCopy',
+                request_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.FromString,
+                _registered_method=True)
 
 
 class KeeperServicer:
@@ -91,6 +102,22 @@ class KeeperServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutMetadataCopy(self, request_iterator, context):
+        """A copy of the master's metadata, kept so that the namespace outlives the master's disk:
+        the master sends one every few minutes; the keeper keeps its newest few. The first message
+        carries the header. Refused (FAILED_PRECONDITION) from a master of another cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMetadataCopy(self, request, context):
+        """The newest copy this keeper holds (header first); NOT_FOUND when it holds none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeeperServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +140,16 @@ def add_KeeperServicer_to_server(servicer, server):
                     servicer.ReadSmallRange,
                     request_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.ReadChunkRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.ChunkPiece.SerializeToString,
+            ),
+            'PutMetadataCopy': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutMetadataCopy,
+                    request_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'GetMetadataCopy': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetMetadataCopy,
+                    request_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +260,60 @@ class Keeper:
             '/fusedfs.rpc.Keeper/ReadSmallRange',
             fusedfs_dot_rpc_dot_keeper__pb2.ReadChunkRequest.SerializeToString,
             fusedfs_dot_rpc_dot_keeper__pb2.ChunkPiece.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutMetadataCopy(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/fusedfs.rpc.Keeper/PutMetadataCopy',
+            fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.SerializeToString,
+            fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetadataCopy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fusedfs.rpc.Keeper/GetMetadataCopy',
+            fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+            fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.FromString,
             options,
             channel_credentials,
             insecure,

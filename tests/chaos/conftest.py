@@ -17,9 +17,10 @@ import pytest
 
 from tests.chaos.netns import NetnsCluster, cleanup_stale, netns_supported
 
-# As the integration tests: a short garbage grace; 1 MiB chunks so modest files span several
-# chunks and keepers; everything else (dead after 3 s, goal 3, repair jobs) as in production.
-CHAOS_MASTER_ARGS = ["--gc-grace", "2", "--chunk-size", "1"]
+# As the integration tests: a short garbage grace and frequent metadata copies; 1 MiB chunks so
+# modest files span several chunks and keepers; everything else (dead after 3 s, goal 3, repair
+# jobs) as in production.
+CHAOS_MASTER_ARGS = ["--gc-grace", "2", "--metadata-copies-every", "1", "--chunk-size", "1"]
 CHAOS_KEEPER_ARGS = ["--reserve", "0"]
 
 MakeCluster = Callable[..., NetnsCluster]

@@ -740,7 +740,10 @@ def test_every_rpc_is_fuzzed() -> None:
         assert {r.name for r in rpcs} == {n for n in vars(servicer) if not n.startswith("_")}
     classified = READ_ONLY | NAMESPACE_CHANGES | CHUNK_BOOKKEEPING | KEEPER_REPORTS
     assert {r.name for r in MASTER_RPCS} == classified, "classify the new master RPC above"
-    assert {r.request for r in KEEPER_RPCS} <= {kp.WriteChunkMessage, kp.ReadChunkRequest}, "a new keeper RPC"
+    # Metadata copies: fuzzed as raw bytes (a copy is taken only with this cluster's id, which the
+    # fuzzers never send); chunk RPCs also as well-typed hostile messages.
+    known = {kp.WriteChunkMessage, kp.ReadChunkRequest, kp.MetadataCopyPiece, cp.Empty}
+    assert {r.request for r in KEEPER_RPCS} <= known, "a new keeper RPC"
 
 
 # --- 1. raw bytes ----------------------------------------------------------------------------------
@@ -769,6 +772,8 @@ def fuzz_raw(protected: Protected, rpcs: list[Rpc], examples: int) -> None:
             assert outcome.code == INVALID, f"{rpc} answered {outcome.code.name} to undecodable {payloads!r}"
         elif any(m is None for m in messages):  # or, in a stream, for what the messages before said
             before = {INVALID, EXISTS, grpc.StatusCode.RESOURCE_EXHAUSTED}
+            if rpc.name == "PutMetadataCopy":  # another cluster's copy is refused before its data is read
+                before.add(grpc.StatusCode.FAILED_PRECONDITION)
             assert outcome.code in before, f"{rpc} answered {outcome.code.name} to undecodable {payloads!r}"
         elif rpc.service == "Master":
             bad_ids = [i for m in messages if m is not None for i in chunk_ids_in(m) if not is_valid_chunk_id(i)]

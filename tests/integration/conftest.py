@@ -13,8 +13,9 @@ from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
 from fusedfs.local import LocalCluster
 
-# Short garbage grace so tests see collection happen; everything else as in production.
-TEST_MASTER_ARGS = ["--gc-grace", "1"]
+# Short garbage grace, and a metadata copy every second (garbage goes only once a copy shows
+# it unreferenced), so tests see collection happen; everything else as in production.
+TEST_MASTER_ARGS = ["--gc-grace", "1", "--metadata-copies-every", "1"]
 TEST_KEEPER_ARGS = ["--reserve", "0"]
 
 MakeCluster = Callable[..., LocalCluster]

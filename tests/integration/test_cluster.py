@@ -187,6 +187,42 @@ def test_a_master_started_on_empty_metadata_never_wipes_the_keepers(make_cluster
     assert download(files, "/precious") == data
 
 
+def newest_copy_taken(cluster: LocalCluster, keeper: int) -> int:
+    """When the newest metadata copy on a keeper was taken (wall ns; 0: it holds none)."""
+    names = sorted(p.name for p in (cluster.keeper_dir(keeper) / "metadata").glob("*.sqlite3"))
+    return int(names[-1].split("-")[0]) if names else 0
+
+
+def test_the_metadata_outlives_the_masters_disk(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(master_args=["--metadata-copies-every", "30", "--chunk-size", "1"])
+    files = FileClient(MasterClient(cluster.master_address))
+    kept, changed = os.urandom(3 * MiB), os.urandom(2 * MiB)
+    upload(files, "/docs/kept", kept)
+    upload(files, "/docs/changed", changed)
+    written = time.time_ns()
+    wait_for(lambda: all(newest_copy_taken(cluster, i) > written for i in range(3)), 15, "a copy on every keeper")
+    status = cluster.status()
+    assert status.metadata_copy_keepers == 3 and status.metadata_copy_taken_ns > written
+    # After the copy: a file changes (its old chunks become garbage) and one is added.
+    upload(files, "/docs/changed", os.urandom(MiB))
+    upload(files, "/docs/late", b"after the copy")
+    time.sleep(3)  # the garbage grace (1 s) and maintenance ticks: the old chunks must stay
+    # The master's disk is lost; a new one is restored from a keeper's copy.
+    cluster.kill_master()
+    shutil.rmtree(cluster.data_dir / "master")
+    cluster.master_args += ["--restore-from", cluster.keeper_address(1)]
+    cluster.start_master()
+    cluster.wait_ready(3)
+    assert download(files, "/docs/kept") == kept
+    assert download(files, "/docs/changed") == changed  # as it was when the copy was taken
+    with pytest.raises(FsError):
+        download(files, "/docs/late")  # made after the copy: lost, as the log says
+    upload(files, "/docs/new", b"new")  # new chunk ids never reuse those issued after the copy
+    assert download(files, "/docs/new") == b"new"
+    wait_for(lambda: replicas_at_goal(cluster), 20, "replicas at the goal")
+    assert "restored the metadata as copied at" in (cluster.data_dir / "logs" / "master.log").read_text()
+
+
 def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, files: FileClient) -> None:
     data = os.urandom(3 * MiB)
     upload(files, "/fragile", data)

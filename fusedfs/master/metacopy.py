@@ -1,0 +1,93 @@
+"""Copies of the master's metadata on the keepers, so that the namespace outlives the master's
+disk: taken every few minutes (SQLite's online backup) and sent to the keepers with the most
+free space; `fusedfs master --restore-from KEEPER` fetches the newest back into an empty --data.
+
+A restored master has lost what changed after its copy was taken. So that nothing it still
+names is gone, garbage is deleted only once a copy shows it unreferenced (Cluster.copy_taken_ns);
+and its chunk counter moves on by RESTORE_ID_GAP, so that ids issued after the copy, which
+keepers may hold with other bytes, are never issued again.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from fusedfs.chunks import PIECE_SIZE, crc32c
+from fusedfs.errors import FsError, from_rpc_error
+from fusedfs.grpcutil import ChannelPool
+from fusedfs.rpc import common_pb2 as cp
+from fusedfs.rpc import keeper_pb2 as kp
+from fusedfs.rpc import keeper_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+COPIES = 3  # keepers each copy goes to
+RESTORE_ID_GAP = 1 << 32
+METADATA_FILE = "metadata.sqlite3"
+COPY_TIMEOUT = 600.0
+
+
+def _file_pieces(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while piece := f.read(PIECE_SIZE):
+            yield piece
+
+
+def send_copy(snapshot: Path, cluster_id: str, taken_ns: int, keepers: list[str], pool: ChannelPool) -> list[str]:
+    """Sends a snapshot file to the keepers at these addresses; returns those that stored it."""
+    crc = 0
+    for piece in _file_pieces(snapshot):
+        crc = crc32c(piece, crc)
+    header = kp.MetadataCopyHeader(cluster_id=cluster_id, taken_ns=taken_ns, length=snapshot.stat().st_size, crc32c=crc)
+
+    def messages() -> Iterator[kp.MetadataCopyPiece]:
+        yield kp.MetadataCopyPiece(header=header)
+        for piece in _file_pieces(snapshot):
+            yield kp.MetadataCopyPiece(data=piece)
+
+    stored = []
+    for address in keepers:
+        try:
+            pool.stub(address, keeper_pb2_grpc.KeeperStub).PutMetadataCopy(messages(), timeout=COPY_TIMEOUT)
+            stored.append(address)
+        except grpc.RpcError as e:
+            log.warning("metadata copy to keeper %s failed: %s", address, from_rpc_error(e).message)
+    return stored
+
+
+def fetch_copy(keeper: str, data_dir: Path, pool: ChannelPool) -> kp.MetadataCopyHeader:
+    """Fetches the keeper's newest copy as data_dir's metadata (which must not exist yet),
+    checked against its length and checksum; FsError when that cannot be done."""
+    dest = data_dir / METADATA_FILE
+    if dest.exists():
+        raise FsError(errno.EEXIST, f"{data_dir} already holds metadata: restore into an empty folder")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / f"{METADATA_FILE}.restoring"
+    try:
+        replies = pool.stub(keeper, keeper_pb2_grpc.KeeperStub).GetMetadataCopy(cp.Empty(), timeout=COPY_TIMEOUT)
+        first = next(replies)
+        if not first.HasField("header"):
+            raise FsError(errno.EBADMSG, f"keeper {keeper} sent a copy without its header")
+        header = first.header
+        crc, length = 0, 0
+        with open(tmp, "wb") as f:
+            for message in replies:
+                crc = crc32c(message.data, crc)
+                length += len(message.data)
+                f.write(message.data)
+            f.flush()
+            os.fsync(f.fileno())
+        if (length, crc) != (header.length, header.crc32c):
+            raise FsError(errno.EBADMSG, f"keeper {keeper}'s copy is damaged ({length} bytes): try another keeper")
+        os.replace(tmp, dest)
+        return header
+    except grpc.RpcError as e:
+        raise from_rpc_error(e, f"metadata copy from keeper {keeper}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
