@@ -97,6 +97,23 @@ def test_garbage_waits_for_grace_and_unknown_ids_below_the_counter_go() -> None:
     assert beat(cluster, "b").deletes == [1]
 
 
+def test_with_metadata_copies_garbage_waits_for_a_copy_that_shows_it_unreferenced() -> None:
+    cluster, clock = make([live(1)], next_id=100, gc_grace=60.0)
+    cluster.copy_taken_ns = 0  # copies are on, none taken yet
+    clock.now += 10
+    register(cluster, "a", [1])
+    cluster.apply([], [1], {}, {})
+    became_garbage = clock.wall()
+    clock.now += 61
+    for copy_taken in (None, became_garbage - 1):  # none yet; one that still shows it in a file
+        if copy_taken is not None:
+            cluster.copy_taken_ns = copy_taken
+        assert cluster.plan() == [] and beat(cluster, "a").deletes == []
+    cluster.copy_taken_ns = became_garbage + 1  # a copy restored from now on does not name it
+    cluster.plan()
+    assert beat(cluster, "a").deletes == [1]
+
+
 def test_pending_chunks_are_safe_until_their_lease_ends() -> None:
     cluster, clock = make([ChunkRow(7, ChunkState.PENDING, None, None, 0, 0, 0, 0)], upload_lease=100.0)
     clock.now = 50.0
