@@ -25,6 +25,9 @@ XATTR_REPLACE = 2
 XATTR_NAME_MAX = 255  # as Linux
 XATTR_SIZE_MAX = 64 * 1024
 SMALL_FILE = PIECE_SIZE  # a file read with one unary call: worth fetching ahead
+# A file whose last name goes is kept this long even when no mount says it has it open: mounts
+# announce their open files every second, so one opened on another mount just before shows then.
+ORPHAN_GRACE_NS = 3 * 10**9
 
 
 @dataclass
@@ -64,11 +67,13 @@ class Namespace:
         default_chunk_size: int,
         clock: Callable[[], int] = time.time_ns,
         is_open: Callable[[int], bool] = lambda ino: False,
+        orphan_grace_ns: int = ORPHAN_GRACE_NS,
     ) -> None:
         self.store = store
         self.default_chunk_size = default_chunk_size
         self.clock = clock
         self.is_open = is_open  # does some mount have this inode open (then its last unlink keeps it)
+        self.orphan_grace_ns = orphan_grace_ns
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -98,13 +103,12 @@ class Namespace:
         return inode
 
     def _drop_link(self, inode: Inode, now: int, changes: ChunkChanges) -> None:
-        """One name of inode is gone; frees it with its chunks when it was the last.
-
-        A file that a mount still has open stays, as an orphan, until no mount has it open
-        (POSIX: an unlinked file lives on while it is open).
+        """One name of inode is gone; when it was the last, a file stays as an orphan, freed with
+        its chunks once no mount has it open (POSIX: an unlinked file lives on while it is open)
+        and ORPHAN_GRACE_NS has passed (free_closed_orphans); anything else goes at once.
         """
         inode.nlink -= 1
-        if inode.nlink > 0 or (stat.S_ISREG(inode.mode) and self.is_open(inode.id)):
+        if inode.nlink > 0 or stat.S_ISREG(inode.mode):
             self._touch(inode, now, mtime=False)
             if inode.nlink == 0:
                 self.store.add_orphan(inode.id, now)
@@ -119,11 +123,11 @@ class Namespace:
         self.store.delete_inode(inode.id)
 
     def free_closed_orphans(self) -> ChunkChanges:
-        """Frees the unlinked files that no mount has open any more."""
+        """Frees the unlinked files that no mount has open any more (past their grace)."""
         changes = ChunkChanges()
         with self.store.transaction():
             now = self.clock()
-            for ino in self.store.orphans():
+            for ino in self.store.orphans(before_ns=now - self.orphan_grace_ns):
                 if not self.is_open(ino):
                     inode = self.store.get_inode(ino)
                     if inode is None or inode.nlink > 0:  # linked again meanwhile (impossible today)

@@ -235,8 +235,11 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return mp.MountSessionReply(timeout_seconds=self.sessions.timeout)
 
     def _orphan_count(self) -> int:
+        """Unlinked files that a mount has open (not those only waiting out their grace)."""
         with self.store.transaction():
-            return len(self.store.orphans())
+            orphans = self.store.orphans()
+        now = self.cluster.clock()
+        return sum(1 for ino in orphans if self.sessions.is_open(ino, now))
 
     def _counts(self) -> tuple[int, int]:
         with self.store.transaction():

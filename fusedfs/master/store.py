@@ -126,7 +126,7 @@ class MetadataStore(Protocol):
     def list_xattrs(self, ino: int) -> list[bytes]: ...
     def add_orphan(self, ino: int, now_ns: int) -> None: ...
     def remove_orphan(self, ino: int) -> None: ...
-    def orphans(self) -> list[int]: ...
+    def orphans(self, before_ns: int | None = None) -> list[int]: ...
 
 
 _SCHEMA = """
@@ -358,8 +358,12 @@ class SqliteStore:
     def remove_orphan(self, ino: int) -> None:
         self._db.execute("DELETE FROM orphans WHERE inode = ?", (ino,))
 
-    def orphans(self) -> list[int]:
-        return [r[0] for r in self._db.execute("SELECT inode FROM orphans ORDER BY inode")]
+    def orphans(self, before_ns: int | None = None) -> list[int]:
+        """Orphans' inodes (only those orphaned at or before before_ns, if given)."""
+        if before_ns is None:
+            return [r[0] for r in self._db.execute("SELECT inode FROM orphans ORDER BY inode")]
+        rows = self._db.execute("SELECT inode FROM orphans WHERE since_ns <= ? ORDER BY inode", (before_ns,))
+        return [r[0] for r in rows]
 
     # --- chunks ----------------------------------------------------------------------------------
 

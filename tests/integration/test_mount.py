@@ -426,6 +426,21 @@ def test_an_unlinked_open_file_stays_readable_until_closed(mounted: tuple[LocalC
     master.pool.close()
 
 
+def test_a_file_unlinked_right_after_another_mount_opened_it_stays_readable(
+    mounted: tuple[LocalCluster, Path], tmp_path: Path
+) -> None:
+    cluster, mnt = mounted
+    other = cluster.mount(tmp_path / "other")
+    data = os.urandom(20 * MiB)
+    (mnt / "fresh").write_bytes(data)
+    for _ in range(3):  # before the other mount's next announcement of its open files (1 s)
+        with open(other / "fresh", "rb") as reader:
+            os.unlink(mnt / "fresh")
+            time.sleep(5)  # past the orphan grace (3 s), the garbage grace (1 s) and a metadata copy
+            assert reader.read() == data
+        (mnt / "fresh").write_bytes(data)
+
+
 def renameat2(src: Path, dst: Path, flags: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     at_fdcwd = -100

@@ -33,7 +33,8 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 @pytest.fixture
 def ns(store: SqliteStore) -> Namespace:
     clock = iter(range(10, 10**9))
-    return Namespace(store, CHUNK, clock=lambda: next(clock))
+    # (no grace: a file whose last name goes is freed by the next free_closed_orphans)
+    return Namespace(store, CHUNK, clock=lambda: next(clock), orphan_grace_ns=0)
 
 
 def errno_of(call, *args) -> int:  # type: ignore[no-untyped-def]
@@ -110,7 +111,8 @@ def test_hard_links_and_unlink_frees_chunks_with_the_last_name(ns: Namespace) ->
     assert errno_of(ns.link, ROOT_INODE, ROOT_INODE, b"rootlink") == errno.EPERM
     assert ns.unlink(ROOT_INODE, b"f").garbage == []
     assert ns.lookup(ROOT_INODE, b"g").nlink == 1
-    assert ns.unlink(ROOT_INODE, b"g").garbage == [chunk]
+    assert ns.unlink(ROOT_INODE, b"g").garbage == []  # an orphan until its grace is over
+    assert ns.free_closed_orphans().garbage == [chunk]
     assert errno_of(ns.getattr, f.id) == errno.ENOENT
 
 
@@ -124,6 +126,8 @@ def test_rename_cases(ns: Namespace) -> None:
     assert ns.lookup(b.id, b"g").id == f.id and ns.lookup(a.id, b"f").id == g.id
     ns.rename(a.id, b"f", b.id, b"g", 0)  # replaces the target
     assert ns.lookup(b.id, b"g").id == g.id
+    assert ns.getattr(f.id).nlink == 0  # an orphan until its grace is over
+    ns.free_closed_orphans()
     assert errno_of(ns.getattr, f.id) == errno.ENOENT
     assert errno_of(ns.rename, ROOT_INODE, b"a", b.id, b"g", 0) == errno.ENOTDIR
     assert errno_of(ns.rename, b.id, b"g", ROOT_INODE, b"a", 0) == errno.EISDIR
@@ -165,7 +169,8 @@ def test_chunks_commit_truncate_and_replace(ns: Namespace) -> None:
     assert boundary is not None and boundary.length == 100 and boundary.stored_length == CHUNK
     c3 = pending(ns)
     _, changes = ns.put_file(ROOT_INODE, b"f", 0o600, 0, 0, 5, CHUNK, [CommittedChunk(0, c3, 5, 7)], None)
-    assert sorted(changes.garbage) == [c0, c1] and changes.live == [c3]
+    assert changes.garbage == [] and changes.live == [c3]  # the old file: an orphan for its grace
+    assert sorted(ns.free_closed_orphans().garbage) == [c0, c1]
     with ns.store.transaction():
         assert ns.store.get_chunk(c0).state == ChunkState.GARBAGE  # type: ignore[union-attr]
     assert (
@@ -228,14 +233,15 @@ def test_extended_attributes(ns: Namespace) -> None:
     assert errno_of(ns.removexattr, f.id, b"user.a") == errno.ENODATA
     assert ns.listxattr(f.id) == [b"user.b"]
     ns.unlink(ROOT_INODE, b"f")
+    ns.free_closed_orphans()
     with ns.store.transaction():
         assert ns.store.list_xattrs(f.id) == []  # they went with the inode
 
 
 def test_an_open_file_outlives_its_last_name_until_closed(store: SqliteStore) -> None:
-    clock = iter(range(10, 10**9))
+    now = [10]
     open_inodes: set[int] = set()
-    ns = Namespace(store, CHUNK, clock=lambda: next(clock), is_open=open_inodes.__contains__)
+    ns = Namespace(store, CHUNK, clock=lambda: now[0], is_open=open_inodes.__contains__, orphan_grace_ns=3)
     f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True).node
     chunk = pending(ns)
     ns.commit_chunks(f.id, 10, [CommittedChunk(0, chunk, 10, 0)], None)
@@ -245,9 +251,19 @@ def test_an_open_file_outlives_its_last_name_until_closed(store: SqliteStore) ->
     kept = ns.getattr(f.id)
     assert kept.nlink == 0 and kept.size == 10
     assert [c.id for c in ns.file_chunks(f.id, 0, 0)[1]] == [chunk]  # still readable by inode
+    now[0] += 5
     assert ns.free_closed_orphans().garbage == []  # still open
     open_inodes.clear()
     assert ns.free_closed_orphans().garbage == [chunk]
+    # Open on no mount (as far as the master heard): kept for the grace all the same, since a
+    # mount may have opened it after its last announcement.
+    g = ns.create(ROOT_INODE, b"g", 0o644, 0, 0, exclusive=True).node
+    ns.unlink(ROOT_INODE, b"g")
+    now[0] += 2
+    assert ns.free_closed_orphans().garbage == [] and ns.getattr(g.id).nlink == 0
+    now[0] += 2
+    ns.free_closed_orphans()
+    assert errno_of(ns.getattr, g.id) == errno.ENOENT
     assert errno_of(ns.getattr, f.id) == errno.ENOENT
     with store.transaction():
         assert store.orphans() == []
