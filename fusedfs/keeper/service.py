@@ -7,6 +7,7 @@ so a chunk crosses each link once and no keeper buffers it whole.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import queue
 import threading
@@ -197,7 +198,7 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
             abort_with(context, FsError(errno.EINVAL, "the first message must carry the copy's header"))
         assert first is not None
         try:
-            self.copies.put(first.header, (first.data, *(m.data for m in request_iterator)))
+            self.copies.put(first.header, itertools.chain([first.data], (m.data for m in request_iterator)))
         except FsError as e:
             abort_with(context, e)
         return cp.Empty()
