@@ -223,9 +223,7 @@ def run_master(args: argparse.Namespace) -> int:
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(taken / 1e9)),
             args.restore_from,
         )
-    server = MasterServer(
-        args.data, args.listen, settings, copy_every=args.metadata_copies_every, restored=bool(args.restore_from)
-    )
+    server = MasterServer(args.data, args.listen, settings, copy_every=args.metadata_copies_every)
     server.start()
     logging.getLogger("fusedfs").info("master listening on %s (data in %s, goal %d)", args.listen, args.data, args.goal)
     _serve_until_signal(server.stop)

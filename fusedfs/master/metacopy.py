@@ -13,6 +13,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import grpc
 from fusedfs.chunks import PIECE_SIZE, crc32c
 from fusedfs.errors import FsError, from_rpc_error
 from fusedfs.grpcutil import ChannelPool
+from fusedfs.master.store import SqliteStore
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp
 from fusedfs.rpc import keeper_pb2_grpc
@@ -85,6 +88,10 @@ def fetch_copy(keeper: str, data_dir: Path, pool: ChannelPool) -> kp.MetadataCop
             os.fsync(f.fileno())
         if (length, crc) != (header.length, header.crc32c):
             raise FsError(errno.EBADMSG, f"keeper {keeper}'s copy is damaged ({length} bytes): try another keeper")
+        # The counter moves on before the file takes its place: a restore is whole or not at all.
+        store = SqliteStore(tmp, stat.S_IFDIR | 0o755, now_ns=time.time_ns())
+        store.skip_chunk_ids(RESTORE_ID_GAP)
+        store.close()
         os.replace(tmp, dest)
         return header
     except grpc.RpcError as e:

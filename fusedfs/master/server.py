@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fusedfs.grpcutil import ChannelPool, make_server
 from fusedfs.master.cluster import Cluster, Settings
-from fusedfs.master.metacopy import COPIES, METADATA_FILE, RESTORE_ID_GAP, send_copy
+from fusedfs.master.metacopy import COPIES, METADATA_FILE, send_copy
 from fusedfs.master.namespace import Namespace
 from fusedfs.master.service import MasterService
 from fusedfs.master.sessions import MountSessions
@@ -29,18 +29,13 @@ TICK = 0.5
 
 
 class MasterServer:
-    def __init__(
-        self, data_dir: Path, listen: str, settings: Settings, copy_every: float = 0.0, restored: bool = False
-    ) -> None:
-        """copy_every: seconds between metadata copies to the keepers (0: none); restored: the
-        metadata was just fetched from such a copy."""
+    def __init__(self, data_dir: Path, listen: str, settings: Settings, copy_every: float = 0.0) -> None:
+        """copy_every: seconds between metadata copies to the keepers (0: none)."""
         self.settings = settings
         self.data_dir = data_dir
         self.copy_every = copy_every
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SqliteStore(data_dir / METADATA_FILE, stat.S_IFDIR | 0o755, now_ns=time.time_ns())
-        if restored:
-            self.store.skip_chunk_ids(RESTORE_ID_GAP)
         with self.store.transaction():
             chunks = self.store.all_chunks()
         self.cluster = Cluster(settings, chunks, self._next_chunk_id)
