@@ -42,6 +42,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -183,6 +184,7 @@ class SqliteStore:
 
     def __init__(self, path: Path, root_mode: int, now_ns: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -212,15 +214,23 @@ class SqliteStore:
         with self._lock:
             self._db.close()
 
-    def snapshot(self, dest: Path) -> None:
+    def snapshot(self, dest: Path, timeout: float = 60.0) -> None:
         """A consistent copy of the whole store, as one SQLite file at dest (SQLite's online
-        backup, between transactions)."""
-        target = sqlite3.connect(dest)
+        backup). It reads through a connection of its own, which WAL lets read while this one
+        writes: the store is never held up by it. TimeoutError if it cannot finish in time
+        (SQLite's backup would otherwise retry a locked database for good)."""
+        deadline = time.monotonic() + timeout
+
+        def give_up_late(status: int, remaining: int, total: int) -> None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"metadata snapshot not done within {timeout:g} s")
+
+        source, target = sqlite3.connect(self.path), sqlite3.connect(dest)
         try:
-            with self._lock:
-                self._db.backup(target)
+            source.backup(target, progress=give_up_late)
         finally:
             target.close()
+            source.close()
 
     def changes(self) -> int:
         """Rows changed since the store was opened: equal counts, equal contents."""
