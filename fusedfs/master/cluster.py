@@ -110,9 +110,11 @@ class Cluster:
         self.started = clock()
         # With metadata copies on the keepers: when the newest was taken (wall ns; 0: none yet).
         # Garbage is deleted only once a copy shows it unreferenced, so that a master restored
-        # from that copy finds every chunk its files name. None: no copies, no such wait.
+        # from that copy finds every chunk its files name. None: no such wait (no copies, or
+        # none can be stored at the moment).
         self.copy_taken_ns: int | None = None
-        self.copy_keepers = 0  # how many keepers hold that copy
+        self.last_copy_ns = 0  # when the newest copy on the keepers was taken (0: none)
+        self.copy_keepers = 0  # how many keepers hold it
         for row in chunks:
             if row.state == ChunkState.LIVE:
                 self.live[row.id] = row.stored_length

@@ -107,8 +107,9 @@ class MasterServer:
             delay = self.copy_every
             try:
                 self.copy_metadata()
-            except Exception:  # keep trying; a failed copy only delays garbage collection
+            except Exception:  # keep trying
                 log.exception("metadata copy failed")
+                self._copies_failing()
 
     def copy_metadata(self) -> list[str]:
         """Sends a copy of the metadata to the keepers with the most free space (if anything
@@ -131,6 +132,16 @@ class MasterServer:
             snapshot.unlink(missing_ok=True)
         if stored:
             self._copied_changes = changes
-            self.cluster.copy_taken_ns, self.cluster.copy_keepers = taken, len(stored)
+            self.cluster.copy_taken_ns = self.cluster.last_copy_ns = taken
+            self.cluster.copy_keepers = len(stored)
             log.info("metadata copy (%d bytes) stored on %s", size, ", ".join(stored))
+        else:
+            self._copies_failing()
         return stored
+
+    def _copies_failing(self) -> None:
+        # Garbage must not wait for a copy that cannot be stored: full keepers would never get
+        # their space back. Until a copy is stored again, a restore may miss some old chunks.
+        if self.cluster.copy_taken_ns is not None:
+            log.warning("no keeper took the metadata copy: garbage is collected without waiting for one meanwhile")
+        self.cluster.copy_taken_ns = None

@@ -333,7 +333,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             mounts=self.sessions.count(),
             open_orphans=self._orphan_count(),
             cluster_id=self.cluster_id,
-            metadata_copy_taken_ns=self.cluster.copy_taken_ns or 0,
+            metadata_copy_taken_ns=self.cluster.last_copy_ns,
             metadata_copy_keepers=self.cluster.copy_keepers,
         )
         for r in self.cluster.keeper_records():

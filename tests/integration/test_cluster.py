@@ -283,6 +283,30 @@ def test_full_cluster_gives_enospc(small_disk: SmallDisk, make_cluster: MakeClus
         cluster.stop()
 
 
+def test_full_keepers_get_space_back_even_when_no_metadata_copy_fits(
+    small_disk: SmallDisk, make_cluster: MakeCluster
+) -> None:
+    cluster = make_cluster(keepers=0, start=False)
+    try:
+        cluster.start_master()
+        for i in range(3):
+            small_disk(cluster.keeper_dir(i), 20)
+            cluster.start_keeper()
+        cluster.wait_ready(3)
+        files = FileClient(MasterClient(cluster.master_address))
+        upload(files, "/old", os.urandom(5 * MiB))
+        for i in range(3):  # the disks fill up to the last byte: no metadata copy fits either
+            with open(cluster.keeper_dir(i) / "ballast", "wb") as f, contextlib.suppress(OSError):
+                while True:
+                    f.write(bytes(64 * 1024))
+        files.remove("/old")
+        # Garbage waits for a copy that shows it unreferenced, but not for one that cannot be stored.
+        wait_for(lambda: all(not chunk_files(cluster, i) for i in range(3)), 20, "the old file's chunks deleted")
+        assert "no keeper took the metadata copy" in (cluster.data_dir / "logs" / "master.log").read_text()
+    finally:
+        cluster.stop()
+
+
 def test_full_keeper_is_written_around(small_disk: SmallDisk, make_cluster: MakeCluster) -> None:
     cluster = make_cluster(keepers=3)
     small_disk(cluster.keeper_dir(3), 12)
