@@ -10,6 +10,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -256,14 +257,23 @@ def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, fi
             assert any(p.name == chunk_id for p in victims)  # only a never-read corrupt copy may remain
 
 
-def test_full_cluster_gives_enospc(small_disk: SmallDisk, make_cluster: MakeCluster, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def cluster_on_small_disks(make_cluster: MakeCluster, small_disk: SmallDisk, mib: int = 20) -> Iterator[LocalCluster]:
+    """A master and 3 keepers, each keeper on a tmpfs of `mib` MiB; stopped before the disks go."""
     cluster = make_cluster(keepers=0, start=False)
     try:
         cluster.start_master()
         for i in range(3):
-            small_disk(cluster.keeper_dir(i), 20)
+            small_disk(cluster.keeper_dir(i), mib)
             cluster.start_keeper()
         cluster.wait_ready(3)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_full_cluster_gives_enospc(small_disk: SmallDisk, make_cluster: MakeCluster, tmp_path: Path) -> None:
+    with cluster_on_small_disks(make_cluster, small_disk) as cluster:
         source = tmp_path / "too-big"
         source.write_bytes(os.urandom(64 * MiB))
         result = run_cli("client", cluster.master_address, "--wait", "10", "upload", "/too-big", str(source))
@@ -279,20 +289,12 @@ def test_full_cluster_gives_enospc(small_disk: SmallDisk, make_cluster: MakeClus
         ok = run_cli("client", cluster.master_address, "upload", "/fits", "-", stdin=fits)
         assert ok.returncode == 0, ok.stderr
         assert run_cli("client", cluster.master_address, "download", "/fits", "-").stdout == fits
-    finally:
-        cluster.stop()
 
 
 def test_full_keepers_get_space_back_even_when_no_metadata_copy_fits(
     small_disk: SmallDisk, make_cluster: MakeCluster
 ) -> None:
-    cluster = make_cluster(keepers=0, start=False)
-    try:
-        cluster.start_master()
-        for i in range(3):
-            small_disk(cluster.keeper_dir(i), 20)
-            cluster.start_keeper()
-        cluster.wait_ready(3)
+    with cluster_on_small_disks(make_cluster, small_disk) as cluster:
         files = FileClient(MasterClient(cluster.master_address))
         upload(files, "/old", os.urandom(5 * MiB))
         for i in range(3):  # the disks fill up to the last byte: no metadata copy fits either
@@ -303,8 +305,6 @@ def test_full_keepers_get_space_back_even_when_no_metadata_copy_fits(
         # Garbage waits for a copy that shows it unreferenced, but not for one that cannot be stored.
         wait_for(lambda: all(not chunk_files(cluster, i) for i in range(3)), 20, "the old file's chunks deleted")
         assert "no keeper took the metadata copy" in (cluster.data_dir / "logs" / "master.log").read_text()
-    finally:
-        cluster.stop()
 
 
 def test_full_keeper_is_written_around(small_disk: SmallDisk, make_cluster: MakeCluster) -> None:
