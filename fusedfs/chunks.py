@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import crc32c as _crc32c
 
@@ -35,6 +36,13 @@ _CHUNK_ID = re.compile(r"[0-7][0-9a-f]{15}")  # ids are positive signed 64-bit n
 def crc32c(data: bytes | memoryview, value: int = 0) -> int:
     """CRC-32C of data, continuing from value."""
     return int(_crc32c.crc32c(data, value))
+
+
+def file_pieces(path: Path) -> Iterator[bytes]:
+    """A file's bytes in pieces of PIECE_SIZE, for streaming it without holding it whole."""
+    with open(path, "rb") as f:
+        while piece := f.read(PIECE_SIZE):
+            yield piece
 
 
 def block_crcs(data: bytes | memoryview) -> list[int]:

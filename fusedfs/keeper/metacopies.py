@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from fusedfs.chunks import PIECE_SIZE, crc32c
+from fusedfs.chunks import crc32c, file_pieces
 from fusedfs.errors import FsError
 from fusedfs.keeper.chunkstore import fsync_dir
 from fusedfs.rpc import keeper_pb2 as kp
@@ -80,13 +80,7 @@ class MetadataCopies:
         header = kp.MetadataCopyHeader(
             cluster_id=self._cluster_id(), taken_ns=int(taken), length=path.stat().st_size, crc32c=int(crc, 16)
         )
-
-        def pieces() -> Iterator[bytes]:
-            with open(path, "rb") as f:
-                while piece := f.read(PIECE_SIZE):
-                    yield piece
-
-        return header, pieces()
+        return header, file_pieces(path)
 
     def _copies(self) -> list[Path]:
         """Oldest first (the names are zero-padded times)."""

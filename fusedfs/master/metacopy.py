@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 
-from fusedfs.chunks import PIECE_SIZE, crc32c
+from fusedfs.chunks import crc32c, file_pieces
 from fusedfs.errors import FsError, from_rpc_error
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.master.store import SqliteStore
@@ -36,22 +36,16 @@ METADATA_FILE = "metadata.sqlite3"
 COPY_TIMEOUT = 600.0
 
 
-def _file_pieces(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while piece := f.read(PIECE_SIZE):
-            yield piece
-
-
 def send_copy(snapshot: Path, cluster_id: str, taken_ns: int, keepers: list[str], pool: ChannelPool) -> list[str]:
     """Sends a snapshot file to the keepers at these addresses; returns those that stored it."""
     crc = 0
-    for piece in _file_pieces(snapshot):
+    for piece in file_pieces(snapshot):
         crc = crc32c(piece, crc)
     header = kp.MetadataCopyHeader(cluster_id=cluster_id, taken_ns=taken_ns, length=snapshot.stat().st_size, crc32c=crc)
 
     def messages() -> Iterator[kp.MetadataCopyPiece]:
         yield kp.MetadataCopyPiece(header=header)
-        for piece in _file_pieces(snapshot):
+        for piece in file_pieces(snapshot):
             yield kp.MetadataCopyPiece(data=piece)
 
     stored = []
