@@ -12,6 +12,7 @@ A mistake on the command line, or any failure, is one readable line on stderr an
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -311,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # `kill -USR1 PID` writes every thread's stack to stderr (the log): a stuck process shows where.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # Servers log their life; the client speaks only through its result (and warnings).
     quiet = args.part == "client"
     logging.getLogger("fusedfs").setLevel(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)

@@ -188,6 +188,12 @@ class LocalCluster:
         procs = {"master": self.master_proc} | {f"keeper{i}": p for i, p in enumerate(self.keeper_procs)}
         return {name: p.pid for name, p in procs.items() if p is not None and p.poll() is None}
 
+    def dump_threads(self) -> None:
+        """Has every running process of the cluster write its threads' stacks to its log."""
+        for proc in [self.master_proc, *self.keeper_procs, *self.mounts.values()]:
+            if proc is not None and proc.poll() is None:
+                os.kill(proc.pid, signal.SIGUSR1)
+
     def stop(self) -> None:
         for mountpoint in list(self.mounts):
             self.unmount(mountpoint)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,35 @@ TEST_MASTER_ARGS = ["--gc-grace", "1", "--metadata-copies-every", "1"]
 TEST_KEEPER_ARGS = ["--reserve", "0"]
 
 MakeCluster = Callable[..., LocalCluster]
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+    return report
+
+
+def failed(request: pytest.FixtureRequest) -> bool:
+    """Whether the test using this fixture has failed (asked in the fixture's teardown)."""
+    return any(r.failed for r in request.node.stash.get(PHASE_REPORTS, {}).values())
+
+
+def show_logs(cluster: LocalCluster, lines: int = 400) -> None:
+    """Prints the end of every log of the cluster, after its processes wrote their threads'
+    stacks there: what a failed test shows of the processes it ran."""
+    cluster.dump_threads()
+    time.sleep(0.5)
+    for log in sorted((cluster.data_dir / "logs").glob("*.log")):
+        print(f"----- {log} (last {lines} lines)")
+        print("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
+def make_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MakeCluster]:
     clusters: list[LocalCluster] = []
 
     def make(
@@ -44,6 +71,8 @@ def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
 
     yield make
     for cluster in clusters:
+        if failed(request):
+            show_logs(cluster)
         cluster.stop()
 
 
@@ -78,6 +107,22 @@ def files(cluster: LocalCluster) -> Iterator[FileClient]:
     client.master.pool.close()
 
 
-def run_cli(*args: str, timeout: float = 300, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Runs the real `fusedfs` command."""
-    return subprocess.run([sys.executable, "-m", "fusedfs", *args], capture_output=True, timeout=timeout, input=stdin)
+def run_cli(
+    *args: str, timeout: float = 300, stdin: bytes | None = None, dump_after: float | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Runs the real `fusedfs` command (killed after timeout seconds). If it runs longer than
+    dump_after seconds, it writes its threads' stacks to its stderr, once, and goes on."""
+    command = [sys.executable, "-m", "fusedfs", *args]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            try:
+                stdout, stderr = proc.communicate(stdin, timeout=min(timeout, dump_after or timeout))
+            except subprocess.TimeoutExpired:
+                if dump_after is None or dump_after >= timeout:
+                    raise
+                proc.send_signal(signal.SIGUSR1)
+                stdout, stderr = proc.communicate(timeout=timeout - dump_after)
+        except BaseException:
+            proc.kill()
+            raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)

@@ -276,7 +276,9 @@ def test_full_cluster_gives_enospc(small_disk: SmallDisk, make_cluster: MakeClus
     with cluster_on_small_disks(make_cluster, small_disk) as cluster:
         source = tmp_path / "too-big"
         source.write_bytes(os.urandom(64 * MiB))
-        result = run_cli("client", cluster.master_address, "--wait", "10", "upload", "/too-big", str(source))
+        result = run_cli(
+            "client", cluster.master_address, "--wait", "10", "upload", "/too-big", str(source), dump_after=8
+        )
         assert result.returncode == 1
         lines = result.stderr.decode().strip().splitlines()
         assert len(lines) == 1 and "space" in lines[0], result.stderr
