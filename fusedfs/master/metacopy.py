@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 
-from fusedfs.chunks import crc32c, file_pieces
+from fusedfs.chunks import MiB, crc32c, file_pieces
 from fusedfs.errors import FsError, from_rpc_error
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.master.store import SqliteStore
@@ -33,25 +33,39 @@ log = logging.getLogger(__name__)
 COPIES = 3  # keepers each copy goes to
 RESTORE_ID_GAP = 1 << 32
 METADATA_FILE = "metadata.sqlite3"
-COPY_TIMEOUT = 600.0
+MIN_COPY_RATE = 4 * MiB  # bytes/s a keeper taking a copy must keep up
+FETCH_TIMEOUT = 3600.0
+
+
+def copy_timeout(length: int) -> float:
+    """Seconds a keeper gets to take a copy of `length` bytes: generous for a slow disk, yet a
+    stuck keeper must not hold up the copies (and the garbage collection waiting for them)."""
+    return 30.0 + length / MIN_COPY_RATE
 
 
 def send_copy(snapshot: Path, cluster_id: str, taken_ns: int, keepers: list[str], pool: ChannelPool) -> list[str]:
-    """Sends a snapshot file to the keepers at these addresses; returns those that stored it."""
+    """Sends a snapshot file to the keepers at these addresses, all at once; returns those that
+    stored it."""
     crc = 0
     for piece in file_pieces(snapshot):
         crc = crc32c(piece, crc)
-    header = kp.MetadataCopyHeader(cluster_id=cluster_id, taken_ns=taken_ns, length=snapshot.stat().st_size, crc32c=crc)
+    length = snapshot.stat().st_size
+    header = kp.MetadataCopyHeader(cluster_id=cluster_id, taken_ns=taken_ns, length=length, crc32c=crc)
 
     def messages() -> Iterator[kp.MetadataCopyPiece]:
         yield kp.MetadataCopyPiece(header=header)
         for piece in file_pieces(snapshot):
             yield kp.MetadataCopyPiece(data=piece)
 
+    timeout = copy_timeout(length)
+    calls = {
+        address: pool.stub(address, keeper_pb2_grpc.KeeperStub).PutMetadataCopy.future(messages(), timeout=timeout)
+        for address in keepers
+    }
     stored = []
-    for address in keepers:
+    for address, call in calls.items():
         try:
-            pool.stub(address, keeper_pb2_grpc.KeeperStub).PutMetadataCopy(messages(), timeout=COPY_TIMEOUT)
+            call.result()
             stored.append(address)
         except grpc.RpcError as e:
             log.warning("metadata copy to keeper %s failed: %s", address, from_rpc_error(e).message)
@@ -67,7 +81,7 @@ def fetch_copy(keeper: str, data_dir: Path, pool: ChannelPool) -> kp.MetadataCop
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / f"{METADATA_FILE}.restoring"
     try:
-        replies = pool.stub(keeper, keeper_pb2_grpc.KeeperStub).GetMetadataCopy(cp.Empty(), timeout=COPY_TIMEOUT)
+        replies = pool.stub(keeper, keeper_pb2_grpc.KeeperStub).GetMetadataCopy(cp.Empty(), timeout=FETCH_TIMEOUT)
         first = next(replies)
         if not first.HasField("header"):
             raise FsError(errno.EBADMSG, f"keeper {keeper} sent a copy without its header")
