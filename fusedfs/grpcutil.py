@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ S = TypeVar("S")
 
 # Chunk reports of big keepers and directory pages can exceed gRPC's default 4 MiB.
 MAX_MESSAGE = 64 * MiB
+RELEASE_WAIT = 0.5  # seconds a closing channel waits for its completion thread to end
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -178,6 +180,11 @@ class _CompletionThread:
             self.kept = False
             with self._probe(), self._state.lock:
                 self._state.managed_calls -= 1  # the probe's completion ends the thread if last
+            # The thread sees the probe end a moment later; a close before that kills it instead
+            # (a TypeError traceback on stderr).
+            deadline = time.monotonic() + RELEASE_WAIT
+            while self._state.managed_calls and time.monotonic() < deadline:
+                time.sleep(0.001)
 
 
 class ChannelPool:
