@@ -58,15 +58,21 @@ def abort_with(context: grpc.ServicerContext, error: FsError) -> None:
     context.abort(status_code_for(error.errno), error.message)
 
 
+def sent_errno(error: grpc.RpcError) -> int | None:
+    """The errno a servicer ended the call with (abort_with), or None: then the failure is
+    gRPC's own (a dropped connection, a deadline) or another server's."""
+    if isinstance(error, grpc.Call):
+        for key, value in error.trailing_metadata() or ():
+            if key == ERRNO_METADATA_KEY:
+                return int(value)
+    return None
+
+
 def from_rpc_error(error: grpc.RpcError, what: str = "") -> FsError:
     """The FsError a failed call stands for; transport failures become EIO."""
     code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (error.details() if isinstance(error, grpc.Call) else None) or str(code.name)
-    errno = None
-    if isinstance(error, grpc.Call):
-        for key, value in error.trailing_metadata() or ():
-            if key == ERRNO_METADATA_KEY:
-                errno = int(value)
+    errno = sent_errno(error)
     if errno is None:
         errno = _ERRNO_FOR_CODE.get(code, errno_mod.EIO)
     prefix = f"{what}: " if what else ""

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from fusedfs.errors import FsError, from_rpc_error
+from fusedfs.errors import FsError, from_rpc_error, sent_errno
 from fusedfs.grpcutil import ChannelPool, parse_address
 from fusedfs.rpc import master_pb2_grpc
 
@@ -55,7 +55,9 @@ class MasterClient:
     def retry_delay(self, error: grpc.RpcError, deadline: float) -> float:
         """How long to wait before calling again after `error`; raises it (as FsError) if final."""
         code = error.code() if isinstance(error, grpc.Call) else None
-        if code == grpc.StatusCode.UNAVAILABLE:  # connection dropped mid-call: try again
+        # A connection dropped mid-call: try again. Not the master's own answer, though: its EIO
+        # ("too few keepers; retry later") has that code too, and the caller decides what next.
+        if code == grpc.StatusCode.UNAVAILABLE and sent_errno(error) is None:
             return min(0.2, max(0.0, deadline - time.monotonic()))
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise FsError(errno.EIO, f"master {self.address} did not answer within {self.wait:g} s") from None

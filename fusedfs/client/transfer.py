@@ -133,8 +133,11 @@ class ChunkTransfer:
                 try:
                     reservation = self._reserve(exclude, len(data))
                 except FsError as e:
-                    if e.errno == errno.EIO and exclude and time.monotonic() < deadline:
-                        exclude.clear()  # the master may not have noticed the failure yet: let it choose again
+                    # The master's "retry later": too few keepers alive, or left once those that
+                    # failed us are excluded. It may not have noticed a failure (or a keeper's
+                    # return) yet: ask again, letting it choose anew, until the deadline.
+                    if e.errno == errno.EIO and time.monotonic() < deadline:
+                        exclude.clear()
                         time.sleep(0.5)
                         continue
                     raise
