@@ -209,17 +209,22 @@ def test_the_metadata_outlives_the_masters_disk(make_cluster: MakeCluster) -> No
     upload(files, "/docs/changed", os.urandom(MiB))
     upload(files, "/docs/late", b"after the copy")
     time.sleep(3)  # the garbage grace (1 s) and maintenance ticks: the old chunks must stay
+    held = {path.name for i in range(3) for path in chunk_files(cluster, i)}  # ids issued so far
     # The master's disk is lost; a new one is restored from a keeper's copy.
     cluster.kill_master()
     shutil.rmtree(cluster.data_dir / "master")
     cluster.master_args += ["--restore-from", cluster.keeper_address(1)]
     cluster.start_master()
     cluster.wait_ready(3)
+    # Chunk ids issued after the copy (keepers hold chunks under them) are never issued again.
+    fresh = [c.chunk_id for c in files.master.call("AllocateChunks", mp.AllocateChunksRequest(count=8)).chunks]
+    files.master.call("AbandonChunks", mp.AbandonChunksRequest(chunk_ids=fresh))
+    assert len(fresh) == 8 and not set(fresh) & held, (fresh, held)
     assert download(files, "/docs/kept") == kept
     assert download(files, "/docs/changed") == changed  # as it was when the copy was taken
     with pytest.raises(FsError):
         download(files, "/docs/late")  # made after the copy: lost, as the log says
-    upload(files, "/docs/new", b"new")  # new chunk ids never reuse those issued after the copy
+    upload(files, "/docs/new", b"new")
     assert download(files, "/docs/new") == b"new"
     wait_for(lambda: replicas_at_goal(cluster), 20, "replicas at the goal")
     assert "restored the metadata as copied at" in (cluster.data_dir / "logs" / "master.log").read_text()
