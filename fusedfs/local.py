@@ -7,6 +7,7 @@ use LocalCluster. Each process logs to <data>/logs/<name>.log.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,10 +21,29 @@ from fusedfs.errors import FsError
 from fusedfs.rpc import common_pb2 as cp
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free to listen on, outside the range the kernel picks outgoing connections' ports
+    from: a process restarted on its port could otherwise find it taken by a connection, even
+    by a caller's attempt to reach it that met itself (TCP's simultaneous open on loopback)."""
+    ephemeral = _ephemeral_ports()
+    while True:
+        port = random.randrange(10_000, 65_536)
+        if port in ephemeral:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
 
 
 class LocalCluster:
