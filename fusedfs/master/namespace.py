@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from fusedfs.chunks import MAX_CHUNK_SIZE, PIECE_SIZE, chunk_count
 from fusedfs.errors import FsError
+from fusedfs.master.sessions import SESSION_TIMEOUT
 from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore
 from fusedfs.names import PATH_MAX, split_path, validate_name
 
@@ -25,9 +26,11 @@ XATTR_REPLACE = 2
 XATTR_NAME_MAX = 255  # as Linux
 XATTR_SIZE_MAX = 64 * 1024
 SMALL_FILE = PIECE_SIZE  # a file read with one unary call: worth fetching ahead
-# A file whose last name goes is kept this long even when no mount says it has it open: mounts
-# announce their open files every second, so one opened on another mount just before shows then.
-ORPHAN_GRACE_NS = 3 * 10**9
+# A file whose last name goes is kept this long even when no mount says it has it open: a mount
+# that opened it just before says so at its next announcement (every second), if that reaches
+# the master. So that an open is kept as long as a mount's announced ones (held until the mount
+# has been silent for SESSION_TIMEOUT), the grace is that long too.
+ORPHAN_GRACE_NS = int(SESSION_TIMEOUT * 10**9)
 
 
 @dataclass

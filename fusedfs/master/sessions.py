@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-DEFAULT_TIMEOUT = 10.0
+SESSION_TIMEOUT = 10.0
 
 
 @dataclass
@@ -25,7 +25,7 @@ class _Session:
 
 
 class MountSessions:
-    def __init__(self, now: float, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, now: float, timeout: float = SESSION_TIMEOUT) -> None:
         self.timeout = timeout
         self.started = now
         self._sessions: dict[str, _Session] = {}

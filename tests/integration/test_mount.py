@@ -12,6 +12,7 @@ import hashlib
 import mmap
 import os
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -431,14 +432,22 @@ def test_a_file_unlinked_right_after_another_mount_opened_it_stays_readable(
 ) -> None:
     cluster, mnt = mounted
     other = cluster.mount(tmp_path / "other")
+    other_pid = cluster.mounts[tmp_path / "other"].pid
     data = os.urandom(20 * MiB)
-    (mnt / "fresh").write_bytes(data)
-    for _ in range(3):  # before the other mount's next announcement of its open files (1 s)
-        with open(other / "fresh", "rb") as reader:
-            os.unlink(mnt / "fresh")
-            time.sleep(5)  # past the orphan grace (3 s), the garbage grace (1 s) and a metadata copy
-            assert reader.read() == data
+    for cut_off in (False, True):
         (mnt / "fresh").write_bytes(data)
+        # Opened on the other mount, which announces its open files only every second ...
+        with open(other / "fresh", "rb") as reader:
+            if cut_off:  # ... and, stopped at once, not for 6 s: as if cut off from the master
+                os.kill(other_pid, signal.SIGSTOP)
+            try:
+                os.unlink(mnt / "fresh")
+                # Past the garbage grace (1 s) and a metadata copy; unless stopped, past the
+                # orphan grace (10 s) too, when only the other mount's announcement keeps it.
+                time.sleep(6 if cut_off else 11)
+            finally:
+                os.kill(other_pid, signal.SIGCONT)
+            assert reader.read() == data
 
 
 def renameat2(src: Path, dst: Path, flags: int) -> None:
