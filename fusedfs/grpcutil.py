@@ -147,7 +147,8 @@ class _CompletionThread:
     checks it still works); where that is missing, nothing is kept and calls are only slower.
     """
 
-    _PROBE = "/fusedfs.rpc.Internal/KeepCompletionThread"  # never sent: cancelled at once
+    _PROBE = "/fusedfs.rpc.Internal/KeepCompletionThread"  # cancelled at once, or UNIMPLEMENTED
+    _RELEASE_TRIES = 100
 
     def __init__(self, channel: grpc.Channel) -> None:
         self._channel = channel
@@ -164,27 +165,35 @@ class _CompletionThread:
                     self._state.managed_calls += 1
 
     @contextlib.contextmanager
-    def _probe(self) -> Iterator[None]:
-        """A call in flight (waiting for the connection) for the duration of the block."""
+    def _probe(self) -> Iterator[Any]:
+        """A call in flight (waiting for the connection, or for the server's answer) for the
+        duration of the block, unless it ends sooner."""
         method = self._channel.unary_unary(self._PROBE, request_serializer=None, response_deserializer=None)
         call: Any = method.future(b"", timeout=60, wait_for_ready=True)
         try:
-            yield
+            yield call
         finally:
             call.cancel()
 
     def release(self) -> None:
-        """Lets the thread end with the last call (before the channel closes: a thread still
-        waiting when it closes dies with a TypeError)."""
-        if self._state is not None and self.kept:
-            self.kept = False
-            with self._probe(), self._state.lock:
-                self._state.managed_calls -= 1  # the probe's completion ends the thread if last
-            # The thread sees the probe end a moment later; a close before that kills it instead
-            # (a TypeError traceback on stderr).
-            deadline = time.monotonic() + RELEASE_WAIT
-            while self._state.managed_calls and time.monotonic() < deadline:
-                time.sleep(0.001)
+        """Lets the thread end with the last call, before the channel closes (a thread still
+        waiting then dies with a TypeError traceback on stderr)."""
+        if self._state is None or not self.kept:
+            return
+        self.kept = False
+        # The thread checks the count only after a call's end: ours must come off before the
+        # probe's end is counted, or the thread waits on with nothing left to end. A probe the
+        # server already answered may be counted any moment: then try again with another.
+        for _ in range(self._RELEASE_TRIES):
+            with self._probe() as probe, self._state.lock:
+                uncounted = not probe.done()  # its end is counted after its outcome is set
+                if uncounted:
+                    self._state.managed_calls -= 1
+            if uncounted:
+                break
+        deadline = time.monotonic() + RELEASE_WAIT
+        while self._state.managed_calls and time.monotonic() < deadline:
+            time.sleep(0.001)
 
 
 class ChannelPool:

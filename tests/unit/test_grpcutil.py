@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -50,3 +53,34 @@ def test_one_completion_thread_serves_calls_made_one_at_a_time(echo_address: str
         threading.Thread.start = real_start  # type: ignore[method-assign]
         threading.excepthook = previous_hook
     assert crashes == []  # ... without dying on the closed channel
+
+
+def test_a_probe_answered_before_it_is_counted_still_lets_the_thread_end(echo_address: str) -> None:
+    crashes: list[threading.ExceptHookArgs] = []
+    previous_hook, threading.excepthook = threading.excepthook, crashes.append
+    try:
+        pool = ChannelPool()
+        echo = pool.get(echo_address).unary_unary("/test.Echo/Echo", None, None)
+        assert echo.future(b"x", timeout=5).result() == b"x"  # connected, the thread kept
+        keeper = pool._threads[echo_address]
+        probe = keeper._probe
+        late = [True]
+
+        @contextlib.contextmanager
+        def answered_first() -> Iterator[Any]:
+            # As when the releasing thread loses the CPU for a moment: the server's answer to
+            # the first probe (UNIMPLEMENTED) is counted before the kept call comes off.
+            with probe() as call:
+                if late:
+                    late.pop()
+                    call.exception(timeout=5)
+                    time.sleep(0.2)
+                yield call
+
+        keeper._probe = answered_first  # type: ignore[method-assign]
+        pool.close()
+        time.sleep(0.5)
+    finally:
+        threading.excepthook = previous_hook
+    assert not late  # (the delay did happen)
+    assert crashes == []  # the thread ended before the close; it used to die of it
