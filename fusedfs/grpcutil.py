@@ -28,6 +28,10 @@ CHANNEL_OPTIONS = [
     # answers in time; a false alarm costs one retried call.
     ("grpc.keepalive_time_ms", 2_000),
     ("grpc.keepalive_timeout_ms", 1_000),
+    # A keepalive ping may go out as another ping in flight (BDP probing), which waits this
+    # long for its answer: 60 s by default, and a call to a keeper that hung (stopped, stuck)
+    # waited as long (1 s: 3.0 s instead of 60 s in the test of a stopped keeper).
+    ("grpc.http2.ping_timeout_ms", 1_000),
     # Reconnect quickly after a restart instead of backing off for up to two minutes.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1_000),

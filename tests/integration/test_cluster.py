@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -120,6 +121,27 @@ def test_killed_keeper_is_read_around_and_repaired(make_cluster: MakeCluster) ->
     assert len(alive) == 3 and all(k.chunks == status.chunks.total for k in alive)
     assert sha256(download(files, "/survivor")) == sha256(data)
     files.master.pool.close()
+
+
+def test_a_keeper_that_hangs_holds_a_write_up_for_seconds_not_a_minute(
+    cluster: LocalCluster, files: FileClient
+) -> None:
+    # A small chunk goes to every keeper at once: the client now has a connection to each.
+    upload(files, "/warm", os.urandom(512 * 1024))
+    hung = cluster.keeper_procs[0]
+    assert hung is not None
+    os.kill(hung.pid, signal.SIGSTOP)  # no answer, no reset: as a stalled process, or a cut cable
+    data = os.urandom(512 * 1024)
+    try:
+        started = time.monotonic()
+        upload(files, "/during", data)
+        took = time.monotonic() - started
+    finally:
+        os.kill(hung.pid, signal.SIGCONT)
+    assert download(files, "/during") == data
+    # gRPC pings a connection with calls in flight every 2 s, and gives up after 1 s without an
+    # answer; its pings used to wait 60 s for one, and the write with them (its own timeout).
+    assert took < 10, took
 
 
 def test_keeper_killed_mid_upload(make_cluster: MakeCluster) -> None:
