@@ -10,7 +10,9 @@ the client library or a gRPC timeout, so none hangs forever.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import functools
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -25,6 +27,10 @@ T = TypeVar("T")
 
 # Enough for a few uploads and reads at once, bounded so a stuck cluster cannot pile up threads.
 _LIMITER = trio.CapacityLimiter(32)
+# A small read not answered by then is asked of the next replica too: a keeper that hangs
+# (cut off, stalled) would otherwise hold it until gRPC's keepalive gives up on it (1-3 s).
+# Normal answers take a few milliseconds.
+HEDGE_AFTER = 0.1
 
 
 async def run(fn: Callable[..., T], *args: object) -> T:
@@ -68,7 +74,42 @@ async def read_parts(
         return []
     read = RangeRead(ref, offset, end)
     if read.one_piece and ref.replicas:
-        keeper = transfer.keeper(replica_order(ref)[0].address)
+        calls = [
+            functools.partial(transfer.keeper(r.address).ReadSmallRange.future, read.request, timeout=KEEPER_TIMEOUT)
+            for r in replica_order(ref)
+        ]
         with contextlib.suppress(grpc.RpcError, FsError):  # (the whole way says what went wrong)
-            return read.check([await wait_future(keeper.ReadSmallRange.future(read.request, timeout=KEEPER_TIMEOUT))])
+            return read.check([await first_answer(calls, HEDGE_AFTER)])
     return await run(transfer.read_parts, inode, ref, offset, length)
+
+
+async def first_answer(calls: Sequence[Callable[[], Any]], hedge_after: float) -> Any:
+    """The first successful outcome of gRPC calls (each starts one and returns its future),
+    hedged: the next starts when the calls so far have all failed, or none has answered within
+    hedge_after seconds. Raises the last failure if all fail. The calls still running are
+    cancelled on the way out."""
+    token = trio.lowlevel.current_trio_token()
+    send, receive = trio.open_memory_channel[Any](len(calls))  # each future ends once
+    started: list[Any] = []
+
+    def start_next() -> None:
+        future = calls[len(started)]()
+        future.add_done_callback(lambda done: token.run_sync_soon(send.send_nowait, done))
+        started.append(future)
+
+    try:
+        start_next()
+        while True:
+            more = len(started) < len(calls)
+            with trio.move_on_after(hedge_after if more else math.inf):
+                done = await receive.receive()
+                if done.exception() is None:
+                    return done.result()
+                if not more and all(f.done() for f in started):
+                    raise done.exception()
+                if not more or not all(f.done() for f in started):
+                    continue  # the others may still answer
+            start_next()  # none answered in time, or all so far failed
+    finally:
+        for future in started:
+            future.cancel()
