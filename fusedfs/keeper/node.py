@@ -187,14 +187,27 @@ class KeeperNode:
         try:
             info, pieces = self.store.open_chunk(command.chunk_id)
             header = kp.WriteChunkHeader(chunk_id=command.chunk_id, length=info.length, crc32c=info.crc)
+            rot: list[CorruptChunk] = []
 
             def messages() -> Iterator[kp.WriteChunkMessage]:
                 yield kp.WriteChunkMessage(header=header)
-                for piece in pieces:
-                    yield kp.WriteChunkMessage(data=piece.data)
+                try:
+                    for piece in pieces:
+                        yield kp.WriteChunkMessage(data=piece.data)
+                except CorruptChunk as e:  # met in gRPC's thread: the copy ends short, and fails
+                    rot.append(e)
 
             stub = self.pool.stub(command.target.address, keeper_pb2_grpc.KeeperStub)
-            stub.WriteChunk(messages(), timeout=COPY_TIMEOUT)
+            try:
+                stub.WriteChunk(messages(), timeout=COPY_TIMEOUT)
+            except grpc.RpcError:
+                # The target refused a copy cut short by this replica's rot: the fault is here,
+                # and this replica goes (else the master would pick it as the source again).
+                if rot:
+                    raise rot[0] from None
+                raise
+            if rot:
+                raise rot[0]
             result.ok = True
         except CorruptChunk as e:
             log.warning("%s; deleting this replica", e)

@@ -300,6 +300,28 @@ def cluster_on_small_disks(make_cluster: MakeCluster, small_disk: SmallDisk, mib
         cluster.stop()
 
 
+def test_a_replica_found_rotten_while_being_copied_is_dropped(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster()
+    files = FileClient(MasterClient(cluster.master_address))
+    upload(files, "/f", os.urandom(MiB))  # one chunk, on every keeper
+    rotten = [chunk_files(cluster, i)[0] for i in (0, 2)]
+    for path in rotten:  # rot in the data (which starts at 4 KiB), found only by reading it
+        with open(path, "r+b") as f:
+            f.seek(4096 + 100)
+            old = f.read(1)
+            f.seek(4096 + 100)
+            f.write(bytes([old[0] ^ 0xFF]))
+    cluster.kill_keeper(1)
+    for path in chunk_files(cluster, 1):
+        path.unlink()
+    cluster.start_keeper(1)
+    # Keeper 1 wants the chunk back, and the master asks keeper 0 or 2 to copy it there. A source
+    # meets its rot in the middle of the copy: it drops its replica, so that the master does not
+    # pick it again, and again (it used to, 20 times a second, for good).
+    wait_for(lambda: not any(path.exists() for path in rotten), 20, "the rotten replicas dropped")
+    files.master.pool.close()
+
+
 def test_full_cluster_gives_enospc(small_disk: SmallDisk, make_cluster: MakeCluster, tmp_path: Path) -> None:
     with cluster_on_small_disks(make_cluster, small_disk) as cluster:
         source = tmp_path / "too-big"
