@@ -257,7 +257,7 @@ class ChunkTransfer:
                 except FsError as e:
                     errors.append(f"{replica.address}: {e.message}")
                     if e.errno == errno.EBADMSG:
-                        self._report_bad(ref.chunk_id, replica.keeper_id, e.message)
+                        self.report_bad(ref.chunk_id, replica.keeper_id, e.message)
             if time.monotonic() >= deadline:
                 raise FsError(
                     errno.EIO,
@@ -273,7 +273,8 @@ class ChunkTransfer:
                 return fresh
         raise FsError(errno.ESTALE, f"chunk {ref.chunk_id} is no longer part of the file")
 
-    def _report_bad(self, chunk_id: str, keeper_id: str, reason: str) -> None:
+    def report_bad(self, chunk_id: str, keeper_id: str, reason: str) -> None:
+        """Tells the master a replica failed its checksum, so that it is replaced (best effort)."""
         try:
             request = mp.BadReplicaRequest(chunk_id=chunk_id, keeper_id=keeper_id, reason=reason)
             self.master.call("ReportBadReplica", request, wait=5)

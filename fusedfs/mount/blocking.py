@@ -10,6 +10,7 @@ the client library or a gRPC timeout, so none hangs forever.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ import grpc
 import trio
 
 from fusedfs.client.master import MasterClient
-from fusedfs.client.transfer import KEEPER_TIMEOUT, ChunkTransfer, RangeRead, read_end, replica_order
+from fusedfs.client.transfer import KEEPER_TIMEOUT, ChunkTransfer, RangeRead, read_end, read_error, replica_order
 from fusedfs.errors import FsError
 from fusedfs.rpc import master_pb2 as mp
 
@@ -74,23 +75,30 @@ async def read_parts(
         return []
     read = RangeRead(ref, offset, end)
     if read.one_piece and ref.replicas:
+        replicas = replica_order(ref)
         calls = [
             functools.partial(transfer.keeper(r.address).ReadSmallRange.future, read.request, timeout=KEEPER_TIMEOUT)
-            for r in replica_order(ref)
+            for r in replicas
         ]
         with contextlib.suppress(grpc.RpcError, FsError):  # (the whole way says what went wrong)
-            return read.check([await first_answer(calls, HEDGE_AFTER)])
+            answer, failures = await first_answer(calls, HEDGE_AFTER)
+            for index, error in failures:
+                failure = read_error(error)
+                if failure.errno == errno.EBADMSG:  # read around, and reported: it gets replaced
+                    await run(transfer.report_bad, ref.chunk_id, replicas[index].keeper_id, failure.message)
+            return read.check([answer])
     return await run(transfer.read_parts, inode, ref, offset, length)
 
 
-async def first_answer(calls: Sequence[Callable[[], Any]], hedge_after: float) -> Any:
-    """The first successful outcome of gRPC calls (each starts one and returns its future),
-    hedged: the next starts when the calls so far have all failed, or none has answered within
-    hedge_after seconds. Raises the last failure if all fail. The calls still running are
-    cancelled on the way out."""
+async def first_answer(calls: Sequence[Callable[[], Any]], hedge_after: float) -> tuple[Any, list[tuple[int, Any]]]:
+    """The first successful outcome of gRPC calls (each starts one and returns its future), and
+    the calls that failed before it (their index, their error). Hedged: the next call starts
+    when those so far have all failed, or none has answered within hedge_after seconds. Raises
+    the last failure if all fail. The calls still running are cancelled on the way out."""
     token = trio.lowlevel.current_trio_token()
     send, receive = trio.open_memory_channel[Any](len(calls))  # each future ends once
     started: list[Any] = []
+    failures: list[tuple[int, Any]] = []
 
     def start_next() -> None:
         future = calls[len(started)]()
@@ -104,7 +112,8 @@ async def first_answer(calls: Sequence[Callable[[], Any]], hedge_after: float) -
             with trio.move_on_after(hedge_after if more else math.inf):
                 done = await receive.receive()
                 if done.exception() is None:
-                    return done.result()
+                    return done.result(), failures
+                failures.append((started.index(done), done.exception()))
                 if not more and all(f.done() for f in started):
                     raise done.exception()
                 if not more or not all(f.done() for f in started):
