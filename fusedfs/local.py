@@ -34,16 +34,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     from: a process restarted on its port could otherwise find it taken by a connection, even
     by a caller's attempt to reach it that met itself (TCP's simultaneous open on loopback)."""
     ephemeral = _ephemeral_ports()
-    while True:
-        port = random.randrange(10_000, 65_536)
-        if port in ephemeral:
-            continue
+    candidates = [port for port in range(10_000, 65_536) if port not in ephemeral]
+    for port in random.sample(candidates, min(len(candidates), 200)):
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
             return port
+    with socket.socket() as s:  # (a machine whose whole range is for outgoing connections)
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 class LocalCluster:
