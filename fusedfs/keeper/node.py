@@ -201,11 +201,10 @@ class KeeperNode:
             try:
                 stub.WriteChunk(messages(), timeout=COPY_TIMEOUT)
             except grpc.RpcError:
-                # The target refused a copy cut short by this replica's rot: the fault is here,
-                # and this replica goes (else the master would pick it as the source again).
-                if rot:
-                    raise rot[0] from None
-                raise
+                if not rot:
+                    raise
+            # A copy cut short by this replica's rot: the fault is here, and this replica goes
+            # (else the master would pick it as the source again).
             if rot:
                 raise rot[0]
             result.ok = True

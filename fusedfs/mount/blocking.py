@@ -114,10 +114,10 @@ async def first_answer(calls: Sequence[Callable[[], Any]], hedge_after: float) -
                 if done.exception() is None:
                     return done.result(), failures
                 failures.append((started.index(done), done.exception()))
-                if not more and all(f.done() for f in started):
+                if not all(f.done() for f in started):
+                    continue  # another may still answer
+                if not more:
                     raise done.exception()
-                if not more or not all(f.done() for f in started):
-                    continue  # the others may still answer
             start_next()  # none answered in time, or all so far failed
     finally:
         for future in started:
