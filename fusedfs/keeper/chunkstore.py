@@ -1,15 +1,13 @@
-"""Chunks on a keeper's local disk: the file format, atomic writes and verified reads.
+"""Chunks on a keeper's local disk: atomic writes, verified reads, and what the master hears of them.
 
 Layout of the data folder:
     keeper-id            this keeper's identity (a UUID), made on first start
     chunks/XY/<id>       one file per chunk; XY is the id's last two hex digits (256-way fan-out)
     tmp/                 chunks being written; emptied at start, so an interrupted write leaves nothing
 
-A chunk file is a header, the CRC-32C of every BLOCK_SIZE block, padding to a 4 KiB boundary,
-then the data:
-    magic "FDFSCHK1" | version u32 | block_size u32 | length u64 | chunk crc32c u32 | block count u32
-A chunk is written to tmp/, fsynced, then renamed into chunks/ and the folder fsynced: a chunk
-file either is whole and durable, or does not exist. Every read checks the blocks it returns.
+The file format is chunkfile.py's. A chunk is written to tmp/, fsynced, then renamed into chunks/
+and the folder fsynced: a chunk file either is whole and durable, or does not exist. Every read
+checks the blocks it returns.
 """
 
 from __future__ import annotations
@@ -23,38 +21,31 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, PIECE_SIZE, crc32c, is_valid_chunk_id
+from fusedfs.chunkfile import (
+    ALIGN,
+    HEADER,
+    MAGIC,
+    VERSION,
+    CorruptChunk,
+    Piece,
+    chunk_path,
+    data_offset,
+    header_fields,
+    read_header,
+    read_pieces,
+)
+from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, crc32c, is_valid_chunk_id
 from fusedfs.errors import FsError
 
 log = logging.getLogger(__name__)
-
-MAGIC = b"FDFSCHK1"
-VERSION = 1
-HEADER = struct.Struct("<8sIIQII")
-ALIGN = 4096
-
-
-class CorruptChunk(Exception):
-    """A chunk file does not match its checksums (bit rot, a torn or tampered file)."""
-
-
-@dataclass(frozen=True)
-class Piece:
-    offset: int
-    data: bytes
-    block_crcs: list[int]
 
 
 @dataclass(frozen=True)
 class ChunkInfo:
     length: int
     crc: int
-
-
-def _data_offset(length: int) -> int:
-    blocks = -(-length // BLOCK_SIZE)
-    return -(-(HEADER.size + 4 * blocks) // ALIGN) * ALIGN
 
 
 def _check_id(chunk_id: str) -> None:
@@ -75,7 +66,7 @@ class ChunkWriter:
             self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as e:  # out of inodes is ENOSPC too: "disk full", not an internal error
             raise _disk_error(e) from e
-        self._data_offset = _data_offset(length)
+        self._data_offset = data_offset(length)
         self._written = 0
         self._running_crc = 0
         self._block_crcs: list[int] = []
@@ -189,16 +180,11 @@ class ChunkStore:
         the scrub and every read check those)."""
         try:
             with open(path, "rb") as f:
-                raw = f.read(HEADER.size)
+                fields = header_fields(f.read(HEADER.size))
                 size = os.fstat(f.fileno()).st_size
         except OSError:
             return False
-        if len(raw) < HEADER.size:
-            return False
-        magic, version, block_size, length, _, blocks = HEADER.unpack(raw)
-        if magic != MAGIC or version != VERSION or block_size != BLOCK_SIZE or blocks != -(-length // BLOCK_SIZE):
-            return False
-        return size == _data_offset(length) + length
+        return fields is not None and size == data_offset(fields[0]) + fields[0]
 
     def keeper_id(self) -> str:
         """This keeper's identity, created on first use and kept across restarts."""
@@ -226,7 +212,7 @@ class ChunkStore:
         fsync_dir(self.root)
 
     def _path(self, chunk_id: str) -> Path:
-        return self.root / "chunks" / chunk_id[-2:] / chunk_id
+        return chunk_path(self.root, chunk_id)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -264,7 +250,7 @@ class ChunkStore:
 
     # --- reading -------------------------------------------------------------------------------
 
-    def _open(self, chunk_id: str):  # type: ignore[no-untyped-def]
+    def _open(self, chunk_id: str) -> BinaryIO:
         try:
             return open(self._path(chunk_id), "rb", buffering=0)
         except FileNotFoundError:
@@ -272,18 +258,6 @@ class ChunkStore:
                 if self._sizes.pop(chunk_id, None) is not None:  # deleted behind our back
                     self._removed.add(chunk_id)
             raise FsError(errno.ENOENT, f"chunk {chunk_id} is not on this keeper") from None
-
-    def _read_header(self, chunk_id: str, f) -> tuple[int, int, list[int]]:  # type: ignore[no-untyped-def]
-        raw = f.read(HEADER.size)
-        if len(raw) < HEADER.size:
-            raise CorruptChunk(f"chunk {chunk_id}: truncated header")
-        magic, version, block_size, length, crc, blocks = HEADER.unpack(raw)
-        if magic != MAGIC or version != VERSION or block_size != BLOCK_SIZE or blocks != -(-length // BLOCK_SIZE):
-            raise CorruptChunk(f"chunk {chunk_id}: bad header")
-        raw_crcs = f.read(4 * blocks)
-        if len(raw_crcs) != 4 * blocks:
-            raise CorruptChunk(f"chunk {chunk_id}: truncated checksums")
-        return length, crc, list(struct.unpack(f"<{blocks}I", raw_crcs))
 
     def open_chunk(self, chunk_id: str, offset: int = 0, length: int = 0) -> tuple[ChunkInfo, Iterator[Piece]]:
         """The chunk's header, and its verified, block-aligned pieces covering [offset, offset +
@@ -295,38 +269,17 @@ class ChunkStore:
         _check_id(chunk_id)
         f = self._open(chunk_id)
         try:
-            stored, crc, crcs = self._read_header(chunk_id, f)
-            if offset > stored:
-                raise FsError(errno.EINVAL, f"offset {offset} is past the chunk's end ({stored})")
+            header = read_header(chunk_id, f)
+            if offset > header.length:
+                raise FsError(errno.EINVAL, f"offset {offset} is past the chunk's end ({header.length})")
         except BaseException:
             f.close()
             raise
-        return ChunkInfo(stored, crc), self._pieces(chunk_id, f, stored, crcs, offset, length)
+        return ChunkInfo(header.length, header.crc), read_pieces(chunk_id, f, header, offset, length)
 
     def read(self, chunk_id: str, offset: int = 0, length: int = 0) -> Iterator[Piece]:
         """open_chunk's pieces alone."""
         return self.open_chunk(chunk_id, offset, length)[1]
-
-    @staticmethod
-    def _pieces(chunk_id: str, f, stored: int, crcs: list[int], offset: int, length: int) -> Iterator[Piece]:  # type: ignore[no-untyped-def]
-        with f:
-            end = stored if length == 0 else min(stored, offset + length)
-            pos = offset - offset % BLOCK_SIZE
-            data_offset = _data_offset(stored)
-            fd = f.fileno()
-            while pos < end:
-                size = min(PIECE_SIZE, stored - pos, -(-(end - pos) // BLOCK_SIZE) * BLOCK_SIZE)
-                data = os.pread(fd, size, data_offset + pos)
-                if len(data) != size:
-                    raise CorruptChunk(f"chunk {chunk_id}: file is shorter than its header says")
-                first = pos // BLOCK_SIZE
-                piece_crcs = crcs[first : first + -(-size // BLOCK_SIZE)]
-                view = memoryview(data)
-                for i, expected in enumerate(piece_crcs):
-                    if crc32c(view[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE]) != expected:
-                        raise CorruptChunk(f"chunk {chunk_id}: block {first + i} fails its checksum")
-                yield Piece(pos, data, piece_crcs)
-                pos += size
 
     def verify(self, chunk_id: str) -> bool:
         """Reads the whole chunk and checks every block and the chunk checksum."""

@@ -19,9 +19,10 @@ from concurrent import futures
 
 import grpc
 
+from fusedfs.chunkfile import CorruptChunk
 from fusedfs.errors import FsError
 from fusedfs.grpcutil import ChannelPool, format_address, make_server, parse_address
-from fusedfs.keeper.chunkstore import ChunkStore, CorruptChunk
+from fusedfs.keeper.chunkstore import ChunkStore
 from fusedfs.keeper.metacopies import MetadataCopies
 from fusedfs.keeper.scrub import DEFAULT_INTERVAL as DEFAULT_SCRUB_INTERVAL
 from fusedfs.keeper.scrub import Scrubber

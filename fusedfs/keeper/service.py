@@ -15,10 +15,11 @@ from collections.abc import Iterator
 
 import grpc
 
+from fusedfs.chunkfile import CorruptChunk
 from fusedfs.chunks import BLOCK_SIZE, PIECE_SIZE
 from fusedfs.errors import FsError, abort_with
 from fusedfs.grpcutil import ChannelPool
-from fusedfs.keeper.chunkstore import ChunkStore, CorruptChunk
+from fusedfs.keeper.chunkstore import ChunkStore
 from fusedfs.keeper.metacopies import MetadataCopies
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp

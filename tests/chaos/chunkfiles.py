@@ -17,8 +17,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from fusedfs.chunkfile import HEADER, MAGIC, data_offset
 from fusedfs.chunks import BLOCK_SIZE, crc32c, is_valid_chunk_id
-from fusedfs.keeper.chunkstore import HEADER, MAGIC, _data_offset
 
 
 def chunk_path(data_dir: Path, chunk_id: str) -> Path:
@@ -56,7 +56,7 @@ def check_file(path: Path, expected_crc: int | None = None, expected_length: int
     magic, _, block_size, length, crc, blocks = HEADER.unpack_from(raw)
     if magic != MAGIC or block_size != BLOCK_SIZE or blocks != -(-length // BLOCK_SIZE):
         return Check(False, "bad header")
-    start = _data_offset(length)
+    start = data_offset(length)
     if len(raw) != start + length:
         return Check(False, f"{len(raw)} bytes, the header says {start + length}")
     crcs = struct.unpack_from(f"<{blocks}I", raw, HEADER.size)
@@ -80,7 +80,7 @@ def flip_bytes(path: Path, rng: random.Random, count: int = 3) -> list[int]:
     """
     raw = path.read_bytes()
     _, _, _, length, _, _ = HEADER.unpack_from(raw)
-    start = _data_offset(length)
+    start = data_offset(length)
     low = max(start, len(raw) - 4096)
     offsets = sorted({rng.randrange(low, len(raw)) for _ in range(count)})
     with open(path, "r+b") as f:
@@ -99,7 +99,7 @@ def write_truncated(source: Path, target: Path, keep: float = 0.5) -> int:
     what a torn write would leave under the chunk's real name. Returns the bytes written."""
     raw = source.read_bytes()
     _, _, _, length, _, _ = HEADER.unpack_from(raw)
-    size = _data_offset(length) + int(length * keep)
+    size = data_offset(length) + int(length * keep)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(raw[:size])
     return size

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from fusedfs.chunkfile import CorruptChunk
 from fusedfs.chunks import BLOCK_SIZE, crc32c
 from fusedfs.errors import FsError
-from fusedfs.keeper.chunkstore import ChunkStore, CorruptChunk
+from fusedfs.keeper.chunkstore import ChunkStore
 
 ID = "00000000000000a1"
 

@@ -1,0 +1,107 @@
+"""The chunk file: how a keeper lays out one chunk on its disk, and verified reads of it.
+
+Shared by the keeper, which writes and serves these files, and by clients on the same machine,
+which read them straight from the keeper's disk (short-circuit reads, client/shortcircuit.py).
+
+    magic "FDFSCHK1" | version u32 | block_size u32 | length u64 | chunk crc32c u32 | block count u32
+    the CRC-32C of every BLOCK_SIZE block (u32 each), padding to a 4 KiB boundary, then the data.
+
+A chunk file appears whole under its final name (the keeper writes it elsewhere, fsyncs it and
+links it in) and never changes after: a reader needs no lock, only the checksums.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from fusedfs.chunks import BLOCK_SIZE, PIECE_SIZE, crc32c
+
+MAGIC = b"FDFSCHK1"
+VERSION = 1
+HEADER = struct.Struct("<8sIIQII")
+ALIGN = 4096
+
+
+class CorruptChunk(Exception):
+    """A chunk file does not match its checksums (bit rot, a torn or tampered file)."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    offset: int
+    data: bytes
+    block_crcs: list[int]
+
+
+@dataclass(frozen=True)
+class Header:
+    length: int  # bytes of data
+    crc: int  # of the whole chunk
+    block_crcs: list[int]
+
+
+def data_offset(length: int) -> int:
+    """Where the data of a chunk of `length` bytes starts in its file."""
+    blocks = -(-length // BLOCK_SIZE)
+    return -(-(HEADER.size + 4 * blocks) // ALIGN) * ALIGN
+
+
+def chunk_path(root: Path, chunk_id: str) -> Path:
+    """The file of a chunk in a keeper's data folder (chunk ids are checked before they get here)."""
+    return root / "chunks" / chunk_id[-2:] / chunk_id
+
+
+def header_fields(raw: bytes) -> tuple[int, int] | None:
+    """(length, crc) from a header's bytes, or None when they are not a valid header."""
+    if len(raw) < HEADER.size:
+        return None
+    magic, version, block_size, length, crc, blocks = HEADER.unpack_from(raw)
+    if magic != MAGIC or version != VERSION or block_size != BLOCK_SIZE or blocks != -(-length // BLOCK_SIZE):
+        return None
+    return length, crc
+
+
+def read_header(chunk_id: str, f: BinaryIO) -> Header:
+    """The header of an open chunk file (read from its start); CorruptChunk when it is bad."""
+    fields = header_fields(f.read(HEADER.size))
+    if fields is None:
+        raise CorruptChunk(f"chunk {chunk_id}: bad header")
+    length, crc = fields
+    blocks = -(-length // BLOCK_SIZE)
+    raw_crcs = f.read(4 * blocks)
+    if len(raw_crcs) != 4 * blocks:
+        raise CorruptChunk(f"chunk {chunk_id}: truncated checksums")
+    return Header(length, crc, list(struct.unpack(f"<{blocks}I", raw_crcs)))
+
+
+def read_pieces(
+    chunk_id: str, f: BinaryIO, header: Header, offset: int, length: int, verify: bool = True
+) -> Iterator[Piece]:
+    """The block-aligned pieces (PIECE_SIZE at most) covering [offset, offset + length) of the
+    chunk (length 0: to its end); closes f when done. With verify, raises CorruptChunk at the
+    first block that fails its checksum (a caller that checks the pieces itself passes False)."""
+    with f:
+        stored = header.length
+        end = stored if length == 0 else min(stored, offset + length)
+        pos = offset - offset % BLOCK_SIZE
+        start = data_offset(stored)
+        fd = f.fileno()
+        while pos < end:
+            size = min(PIECE_SIZE, stored - pos, -(-(end - pos) // BLOCK_SIZE) * BLOCK_SIZE)
+            data = os.pread(fd, size, start + pos)
+            if len(data) != size:
+                raise CorruptChunk(f"chunk {chunk_id}: file is shorter than its header says")
+            first = pos // BLOCK_SIZE
+            piece_crcs = header.block_crcs[first : first + -(-size // BLOCK_SIZE)]
+            if verify:
+                view = memoryview(data)
+                for i, expected in enumerate(piece_crcs):
+                    if crc32c(view[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE]) != expected:
+                        raise CorruptChunk(f"chunk {chunk_id}: block {first + i} fails its checksum")
+            yield Piece(pos, data, piece_crcs)
+            pos += size
