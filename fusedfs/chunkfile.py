@@ -25,6 +25,7 @@ MAGIC = b"FDFSCHK1"
 VERSION = 1
 HEADER = struct.Struct("<8sIIQII")
 ALIGN = 4096
+KEEPER_ID_FILE = "keeper-id"  # in a keeper's data folder: the keeper's identity
 
 
 class CorruptChunk(Exception):
@@ -33,9 +34,12 @@ class CorruptChunk(Exception):
 
 @dataclass(frozen=True)
 class Piece:
+    """Whole checksum blocks of a chunk (but for its last block), as a keeper sends them."""
+
     offset: int
     data: bytes
-    block_crcs: list[int]
+    block_crc32c: list[int]
+    block_size: int = BLOCK_SIZE
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mount.add_argument("--cache-mib", type=int, default=80, metavar="MiB", help="read cache size (default 80)")
     mount.add_argument(
+        "--no-short-circuit",
+        dest="short_circuit",
+        action="store_false",
+        help="ask every keeper for its chunks over the network, even one on this machine "
+        "(by default a keeper's chunks on this machine are read straight from its disk)",
+    )
+    mount.add_argument(
         "--cache-dir",
         type=Path,
         default=default_cache_dir(),
@@ -294,6 +301,7 @@ def run_mount(args: argparse.Namespace) -> int:
         read_cache_bytes=args.cache_mib << 20,
         cache_dir=args.cache_dir,
         writeback_bytes=args.writeback_mib << 20,
+        short_circuit=args.short_circuit,
     )
     return mount(options)
 

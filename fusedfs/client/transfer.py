@@ -7,14 +7,16 @@ is written again to a fresh set that leaves the failed one out; a write with few
 the pipeline is accepted only after that, and only with at least min_copies (the master tops up
 the rest later).
 
-Reads: a byte range of a chunk is fetched from one replica, every block checked against its
-CRC-32C (and the whole chunk against the master's checksum when it is read whole). A replica
-that fails or returns bad data is reported to the master and the next one is tried; when all
-fail, the locations are refreshed from the master until the wait runs out.
+Reads: a byte range of a chunk is fetched from one replica (one on this machine first, read
+straight from its disk: shortcircuit.py), every block checked against its CRC-32C (and the
+whole chunk against the master's checksum when it is read whole). A replica that fails or
+returns bad data is reported to the master and the next one is tried; when all fail, the
+locations are refreshed from the master until the wait runs out.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -25,8 +27,10 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from fusedfs.chunkfile import Piece
 from fusedfs.chunks import BLOCK_SIZE, PIECE_SIZE, aligned_range, crc32c
 from fusedfs.client.master import MasterClient
+from fusedfs.client.shortcircuit import ShortCircuit
 from fusedfs.errors import FsError
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.rpc import common_pb2 as cp
@@ -41,6 +45,9 @@ KEEPER_TIMEOUT = 60.0  # one chunk transfer; generous for a slow disk, bounded f
 # Seconds a chunk id reserved ahead is used: its keepers were chosen then, and one may have died
 # since (the master notices in 3 s; a write to it waits for the failure before going elsewhere).
 RESERVATION_MAX_AGE = 5.0
+# Seconds a read waits for a keeper to say whether its chunks are on this machine, the first
+# time it meets that keeper (a round trip; one that does not answer is read around anyway).
+ASK_WAIT = 0.2
 
 
 @dataclass(frozen=True)
@@ -111,11 +118,15 @@ class _Attempt:
 
 
 class ChunkTransfer:
-    def __init__(self, master: MasterClient, pool: ChannelPool | None = None, reserve_ahead: int = 0) -> None:
-        """reserve_ahead: at most this many chunk ids for small chunks per master call (0: one at a time)."""
+    def __init__(
+        self, master: MasterClient, pool: ChannelPool | None = None, reserve_ahead: int = 0, short_circuit: bool = True
+    ) -> None:
+        """reserve_ahead: at most this many chunk ids for small chunks per master call (0: one at
+        a time). short_circuit: read the chunks of keepers on this machine from their disk."""
         self.master = master
         self.pool = pool or master.pool
         self._ahead = _ReservedAhead(reserve_ahead) if reserve_ahead > 1 else None
+        self.local = ShortCircuit(self.pool, short_circuit)
 
     def keeper(self, address: str) -> keeper_pb2_grpc.KeeperStub:
         return self.pool.stub(address, keeper_pb2_grpc.KeeperStub)
@@ -251,7 +262,7 @@ class ChunkTransfer:
         deadline = time.monotonic() + self.master.wait
         errors: list[str] = []
         while True:
-            for replica in replica_order(ref):
+            for replica in self.replica_order(ref, wait=ASK_WAIT)[0]:
                 try:
                     return self._read_from(replica, RangeRead(ref, offset, end))
                 except FsError as e:
@@ -281,7 +292,24 @@ class ChunkTransfer:
         except FsError:
             pass
 
+    def replica_order(self, ref: mp.ChunkRef, wait: float = 0.0) -> tuple[list[cp.KeeperRef], bool]:
+        """The replicas of a chunk in the order to try them: one on this machine first (read
+        from its disk), then spread so that a file's chunks come from every keeper; and whether
+        every replica's keeper has said whether it is on this machine (waiting up to `wait`
+        seconds for the first answers: a round trip, once per keeper)."""
+        spread = replica_order(ref)
+        asked = [self.local.ask(r) for r in spread]
+        known = all(a.done() for a in asked) or not concurrent.futures.wait(asked, timeout=wait).not_done
+        return sorted(spread, key=lambda r: self.local.folder(r) is None), known
+
     def _read_from(self, replica: cp.KeeperRef, read: RangeRead) -> list[memoryview]:
+        if self.local.folder(replica) is not None:
+            try:
+                return read.check(self.local.pieces(replica, read.ref, read.start, read.size))
+            except FsError as e:
+                if e.errno == errno.EBADMSG:
+                    raise
+                # not readable here after all: ask the keeper
         try:
             keeper = self.keeper(replica.address)
             # Within one piece a plain call does (random reads); longer ranges stream.
@@ -302,7 +330,7 @@ def read_end(ref: mp.ChunkRef, offset: int, length: int | None) -> int:
 
 
 def replica_order(ref: mp.ChunkRef) -> list[cp.KeeperRef]:
-    """The replicas of a chunk in the order to try them: a file's chunks spread over keepers."""
+    """The replicas of a chunk in the order that spreads a file's chunks over keepers."""
     replicas = list(ref.replicas)
     return [replicas[(ref.index + i) % len(replicas)] for i in range(len(replicas))]
 
@@ -326,7 +354,7 @@ class RangeRead:
         self.request = kp.ReadChunkRequest(chunk_id=ref.chunk_id, offset=self.start, length=self.size)
         self.one_piece = self.size <= PIECE_SIZE  # one unary call (ReadSmallRange); longer ranges stream
 
-    def check(self, pieces: Iterable[kp.ChunkPiece]) -> list[memoryview]:
+    def check(self, pieces: Iterable[kp.ChunkPiece | Piece]) -> list[memoryview]:
         """The bytes asked for, every block checked against its CRC-32C (and a whole chunk
         against the master's checksum); EBADMSG for anything damaged or missing."""
         ref, start, size = self.ref, self.start, self.size

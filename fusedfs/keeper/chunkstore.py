@@ -26,6 +26,7 @@ from typing import BinaryIO
 from fusedfs.chunkfile import (
     ALIGN,
     HEADER,
+    KEEPER_ID_FILE,
     MAGIC,
     VERSION,
     CorruptChunk,
@@ -188,7 +189,7 @@ class ChunkStore:
 
     def keeper_id(self) -> str:
         """This keeper's identity, created on first use and kept across restarts."""
-        path = self.root / "keeper-id"
+        path = self.root / KEEPER_ID_FILE
         if not path.exists():
             tmp = path.with_suffix(".tmp")
             tmp.write_text(uuid.uuid4().hex + "\n")

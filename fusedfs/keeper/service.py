@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import grpc
 
 from fusedfs.chunkfile import CorruptChunk
-from fusedfs.chunks import BLOCK_SIZE, PIECE_SIZE
+from fusedfs.chunks import PIECE_SIZE
 from fusedfs.errors import FsError, abort_with
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.keeper.chunkstore import ChunkStore
@@ -214,13 +214,16 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
         for piece in pieces:
             yield kp.MetadataCopyPiece(data=piece)
 
+    def GetDataFolder(self, request: cp.Empty, context: grpc.ServicerContext) -> kp.DataFolder:
+        return kp.DataFolder(keeper_id=self.keeper_id, path=str(self.store.root.resolve()))
+
     def _pieces(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> Iterator[kp.ChunkPiece]:
         try:
             info, pieces = self.store.open_chunk(request.chunk_id, request.offset, request.length)
             first = True
             for piece in pieces:
                 message = kp.ChunkPiece(
-                    offset=piece.offset, data=piece.data, block_crc32c=piece.block_crcs, block_size=BLOCK_SIZE
+                    offset=piece.offset, data=piece.data, block_crc32c=piece.block_crc32c, block_size=piece.block_size
                 )
                 if first:
                     message.chunk_length = info.length

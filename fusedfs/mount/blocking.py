@@ -20,7 +20,7 @@ import grpc
 import trio
 
 from fusedfs.client.master import MasterClient
-from fusedfs.client.transfer import KEEPER_TIMEOUT, ChunkTransfer, RangeRead, read_end, read_error, replica_order
+from fusedfs.client.transfer import KEEPER_TIMEOUT, ChunkTransfer, RangeRead, read_end, read_error
 from fusedfs.errors import FsError
 from fusedfs.rpc import master_pb2 as mp
 
@@ -68,33 +68,38 @@ async def read_parts(
     transfer: ChunkTransfer, inode: int, ref: mp.ChunkRef, offset: int = 0, length: int | None = None
 ) -> list[memoryview]:
     """ChunkTransfer.read_parts for trio. A range within one piece (a random read, a small file)
-    is asked of its first replica without a thread; a longer one, or any failure, takes the
+    is read hedged without a worker thread: from the disk of a replica on this machine (in a
+    short-circuit thread), then asked of the keepers; a longer one, or any failure, takes the
     whole way in a worker thread (every replica, bad ones reported, locations refreshed)."""
     end = read_end(ref, offset, length)
     if offset >= end:
         return []
     read = RangeRead(ref, offset, end)
-    if read.one_piece and ref.replicas:
-        replicas = replica_order(ref)
-        calls = [
+    replicas, known = transfer.replica_order(ref)
+    if read.one_piece and replicas and known:  # (else the thread waits for the keepers to say where they are)
+        sources = [
             functools.partial(transfer.keeper(r.address).ReadSmallRange.future, read.request, timeout=KEEPER_TIMEOUT)
             for r in replicas
         ]
+        if transfer.local.folder(replicas[0]) is not None:  # its disk first, then the keepers, that one first
+            replicas.insert(0, replicas[0])
+            sources.insert(0, functools.partial(transfer.local.submit, replicas[0], ref, read.start, read.size))
         with contextlib.suppress(grpc.RpcError, FsError):  # (the whole way says what went wrong)
-            answer, failures = await first_answer(calls, HEDGE_AFTER)
+            answer, failures = await first_answer(sources, HEDGE_AFTER)
             for index, error in failures:
-                failure = read_error(error)
+                failure = error if isinstance(error, FsError) else read_error(error)
                 if failure.errno == errno.EBADMSG:  # read around, and reported: it gets replaced
                     await run(transfer.report_bad, ref.chunk_id, replicas[index].keeper_id, failure.message)
-            return read.check([answer])
+            return read.check(answer if isinstance(answer, list) else [answer])  # (the disk's pieces, or a keeper's)
     return await run(transfer.read_parts, inode, ref, offset, length)
 
 
 async def first_answer(calls: Sequence[Callable[[], Any]], hedge_after: float) -> tuple[Any, list[tuple[int, Any]]]:
-    """The first successful outcome of gRPC calls (each starts one and returns its future), and
-    the calls that failed before it (their index, their error). Hedged: the next call starts
-    when those so far have all failed, or none has answered within hedge_after seconds. Raises
-    the last failure if all fail. The calls still running are cancelled on the way out."""
+    """The first successful outcome of calls (each starts a gRPC call or a thread's work and
+    returns its future), and the calls that failed before it (their index, their error).
+    Hedged: the next call starts when those so far have all failed, or none has answered
+    within hedge_after seconds. Raises the last failure if all fail. The calls still running
+    are cancelled on the way out."""
     token = trio.lowlevel.current_trio_token()
     send, receive = trio.open_memory_channel[Any](len(calls))  # each future ends once
     started: list[Any] = []

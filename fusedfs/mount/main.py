@@ -131,6 +131,7 @@ class MountOptions:
     read_cache_bytes: int = 80 << 20
     cache_dir: Path = Path("/var/cache/fusedfs")  # this mount uses a folder of its own in it
     writeback_bytes: int = 1 << 30
+    short_circuit: bool = True  # read the chunks of keepers on this machine from their disk
 
 
 def _keep_malloc_from_hoarding() -> None:
@@ -152,7 +153,13 @@ def run_mount(options: MountOptions) -> int:
     session_id = uuid.uuid4().hex
     writeback = WriteBack(options.cache_dir / f"mount-{session_id}", options.writeback_bytes)
     ops = Operations(
-        client, session_id, writeback, options.attr_timeout, options.read_cache_bytes, options.negative_timeout
+        client,
+        session_id,
+        writeback,
+        options.attr_timeout,
+        options.read_cache_bytes,
+        options.negative_timeout,
+        options.short_circuit,
     )
     real_mountpoint = options.mountpoint.resolve()
     pyfuse3.init(ops, str(options.mountpoint), mount_options(f"fusedfs:{options.master}"))

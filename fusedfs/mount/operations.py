@@ -73,12 +73,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         attr_timeout: float = 1.0,
         cache_bytes: int = 80 << 20,
         negative_timeout: float = 0.0,
+        short_circuit: bool = True,
     ) -> None:
         super().__init__()
         self.master = master
         self.attr_timeout = attr_timeout
         self.negative_timeout = negative_timeout
-        transfer = ChunkTransfer(master, reserve_ahead=RESERVE_AHEAD)
+        transfer = ChunkTransfer(master, reserve_ahead=RESERVE_AHEAD, short_circuit=short_circuit)
         chunks = ChunkLoader(
             ChunkCache(cache_bytes),
             lambda inode, ref: read_parts(transfer, inode, ref),

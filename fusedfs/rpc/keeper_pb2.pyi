@@ -7,6 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DataFolder(_message.Message):
+    __slots__ = ("keeper_id", "path")
+    KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    keeper_id: str
+    path: str
+    def __init__(self, keeper_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
 class MetadataCopyHeader(_message.Message):
     __slots__ = ("cluster_id", "taken_ns", "length", "crc32c")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]

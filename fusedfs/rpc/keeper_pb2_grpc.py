@@ -65,6 +65,11 @@ class KeeperStub:
                 request_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.FromString,
                 _registered_method=True)
+        self.GetDataFolder = channel.unary_unary(
+                '/fusedfs.rpc.Keeper/GetDataFolder',
+                request_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.DataFolder.FromString,
+                _registered_method=True)
 
 
 class KeeperServicer:
@@ -118,6 +123,15 @@ class KeeperServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDataFolder(self, request, context):
+        """Where this keeper keeps its chunk files, for a client on the same machine to read them
+        straight from the disk (short-circuit reads, as HDFS has). The client proves the folder is
+        this keeper's by finding the keeper's id in it; chunk files never change once written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeeperServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +164,11 @@ def add_KeeperServicer_to_server(servicer, server):
                     servicer.GetMetadataCopy,
                     request_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.SerializeToString,
+            ),
+            'GetDataFolder': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataFolder,
+                    request_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.DataFolder.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +333,33 @@ class Keeper:
             '/fusedfs.rpc.Keeper/GetMetadataCopy',
             fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
             fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataFolder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Keeper/GetDataFolder',
+            fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+            fusedfs_dot_rpc_dot_keeper__pb2.DataFolder.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,6 +24,7 @@ from fusedfs.client.master import MasterClient
 from fusedfs.errors import FsError
 from fusedfs.keeper.chunkstore import ChunkStore
 from fusedfs.local import LocalCluster, free_port
+from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp
 from fusedfs.rpc import keeper_pb2_grpc, master_pb2_grpc
 from fusedfs.rpc import master_pb2 as mp
@@ -283,6 +284,35 @@ def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, fi
             if store.verify(chunk_id):
                 continue
             assert any(p.name == chunk_id for p in victims)  # only a never-read corrupt copy may remain
+
+
+def test_chunks_on_this_machine_are_read_from_the_keepers_disk(cluster: LocalCluster, files: FileClient) -> None:
+    data = os.urandom(10 * MiB)  # a whole chunk and part of another
+    upload(files, "/local", data)
+    keepers = [cp.KeeperRef(keeper_id=k.keeper_id, address=k.address) for k in cluster.status().keepers]
+    wait_for(lambda: all(files.transfer.local.folder(k) is not None for k in keepers), 5, "keeper folders learnt")
+    stopped = [proc for proc in cluster.keeper_procs if proc is not None]
+    for proc in stopped:  # no keeper answers: only their disks can
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert download(files, "/local") == data
+        # Asked over the network, the first read would wait for gRPC to give up on its keeper
+        # (1 to 3 s), then on the next, and fail in the end.
+        assert time.monotonic() - started < 1.0
+    finally:
+        for proc in stopped:
+            os.kill(proc.pid, signal.SIGCONT)
+    # Rot in the file read there is found as a keeper would find it: read around and reported.
+    victim = chunk_files(cluster, 0)[0]
+    with open(victim, "r+b") as f:
+        f.seek(4096 + 10)
+        old = f.read(1)
+        f.seek(4096 + 10)
+        f.write(bytes([old[0] ^ 1]))
+    for _ in range(6):  # the read starts at a different replica for each chunk: read until met
+        assert download(files, "/local") == data
+    wait_for(lambda: not victim.exists() or ChunkStore(cluster.keeper_dir(0)).verify(victim.name), 20, "repair")
 
 
 @contextlib.contextmanager

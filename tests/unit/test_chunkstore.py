@@ -30,7 +30,7 @@ def test_roundtrip_with_unaligned_pieces_and_partial_reads(tmp_path: Path) -> No
     assert b"".join(p.data for p in store.read(ID)) == data
     pieces = list(store.read(ID, offset=BLOCK_SIZE + 5, length=10))
     assert [p.offset for p in pieces] == [BLOCK_SIZE]  # block-aligned, with that block's checksum
-    assert pieces[0].data == data[BLOCK_SIZE : 2 * BLOCK_SIZE] and pieces[0].block_crcs == [crc32c(pieces[0].data)]
+    assert pieces[0].data == data[BLOCK_SIZE : 2 * BLOCK_SIZE] and pieces[0].block_crc32c == [crc32c(pieces[0].data)]
     assert store.verify(ID) and store.open_chunk(ID)[0].crc == crc32c(data)
     assert ChunkStore(tmp_path).chunk_ids() == [ID]  # found again after a restart
 
