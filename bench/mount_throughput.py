@@ -5,7 +5,7 @@ Without --dir it starts a cluster (master + 3 keepers, goal 3, loopback), mounts
 the mount; with --dir it measures any directory (another file system, for comparison). "Cold"
 reads use a fresh mount (fusedfs) after dropping the kernel's caches.
 
-Run: python bench/mount_throughput.py [--dir DIR] [--size-mib 1024] [--small-files 2000]
+Run: python bench/mount_throughput.py [--dir DIR] [--size-mib 1024] [--small-files 2000] [--mount-arg ARG]
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ def drop_caches() -> None:
 class Target:
     """The directory under test; `cold()` makes the next reads come from the storage."""
 
-    def __init__(self, directory: Path | None, work: Path) -> None:
+    def __init__(self, directory: Path | None, work: Path, mount_args: list[str]) -> None:
         self.cluster: LocalCluster | None = None
         self.peak_rss = 0.0  # of every mount process so far
+        self.mount_args = mount_args
         if directory is None:
             self.cluster = LocalCluster(work / "cluster", keepers=3).start()
             self.mountpoint = work / "mnt"
-            self.dir = self.cluster.mount(self.mountpoint)
+            self.dir = self.cluster.mount(self.mountpoint, mount_args)
         else:
             self.dir = Path(tempfile.mkdtemp(prefix="fusedfs-bench-", dir=directory))
 
@@ -55,7 +56,7 @@ class Target:
             self.peak_rss = max(self.peak_rss, self.mount_rss_mib() or 0.0)
             self.cluster.unmount(self.mountpoint)
             drop_caches()
-            self.cluster.mount(self.mountpoint)
+            self.cluster.mount(self.mountpoint, self.mount_args)
         else:
             drop_caches()
 
@@ -176,10 +177,18 @@ def main() -> None:
         default=default_tree(),
         help="folder to copy with cp -r (default: the installed mypy package, ~1,300 files)",
     )
+    parser.add_argument(
+        "--mount-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="pass ARG to `fusedfs mount` (repeatable), e.g. --mount-arg=--no-short-circuit to read "
+        "over the network as a mount on a machine without a keeper does",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fusedfs-mbench-"))
     global TARGET
-    target = TARGET = Target(args.dir, work)
+    target = TARGET = Target(args.dir, work, args.mount_arg)
     print(f"measuring {target.dir} ({os.cpu_count()} cores)", flush=True)
     try:
         run(target, args.size_mib * MiB, args.small_files, args.tree)

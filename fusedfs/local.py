@@ -173,6 +173,10 @@ class LocalCluster:
     # --- whole cluster ---------------------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> LocalCluster:
+        if self.master_proc is not None and self.master_proc.poll() is None:
+            # (`with LocalCluster(...).start()` did so once: a second master that failed to
+            # listen, 3 more keepers, and the first master left running after stop())
+            raise RuntimeError("this cluster is already running")
         self.start_master()
         for _ in range(self._initial_keepers):
             self.start_keeper()
