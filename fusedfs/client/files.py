@@ -34,9 +34,10 @@ def _no_progress(_: int) -> None:
 
 
 class FileClient:
-    def __init__(self, master: MasterClient, parallel: int = DEFAULT_PARALLEL) -> None:
+    def __init__(self, master: MasterClient, parallel: int = DEFAULT_PARALLEL, short_circuit: bool = True) -> None:
+        """short_circuit: read the chunks of keepers on this machine straight from their disk."""
         self.master = master
-        self.transfer = ChunkTransfer(master)
+        self.transfer = ChunkTransfer(master, short_circuit=short_circuit)
         self.parallel = parallel
 
     # --- names -----------------------------------------------------------------------------------

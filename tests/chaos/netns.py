@@ -15,6 +15,8 @@ can leave by the default route.
 Processes enter their network namespace with nsenter and share the test's mount namespace, so a
 fusedfs mount in the root namespace (mount()/unmount(), always unmounted by close()) and keeper
 data dirs on tmpfs (mount_tmpfs(), small disks that fill up) look the same to every process.
+Clients here stand for other machines, so they read over the network, not from the keepers'
+folders (short-circuit reads off).
 
 Faults act on the root-namespace end of a node's veth (and, for the tc ones, on both ends, so
 both directions suffer): `kill_keeper`/`start_keeper` (kill -9 and restart with the same data),
@@ -560,7 +562,17 @@ class NetnsCluster:
         foreground, with its write-back cache in this cluster's work dir. Waits until mounted."""
         mountpoint.mkdir(parents=True, exist_ok=True)
         cache = self.work_dir / f"mount-cache-{mountpoint.name}"
-        args = ["mount", self.master.address, str(mountpoint), "--cache-dir", str(cache), *(extra_args or [])]
+        # The mount stands for a client on a machine of its own (it shares our mount namespace,
+        # hence the keepers' folders, but not their network): reads go over the links.
+        args = [
+            "mount",
+            self.master.address,
+            str(mountpoint),
+            "--cache-dir",
+            str(cache),
+            "--no-short-circuit",
+            *(extra_args or []),
+        ]
         with open(self.log_dir / f"mount-{mountpoint.name}.log", "ab") as logf:
             logf.write(f"\n===== {time.strftime('%H:%M:%S')} start: {' '.join(args)}\n".encode())
             logf.flush()

@@ -783,7 +783,7 @@ def wait_rejoined(cluster: NetnsCluster, index: int, log_from: int, timeout: flo
 
 def upload_cold(cluster: NetnsCluster, holder: str, prefix: str = COLD_NAME) -> tuple[Acked, str]:
     """Uploads a file the workload's readers never read; returns it and one of its chunks on holder."""
-    client = FileClient(MasterClient(cluster.master_address))
+    client = FileClient(MasterClient(cluster.master_address), short_circuit=False)
     try:
         for attempt in range(10):
             data = os.urandom(3 * MiB)

@@ -126,7 +126,8 @@ class Workload:
 
     def _new_worker(self, kind: str) -> _Worker:
         # One client (its own channels) per thread, like separate processes using the cluster.
-        return _Worker(kind, FileClient(MasterClient(self.master_address, wait=self.wait)))
+        # (On another machine than the keepers, as the namespaces model: reads cross the links.)
+        return _Worker(kind, FileClient(MasterClient(self.master_address, wait=self.wait), short_circuit=False))
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -327,7 +328,7 @@ class Workload:
 def verify_acked(master_address: str, acked: list[Acked], wait: float = CLIENT_WAIT) -> list[tuple[Acked, str]]:
     """Downloads every acknowledged file; returns those that failed or differ, with the reason."""
     bad: list[tuple[Acked, str]] = []
-    clients = [FileClient(MasterClient(master_address, wait=wait)) for _ in range(4)]
+    clients = [FileClient(MasterClient(master_address, wait=wait), short_circuit=False) for _ in range(4)]
     lock = threading.Lock()
 
     def check(i: int, item: Acked) -> None:
