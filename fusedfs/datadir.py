@@ -1,4 +1,5 @@
-"""One process per data folder: a master's or keeper's --data is locked while it runs.
+"""One process per data folder: a master's or keeper's --data is locked while it runs, and
+private to the user it runs as.
 
 Two masters on one metadata store would each trust their own view of the chunks and delete what
 the other committed; two keepers on one folder would clear each other's partial writes at start.
@@ -17,8 +18,11 @@ from fusedfs.errors import FsError
 
 def lock_data_dir(path: Path, role: str) -> TextIO:
     """Takes the folder's lock, held until the returned file is closed or the process ends;
-    EBUSY, naming the holder, when another process holds it."""
-    path.mkdir(parents=True, exist_ok=True)
+    EBUSY, naming the holder, when another process holds it. The folder is made private to
+    this process's user: it holds every file's bytes (a keeper's chunks) or every name (the
+    master's metadata), which the mount shows other users only as their permissions allow."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
     lock = open(path / "lock", "a+")  # noqa: SIM115 (held for the life of the process)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

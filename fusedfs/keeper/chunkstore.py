@@ -64,7 +64,7 @@ class ChunkWriter:
         self.crc = crc
         self._tmp = store.root / "tmp" / f"{chunk_id}.{uuid.uuid4().hex[:8]}"
         try:
-            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as e:  # out of inodes is ENOSPC too: "disk full", not an internal error
             raise _disk_error(e) from e
         self._data_offset = data_offset(length)

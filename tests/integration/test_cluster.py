@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -304,8 +305,11 @@ def test_chunks_on_this_machine_are_read_from_the_keepers_disk(cluster: LocalClu
     finally:
         for proc in stopped:
             os.kill(proc.pid, signal.SIGCONT)
-    # Rot in the file read there is found as a keeper would find it: read around and reported.
+    # Only the keeper's user (and root) may: another user cannot get at the files' bytes.
     victim = chunk_files(cluster, 0)[0]
+    assert stat.S_IMODE(cluster.keeper_dir(0).stat().st_mode) == 0o700
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    # Rot in the file read there is found as a keeper would find it: read around and reported.
     with open(victim, "r+b") as f:
         f.seek(4096 + 10)
         old = f.read(1)
