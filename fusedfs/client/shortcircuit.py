@@ -62,8 +62,8 @@ class ShortCircuit:
         # keeper id -> the answer awaited (or the last that failed: None), and when it was asked
         self._asking: dict[str, tuple[Future[Path | None], float]] = {}
         # (Few: a disk that hangs holds its reads, and the reads queued behind them wait, while
-        # the caller asks a keeper over the network instead.)
-        self._threads = ThreadPoolExecutor(4, thread_name_prefix="short-circuit")
+        # their callers ask the keepers over the network instead.)
+        self._threads = ThreadPoolExecutor(8, thread_name_prefix="short-circuit")
 
     def ask(self, keeper: cp.KeeperRef) -> Future[Path | None]:
         """The keeper's data folder if this process can read it (else None), as a future: done
@@ -128,5 +128,6 @@ class ShortCircuit:
             raise FsError(errno.ENOENT, f"chunk {ref.chunk_id} could not be read from {folder}: {e}") from None
 
     def submit(self, keeper: cp.KeeperRef, ref: mp.ChunkRef, start: int, size: int) -> Future[list[Piece]]:
-        """pieces() in a thread of this reader's own, for callers that must not block."""
+        """pieces() in a thread of this reader's own, for callers that must not block, or not
+        for long (a disk that hangs)."""
         return self._threads.submit(self.pieces, keeper, ref, start, size)

@@ -48,6 +48,9 @@ RESERVATION_MAX_AGE = 5.0
 # Seconds a read waits for a keeper to say whether its chunks are on this machine, the first
 # time it meets that keeper (a round trip; one that does not answer is read around anyway).
 ASK_WAIT = 0.2
+# Seconds a read from a disk on this machine may take (a whole chunk, on a slow disk) before the
+# keeper is asked over the network instead: a disk that hangs must not hang the read.
+LOCAL_READ_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -304,8 +307,16 @@ class ChunkTransfer:
 
     def _read_from(self, replica: cp.KeeperRef, read: RangeRead) -> list[memoryview]:
         if self.local.folder(replica) is not None:
+            reading = self.local.submit(replica, read.ref, read.start, read.size)
             try:
-                return read.check(self.local.pieces(replica, read.ref, read.start, read.size))
+                return read.check(reading.result(timeout=LOCAL_READ_TIMEOUT))
+            except TimeoutError:  # (its thread stays with the disk; this read goes on without it)
+                log.warning(
+                    "chunk %s: its disk here takes over %g s; asking keeper %s",
+                    read.ref.chunk_id,
+                    LOCAL_READ_TIMEOUT,
+                    replica.address,
+                )
             except FsError as e:
                 if e.errno == errno.EBADMSG:
                     raise
