@@ -331,6 +331,35 @@ def test_chunks_on_this_machine_are_read_from_the_keepers_disk(cluster: LocalClu
     wait_for(repaired, 20, "repair")
 
 
+def test_a_disk_here_that_hangs_holds_a_read_up_for_seconds_not_for_good(
+    cluster: LocalCluster, files: FileClient
+) -> None:
+    data = os.urandom(3 * MiB)
+    upload(files, "/held", data)
+    inode = files.stat("/held").inode
+    ref = files.master.call("GetChunks", mp.GetChunksRequest(inode=inode)).chunks[0]
+    ids = [(cluster.keeper_dir(i) / "keeper-id").read_text().strip() for i in range(3)]
+    wait_for(lambda: all(files.transfer.local.folder(r) is not None for r in ref.replicas), 5, "folders learnt")
+    # Keeper 0's replica is read first, from its disk, where its file now hangs whoever opens
+    # it (a FIFO with no writer), as a failing disk does; keeper 0 itself is dead, so asking it
+    # over the network fails at once.
+    ordered = mp.ChunkRef()
+    ordered.CopyFrom(ref)
+    del ordered.replicas[:]
+    ordered.replicas.extend(sorted(ref.replicas, key=lambda r: r.keeper_id != ids[0]))
+    cluster.kill_keeper(0)
+    hung = cluster.keeper_dir(0) / "chunks" / ref.chunk_id[-2:] / ref.chunk_id
+    hung.unlink()
+    os.mkfifo(hung)
+    try:
+        started = time.monotonic()
+        assert files.transfer.read(inode, ordered) == data
+        assert 4.0 < time.monotonic() - started < 10.0  # the disk's 5 s, then the next replica
+    finally:  # free the thread still opening the FIFO
+        fd = os.open(hung, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def cluster_on_small_disks(make_cluster: MakeCluster, small_disk: SmallDisk, mib: int = 20) -> Iterator[LocalCluster]:
     """A master and 3 keepers, each keeper on a tmpfs of `mib` MiB; stopped before the disks go."""
