@@ -300,7 +300,7 @@ class ChunkTransfer:
         from its disk), then spread so that a file's chunks come from every keeper; and whether
         every replica's keeper has said whether it is on this machine (waiting up to `wait`
         seconds for the first answers: a round trip, once per keeper)."""
-        spread = replica_order(ref)
+        spread = spread_order(ref)
         asked = [self.local.ask(r) for r in spread]
         known = all(a.done() for a in asked) or not concurrent.futures.wait(asked, timeout=wait).not_done
         return sorted(spread, key=lambda r: self.local.folder(r) is None), known
@@ -340,7 +340,7 @@ def read_end(ref: mp.ChunkRef, offset: int, length: int | None) -> int:
     return ref.length if length is None else min(ref.length, offset + length)
 
 
-def replica_order(ref: mp.ChunkRef) -> list[cp.KeeperRef]:
+def spread_order(ref: mp.ChunkRef) -> list[cp.KeeperRef]:
     """The replicas of a chunk in the order that spreads a file's chunks over keepers."""
     replicas = list(ref.replicas)
     return [replicas[(ref.index + i) % len(replicas)] for i in range(len(replicas))]
