@@ -19,7 +19,6 @@ import struct
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +29,7 @@ from fusedfs.chunkfile import (
     MAGIC,
     VERSION,
     CorruptChunk,
+    Header,
     Piece,
     chunk_path,
     data_offset,
@@ -41,12 +41,6 @@ from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, crc32c, is_valid_chunk_id
 from fusedfs.errors import FsError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ChunkInfo:
-    length: int
-    crc: int
 
 
 def _check_id(chunk_id: str) -> None:
@@ -260,7 +254,7 @@ class ChunkStore:
                     self._removed.add(chunk_id)
             raise FsError(errno.ENOENT, f"chunk {chunk_id} is not on this keeper") from None
 
-    def open_chunk(self, chunk_id: str, offset: int = 0, length: int = 0) -> tuple[ChunkInfo, Iterator[Piece]]:
+    def open_chunk(self, chunk_id: str, offset: int = 0, length: int = 0) -> tuple[Header, Iterator[Piece]]:
         """The chunk's header, and its verified, block-aligned pieces covering [offset, offset +
         length) (length 0: to the end), from one open of the file.
 
@@ -276,7 +270,7 @@ class ChunkStore:
         except BaseException:
             f.close()
             raise
-        return ChunkInfo(header.length, header.crc), read_pieces(chunk_id, f, header, offset, length)
+        return header, read_pieces(chunk_id, f, header, offset, length)
 
     def read(self, chunk_id: str, offset: int = 0, length: int = 0) -> Iterator[Piece]:
         """open_chunk's pieces alone."""
