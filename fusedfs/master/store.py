@@ -35,6 +35,15 @@ Schema (every column and sentinel explained here, and only here):
       inode, since_ns          freed, with their chunks, once no mount holds them open
 
     meta        key/value: schema_version, next_chunk_id, cluster_id (random, made with the store)
+
+    journal     every row change of the tables above, in commit order (MooseFS's changelog):
+                written by triggers inside the changing transaction, so it is exactly as durable;
+                shipped to keepers as it grows, and pruned once a metadata copy holds it
+      seq           its place in the order; never reused (AUTOINCREMENT, so sqlite_sequence
+                    keeps the last one issued, also in a copy of the store)
+      tbl, deleted  the table changed; 0: the row now reads c0.., 1: the row keyed c0.. is gone;
+                    tbl 'commit' ends each transaction's changes (a restore applies whole ones)
+      c0 .. c10     the row's columns in table order (a deleted row: its key columns only)
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
@@ -51,7 +60,7 @@ from pathlib import Path
 from typing import Protocol
 
 ROOT_INODE = 1
-SCHEMA_VERSION = 2  # 2 added xattrs and orphans (a version 1 store is upgraded in place)
+SCHEMA_VERSION = 3  # 2 added xattrs and orphans, 3 the journal (older stores are upgraded in place)
 
 
 class ChunkState(IntEnum):
@@ -95,6 +104,16 @@ class ChunkRow:
     since_ns: int
 
 
+@dataclass(frozen=True)
+class JournalEntry:
+    """One row change: `values` is the whole row as it now reads, or for a deleted row its key."""
+
+    seq: int
+    table: str
+    deleted: bool
+    values: tuple[int | bytes | str | None, ...]
+
+
 class MetadataStore(Protocol):
     """What the namespace needs from a storage engine; all calls inside transaction()."""
 
@@ -130,6 +149,9 @@ class MetadataStore(Protocol):
     def orphans(self, before_ns: int | None = None) -> list[int]: ...
 
 
+_INODE_COLUMNS = "id, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target"
+_CHUNK_COLUMNS = "id, state, inode, idx, length, stored_length, crc, since_ns"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS inodes (
@@ -157,10 +179,39 @@ CREATE TABLE IF NOT EXISTS xattrs (
     PRIMARY KEY (inode, name)
 );
 CREATE TABLE IF NOT EXISTS orphans (inode INTEGER PRIMARY KEY, since_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, deleted INTEGER NOT NULL,
+    c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10
+);
 """
 
-_INODE_COLUMNS = "id, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target"
-_CHUNK_COLUMNS = "id, state, inode, idx, length, stored_length, crc, since_ns"
+COMMIT_MARK = "commit"  # the journal's `tbl` of the row that ends a transaction's changes
+# The journaled tables: their columns in table order, and how many of the first make the key.
+JOURNALED: dict[str, tuple[tuple[str, ...], int]] = {
+    "meta": (("key", "value"), 1),
+    "inodes": (tuple(_INODE_COLUMNS.split(", ")), 1),
+    "dentries": (("id", "parent", "name", "inode"), 1),
+    "chunks": (tuple(_CHUNK_COLUMNS.split(", ")), 1),
+    "xattrs": (("inode", "name", "value"), 2),
+    "orphans": (("inode", "since_ns"), 1),
+}
+
+
+def _journal_triggers() -> Iterator[str]:
+    for table, (columns, key) in JOURNALED.items():
+        slots = ", ".join(f"c{i}" for i in range(len(columns)))
+        for event in ("INSERT", "UPDATE"):
+            yield (
+                f"CREATE TRIGGER IF NOT EXISTS journal_{table}_{event.lower()} AFTER {event} ON {table} BEGIN"
+                f" INSERT INTO journal (tbl, deleted, {slots}) VALUES ('{table}', 0, "
+                f"{', '.join('NEW.' + c for c in columns)}); END"
+            )
+        key_slots = ", ".join(f"c{i}" for i in range(key))
+        yield (
+            f"CREATE TRIGGER IF NOT EXISTS journal_{table}_delete AFTER DELETE ON {table} BEGIN"
+            f" INSERT INTO journal (tbl, deleted, {key_slots}) VALUES ('{table}', 1, "
+            f"{', '.join('OLD.' + c for c in columns[:key])}); END"
+        )
 
 
 def _inode(row: tuple) -> Inode:  # type: ignore[type-arg]
@@ -190,10 +241,13 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._lock = threading.RLock()
         self._depth = 0
+        self._journal_end = 0  # the seq of the last change journaled (kept here: one connection writes)
         with self.transaction():
             for statement in _SCHEMA.split(";"):  # not executescript(): it would commit midway
                 if statement.strip():
                     self._db.execute(statement)
+            for trigger in _journal_triggers():
+                self._db.execute(trigger)
             if self._db.execute("SELECT 1 FROM inodes WHERE id = ?", (ROOT_INODE,)).fetchone() is None:
                 self._db.execute(
                     "INSERT INTO inodes VALUES (?, ?, 0, 0, 2, 0, ?, ?, ?, 0, NULL)",
@@ -204,21 +258,23 @@ class SqliteStore:
             # (stores made before cluster ids get theirs now)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('cluster_id', ?)", (secrets.randbits(63),))
             version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-            if version == 1:  # its new tables were just created
+            if version in (1, 2):  # its new tables and triggers were just created
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
                 version = SCHEMA_VERSION
             if version != SCHEMA_VERSION:
                 raise RuntimeError(f"metadata schema version {version}; this master reads {SCHEMA_VERSION}")
+        self._journal_end = self._read_journal_end()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def snapshot(self, dest: Path, timeout: float = 60.0) -> None:
+    def snapshot(self, dest: Path, timeout: float = 60.0) -> int:
         """A consistent copy of the whole store, as one SQLite file at dest (SQLite's online
-        backup). It reads through a connection of its own, which WAL lets read while this one
-        writes: the store is never held up by it. TimeoutError if it cannot finish in time
-        (SQLite's backup would otherwise retry a locked database for good)."""
+        backup); returns the seq of the last journaled change it holds. It reads through a
+        connection of its own, which WAL lets read while this one writes: the store is never held
+        up by it. TimeoutError if it cannot finish in time (SQLite's backup would otherwise retry
+        a locked database for good)."""
         deadline = time.monotonic() + timeout
 
         def give_up_late(status: int, remaining: int, total: int) -> None:
@@ -228,20 +284,80 @@ class SqliteStore:
         source, target = sqlite3.connect(self.path), sqlite3.connect(dest)
         try:
             source.backup(target, progress=give_up_late)
+            row = target.execute("SELECT seq FROM sqlite_sequence WHERE name = 'journal'").fetchone()
+            return int(row[0]) if row else 0
         finally:
             target.close()
             source.close()
 
-    def changes(self) -> int:
-        """Rows changed since the store was opened: equal counts, equal contents."""
-        with self._lock:
-            return self._db.total_changes
+    # --- the journal --------------------------------------------------------------------------------
 
-    def skip_chunk_ids(self, count: int) -> None:
-        """Moves the chunk id counter on: ids issued after a restored copy was taken (and held by
-        keepers under them) are never issued again."""
+    def journal_end(self) -> int:
+        """The seq of the last change ever journaled (0: none); it moves on with every change."""
+        with self._lock:
+            return self._journal_end
+
+    def _read_journal_end(self) -> int:
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'journal'").fetchone()
+        return int(row[0]) if row else 0
+
+    def journal_after(self, seq: int, limit: int) -> list[JournalEntry]:
+        """The oldest `limit` changes after seq, oldest first."""
+        with self.transaction():
+            rows = self._db.execute(
+                "SELECT seq, tbl, deleted, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 FROM journal"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        entries = []
+        for row in rows:
+            columns, key = JOURNALED.get(row[1], ((), 0))  # (COMMIT_MARK has no columns)
+            width = key if row[2] else len(columns)
+            entries.append(JournalEntry(row[0], row[1], bool(row[2]), tuple(row[3 : 3 + width])))
+        return entries
+
+    def prune_journal(self, upto: int) -> None:
+        """Forgets the changes up to seq `upto` (a copy on the keepers holds them)."""
+        with self.transaction():
+            self._db.execute("DELETE FROM journal WHERE seq <= ?", (upto,))
+
+    def apply_journal(self, entries: Iterable[JournalEntry]) -> int:
+        """Replays the changes made after this store was copied, in order and in one transaction:
+        whole transactions only, up to the first change that does not fit the schema (there
+        should be none) or the end. Returns the seq of the last change applied (0: none)."""
+        applied, started = 0, False
+        with self.transaction():
+            for entry in entries:
+                if entry.table == COMMIT_MARK:
+                    if started:
+                        self._db.execute("RELEASE replayed")
+                        started = False
+                    applied = entry.seq
+                    continue
+                columns, key = JOURNALED.get(entry.table, ((), 0))
+                if not columns or len(entry.values) != (key if entry.deleted else len(columns)):
+                    break
+                if not started:
+                    self._db.execute("SAVEPOINT replayed")
+                    started = True
+                if entry.deleted:
+                    where = " AND ".join(f"{c} = ?" for c in columns[:key])
+                    self._db.execute(f"DELETE FROM {entry.table} WHERE {where}", entry.values)
+                else:
+                    marks = ", ".join("?" * len(columns))
+                    self._db.execute(f"INSERT OR REPLACE INTO {entry.table} VALUES ({marks})", entry.values)
+            if started:  # the changes of a transaction the journal does not hold whole
+                self._db.execute("ROLLBACK TO replayed")
+                self._db.execute("RELEASE replayed")
+        return applied
+
+    def skip_ids(self, count: int) -> None:
+        """Moves the chunk id and inode counters on: ids issued after what a restored store
+        holds (chunks keepers hold under them, inodes mounts still hold open) are never issued
+        again."""
         with self.transaction():
             self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'next_chunk_id'", (count,))
+            self._db.execute("UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'inodes'", (count,))
 
     def cluster_id(self) -> str:
         """The id of the cluster this metadata describes: 16 hex digits, made with the store."""
@@ -253,7 +369,8 @@ class SqliteStore:
     def transaction(self) -> Iterator[None]:
         """A transaction, committed (durably) on success and rolled back on any exception.
 
-        Nested use joins the outer transaction.
+        Nested use joins the outer transaction. A transaction that changed anything ends its
+        changes in the journal with a COMMIT_MARK row.
         """
         with self._lock:
             if self._depth:
@@ -263,15 +380,21 @@ class SqliteStore:
                 finally:
                     self._depth -= 1
                 return
+            changes = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
                 yield
+                journal_end = self._journal_end
+                if self._db.total_changes != changes and self._read_journal_end() != journal_end:
+                    self._db.execute(f"INSERT INTO journal (tbl, deleted) VALUES ('{COMMIT_MARK}', 0)")
+                    journal_end = self._read_journal_end()
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             else:
                 self._db.execute("COMMIT")
+                self._journal_end = journal_end
             finally:
                 self._depth = 0
 
