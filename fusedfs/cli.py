@@ -225,11 +225,13 @@ def run_master(args: argparse.Namespace) -> int:
     )
     lock = lock_data_dir(args.data, "master")
     if args.restore_from:
-        taken = fetch_copy(args.restore_from, args.data, ChannelPool()).taken_ns
+        header, applied = fetch_copy(args.restore_from, args.data, ChannelPool())
         logging.getLogger("fusedfs").warning(
-            "restored the metadata as copied at %s from keeper %s: changes made after that are lost",
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(taken / 1e9)),
+            "restored the metadata from keeper %s: the copy taken at %s and the %d changes made after it"
+            " that the keeper holds; changes made after those are lost",
             args.restore_from,
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(header.taken_ns / 1e9)),
+            applied - header.journal_seq,
         )
     server = MasterServer(args.data, args.listen, settings, copy_every=args.metadata_copies_every)
     server.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+from typing import NoReturn
 
 import grpc
 
@@ -52,7 +53,7 @@ def status_code_for(errno: int) -> grpc.StatusCode:
     return _CODE_FOR_ERRNO.get(errno, grpc.StatusCode.FAILED_PRECONDITION)
 
 
-def abort_with(context: grpc.ServicerContext, error: FsError) -> None:
+def abort_with(context: grpc.ServicerContext, error: FsError) -> NoReturn:
     """Ends the RPC with error's status and errno; raises, as context.abort does."""
     context.set_trailing_metadata(((ERRNO_METADATA_KEY, str(error.errno)),))
     context.abort(status_code_for(error.errno), error.message)

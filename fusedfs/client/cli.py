@@ -178,6 +178,7 @@ def _status(master: MasterClient, as_json: bool) -> None:
                     "cluster_id": reply.cluster_id,
                     "metadata_copy_taken_ns": reply.metadata_copy_taken_ns,
                     "metadata_copy_keepers": reply.metadata_copy_keepers,
+                    "metadata_changes_unsent": reply.metadata_changes_unsent,
                 },
                 indent=2,
             )
@@ -203,6 +204,9 @@ def _status(master: MasterClient, as_json: bool) -> None:
     )
     if reply.metadata_copy_taken_ns:
         age = max(0.0, time.time() - reply.metadata_copy_taken_ns / 1e9)
-        print(f"metadata copy: taken {age:.0f} s ago, on {reply.metadata_copy_keepers} keepers")
+        print(
+            f"metadata copy: taken {age:.0f} s ago, on {reply.metadata_copy_keepers} keepers;"
+            f" changes since: {reply.metadata_changes_unsent or 'none'} not on them yet"
+        )
     else:
         print("metadata copy: none yet (see fusedfs master --metadata-copies-every)")

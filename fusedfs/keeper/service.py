@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WRITE_TIMEOUT = 120.0
 _QUEUE_DEPTH = 4
+JOURNAL_BATCH = 1000  # metadata changes per message (each a row: a few hundred bytes, 64 KiB at most)
 MAX_PIPELINE = 8  # keepers a write may be forwarded through (the goal is far smaller)
 _END = object()
 
@@ -186,7 +187,6 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
             first = next(pieces, None)
             if first is None:
                 abort_with(context, FsError(errno.EINVAL, "the range is empty"))
-            assert first is not None
             if next(pieces, None) is not None:
                 abort_with(context, FsError(errno.EINVAL, "the range spans more than one piece"))
             return first
@@ -197,7 +197,6 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             abort_with(context, FsError(errno.EINVAL, "the first message must carry the copy's header"))
-        assert first is not None
         try:
             self.copies.put(first.header, itertools.chain([first.data], (m.data for m in request_iterator)))
         except FsError as e:
@@ -208,11 +207,20 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
         newest = self.copies.newest()
         if newest is None:
             abort_with(context, FsError(errno.ENOENT, "this keeper holds no copy of the metadata"))
-        assert newest is not None
-        header, pieces = newest
+        header, pieces, journal = newest
         yield kp.MetadataCopyPiece(header=header)
         for piece in pieces:
             yield kp.MetadataCopyPiece(data=piece)
+        while batch := list(itertools.islice(journal, JOURNAL_BATCH)):
+            yield kp.MetadataCopyPiece(
+                journal=kp.MetadataJournal(cluster_id=header.cluster_id, copy_taken_ns=header.taken_ns, entries=batch)
+            )
+
+    def AppendMetadataJournal(self, request: kp.MetadataJournal, context: grpc.ServicerContext) -> kp.JournalAck:
+        try:
+            return kp.JournalAck(last_seq=self.copies.append_journal(request))
+        except FsError as e:
+            abort_with(context, e)
 
     def GetDataFolder(self, request: cp.Empty, context: grpc.ServicerContext) -> kp.DataFolder:
         return kp.DataFolder(keeper_id=self.keeper_id, path=str(self.store.root.resolve()))

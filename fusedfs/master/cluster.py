@@ -115,6 +115,7 @@ class Cluster:
         self.copy_taken_ns: int | None = None
         self.last_copy_ns = 0  # when the newest copy on the keepers was taken (0: none)
         self.copy_keepers = 0  # how many keepers hold it
+        self.changes_unsent: Callable[[], int] = lambda: 0  # changes made since that some of them lack yet
         for row in chunks:
             if row.state == ChunkState.LIVE:
                 self.live[row.id] = row.stored_length

@@ -1,5 +1,5 @@
 """A running master: the store, namespace, cluster view and gRPC service, plus the maintenance
-loop and the metadata copies sent to the keepers (metacopy.py).
+loop and the metadata copies and changes sent to the keepers (metacopy.py).
 
 The loop (twice a second) declares silent keepers dead, expires abandoned uploads and silent
 mounts, frees unlinked files no mount has open, plans repairs and garbage collection, and purges
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fusedfs.grpcutil import ChannelPool, make_server
 from fusedfs.master.cluster import Cluster, Settings
-from fusedfs.master.metacopy import COPIES, METADATA_FILE, send_copy
+from fusedfs.master.metacopy import COPIES, METADATA_FILE, JournalShipper, send_copy
 from fusedfs.master.namespace import Namespace
 from fusedfs.master.service import MasterService
 from fusedfs.master.sessions import MountSessions
@@ -26,6 +26,8 @@ from fusedfs.rpc import master_pb2_grpc
 log = logging.getLogger(__name__)
 
 TICK = 0.5
+SHIP_EVERY = 0.1  # seconds between sending the metadata's changes to the keepers
+JOURNAL_MAX = 1_000_000  # changes kept for the keepers at most (~200 MB); older ones are dropped
 
 
 class MasterServer:
@@ -42,7 +44,10 @@ class MasterServer:
         if copy_every > 0:
             self.cluster.copy_taken_ns = 0  # no garbage is deleted before the first copy
         self.pool = ChannelPool()
-        self._copied_changes = -1  # the store's change count at the last copy
+        self._copied_seq = -1  # the journal's end at the last copy stored
+        self._pruned_seq = 0  # the journal holds no change up to this seq
+        self.shipper = JournalShipper(self.store, self.pool)
+        self.cluster.changes_unsent = self.shipper.unshipped
         self.sessions = MountSessions(self.cluster.clock())
         self.namespace = Namespace(
             self.store, settings.chunk_size, is_open=lambda ino: self.sessions.is_open(ino, self.cluster.clock())
@@ -65,6 +70,7 @@ class MasterServer:
         threading.Thread(target=self._maintenance_loop, name="maintenance", daemon=True).start()
         if self.copy_every > 0:
             threading.Thread(target=self._copy_loop, name="metadata-copies", daemon=True).start()
+            threading.Thread(target=self._ship_loop, name="metadata-changes", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -99,6 +105,25 @@ class MasterServer:
             with self.store.transaction():
                 self.store.purge_chunks(purge)
             self.cluster.purged(purge)
+        self._prune_journal()
+
+    def _prune_journal(self) -> None:
+        """The journal keeps the changes the newest copy on the keepers lacks (none without
+        copies), JOURNAL_MAX at most: keepers that cannot keep up lose the rest, not the master
+        its disk."""
+        end = self.store.journal_end()
+        keep_after = max(self._copied_seq if self.copy_every > 0 else end, end - JOURNAL_MAX)
+        if keep_after > self._pruned_seq:
+            self.store.prune_journal(keep_after)
+            self._pruned_seq = keep_after
+
+    def _ship_loop(self) -> None:
+        while not self._stop.wait(SHIP_EVERY):
+            try:
+                while self.shipper.ship() and not self._stop.is_set():
+                    pass
+            except Exception:  # keep trying
+                log.exception("sending metadata changes failed")
 
     def _copy_loop(self) -> None:
         # The first copy once the keepers have had time to register, then one every copy_every s.
@@ -114,8 +139,8 @@ class MasterServer:
     def copy_metadata(self) -> list[str]:
         """Sends a copy of the metadata to the keepers with the most free space (if anything
         changed since the last); returns the addresses that stored it."""
-        changes = self.store.changes()
-        if changes == self._copied_changes:
+        changes = self.store.journal_end()
+        if changes == self._copied_seq:
             return []
         alive = sorted((r for r in self.cluster.keeper_records() if r.alive), key=lambda r: -r.free_bytes)
         if not alive:
@@ -124,14 +149,16 @@ class MasterServer:
         snapshot = self.data_dir / "copy.sqlite3.tmp"
         snapshot.unlink(missing_ok=True)
         taken = time.time_ns()
-        self.store.snapshot(snapshot)
+        seq = self.store.snapshot(snapshot)
         try:
             size = snapshot.stat().st_size
-            stored = send_copy(snapshot, self.store.cluster_id(), taken, [r.address for r in alive[:COPIES]], self.pool)
+            keepers = [r.address for r in alive[:COPIES]]
+            stored = send_copy(snapshot, self.store.cluster_id(), taken, seq, keepers, self.pool)
         finally:
             snapshot.unlink(missing_ok=True)
         if stored:
-            self._copied_changes = changes
+            self._copied_seq = seq
+            self.shipper.follow(taken, seq, stored)
             self.cluster.copy_taken_ns = self.cluster.last_copy_ns = taken
             self.cluster.copy_keepers = len(stored)
             log.info("metadata copy (%d bytes) stored on %s", size, ", ".join(stored))

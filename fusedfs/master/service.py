@@ -335,6 +335,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             cluster_id=self.cluster_id,
             metadata_copy_taken_ns=self.cluster.last_copy_ns,
             metadata_copy_keepers=self.cluster.copy_keepers,
+            metadata_changes_unsent=self.cluster.changes_unsent(),
         )
         for r in self.cluster.keeper_records():
             reply.keepers.add(

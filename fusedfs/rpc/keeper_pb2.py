@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fusedfs.rpc import common_pb2 as fusedfs_dot_rpc_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66usedfs/rpc/keeper.proto\x12\x0b\x66usedfs.rpc\x1a\x18\x66usedfs/rpc/common.proto\"-\n\nDataFolder\x12\x11\n\tkeeper_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"Z\n\x12MetadataCopyHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x10\n\x08taken_ns\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x0e\n\x06\x63rc32c\x18\x04 \x01(\r\"R\n\x11MetadataCopyPiece\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.fusedfs.rpc.MetadataCopyHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"p\n\x10WriteChunkHeader\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x0e\n\x06\x63rc32c\x18\x03 \x01(\r\x12*\n\ndownstream\x18\x04 \x03(\x0b\x32\x16.fusedfs.rpc.KeeperRef\"P\n\x11WriteChunkMessage\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.fusedfs.rpc.WriteChunkHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"X\n\x0fPipelineFailure\x12&\n\x06keeper\x18\x01 \x01(\x0b\x32\x16.fusedfs.rpc.KeeperRef\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"T\n\x0fWriteChunkReply\x12\x11\n\tstored_on\x18\x01 \x03(\t\x12.\n\x08\x66\x61ilures\x18\x02 \x03(\x0b\x32\x1c.fusedfs.rpc.PipelineFailure\"D\n\x10ReadChunkRequest\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\x04\"\x80\x01\n\nChunkPiece\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0c\x62lock_crc32c\x18\x03 \x03(\x07\x12\x12\n\nblock_size\x18\x04 \x01(\r\x12\x14\n\x0c\x63hunk_length\x18\x05 \x01(\x04\x12\x14\n\x0c\x63hunk_crc32c\x18\x06 \x01(\r2\x88\x04\n\x06Keeper\x12L\n\nWriteChunk\x12\x1e.fusedfs.rpc.WriteChunkMessage\x1a\x1c.fusedfs.rpc.WriteChunkReply(\x01\x12O\n\x0fWriteSmallChunk\x12\x1e.fusedfs.rpc.WriteChunkMessage\x1a\x1c.fusedfs.rpc.WriteChunkReply\x12\x45\n\tReadChunk\x12\x1d.fusedfs.rpc.ReadChunkRequest\x1a\x17.fusedfs.rpc.ChunkPiece0\x01\x12H\n\x0eReadSmallRange\x12\x1d.fusedfs.rpc.ReadChunkRequest\x1a\x17.fusedfs.rpc.ChunkPiece\x12G\n\x0fPutMetadataCopy\x12\x1e.fusedfs.rpc.MetadataCopyPiece\x1a\x12.fusedfs.rpc.Empty(\x01\x12G\n\x0fGetMetadataCopy\x12\x12.fusedfs.rpc.Empty\x1a\x1e.fusedfs.rpc.MetadataCopyPiece0\x01\x12<\n\rGetDataFolder\x12\x12.fusedfs.rpc.Empty\x1a\x17.fusedfs.rpc.DataFolderb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66usedfs/rpc/keeper.proto\x12\x0b\x66usedfs.rpc\x1a\x18\x66usedfs/rpc/common.proto\"-\n\nDataFolder\x12\x11\n\tkeeper_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"o\n\x12MetadataCopyHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x10\n\x08taken_ns\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x0e\n\x06\x63rc32c\x18\x04 \x01(\r\x12\x13\n\x0bjournal_seq\x18\x05 \x01(\x04\"\x81\x01\n\x11MetadataCopyPiece\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.fusedfs.rpc.MetadataCopyHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12-\n\x07journal\x18\x03 \x01(\x0b\x32\x1c.fusedfs.rpc.MetadataJournal\"J\n\x0cJournalValue\x12\x11\n\x07integer\x18\x01 \x01(\x12H\x00\x12\x0e\n\x04\x62lob\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x42\x07\n\x05value\"f\n\x0cJournalEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05table\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x03 \x01(\x08\x12)\n\x06values\x18\x04 \x03(\x0b\x32\x19.fusedfs.rpc.JournalValue\"h\n\x0fMetadataJournal\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x15\n\rcopy_taken_ns\x18\x02 \x01(\x03\x12*\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x19.fusedfs.rpc.JournalEntry\"\x1e\n\nJournalAck\x12\x10\n\x08last_seq\x18\x01 \x01(\x04\"p\n\x10WriteChunkHeader\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x0e\n\x06\x63rc32c\x18\x03 \x01(\r\x12*\n\ndownstream\x18\x04 \x03(\x0b\x32\x16.fusedfs.rpc.KeeperRef\"P\n\x11WriteChunkMessage\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.fusedfs.rpc.WriteChunkHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"X\n\x0fPipelineFailure\x12&\n\x06keeper\x18\x01 \x01(\x0b\x32\x16.fusedfs.rpc.KeeperRef\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"T\n\x0fWriteChunkReply\x12\x11\n\tstored_on\x18\x01 \x03(\t\x12.\n\x08\x66\x61ilures\x18\x02 \x03(\x0b\x32\x1c.fusedfs.rpc.PipelineFailure\"D\n\x10ReadChunkRequest\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\x04\"\x80\x01\n\nChunkPiece\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0c\x62lock_crc32c\x18\x03 \x03(\x07\x12\x12\n\nblock_size\x18\x04 \x01(\r\x12\x14\n\x0c\x63hunk_length\x18\x05 \x01(\x04\x12\x14\n\x0c\x63hunk_crc32c\x18\x06 \x01(\r2\xd8\x04\n\x06Keeper\x12L\n\nWriteChunk\x12\x1e.fusedfs.rpc.WriteChunkMessage\x1a\x1c.fusedfs.rpc.WriteChunkReply(\x01\x12O\n\x0fWriteSmallChunk\x12\x1e.fusedfs.rpc.WriteChunkMessage\x1a\x1c.fusedfs.rpc.WriteChunkReply\x12\x45\n\tReadChunk\x12\x1d.fusedfs.rpc.ReadChunkRequest\x1a\x17.fusedfs.rpc.ChunkPiece0\x01\x12H\n\x0eReadSmallRange\x12\x1d.fusedfs.rpc.ReadChunkRequest\x1a\x17.fusedfs.rpc.ChunkPiece\x12G\n\x0fPutMetadataCopy\x12\x1e.fusedfs.rpc.MetadataCopyPiece\x1a\x12.fusedfs.rpc.Empty(\x01\x12G\n\x0fGetMetadataCopy\x12\x12.fusedfs.rpc.Empty\x1a\x1e.fusedfs.rpc.MetadataCopyPiece0\x01\x12N\n\x15\x41ppendMetadataJournal\x12\x1c.fusedfs.rpc.MetadataJournal\x1a\x17.fusedfs.rpc.JournalAck\x12<\n\rGetDataFolder\x12\x12.fusedfs.rpc.Empty\x1a\x17.fusedfs.rpc.DataFolderb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,21 +35,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATAFOLDER']._serialized_start=67
   _globals['_DATAFOLDER']._serialized_end=112
   _globals['_METADATACOPYHEADER']._serialized_start=114
-  _globals['_METADATACOPYHEADER']._serialized_end=204
-  _globals['_METADATACOPYPIECE']._serialized_start=206
-  _globals['_METADATACOPYPIECE']._serialized_end=288
-  _globals['_WRITECHUNKHEADER']._serialized_start=290
-  _globals['_WRITECHUNKHEADER']._serialized_end=402
-  _globals['_WRITECHUNKMESSAGE']._serialized_start=404
-  _globals['_WRITECHUNKMESSAGE']._serialized_end=484
-  _globals['_PIPELINEFAILURE']._serialized_start=486
-  _globals['_PIPELINEFAILURE']._serialized_end=574
-  _globals['_WRITECHUNKREPLY']._serialized_start=576
-  _globals['_WRITECHUNKREPLY']._serialized_end=660
-  _globals['_READCHUNKREQUEST']._serialized_start=662
-  _globals['_READCHUNKREQUEST']._serialized_end=730
-  _globals['_CHUNKPIECE']._serialized_start=733
-  _globals['_CHUNKPIECE']._serialized_end=861
-  _globals['_KEEPER']._serialized_start=864
-  _globals['_KEEPER']._serialized_end=1384
+  _globals['_METADATACOPYHEADER']._serialized_end=225
+  _globals['_METADATACOPYPIECE']._serialized_start=228
+  _globals['_METADATACOPYPIECE']._serialized_end=357
+  _globals['_JOURNALVALUE']._serialized_start=359
+  _globals['_JOURNALVALUE']._serialized_end=433
+  _globals['_JOURNALENTRY']._serialized_start=435
+  _globals['_JOURNALENTRY']._serialized_end=537
+  _globals['_METADATAJOURNAL']._serialized_start=539
+  _globals['_METADATAJOURNAL']._serialized_end=643
+  _globals['_JOURNALACK']._serialized_start=645
+  _globals['_JOURNALACK']._serialized_end=675
+  _globals['_WRITECHUNKHEADER']._serialized_start=677
+  _globals['_WRITECHUNKHEADER']._serialized_end=789
+  _globals['_WRITECHUNKMESSAGE']._serialized_start=791
+  _globals['_WRITECHUNKMESSAGE']._serialized_end=871
+  _globals['_PIPELINEFAILURE']._serialized_start=873
+  _globals['_PIPELINEFAILURE']._serialized_end=961
+  _globals['_WRITECHUNKREPLY']._serialized_start=963
+  _globals['_WRITECHUNKREPLY']._serialized_end=1047
+  _globals['_READCHUNKREQUEST']._serialized_start=1049
+  _globals['_READCHUNKREQUEST']._serialized_end=1117
+  _globals['_CHUNKPIECE']._serialized_start=1120
+  _globals['_CHUNKPIECE']._serialized_end=1248
+  _globals['_KEEPER']._serialized_start=1251
+  _globals['_KEEPER']._serialized_end=1851
 # @@protoc_insertion_point(module_scope)

@@ -16,24 +16,66 @@ class DataFolder(_message.Message):
     def __init__(self, keeper_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class MetadataCopyHeader(_message.Message):
-    __slots__ = ("cluster_id", "taken_ns", "length", "crc32c")
+    __slots__ = ("cluster_id", "taken_ns", "length", "crc32c", "journal_seq")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     TAKEN_NS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     CRC32C_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_SEQ_FIELD_NUMBER: _ClassVar[int]
     cluster_id: str
     taken_ns: int
     length: int
     crc32c: int
-    def __init__(self, cluster_id: _Optional[str] = ..., taken_ns: _Optional[int] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ...) -> None: ...
+    journal_seq: int
+    def __init__(self, cluster_id: _Optional[str] = ..., taken_ns: _Optional[int] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ..., journal_seq: _Optional[int] = ...) -> None: ...
 
 class MetadataCopyPiece(_message.Message):
-    __slots__ = ("header", "data")
+    __slots__ = ("header", "data", "journal")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
     header: MetadataCopyHeader
     data: bytes
-    def __init__(self, header: _Optional[_Union[MetadataCopyHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    journal: MetadataJournal
+    def __init__(self, header: _Optional[_Union[MetadataCopyHeader, _Mapping]] = ..., data: _Optional[bytes] = ..., journal: _Optional[_Union[MetadataJournal, _Mapping]] = ...) -> None: ...
+
+class JournalValue(_message.Message):
+    __slots__ = ("integer", "blob", "text")
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    integer: int
+    blob: bytes
+    text: str
+    def __init__(self, integer: _Optional[int] = ..., blob: _Optional[bytes] = ..., text: _Optional[str] = ...) -> None: ...
+
+class JournalEntry(_message.Message):
+    __slots__ = ("seq", "table", "deleted", "values")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    table: str
+    deleted: bool
+    values: _containers.RepeatedCompositeFieldContainer[JournalValue]
+    def __init__(self, seq: _Optional[int] = ..., table: _Optional[str] = ..., deleted: _Optional[bool] = ..., values: _Optional[_Iterable[_Union[JournalValue, _Mapping]]] = ...) -> None: ...
+
+class MetadataJournal(_message.Message):
+    __slots__ = ("cluster_id", "copy_taken_ns", "entries")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    COPY_TAKEN_NS_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    copy_taken_ns: int
+    entries: _containers.RepeatedCompositeFieldContainer[JournalEntry]
+    def __init__(self, cluster_id: _Optional[str] = ..., copy_taken_ns: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[JournalEntry, _Mapping]]] = ...) -> None: ...
+
+class JournalAck(_message.Message):
+    __slots__ = ("last_seq",)
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    last_seq: int
+    def __init__(self, last_seq: _Optional[int] = ...) -> None: ...
 
 class WriteChunkHeader(_message.Message):
     __slots__ = ("chunk_id", "length", "crc32c", "downstream")

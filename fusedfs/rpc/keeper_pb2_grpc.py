@@ -65,6 +65,11 @@ class KeeperStub:
                 request_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.FromString,
                 _registered_method=True)
+        self.AppendMetadataJournal = channel.unary_unary(
+                '/fusedfs.rpc.Keeper/AppendMetadataJournal',
+                request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.MetadataJournal.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.JournalAck.FromString,
+                _registered_method=True)
         self.GetDataFolder = channel.unary_unary(
                 '/fusedfs.rpc.Keeper/GetDataFolder',
                 request_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
@@ -117,7 +122,18 @@ class KeeperServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetMetadataCopy(self, request, context):
-        """The newest copy this keeper holds (header first); NOT_FOUND when it holds none.
+        """The newest copy this keeper holds (header first, then its data, then the journal of the
+        changes made after it); NOT_FOUND when it holds none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendMetadataJournal(self, request, context):
+        """Changes to the metadata made after the copy taken at `copy_taken_ns`, as the master makes
+        them (MooseFS's metaloggers take its changelog so): appended to that copy's journal, those
+        that follow on from what it holds; answers the seq of the last one it now holds, so that
+        the master sends next what it misses. NOT_FOUND if it holds no such copy.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +180,11 @@ def add_KeeperServicer_to_server(servicer, server):
                     servicer.GetMetadataCopy,
                     request_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.SerializeToString,
+            ),
+            'AppendMetadataJournal': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendMetadataJournal,
+                    request_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.MetadataJournal.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.JournalAck.SerializeToString,
             ),
             'GetDataFolder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDataFolder,
@@ -333,6 +354,33 @@ class Keeper:
             '/fusedfs.rpc.Keeper/GetMetadataCopy',
             fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
             fusedfs_dot_rpc_dot_keeper__pb2.MetadataCopyPiece.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendMetadataJournal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Keeper/AppendMetadataJournal',
+            fusedfs_dot_rpc_dot_keeper__pb2.MetadataJournal.SerializeToString,
+            fusedfs_dot_rpc_dot_keeper__pb2.JournalAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -366,7 +366,7 @@ class ChunkHealth(_message.Message):
     def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id", "metadata_copy_taken_ns", "metadata_copy_keepers")
+    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id", "metadata_copy_taken_ns", "metadata_copy_keepers", "metadata_changes_unsent")
     KEEPERS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
@@ -378,6 +378,7 @@ class StatusReply(_message.Message):
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_COPY_TAKEN_NS_FIELD_NUMBER: _ClassVar[int]
     METADATA_COPY_KEEPERS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_CHANGES_UNSENT_FIELD_NUMBER: _ClassVar[int]
     keepers: _containers.RepeatedCompositeFieldContainer[KeeperStatus]
     chunks: ChunkHealth
     files: int
@@ -389,7 +390,8 @@ class StatusReply(_message.Message):
     cluster_id: str
     metadata_copy_taken_ns: int
     metadata_copy_keepers: int
-    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ..., cluster_id: _Optional[str] = ..., metadata_copy_taken_ns: _Optional[int] = ..., metadata_copy_keepers: _Optional[int] = ...) -> None: ...
+    metadata_changes_unsent: int
+    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ..., cluster_id: _Optional[str] = ..., metadata_copy_taken_ns: _Optional[int] = ..., metadata_copy_keepers: _Optional[int] = ..., metadata_changes_unsent: _Optional[int] = ...) -> None: ...
 
 class SetXattrRequest(_message.Message):
     __slots__ = ("inode", "name", "value", "flags")

@@ -575,6 +575,7 @@ BOGUS_ADDRESSES = [
 DEFAULT_VALUES: dict[int, st.SearchStrategy[Any]] = {
     FieldDescriptor.TYPE_UINT64: u64(),
     FieldDescriptor.TYPE_INT64: I64,
+    FieldDescriptor.TYPE_SINT64: I64,
     FieldDescriptor.TYPE_UINT32: U32,
     FieldDescriptor.TYPE_FIXED32: U32,
     FieldDescriptor.TYPE_BOOL: st.booleans(),
@@ -740,9 +741,9 @@ def test_every_rpc_is_fuzzed() -> None:
         assert {r.name for r in rpcs} == {n for n in vars(servicer) if not n.startswith("_")}
     classified = READ_ONLY | NAMESPACE_CHANGES | CHUNK_BOOKKEEPING | KEEPER_REPORTS
     assert {r.name for r in MASTER_RPCS} == classified, "classify the new master RPC above"
-    # Metadata copies: fuzzed as raw bytes (a copy is taken only with this cluster's id, which the
-    # fuzzers never send); chunk RPCs also as well-typed hostile messages.
-    known = {kp.WriteChunkMessage, kp.ReadChunkRequest, kp.MetadataCopyPiece, cp.Empty}
+    # Metadata copies and changes: fuzzed as raw bytes (they are taken only with this cluster's
+    # id, which the fuzzers never send); chunk RPCs also as well-typed hostile messages.
+    known = {kp.WriteChunkMessage, kp.ReadChunkRequest, kp.MetadataCopyPiece, kp.MetadataJournal, cp.Empty}
     assert {r.request for r in KEEPER_RPCS} <= known, "a new keeper RPC"
 
 

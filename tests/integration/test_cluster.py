@@ -230,12 +230,18 @@ def test_the_metadata_outlives_the_masters_disk(make_cluster: MakeCluster) -> No
     wait_for(lambda: all(newest_copy_taken(cluster, i) > written for i in range(3)), 15, "a copy on every keeper")
     status = cluster.status()
     assert status.metadata_copy_keepers == 3 and status.metadata_copy_taken_ns > written
-    # After the copy: a file changes (its old chunks become garbage) and one is added.
-    upload(files, "/docs/changed", os.urandom(MiB))
+    # After the copy: a file changes (its old chunks become garbage), one is added, one removed.
+    rewritten = os.urandom(MiB)
+    upload(files, "/docs/changed", rewritten)
     upload(files, "/docs/late", b"after the copy")
-    time.sleep(3)  # the garbage grace (1 s) and maintenance ticks: the old chunks must stay
+    files.remove("/docs/kept")
+    # The changes reach the keepers as they are made, not with the next copy (in 30 s).
+    started = time.monotonic()
+    wait_for(lambda: cluster.status().metadata_changes_unsent == 0, 2, "the changes on the keepers")
+    print(f"changes on the keepers within {time.monotonic() - started:.2f} s")
+    time.sleep(3)  # the garbage grace (1 s) and maintenance ticks: no copy shows them garbage yet
     held = {path.name for i in range(3) for path in chunk_files(cluster, i)}  # ids issued so far
-    # The master's disk is lost; a new one is restored from a keeper's copy.
+    # The master's disk is lost; a new one is restored from a keeper's copy and changes.
     cluster.kill_master()
     shutil.rmtree(cluster.data_dir / "master")
     cluster.master_args += ["--restore-from", cluster.keeper_address(1)]
@@ -245,14 +251,17 @@ def test_the_metadata_outlives_the_masters_disk(make_cluster: MakeCluster) -> No
     fresh = [c.chunk_id for c in files.master.call("AllocateChunks", mp.AllocateChunksRequest(count=8)).chunks]
     files.master.call("AbandonChunks", mp.AbandonChunksRequest(chunk_ids=fresh))
     assert len(fresh) == 8 and not set(fresh) & held, (fresh, held)
-    assert download(files, "/docs/kept") == kept
-    assert download(files, "/docs/changed") == changed  # as it was when the copy was taken
+    assert download(files, "/docs/changed") == rewritten
+    assert download(files, "/docs/late") == b"after the copy"
     with pytest.raises(FsError):
-        download(files, "/docs/late")  # made after the copy: lost, as the log says
+        download(files, "/docs/kept")
     upload(files, "/docs/new", b"new")
     assert download(files, "/docs/new") == b"new"
+    # Nor are inode numbers: a mount may still have a lost file open under its number.
+    assert files.stat("/docs/new").inode > files.stat("/docs/late").inode + (1 << 31)
     wait_for(lambda: replicas_at_goal(cluster), 20, "replicas at the goal")
-    assert "restored the metadata as copied at" in (cluster.data_dir / "logs" / "master.log").read_text()
+    log = (cluster.data_dir / "logs" / "master.log").read_text()
+    assert "restored the metadata from keeper" in log and "lost" in log
 
 
 def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, files: FileClient) -> None:
