@@ -25,6 +25,7 @@ from fusedfs.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MiB
 from fusedfs.client import cli as client_cli
 from fusedfs.datadir import lock_data_dir
 from fusedfs.errors import FsError
+from fusedfs.mount.helper import KERNEL_OPTIONS, kernel_options
 
 
 class _Parser(argparse.ArgumentParser):
@@ -174,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument(
         "--daemon", action="store_true", help="go to the background once mounted (logging to CACHE_DIR/mount.log)"
     )
+    mount.add_argument(
+        "-o",
+        dest="kernel_options",
+        action="append",
+        default=[],
+        metavar="OPTIONS",
+        help=f"the kernel's mount options, comma-separated (the last of two opposites wins): "
+        f"{', '.join(sorted(KERNEL_OPTIONS))}",
+    )
     mount.set_defaults(run=run_mount)
 
     up = sub.add_parser("up", help="run master + 3 keepers on loopback (the embedded default)")
@@ -272,6 +282,7 @@ def run_mount(args: argparse.Namespace) -> int:
     from fusedfs.mount.main import MountOptions
     from fusedfs.mount.main import run_mount as mount
 
+    kernel = kernel_options(args.kernel_options)
     if not args.mountpoint.is_dir():
         raise FsError(20, f"mount point {args.mountpoint} is not a directory")
     if os.path.ismount(args.mountpoint):
@@ -304,6 +315,7 @@ def run_mount(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         writeback_bytes=args.writeback_mib << 20,
         short_circuit=args.short_circuit,
+        kernel_options=kernel,
     )
     return mount(options)
 

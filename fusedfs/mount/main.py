@@ -25,12 +25,12 @@ log = logging.getLogger(__name__)
 _HANDLER_CODE = translate_errors(Operations.read).__code__  # the wrapper around every request handler
 
 
-def mount_options(fsname: str) -> set[str]:
+def mount_options(fsname: str, kernel_options: frozenset[str] = frozenset()) -> set[str]:
     options = set(pyfuse3.default_options)
     options.discard("default_permissions")
     # The kernel checks permissions against our attributes; other users may enter (as on any disk).
     options |= {f"fsname={fsname}", "subtype=fusedfs", "default_permissions", "allow_other"}
-    return options
+    return options | kernel_options
 
 
 READ_AHEAD_KIB = 1024
@@ -132,6 +132,7 @@ class MountOptions:
     cache_dir: Path = Path("/var/cache/fusedfs")  # this mount uses a folder of its own in it
     writeback_bytes: int = 1 << 30
     short_circuit: bool = True  # read the chunks of keepers on this machine from their disk
+    kernel_options: frozenset[str] = frozenset()  # ro, noexec, ... (helper.KERNEL_OPTIONS)
 
 
 def _keep_malloc_from_hoarding() -> None:
@@ -162,7 +163,7 @@ def run_mount(options: MountOptions) -> int:
         options.short_circuit,
     )
     real_mountpoint = options.mountpoint.resolve()
-    pyfuse3.init(ops, str(options.mountpoint), mount_options(f"fusedfs:{options.master}"))
+    pyfuse3.init(ops, str(options.mountpoint), mount_options(f"fusedfs:{options.master}", options.kernel_options))
     log.info("mounted %s at %s (write-back cache in %s)", options.master, options.mountpoint, writeback.folder)
     try:
         trio.run(_serve, ops, real_mountpoint)

@@ -602,3 +602,82 @@ def test_sigterm_saves_what_an_open_file_holds_and_daemon_mode(make_cluster: Mak
     while os.path.ismount(daemon_mnt) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not os.path.ismount(daemon_mnt)
+
+
+@pytest.fixture
+def mount_helper() -> Iterator[Path]:
+    """/sbin/mount.fusedfs, the helper mount(8) runs for `-t fusedfs`: ours for the test."""
+    helper = Path("/sbin/mount.fusedfs")
+    ours = Path(sys.executable).parent / "mount.fusedfs"  # installed with the package
+    assert ours.exists(), f"{ours} missing: reinstall the package (pip install -e .)"
+    if helper.is_symlink() or helper.exists():
+        assert helper.resolve() == ours.resolve(), f"{helper} is not this checkout's helper"
+        yield helper
+        return
+    helper.symlink_to(ours)
+    try:
+        yield helper
+    finally:
+        helper.unlink()
+
+
+def test_mount_t_fusedfs_as_from_fstab(make_cluster: MakeCluster, tmp_path: Path, mount_helper: Path) -> None:
+    cluster = make_cluster()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def mount(options: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["mount", "-t", "fusedfs", cluster.master_address, str(mnt), "-o", options],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+
+    def umount() -> None:
+        daemons = [p for p in Path("/proc").glob("[0-9]*") if str(mnt).encode() in _cmdline(p)]
+        assert len(daemons) == 1, daemons  # the mount went to the background, as mount(8) wants
+        subprocess.run(["umount", str(mnt)], check=True, timeout=60)
+        assert not os.path.ismount(mnt)
+        deadline = time.monotonic() + 10
+        while daemons[0].exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not daemons[0].exists(), "the mount's process outlived umount"
+
+    # An fstab line's options: mount(8)'s own, the mount's own, the kernel's.
+    run = mount("defaults,_netdev,nofail,x-systemd.automount,cache-mib=16,wait=5,noexec,nosuid,noatime")
+    try:
+        assert run.returncode == 0 and os.path.ismount(mnt), run.stderr
+        line = next(
+            fields
+            for fields in (entry.split() for entry in Path("/proc/mounts").read_text().splitlines())
+            if fields[1] == str(mnt)
+        )
+        assert line[2] == "fuse.fusedfs" and {"noexec", "nosuid", "noatime", "rw"} <= set(line[3].split(","))
+        (mnt / "f").write_bytes(b"through mount(8)")
+        assert (mnt / "f").read_bytes() == b"through mount(8)"
+    finally:
+        umount()
+    # Read-only: the kernel refuses writes; the last of two opposites wins.
+    run = mount("rw,ro")
+    try:
+        assert run.returncode == 0, run.stderr
+        assert (mnt / "f").read_bytes() == b"through mount(8)"
+        with pytest.raises(OSError) as error:
+            (mnt / "g").write_bytes(b"no")
+        assert error.value.errno == errno.EROFS
+    finally:
+        umount()
+    # A mistake: one readable line, nothing mounted.
+    run = mount("cache-mb=16")
+    assert run.returncode != 0 and not os.path.ismount(mnt)
+    assert run.stderr.count("\n") == 1 and "unknown mount option 'cache-mb=16'" in run.stderr, run.stderr
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
