@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEEPER",
         help="first fetch the newest metadata copy from this keeper (HOST:PORT) into an empty --data",
     )
+    master.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
+    )
     master.set_defaults(run=run_master)
 
     keeper = sub.add_parser("keeper", help="run a keeper (chunk server)")
@@ -121,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=7 * 24 * 3600,
         metavar="SECONDS",
         help="time of one full background pass re-checking every chunk (default a week; 0 turns it off)",
+    )
+    keeper.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
     )
     keeper.set_defaults(run=run_keeper)
 
@@ -184,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the kernel's mount options, comma-separated (the last of two opposites wins): "
         f"{', '.join(sorted(KERNEL_OPTIONS))}",
     )
+    mount.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
+    )
     mount.set_defaults(run=run_mount)
 
     up = sub.add_parser("up", help="run master + 3 keepers on loopback (the embedded default)")
@@ -244,6 +259,11 @@ def run_master(args: argparse.Namespace) -> int:
             applied - header.journal_seq,
         )
     server = MasterServer(args.data, args.listen, settings, copy_every=args.metadata_copies_every)
+    if args.metrics:
+        from fusedfs.metrics import register_gauges, serve_metrics, status_gauges
+
+        serve_metrics(args.metrics)
+        register_gauges(lambda: status_gauges(server.service.status(), time.time_ns()))
     server.start()
     logging.getLogger("fusedfs").info("master listening on %s (data in %s, goal %d)", args.listen, args.data, args.goal)
     _serve_until_signal(server.stop)
@@ -266,6 +286,11 @@ def run_keeper(args: argparse.Namespace) -> int:
         args.heartbeat,
         scrub_interval=args.scrub_interval,
     )
+    if args.metrics:
+        from fusedfs.metrics import keeper_gauges, register_gauges, serve_metrics
+
+        serve_metrics(args.metrics)
+        register_gauges(lambda: keeper_gauges(node.health()))
     node.start()
     _serve_until_signal(node.stop)
     lock.close()
@@ -316,6 +341,7 @@ def run_mount(args: argparse.Namespace) -> int:
         writeback_bytes=args.writeback_mib << 20,
         short_circuit=args.short_circuit,
         kernel_options=kernel,
+        metrics=args.metrics,
     )
     return mount(options)
 

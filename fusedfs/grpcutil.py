@@ -132,10 +132,13 @@ class RejectMalformed(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
 
 def make_server(max_workers: int) -> grpc.Server:
+    """A server that refuses malformed requests and times the others (fusedfs.metrics)."""
+    from fusedfs.metrics import TimeRequests  # (which uses parse_address from here)
+
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         options=SERVER_OPTIONS,
-        interceptors=[RejectMalformed()],
+        interceptors=[RejectMalformed(), TimeRequests()],
     )
 
 

@@ -146,22 +146,24 @@ class KeeperNode:
             self.store.join_cluster(reply.cluster_id)
             log.info("joined cluster %s", reply.cluster_id)
 
+    def health(self) -> dict[str, int]:
+        """What each heartbeat tells the master (and the keeper's metrics show)."""
+        return {
+            "capacity_bytes": self.store.capacity_bytes(),
+            "used_bytes": self.store.used_bytes(),
+            "free_bytes": self.store.free_bytes(),
+            "load": self.load.value,
+            "scrub_checked": self.scrubber.stats.checked if self.scrubber else 0,
+            "scrub_bad": (self.scrubber.stats.bad + self.scrubber.stats.missing) if self.scrubber else 0,
+        }
+
     def _heartbeat(self) -> bool:
         """Sends one heartbeat and carries out the answer; False if the master wants a registration."""
         added, removed = self.store.drain_changes()
         with self._copies_lock:
             done, self._copies_done = self._copies_done, []
         request = mp.HeartbeatRequest(
-            keeper_id=self.keeper_id,
-            capacity_bytes=self.store.capacity_bytes(),
-            used_bytes=self.store.used_bytes(),
-            free_bytes=self.store.free_bytes(),
-            load=self.load.value,
-            scrub_checked=self.scrubber.stats.checked if self.scrubber else 0,
-            scrub_bad=(self.scrubber.stats.bad + self.scrubber.stats.missing) if self.scrubber else 0,
-            added=added,
-            removed=removed,
-            copies_done=done,
+            keeper_id=self.keeper_id, **self.health(), added=added, removed=removed, copies_done=done
         )
         try:
             reply = self._master_stub.Heartbeat(request, timeout=max(2.0, 2 * self.heartbeat_interval))

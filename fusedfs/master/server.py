@@ -53,9 +53,8 @@ class MasterServer:
             self.store, settings.chunk_size, is_open=lambda ino: self.sessions.is_open(ino, self.cluster.clock())
         )
         self.server = make_server(max_workers=32)
-        master_pb2_grpc.add_MasterServicer_to_server(
-            MasterService(self.namespace, self.store, self.cluster, self.sessions), self.server
-        )
+        self.service = MasterService(self.namespace, self.store, self.cluster, self.sessions)
+        master_pb2_grpc.add_MasterServicer_to_server(self.service, self.server)
         self.port = self.server.add_insecure_port(listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}")

@@ -321,6 +321,10 @@ class MasterService(master_pb2_grpc.MasterServicer):
 
     @handler
     def Status(self, request: cp.Empty, context: grpc.ServicerContext) -> mp.StatusReply:
+        return self.status()
+
+    def status(self) -> mp.StatusReply:
+        """The cluster at a glance (also the master's metrics)."""
         now = self.cluster.clock()
         health = self.cluster.health()
         files, dirs = self._counts()

@@ -18,6 +18,7 @@ import trio
 
 from fusedfs.client.master import MasterClient
 from fusedfs.errors import FsError
+from fusedfs.metrics import register_gauges, serve_metrics
 from fusedfs.mount.operations import Operations, translate_errors
 from fusedfs.mount.writeback import WriteBack
 
@@ -133,6 +134,7 @@ class MountOptions:
     writeback_bytes: int = 1 << 30
     short_circuit: bool = True  # read the chunks of keepers on this machine from their disk
     kernel_options: frozenset[str] = frozenset()  # ro, noexec, ... (helper.KERNEL_OPTIONS)
+    metrics: str | None = None  # HOST:PORT to serve Prometheus metrics at
 
 
 def _keep_malloc_from_hoarding() -> None:
@@ -162,6 +164,9 @@ def run_mount(options: MountOptions) -> int:
         options.negative_timeout,
         options.short_circuit,
     )
+    if options.metrics:
+        serve_metrics(options.metrics)
+        register_gauges(ops.gauges)
     real_mountpoint = options.mountpoint.resolve()
     pyfuse3.init(ops, str(options.mountpoint), mount_options(f"fusedfs:{options.master}", options.kernel_options))
     log.info("mounted %s at %s (write-back cache in %s)", options.master, options.mountpoint, writeback.folder)

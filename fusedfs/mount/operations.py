@@ -18,10 +18,12 @@ from typing import Any, TypeVar
 
 import pyfuse3
 import trio
+from prometheus_client import Counter, Histogram
 
 from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
+from fusedfs.metrics import LATENCY_BUCKETS, Gauge
 from fusedfs.mount.blocking import call_master, read_parts
 from fusedfs.mount.cache import ChunkCache, ChunkLoader
 from fusedfs.mount.dircache import DirCache
@@ -41,22 +43,41 @@ FETCH_AHEAD_FILES = 8  # small files fetched ahead of a reader going through a f
 RESERVE_AHEAD = 32  # at most this many chunk ids for small files reserved per master call
 
 
+# The mount's metrics (served with `fusedfs mount --metrics HOST:PORT`).
+REQUEST_SECONDS = Histogram(
+    "fusedfs_mount_request_seconds", "requests from the kernel, by operation", ["op"], buckets=LATENCY_BUCKETS
+)
+REQUEST_ERRORS = Counter(
+    "fusedfs_mount_errors", "requests answered with an error, by operation and errno", ["op", "errno"]
+)
+BYTES = Counter("fusedfs_mount_bytes", "bytes programs read and wrote through the mount", ["direction"])
+READ_BYTES, WRITTEN_BYTES = BYTES.labels("read"), BYTES.labels("written")
+
+
 def translate_errors(handler: F) -> F:
+    name = handler.__name__
+    observe = REQUEST_SECONDS.labels(name).observe
+
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
             return await handler(*args, **kwargs)
-        except pyfuse3.FUSEError:
+        except pyfuse3.FUSEError as e:
+            REQUEST_ERRORS.labels(name, errno.errorcode.get(e.errno, str(e.errno))).inc()
             raise
         except FsError as e:
+            REQUEST_ERRORS.labels(name, errno.errorcode.get(e.errno, str(e.errno))).inc()
             raise pyfuse3.FUSEError(e.errno) from None
         except Exception:
-            log.exception("%s failed", handler.__name__)
+            log.exception("%s failed", name)
+            REQUEST_ERRORS.labels(name, "EIO").inc()
             raise pyfuse3.FUSEError(errno.EIO) from None
         finally:
+            elapsed = time.perf_counter() - started
+            observe(elapsed)
             if log.isEnabledFor(logging.DEBUG):  # `fusedfs -v mount`: every request and its time
-                log.debug("%s%s %.2f ms", handler.__name__, args[1:3], (time.perf_counter() - started) * 1e3)
+                log.debug("%s%s %.2f ms", name, args[1:3], elapsed * 1e3)
 
     return wrapper  # type: ignore[return-value]
 
@@ -99,6 +120,14 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.session_id = session_id
         self.announced: frozenset[int] | None = None  # the open files the master last heard of
         self.initialized = trio.Event()  # the kernel's FUSE_INIT has been answered (or is being)
+
+    def gauges(self) -> Iterator[Gauge]:
+        """The mount's state, for its metrics."""
+        writeback, cache = self.shared.writeback, self.shared.chunks.cache
+        yield "fusedfs_mount_writeback_bytes", "written data waiting for upload", writeback.used, {}
+        yield "fusedfs_mount_writeback_limit_bytes", "written data the mount holds at most", writeback.limit, {}
+        yield "fusedfs_mount_cache_bytes", "chunk data in the read cache", cache.size, {}
+        yield "fusedfs_mount_open_files", "files programs have open through the mount", len(self.open_files), {}
 
     def init(self) -> None:
         self.initialized.set()
@@ -427,14 +456,18 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     @translate_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
         open_file, _ = self._file(fh)
-        return await open_file.read(off, size, self._nursery())
+        data = await open_file.read(off, size, self._nursery())
+        READ_BYTES.inc(len(data))
+        return data
 
     @translate_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         open_file, flags = self._file(fh)
         if flags & os.O_APPEND:
             off = open_file.size
-        return await open_file.write(off, buf, self._nursery())
+        written = await open_file.write(off, buf, self._nursery())
+        WRITTEN_BYTES.inc(written)
+        return written
 
     @translate_errors
     async def flush(self, fh: int) -> None:

@@ -70,6 +70,7 @@ from fusedfs.rpc import keeper_pb2 as kp
 from fusedfs.rpc import keeper_pb2_grpc, master_pb2_grpc
 from fusedfs.rpc import master_pb2 as mp
 from tests.integration import conftest as integration
+from tests.integration.conftest import wait_for
 
 # The integration fixtures (real processes on loopback, always stopped afterwards), used here.
 make_cluster = integration.make_cluster
@@ -258,14 +259,6 @@ def expect_clear(rpc: Rpc, outcome: Outcome, sent: object, tally: Tally) -> None
 
 
 # --- the cluster under test: serving, intact, clean logs ------------------------------------------
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def tmp_files(cluster: LocalCluster) -> list[Path]:

@@ -33,6 +33,16 @@ def pytest_runtest_makereport(
     return report
 
 
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> float:
+    """Polls condition until true; returns the seconds it took."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
 def failed(request: pytest.FixtureRequest) -> bool:
     """Whether the test using this fixture has failed (asked in the fixture's teardown)."""
     return any(r.failed for r in request.node.stash.get(PHASE_REPORTS, {}).values())

@@ -29,7 +29,7 @@ from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp
 from fusedfs.rpc import keeper_pb2_grpc, master_pb2_grpc
 from fusedfs.rpc import master_pb2 as mp
-from tests.integration.conftest import MakeCluster, SmallDisk, run_cli
+from tests.integration.conftest import MakeCluster, SmallDisk, run_cli, wait_for
 
 
 def sha256(data: bytes) -> str:
@@ -44,16 +44,6 @@ def download(files: FileClient, name: str) -> bytes:
     sink = io.BytesIO()
     files.download(name, sink)
     return sink.getvalue()
-
-
-def wait_for(condition, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
-    """Polls condition until true; returns the seconds it took."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-    return time.monotonic() - start
 
 
 def chunk_files(cluster: LocalCluster, index: int) -> list[Path]:

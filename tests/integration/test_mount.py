@@ -11,6 +11,7 @@ import errno
 import hashlib
 import mmap
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from fusedfs.local import LocalCluster
 from fusedfs.master.store import Inode, SqliteStore
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
-from tests.integration.conftest import MakeCluster, SmallDisk
+from tests.integration.conftest import MakeCluster, SmallDisk, wait_for
 
 GiB = 1024 * MiB
 
@@ -681,3 +683,57 @@ def _cmdline(proc: Path) -> bytes:
         return (proc / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def scrape(log: Path) -> dict[str, float]:
+    """The metrics a process serves at the address its log names: {'name{labels}': value}."""
+    found = re.findall(r"metrics at (http://\S+/metrics)", log.read_text())
+    assert found, f"no metrics address in {log}"
+    with urllib.request.urlopen(found[-1], timeout=10) as answer:
+        text = answer.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_each_process_serves_its_metrics(make_cluster: MakeCluster, tmp_path: Path) -> None:
+    metrics = ["--metrics", "127.0.0.1:0"]
+    cluster = make_cluster(master_args=metrics, keeper_args=metrics)
+    mnt = cluster.mount(tmp_path / "mnt", metrics)
+    logs = cluster.data_dir / "logs"
+    data = os.urandom(3 * MiB + 5)
+    (mnt / "f").write_bytes(data)
+    assert (mnt / "f").read_bytes() == data
+    (mnt / "d").mkdir()
+    (mnt / "d" / "x").touch()
+    with pytest.raises(OSError):
+        (mnt / "d").rmdir()
+
+    mount = scrape(logs / "mount-mnt.log")
+    assert mount['fusedfs_mount_bytes_total{direction="written"}'] == len(data)
+    assert mount['fusedfs_mount_bytes_total{direction="read"}'] == len(data)
+    assert mount['fusedfs_mount_request_seconds_count{op="create"}'] == 2
+    assert mount['fusedfs_mount_request_seconds_count{op="write"}'] >= 1
+    assert mount['fusedfs_mount_errors_total{errno="ENOTEMPTY",op="rmdir"}'] == 1
+    assert mount["fusedfs_mount_writeback_bytes"] == 0 and mount["fusedfs_mount_open_files"] == 0
+
+    wait_for(lambda: scrape(logs / "master.log")['fusedfs_chunks{health="total"}'] == 1, 10, "the chunk counted")
+    master = scrape(logs / "master.log")
+    assert master["fusedfs_files"] == 2 and master["fusedfs_directories"] == 2 and master["fusedfs_goal"] == 3
+    assert master["fusedfs_mounts"] == 1
+    assert master['fusedfs_chunks{health="lost"}'] == 0
+    alive = [v for k, v in master.items() if k.startswith("fusedfs_keeper_alive{")]
+    assert alive == [1.0, 1.0, 1.0]
+    assert master['fusedfs_rpc_seconds_count{code="OK",method="CreateFile"}'] == 2
+    refused = [k for k in master if k.startswith("fusedfs_rpc_seconds_count{") and 'method="RemoveDir"' in k]
+    assert len(refused) == 1 and 'code="OK"' not in refused[0] and master[refused[0]] == 1
+
+    keepers = [scrape(logs / f"keeper{i}.log") for i in range(3)]
+    assert all(k["fusedfs_keeper_capacity_bytes"] > k["fusedfs_keeper_free_bytes"] > 0 for k in keepers)
+    writes = sum(
+        v for k in keepers for name, v in k.items() if name.startswith("fusedfs_rpc_seconds_count{") and "Write" in name
+    )
+    assert writes >= 1

@@ -15,6 +15,14 @@ def test_an_fstab_lines_options_are_sorted_out() -> None:
     assert args == [
         "mount", "m", "/mnt/f", "--daemon", "--cache-mib", "256", "--wait", "5", "--no-short-circuit", "-o", "noexec,ro"
     ]  # fmt: skip
+    assert mount_args(["m", "/mnt/f", "-o", "metrics=0.0.0.0:9567"]) == [
+        "mount",
+        "m",
+        "/mnt/f",
+        "--daemon",
+        "--metrics",
+        "0.0.0.0:9567",
+    ]
     assert mount_args(["m", "/mnt/f", "-r"]) == ["mount", "m", "/mnt/f", "--daemon", "-o", "ro"]
     assert mount_args(["m", "/mnt/f", "-f", "-o", "ro"]) is None  # a fake mount: nothing to do
     assert mount_args(["m", "/mnt/f", "-s", "-o", "bogus,noexec"]) == [
