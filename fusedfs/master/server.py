@@ -95,7 +95,11 @@ class MasterServer:
             self.cluster.apply([], changes.garbage, {}, {})
         now = self.cluster.clock()
         for session_id in self.sessions.expire(now):
-            log.info("mount session %s ended (silent for %g s)", session_id, self.sessions.timeout)
+            log.info(
+                "mount session %s ended (silent for %g s): what it had open is let go",
+                session_id,
+                self.sessions.sustain,
+            )
         if self.sessions.settled(now):
             freed = self.namespace.free_closed_orphans()
             self.cluster.apply([], freed.garbage, {}, {})

@@ -334,7 +334,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             goal=self.cluster.settings.goal,
             chunk_size=self.cluster.settings.chunk_size,
             chunks=mp.ChunkHealth(**dataclasses.asdict(health)),
-            mounts=self.sessions.count(),
+            mounts=self.sessions.count(now),
             open_orphans=self._orphan_count(),
             cluster_id=self.cluster_id,
             metadata_copy_taken_ns=self.cluster.last_copy_ns,

@@ -5,15 +5,23 @@ from __future__ import annotations
 from fusedfs.master.sessions import MountSessions
 
 
-def test_a_mount_holds_its_open_files_until_it_goes_silent() -> None:
-    sessions = MountSessions(now=0.0, timeout=10.0)
+def test_a_mount_holds_its_open_files_until_it_has_been_silent_long() -> None:
+    sessions = MountSessions(now=0.0, timeout=10.0, sustain=100.0)
     assert not sessions.settled(5.0) and sessions.settled(10.5)  # a restarted master waits for mounts
     sessions.announce("a", frozenset({7, 8}), now=1.0)
     sessions.announce("b", frozenset({9}), now=1.0)
     assert sessions.is_open(7, now=2.0) and sessions.is_open(9, now=2.0) and not sessions.is_open(10, now=2.0)
     sessions.announce("a", frozenset({8}), now=3.0)  # closed 7
     assert not sessions.is_open(7, now=3.0)
-    assert not sessions.is_open(9, now=11.5)  # b is silent: what it holds counts for nothing
-    assert sessions.expire(now=11.5) == ["b"] and sessions.count() == 1
-    sessions.end("a")
-    assert not sessions.is_open(8, now=11.5) and sessions.count() == 0
+    # b goes silent (cut off, paused): no longer connected, but what it has open stays held
+    sessions.announce("a", frozenset({8}), now=50.0)
+    assert sessions.count(now=50.0) == 1 and sessions.expire(now=50.0) == []
+    assert sessions.is_open(9, now=100.0)
+    sessions.announce("b", frozenset({9}), now=100.0)  # back in time: it never lost the file
+    sessions.announce("a", frozenset({8}), now=100.0)
+    assert sessions.count(now=100.0) == 2
+    assert sessions.is_open(9, now=200.0) and not sessions.is_open(9, now=200.5)  # silent for too long
+    assert sessions.expire(now=200.5) == ["a", "b"]
+    sessions.announce("a", frozenset({8}), now=201.0)
+    sessions.end("a")  # unmounted: lets go at once
+    assert not sessions.is_open(8, now=201.0) and sessions.count(now=201.0) == 0
