@@ -48,6 +48,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     mkdir.add_argument("-p", "--parents", action="store_true")
     status = commands.add_parser("status", help="keepers and chunk health")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    info = commands.add_parser("info", help="a file's chunks and the keepers holding each")
+    info.add_argument("name", metavar="NAME")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    fsck = commands.add_parser(
+        "fsck", help="the files with chunks below the goal, lost ones first (exit status 1 if any chunk is lost)"
+    )
+    fsck.add_argument("--limit", type=int, default=1000, help="files to list at most (default 1000)")
+    fsck.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)
 
 
@@ -60,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     master = MasterClient(master_address(args.master), wait=args.wait)
     files = FileClient(master)
     name = getattr(args, "name", "/")
-    if args.command in ("upload", "download", "rm", "mkdir", "ls") and not name.startswith("/"):
+    if args.command in ("upload", "download", "rm", "mkdir", "ls", "info") and not name.startswith("/"):
         name = "/" + name
     if args.command == "upload":
         local = args.path or os.path.basename(name)
@@ -86,7 +94,95 @@ def run(args: argparse.Namespace) -> int:
         (files.makedirs if args.parents else files.mkdir)(name)
     elif args.command == "status":
         _status(master, args.json)
+    elif args.command == "info":
+        _info(files, name, args.json)
+    elif args.command == "fsck":
+        return _fsck(master, args.limit, args.json)
     return 0
+
+
+def _info(files: FileClient, name: str, as_json: bool) -> None:
+    attr = files.stat(name)
+    goal = files.master.call("GetConfig", cp.Empty()).goal
+    chunks = []
+    if stat.S_ISREG(attr.mode):
+        reply = files.master.call("GetChunks", mp.GetChunksRequest(inode=attr.inode))
+        chunks = [
+            {
+                "index": c.index,
+                "chunk_id": c.chunk_id,
+                "length": c.length,
+                "copies": len(c.replicas),
+                "keepers": [r.address for r in c.replicas],
+            }
+            for c in reply.chunks
+        ]
+    if as_json:
+        print(
+            json.dumps({"path": name, "inode": attr.inode, "size": attr.size, "goal": goal, "chunks": chunks}, indent=2)
+        )
+        return
+    kind = "directory" if stat.S_ISDIR(attr.mode) else "symlink" if stat.S_ISLNK(attr.mode) else "file"
+    print(f"{name}: {kind}, inode {attr.inode}, {_size(attr.size)}, {attr.nlink} link(s)")
+    for c in chunks:
+        health = "LOST" if not c["copies"] else "below goal" if c["copies"] < goal else "ok"
+        where = ", ".join(c["keepers"]) or "-"
+        size = _size(c["length"])
+        print(f"  chunk {c['index']:>5} {c['chunk_id']} {size:>10}  {c['copies']}/{goal} ({health}): {where}")
+    if chunks:
+        lost = sum(1 for c in chunks if not c["copies"])
+        below = sum(1 for c in chunks if 0 < c["copies"] < goal)
+        if lost or below:
+            print(f"{len(chunks)} chunks: {lost} LOST, {below} below the goal of {goal}")
+        else:
+            print(f"{len(chunks)} chunks, all at the goal of {goal}")
+
+
+def _fsck(master: MasterClient, limit: int, as_json: bool) -> int:
+    reply = master.call("Damaged", mp.DamagedRequest(limit=max(1, limit)))
+    if as_json:
+        files = [
+            {
+                "path": os.fsdecode(f.path),
+                "inode": f.inode,
+                "lost_chunks": f.lost_chunks,
+                "under_replicated_chunks": f.under_replicated_chunks,
+            }
+            for f in reply.files
+        ]
+        print(
+            json.dumps(
+                {
+                    "files": files,
+                    "lost_chunks": reply.lost_chunks,
+                    "under_replicated_chunks": reply.under_replicated_chunks,
+                    "truncated": reply.truncated,
+                },
+                indent=2,
+            )
+        )
+    else:
+        for f in reply.files:
+            what = (
+                f"{f.lost_chunks} chunks LOST"
+                if f.lost_chunks
+                else f"{f.under_replicated_chunks} chunks below the goal"
+            )
+            if f.lost_chunks and f.under_replicated_chunks:
+                what += f", {f.under_replicated_chunks} below the goal"
+            print(f"{os.fsdecode(f.path) or f'(unlinked, still open: inode {f.inode})'}: {what}")
+        if reply.truncated:
+            print(f"(only the first {len(reply.files)} damaged files are listed)")
+        if reply.lost_chunks:
+            under = reply.under_replicated_chunks
+            print(f"DAMAGED: {reply.lost_chunks} chunks lost (no keeper alive holds them), {under} below the goal")
+        elif reply.under_replicated_chunks:
+            print(
+                f"HEALTHY, but {reply.under_replicated_chunks} chunks are below the goal (the master is copying them)"
+            )
+        else:
+            print("HEALTHY: every chunk at the goal")
+    return 1 if reply.lost_chunks else 0
 
 
 def _download(files: FileClient, name: str, local: str, total: int) -> None:

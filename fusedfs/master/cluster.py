@@ -390,6 +390,12 @@ class Cluster:
                     over += 1
             return Health(len(self.live), under, over, lost, len(self.in_flight), len(self.garbage))
 
+    def damaged(self) -> dict[int, int]:
+        """Chunks of files with fewer alive copies than the goal: chunk -> alive copies (0: lost)."""
+        with self._lock:
+            alive = {chunk: len(self._alive_holders(chunk)) for chunk in self.live}
+        return {chunk: n for chunk, n in alive.items() if n < self.settings.goal}
+
     def keeper_records(self) -> list[KeeperRecord]:
         with self._lock:
             return sorted(self.keepers.values(), key=lambda r: r.address)

@@ -25,6 +25,7 @@ XATTR_CREATE = 1  # setxattr flags, as in <sys/xattr.h>
 XATTR_REPLACE = 2
 XATTR_NAME_MAX = 255  # as Linux
 XATTR_SIZE_MAX = 64 * 1024
+MAX_DEPTH = 4096  # folders a path is followed up through at most (PATH_MAX allows 2,048)
 SMALL_FILE = PIECE_SIZE  # a file read with one unary call: worth fetching ahead
 # A file whose last name goes is kept this long even when no mount says it has it open: a mount
 # that opened it just before says so at its next announcement (every second), if that reaches
@@ -177,7 +178,8 @@ class Namespace:
         with self.store.transaction():
             self._dir(ino)
             rows = self.store.list_dentries(ino, after, limit + 1)
-            parent = ino if ino == ROOT_INODE else (self.store.parent_of(ino) or ino)
+            named = None if ino == ROOT_INODE else self.store.name_of(ino)
+            parent = named[0] if named else ino
         return [(d.cursor, d.name, i) for d, i in rows[:limit]], len(rows) > limit, parent
 
     def readlink(self, ino: int) -> bytes:
@@ -357,7 +359,8 @@ class Namespace:
         while ino is not None and ino != ROOT_INODE:
             if ino == dir_ino:
                 raise FsError(errno.EINVAL, "cannot move a directory into itself")
-            ino = self.store.parent_of(ino)
+            named = self.store.name_of(ino)
+            ino = named[0] if named else None
         if dir_ino == ROOT_INODE:
             raise FsError(errno.EBUSY, "cannot move the root")
 
@@ -562,6 +565,19 @@ class Namespace:
             return {}
         with self.store.transaction():
             return {row.inode: row for row in self.store.first_chunks(small) if row.inode is not None}
+
+    def path_of(self, ino: int) -> bytes | None:
+        """A path of the inode from the root (one of a file's names); None if it has none (an
+        open file whose names are gone)."""
+        parts: list[bytes] = []
+        with self.store.transaction():
+            while ino != ROOT_INODE:
+                named = self.store.name_of(ino)
+                if named is None or len(parts) > MAX_DEPTH:
+                    return None
+                ino, name = named
+                parts.append(name)
+        return b"/" + b"/".join(reversed(parts))
 
     def file_chunks(self, ino: int, first: int, count: int):  # type: ignore[no-untyped-def]
         with self.store.transaction():

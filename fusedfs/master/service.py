@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 READDIR_PAGE = 1000
 MAX_ALLOCATIONS = 256  # chunk ids one AllocateChunks call may reserve
+DAMAGED_LIMIT = 1000  # damaged files one Damaged call lists by default
 UINT64_MAX = 2**64 - 1
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -355,6 +356,27 @@ class MasterService(master_pb2_grpc.MasterServicer):
                 scrub_checked=r.scrub_checked,
                 scrub_bad=r.scrub_bad,
             )
+        return reply
+
+    @handler
+    def Damaged(self, request: mp.DamagedRequest, context: grpc.ServicerContext) -> mp.DamagedReply:
+        damaged = self.cluster.damaged()
+        per_file: dict[int, list[int]] = {}  # inode -> [lost chunks, under-replicated chunks]
+        with self.store.transaction():
+            for chunk, alive in damaged.items():
+                row = self.store.get_chunk(chunk)
+                if row is not None and row.inode is not None:
+                    per_file.setdefault(row.inode, [0, 0])[0 if alive == 0 else 1] += 1
+        worst_first = sorted(per_file.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
+        limit = request.limit or DAMAGED_LIMIT
+        reply = mp.DamagedReply(
+            lost_chunks=sum(1 for alive in damaged.values() if alive == 0),
+            under_replicated_chunks=sum(1 for alive in damaged.values() if alive > 0),
+            truncated=len(worst_first) > limit,
+        )
+        for ino, (lost, under) in worst_first[:limit]:
+            path = self.ns.path_of(ino) or b""
+            reply.files.add(inode=ino, path=path, lost_chunks=lost, under_replicated_chunks=under)
         return reply
 
     @handler

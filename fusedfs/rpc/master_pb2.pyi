@@ -393,6 +393,36 @@ class StatusReply(_message.Message):
     metadata_changes_unsent: int
     def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ..., cluster_id: _Optional[str] = ..., metadata_copy_taken_ns: _Optional[int] = ..., metadata_copy_keepers: _Optional[int] = ..., metadata_changes_unsent: _Optional[int] = ...) -> None: ...
 
+class DamagedRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class DamagedFile(_message.Message):
+    __slots__ = ("inode", "path", "lost_chunks", "under_replicated_chunks")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    LOST_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    UNDER_REPLICATED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    path: bytes
+    lost_chunks: int
+    under_replicated_chunks: int
+    def __init__(self, inode: _Optional[int] = ..., path: _Optional[bytes] = ..., lost_chunks: _Optional[int] = ..., under_replicated_chunks: _Optional[int] = ...) -> None: ...
+
+class DamagedReply(_message.Message):
+    __slots__ = ("files", "lost_chunks", "under_replicated_chunks", "truncated")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    LOST_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    UNDER_REPLICATED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[DamagedFile]
+    lost_chunks: int
+    under_replicated_chunks: int
+    truncated: bool
+    def __init__(self, files: _Optional[_Iterable[_Union[DamagedFile, _Mapping]]] = ..., lost_chunks: _Optional[int] = ..., under_replicated_chunks: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
 class SetXattrRequest(_message.Message):
     __slots__ = ("inode", "name", "value", "flags")
     INODE_FIELD_NUMBER: _ClassVar[int]

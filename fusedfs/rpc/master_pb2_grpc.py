@@ -170,6 +170,11 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_master__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.Damaged = channel.unary_unary(
+                '/fusedfs.rpc.Master/Damaged',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.DamagedRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.DamagedReply.FromString,
+                _registered_method=True)
         self.RegisterKeeper = channel.unary_unary(
                 '/fusedfs.rpc.Master/RegisterKeeper',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.RegisterKeeperRequest.SerializeToString,
@@ -361,6 +366,13 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Damaged(self, request, context):
+        """The files with chunks below the goal (lost ones first), as `fusedfs client fsck` shows them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterKeeper(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -510,6 +522,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_master__pb2.StatusReply.SerializeToString,
+            ),
+            'Damaged': grpc.unary_unary_rpc_method_handler(
+                    servicer.Damaged,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.DamagedRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.DamagedReply.SerializeToString,
             ),
             'RegisterKeeper': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterKeeper,
@@ -1251,6 +1268,33 @@ class Master:
             '/fusedfs.rpc.Master/Status',
             fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
             fusedfs_dot_rpc_dot_master__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Damaged(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/Damaged',
+            fusedfs_dot_rpc_dot_master__pb2.DamagedRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.DamagedReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -140,6 +140,7 @@ READ_ONLY = {
     "GetChunks",
     "GetConfig",
     "Status",
+    "Damaged",
 }
 NAMESPACE_CHANGES = {
     "SetAttr",

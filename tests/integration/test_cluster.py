@@ -302,6 +302,48 @@ def test_a_master_killed_under_load_is_restored_to_within_a_second_of_its_last_c
         assert download(files, f"/d/{name}") == data, name
 
 
+def test_fsck_names_the_files_a_dead_keeper_took_down_and_info_shows_where_chunks_are(
+    make_cluster: MakeCluster,
+) -> None:
+    cluster = make_cluster(master_args=["--goal", "2"])
+    files = FileClient(MasterClient(cluster.master_address))
+    for i in range(12):
+        upload(files, f"/docs/f{i}", os.urandom(1000 + i))
+    wait_for(lambda: replicas_at_goal(cluster), 20, "2 copies of every chunk")
+    healthy = run_cli("client", cluster.master_address, "fsck")
+    assert healthy.returncode == 0 and b"HEALTHY: every chunk at the goal" in healthy.stdout, healthy
+    info = run_cli("client", cluster.master_address, "info", "/docs/f0")
+    assert info.returncode == 0 and b"1 chunks, all at the goal of 2" in info.stdout, info
+    # Two of the three keepers die: a chunk they both held is lost; one they shared with the
+    # third is below the goal, with nowhere to be copied to.
+    held = [{p.name for p in chunk_files(cluster, i)} for i in range(3)]
+    chunk_of = {
+        f"/docs/f{i}": files.master.call("GetChunks", mp.GetChunksRequest(inode=files.stat(f"/docs/f{i}").inode))
+        .chunks[0]
+        .chunk_id
+        for i in range(12)
+    }
+    lost = {path for path, chunk in chunk_of.items() if chunk not in held[2]}
+    assert lost and len(lost) < 12  # (placement spreads 12 chunks over the three pairs)
+    cluster.kill_keeper(0)
+    cluster.kill_keeper(1)
+    wait_for(lambda: cluster.status().chunks.lost == len(lost), 10, "the lost chunks counted")
+    fsck = run_cli("client", cluster.master_address, "fsck")
+    out = fsck.stdout.decode()
+    assert fsck.returncode == 1, fsck
+    listed = [line.split(":")[0] for line in out.splitlines() if "LOST" in line]
+    assert set(listed) == lost and out.splitlines()[: len(lost)] == [f"{p}: 1 chunks LOST" for p in listed]
+    assert f"DAMAGED: {len(lost)} chunks lost (no keeper alive holds them), {12 - len(lost)} below the goal" in out
+    report = json.loads(run_cli("client", cluster.master_address, "fsck", "--json").stdout)
+    assert {f["path"] for f in report["files"] if f["lost_chunks"]} == lost and len(report["files"]) == 12
+    victim = sorted(lost)[0]
+    shown = run_cli("client", cluster.master_address, "info", victim).stdout.decode()
+    assert "0/2 (LOST): -" in shown and "1 chunks: 1 LOST, 0 below the goal of 2" in shown, shown
+    survivor = sorted(set(chunk_of) - lost)[0]
+    described = json.loads(run_cli("client", cluster.master_address, "info", survivor, "--json").stdout)
+    assert described["chunks"][0]["keepers"] == [cluster.keeper_address(2)]
+
+
 def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, files: FileClient) -> None:
     data = os.urandom(3 * MiB)
     upload(files, "/fragile", data)

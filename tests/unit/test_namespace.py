@@ -283,3 +283,15 @@ def test_one_chunk_cannot_fill_two_slots(ns: Namespace) -> None:
     twice = [CommittedChunk(0, chunk, CHUNK, 0), CommittedChunk(1, chunk, CHUNK, 0)]
     assert errno_of(ns.commit_chunks, f.id, 2 * CHUNK, twice, None) == errno.EINVAL
     assert ns.getattr(f.id).size == 0  # nothing of it was applied
+
+
+def test_path_of_an_inode(ns: Namespace) -> None:
+    a = ns.mkdir(ROOT_INODE, b"a", 0o755, 0, 0).node
+    b = ns.mkdir(a.id, b"b\xff", 0o755, 0, 0).node
+    f = ns.create(b.id, b"f", 0o644, 0, 0, True).node
+    assert ns.path_of(ROOT_INODE) == b"/" and ns.path_of(b.id) == b"/a/b\xff"
+    assert ns.path_of(f.id) == b"/a/b\xff/f"
+    ns.rename(b.id, b"f", ROOT_INODE, b"g", 0)
+    assert ns.path_of(f.id) == b"/g"
+    ns.unlink(ROOT_INODE, b"g")  # an orphan (until freed): no name
+    assert ns.path_of(f.id) is None
