@@ -304,10 +304,11 @@ def default_cache_dir() -> Path:
 
 def run_mount(args: argparse.Namespace) -> int:
     from fusedfs.client.cli import master_address
-    from fusedfs.mount.main import MountOptions
+    from fusedfs.mount.main import MountOptions, clear_dead_mount
     from fusedfs.mount.main import run_mount as mount
 
     kernel = kernel_options(args.kernel_options)
+    clear_dead_mount(args.mountpoint)
     if not args.mountpoint.is_dir():
         raise FsError(20, f"mount point {args.mountpoint} is not a directory")
     if os.path.ismount(args.mountpoint):

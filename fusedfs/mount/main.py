@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import gc
 import inspect
 import logging
+import os
 import signal
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,36 @@ def mount_options(fsname: str, kernel_options: frozenset[str] = frozenset()) -> 
     return options | kernel_options
 
 
+def _as_in_mount_table(path: str) -> str:
+    """A path as /proc/*/mounts and mountinfo write it (whitespace and backslashes octal-escaped)."""
+    for raw, code in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
+        path = path.replace(raw, code)
+    return path
+
+
+def clear_dead_mount(mountpoint: Path) -> bool:
+    """A fusedfs mount whose process died leaves "Transport endpoint is not connected" at its
+    mount point; this takes it away (lazily: a program still inside gets errors, not a hang),
+    so that mounting there again just works. True if there was one."""
+    try:
+        os.stat(mountpoint)
+        return False
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            return False
+    real = os.path.realpath(mountpoint)
+    ours = any(
+        fields[1] == _as_in_mount_table(real) and fields[2] == "fuse.fusedfs"
+        for fields in (line.split() for line in Path("/proc/self/mounts").read_text().splitlines())
+        if len(fields) > 2
+    )
+    if not ours:  # another file system's: not ours to take away
+        return False
+    log.warning("%s: a fusedfs mount whose process ended is still there; unmounting it first", mountpoint)
+    subprocess.run(["fusermount3", "-u", "-z", real], check=False, capture_output=True)
+    return True
+
+
 READ_AHEAD_KIB = 1024
 
 
@@ -44,9 +77,7 @@ def raise_read_ahead(real_mountpoint: Path, kib: int = READ_AHEAD_KIB) -> None:
     elsewhere the default stays (logged) and reads are only slower.
     The path must be resolved before mounting: touching the mountpoint now would wait for this
     very daemon, which is why the device comes from /proc/self/mountinfo."""
-    escaped = str(real_mountpoint)
-    for raw, code in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
-        escaped = escaped.replace(raw, code)
+    escaped = _as_in_mount_table(str(real_mountpoint))
     devices = [
         fields[2]
         for fields in (line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines())

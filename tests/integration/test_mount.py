@@ -645,6 +645,30 @@ def test_sigterm_saves_what_an_open_file_holds_and_daemon_mode(make_cluster: Mak
     assert not os.path.ismount(daemon_mnt)
 
 
+def test_mounting_again_where_a_mount_died_just_works(make_cluster: MakeCluster, tmp_path: Path) -> None:
+    cluster = make_cluster()
+    mnt = cluster.mount(tmp_path / "mnt")
+    (mnt / "kept").write_bytes(b"before the crash")
+    cluster.mounts[mnt].kill()  # the mount's process dies; the kernel's mount stays, dead
+    cluster.mounts[mnt].wait()
+    with pytest.raises(OSError) as dead:
+        os.stat(mnt)
+    assert dead.value.errno == errno.ENOTCONN  # "Transport endpoint is not connected"
+    command = [sys.executable, "-m", "fusedfs", "mount", cluster.master_address, str(mnt), "--daemon"]
+    run = subprocess.run(
+        [*command, "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        assert run.returncode == 0, run.stderr
+        assert (mnt / "kept").read_bytes() == b"before the crash"
+        assert "a fusedfs mount whose process ended is still there" in run.stderr
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
+
+
 @pytest.fixture
 def mount_helper() -> Iterator[Path]:
     """/sbin/mount.fusedfs, the helper mount(8) runs for `-t fusedfs`: ours for the test."""
