@@ -113,7 +113,7 @@ class JournalShipper:
 
     def ship(self) -> bool:
         """Sends each keeper (at once) the next changes it lacks, and waits for the answers;
-        True if one took some and may lack more."""
+        True if there is a backlog: one took a full batch and lacks more."""
         with self._lock:
             taken, held = self._copy_taken_ns, dict(self._held)
         end = self.store.journal_end()
@@ -143,7 +143,10 @@ class JournalShipper:
             with self._lock:
                 if self._copy_taken_ns == taken and address in self._held:
                     self._held[address] = last
-            more |= seq < last < end  # (one that answers with a gap behind it must wait for a copy)
+            # Another round at once only for a backlog, not for changes made meanwhile (those
+            # go with the next round: batching them is what keeps this cheap under load). One
+            # that answers with a gap behind it must wait for a copy.
+            more |= seq < last < end and len(entries) == SHIP_BATCH
         return more
 
 

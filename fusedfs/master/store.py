@@ -242,6 +242,7 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._depth = 0
         self._journal_end = 0  # the seq of the last change journaled (kept here: one connection writes)
+        self._unjournaled = 0  # rows the transaction changed that the journal does not hold (pruned ones)
         with self.transaction():
             for statement in _SCHEMA.split(";"):  # not executescript(): it would commit midway
                 if statement.strip():
@@ -319,7 +320,7 @@ class SqliteStore:
     def prune_journal(self, upto: int) -> None:
         """Forgets the changes up to seq `upto` (a copy on the keepers holds them)."""
         with self.transaction():
-            self._db.execute("DELETE FROM journal WHERE seq <= ?", (upto,))
+            self._unjournaled += self._db.execute("DELETE FROM journal WHERE seq <= ?", (upto,)).rowcount
 
     def apply_journal(self, entries: Iterable[JournalEntry]) -> int:
         """Replays the changes made after this store was copied, in order and in one transaction:
@@ -382,13 +383,14 @@ class SqliteStore:
                 return
             changes = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
-            self._depth = 1
+            self._depth, self._unjournaled = 1, 0
             try:
                 yield
                 journal_end = self._journal_end
-                if self._db.total_changes != changes and self._read_journal_end() != journal_end:
-                    self._db.execute(f"INSERT INTO journal (tbl, deleted) VALUES ('{COMMIT_MARK}', 0)")
-                    journal_end = self._read_journal_end()
+                # Every change but the journal's pruning is journaled (by the triggers).
+                if self._db.total_changes - changes > self._unjournaled:
+                    mark = self._db.execute(f"INSERT INTO journal (tbl, deleted) VALUES ('{COMMIT_MARK}', 0)")
+                    journal_end = mark.lastrowid or journal_end
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
