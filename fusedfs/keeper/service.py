@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import grpc
 
 from fusedfs.chunkfile import CorruptChunk
-from fusedfs.chunks import PIECE_SIZE
+from fusedfs.chunks import PIECE_SIZE, MiB
 from fusedfs.errors import FsError, abort_with
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.keeper.chunkstore import ChunkStore
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WRITE_TIMEOUT = 120.0
 _QUEUE_DEPTH = 4
-JOURNAL_BATCH = 1000  # metadata changes per message (each a row: a few hundred bytes, 64 KiB at most)
+JOURNAL_BATCH_BYTES = MiB  # metadata changes per message (each a row: a few hundred bytes, 64 KiB at most)
 MAX_PIPELINE = 8  # keepers a write may be forwarded through (the goal is far smaller)
 _END = object()
 
@@ -211,10 +211,16 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
         yield kp.MetadataCopyPiece(header=header)
         for piece in pieces:
             yield kp.MetadataCopyPiece(data=piece)
-        while batch := list(itertools.islice(journal, JOURNAL_BATCH)):
-            yield kp.MetadataCopyPiece(
-                journal=kp.MetadataJournal(cluster_id=header.cluster_id, copy_taken_ns=header.taken_ns, entries=batch)
-            )
+        batch: list[kp.JournalEntry] = []
+        size = 0
+        for entry in journal:
+            batch.append(entry)
+            size += entry.ByteSize()
+            if size >= JOURNAL_BATCH_BYTES:
+                yield kp.MetadataCopyPiece(journal=_changes(header, batch))
+                batch, size = [], 0
+        if batch:
+            yield kp.MetadataCopyPiece(journal=_changes(header, batch))
 
     def AppendMetadataJournal(self, request: kp.MetadataJournal, context: grpc.ServicerContext) -> kp.JournalAck:
         try:
@@ -245,3 +251,7 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
             log.warning("%s; deleting this replica", e)
             self.store.delete(request.chunk_id)
             abort_with(context, FsError(errno.EBADMSG, str(e)))
+
+
+def _changes(header: kp.MetadataCopyHeader, entries: list[kp.JournalEntry]) -> kp.MetadataJournal:
+    return kp.MetadataJournal(cluster_id=header.cluster_id, copy_taken_ns=header.taken_ns, entries=entries)
