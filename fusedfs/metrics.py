@@ -2,7 +2,7 @@
 offer): each process started with `--metrics HOST:PORT` serves its own at /metrics. What every
 part shares lives here: the endpoint, and the timing of the requests a gRPC server answers.
 
-The master's metrics are its `status` (metrics_of_status: keepers, chunk health, files, metadata
+The master's metrics are its `status` (status_gauges: keepers, chunk health, files, metadata
 copies), the keeper's its disk, the mount's its requests (fusedfs/mount/operations.py).
 """
 
