@@ -40,6 +40,14 @@ def _positive(text: str) -> float:
     return value
 
 
+def _add_metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fusedfs", description="A replicated distributed file system.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
@@ -98,11 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEEPER",
         help="first fetch the newest metadata copy from this keeper (HOST:PORT) into an empty --data",
     )
-    master.add_argument(
-        "--metrics",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
-    )
+    _add_metrics_option(master)
     master.set_defaults(run=run_master)
 
     keeper = sub.add_parser("keeper", help="run a keeper (chunk server)")
@@ -127,11 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="time of one full background pass re-checking every chunk (default a week; 0 turns it off)",
     )
-    keeper.add_argument(
-        "--metrics",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
-    )
+    _add_metrics_option(keeper)
     keeper.set_defaults(run=run_keeper)
 
     client_cli.add_parser(sub)
@@ -194,11 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the kernel's mount options, comma-separated (the last of two opposites wins): "
         f"{', '.join(sorted(KERNEL_OPTIONS))}",
     )
-    mount.add_argument(
-        "--metrics",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
-    )
+    _add_metrics_option(mount)
     mount.set_defaults(run=run_mount)
 
     up = sub.add_parser("up", help="run master + 3 keepers on loopback (the embedded default)")
@@ -260,10 +256,9 @@ def run_master(args: argparse.Namespace) -> int:
         )
     server = MasterServer(args.data, args.listen, settings, copy_every=args.metadata_copies_every)
     if args.metrics:
-        from fusedfs.metrics import register_gauges, serve_metrics, status_gauges
+        from fusedfs.metrics import serve_metrics, status_gauges
 
-        serve_metrics(args.metrics)
-        register_gauges(lambda: status_gauges(server.service.status(), time.time_ns()))
+        serve_metrics(args.metrics, lambda: status_gauges(server.service.status(), time.time_ns()))
     server.start()
     logging.getLogger("fusedfs").info("master listening on %s (data in %s, goal %d)", args.listen, args.data, args.goal)
     _serve_until_signal(server.stop)
@@ -287,10 +282,9 @@ def run_keeper(args: argparse.Namespace) -> int:
         scrub_interval=args.scrub_interval,
     )
     if args.metrics:
-        from fusedfs.metrics import keeper_gauges, register_gauges, serve_metrics
+        from fusedfs.metrics import keeper_gauges, serve_metrics
 
-        serve_metrics(args.metrics)
-        register_gauges(lambda: keeper_gauges(node.health()))
+        serve_metrics(args.metrics, lambda: keeper_gauges(node.health()))
     node.start()
     _serve_until_signal(node.stop)
     lock.close()

@@ -36,10 +36,12 @@ RPC_SECONDS = Histogram(
 )
 
 
-def serve_metrics(address: str) -> int:
-    """Serves this process's metrics at http://address/metrics (HOST:PORT; port 0: any free
-    one) from a thread of its own; returns the port. ValueError for a bad address."""
+def serve_metrics(address: str, gauges: Callable[[], Iterable[Gauge]]) -> int:
+    """Serves this process's metrics, with the gauges `gauges()` reads when scraped, at
+    http://address/metrics (HOST:PORT; port 0: any free one) from a thread of its own; returns
+    the port. ValueError for a bad address."""
     host, port = parse_address(address)
+    REGISTRY.register(GaugesOf(gauges))
     disable_created_metrics()  # type: ignore[no-untyped-call]  # (a _created series per counter: noise)
     server, _ = start_http_server(port, addr=host)
     port = server.server_port
@@ -109,10 +111,6 @@ class GaugesOf(Collector):
                 family = families[name] = GaugeMetricFamily(name, text, labels=sorted(labels))
             family.add_metric([labels[k] for k in sorted(labels)], value)
         yield from families.values()
-
-
-def register_gauges(read: Callable[[], Iterable[Gauge]]) -> None:
-    REGISTRY.register(GaugesOf(read))
 
 
 KEEPER_GAUGES = {

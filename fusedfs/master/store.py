@@ -214,6 +214,12 @@ def _journal_triggers() -> Iterator[str]:
         )
 
 
+def _journal_end_of(db: sqlite3.Connection) -> int:
+    """The seq of the last change ever journaled in this database (0: none)."""
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'journal'").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _inode(row: tuple) -> Inode:  # type: ignore[type-arg]
     return Inode(*row)
 
@@ -264,7 +270,7 @@ class SqliteStore:
                 version = SCHEMA_VERSION
             if version != SCHEMA_VERSION:
                 raise RuntimeError(f"metadata schema version {version}; this master reads {SCHEMA_VERSION}")
-        self._journal_end = self._read_journal_end()
+        self._journal_end = _journal_end_of(self._db)
 
     def close(self) -> None:
         with self._lock:
@@ -285,8 +291,7 @@ class SqliteStore:
         source, target = sqlite3.connect(self.path), sqlite3.connect(dest)
         try:
             source.backup(target, progress=give_up_late)
-            row = target.execute("SELECT seq FROM sqlite_sequence WHERE name = 'journal'").fetchone()
-            return int(row[0]) if row else 0
+            return _journal_end_of(target)
         finally:
             target.close()
             source.close()
@@ -297,10 +302,6 @@ class SqliteStore:
         """The seq of the last change ever journaled (0: none); it moves on with every change."""
         with self._lock:
             return self._journal_end
-
-    def _read_journal_end(self) -> int:
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'journal'").fetchone()
-        return int(row[0]) if row else 0
 
     def journal_after(self, seq: int, limit: int) -> list[JournalEntry]:
         """The oldest `limit` changes after seq, oldest first."""

@@ -21,7 +21,7 @@ import trio
 
 from fusedfs.client.master import MasterClient
 from fusedfs.errors import FsError
-from fusedfs.metrics import register_gauges, serve_metrics
+from fusedfs.metrics import serve_metrics
 from fusedfs.mount.operations import Operations, translate_errors
 from fusedfs.mount.writeback import WriteBack
 
@@ -196,8 +196,7 @@ def run_mount(options: MountOptions) -> int:
         options.short_circuit,
     )
     if options.metrics:
-        serve_metrics(options.metrics)
-        register_gauges(ops.gauges)
+        serve_metrics(options.metrics, ops.gauges)
     real_mountpoint = options.mountpoint.resolve()
     pyfuse3.init(ops, str(options.mountpoint), mount_options(f"fusedfs:{options.master}", options.kernel_options))
     log.info("mounted %s at %s (write-back cache in %s)", options.master, options.mountpoint, writeback.folder)
