@@ -16,6 +16,7 @@ import faulthandler
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -113,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     keeper.add_argument("master", metavar="MASTER", help="the master's HOST[:PORT]")
     keeper.add_argument("--listen", default="0.0.0.0:3001", metavar="HOST:PORT", help="default 0.0.0.0:3001")
     keeper.add_argument("--advertise", metavar="HOST:PORT", help="address others reach this keeper at")
+    keeper.add_argument(
+        "--failure-domain",
+        default=socket.gethostname(),
+        metavar="NAME",
+        help="keepers that die together share one (default: this machine's name); "
+        "a chunk's copies go to as many domains as there are",
+    )
     keeper.add_argument(
         "--data",
         type=Path,
@@ -280,6 +288,7 @@ def run_keeper(args: argparse.Namespace) -> int:
         args.advertise,
         args.heartbeat,
         scrub_interval=args.scrub_interval,
+        failure_domain=args.failure_domain,
     )
     if args.metrics:
         from fusedfs.metrics import keeper_gauges, serve_metrics

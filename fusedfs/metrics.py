@@ -146,7 +146,7 @@ def status_gauges(status: mp.StatusReply, now_ns: int) -> Iterator[Gauge]:
     for field in status.chunks.DESCRIPTOR.fields:
         yield "fusedfs_chunks", "chunks by health", getattr(status.chunks, field.name), {"health": field.name}
     for keeper in status.keepers:
-        labels = {"keeper": keeper.keeper_id, "address": keeper.address}
+        labels = {"keeper": keeper.keeper_id, "address": keeper.address, "domain": keeper.failure_domain}
         for name, text in KEEPER_GAUGES.items():
             yield f"fusedfs_keeper_{name}", text, float(getattr(keeper, name)), labels
     yield "fusedfs_metadata_copy_keepers", "keepers holding the newest metadata copy", status.metadata_copy_keepers, {}

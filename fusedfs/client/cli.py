@@ -254,6 +254,7 @@ def _status(master: MasterClient, as_json: bool) -> None:
                             "seconds_since_heartbeat": round(k.seconds_since_heartbeat, 3),
                             "scrub_checked": k.scrub_checked,
                             "scrub_bad": k.scrub_bad,
+                            "failure_domain": k.failure_domain,
                         }
                         for k in reply.keepers
                     ],
@@ -264,6 +265,7 @@ def _status(master: MasterClient, as_json: bool) -> None:
                         "lost": reply.chunks.lost,
                         "repairs_in_flight": reply.chunks.repairs_in_flight,
                         "garbage": reply.chunks.garbage,
+                        "misplaced": reply.chunks.misplaced,
                     },
                     "files": reply.files,
                     "directories": reply.directories,
@@ -280,11 +282,14 @@ def _status(master: MasterClient, as_json: bool) -> None:
             )
         )
         return
-    header = ("KEEPER", "ADDRESS", "STATE", "CAPACITY", "USED", "FREE", "CHUNKS", "LOAD", "SEEN", "SCRUBBED", "BAD")
-    print("{:<12} {:<22} {:<5} {:>10} {:>10} {:>10} {:>7} {:>4} {:>6} {:>9} {:>4}".format(*header))
+    header = (
+        "KEEPER", "ADDRESS", "DOMAIN", "STATE", "CAPACITY", "USED", "FREE", "CHUNKS", "LOAD", "SEEN", "SCRUBBED", "BAD"
+    )  # fmt: skip
+    print("{:<12} {:<22} {:<12} {:<5} {:>10} {:>10} {:>10} {:>7} {:>4} {:>6} {:>9} {:>4}".format(*header))
     for k in reply.keepers:
         print(
-            f"{k.keeper_id[:12]:<12} {k.address:<22} {'up' if k.alive else 'DEAD':<5} {_size(k.capacity_bytes):>10} "
+            f"{k.keeper_id[:12]:<12} {k.address:<22} {k.failure_domain[:12]:<12} {'up' if k.alive else 'DEAD':<5} "
+            f"{_size(k.capacity_bytes):>10} "
             f"{_size(k.used_bytes):>10} {_size(k.free_bytes):>10} {k.chunks:>7} {k.load:>4} "
             f"{k.seconds_since_heartbeat:>5.1f}s {k.scrub_checked:>9} {k.scrub_bad:>4}"
         )
@@ -292,7 +297,7 @@ def _status(master: MasterClient, as_json: bool) -> None:
     print(
         f"\nchunks: {c.total} in files, goal {reply.goal} copies: {c.under_replicated} under-replicated, "
         f"{c.over_replicated} over-replicated, {c.lost} lost, {c.repairs_in_flight} repairs in flight, "
-        f"{c.garbage} garbage"
+        f"{c.garbage} garbage" + (f", {c.misplaced} on too few machines (failure domains)" if c.misplaced else "")
     )
     print(
         f"files: {reply.files}, directories: {reply.directories}; mounts: {reply.mounts}, "

@@ -57,11 +57,13 @@ class KeeperNode:
         heartbeat_interval: float = 1.0,
         copy_workers: int = 4,
         scrub_interval: float = DEFAULT_SCRUB_INTERVAL,
+        failure_domain: str = "",
     ) -> None:
         self.master = master
         self.store = store
         self.keeper_id = store.keeper_id()
         self.heartbeat_interval = heartbeat_interval
+        self.failure_domain = failure_domain
         self.pool = ChannelPool()
         self.load = LoadGauge()
         self._stop = threading.Event()
@@ -140,6 +142,7 @@ class KeeperNode:
             free_bytes=self.store.free_bytes(),
             chunk_ids=self.store.full_report(),
             cluster_id=self.store.cluster_id(),
+            failure_domain=self.failure_domain,
         )
         reply = self._master_stub.RegisterKeeper(request, timeout=30)
         if not request.cluster_id and reply.cluster_id:

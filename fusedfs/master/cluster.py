@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from fusedfs.chunks import is_valid_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError
-from fusedfs.master.placement import KeeperView, choose_keepers
+from fusedfs.master.placement import KeeperView, choose_keepers, failure_domain
 from fusedfs.master.replication import plan_repairs
 from fusedfs.master.store import ChunkRow, ChunkState
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 class KeeperRecord:
     keeper_id: str
     address: str
+    domain: str = ""  # failure domain: keepers that die together (one machine) share one
     capacity_bytes: int = 0
     used_bytes: int = 0
     free_bytes: int = 0
@@ -47,7 +48,7 @@ class KeeperRecord:
     verifies: set[int] = field(default_factory=set)
 
     def view(self) -> KeeperView:
-        return KeeperView(self.keeper_id, self.address, self.free_bytes, self.load)
+        return KeeperView(self.keeper_id, self.address, self.free_bytes, self.load, self.domain)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Health:
     lost: int
     repairs_in_flight: int
     garbage: int
+    misplaced: int  # copies enough, but in fewer failure domains than there are
 
 
 class Cluster:
@@ -126,7 +128,9 @@ class Cluster:
 
     # --- keepers ---------------------------------------------------------------------------------
 
-    def register(self, keeper_id: str, address: str, capacity: int, used: int, free: int, chunk_ids: list[str]) -> None:
+    def register(
+        self, keeper_id: str, address: str, capacity: int, used: int, free: int, chunk_ids: list[str], domain: str = ""
+    ) -> None:
         with self._lock:
             record = self.keepers.get(keeper_id)
             if record is not None:
@@ -134,7 +138,7 @@ class Cluster:
             else:
                 record = KeeperRecord(keeper_id, address)
                 self.keepers[keeper_id] = record
-            record.address = address
+            record.address, record.domain = address, failure_domain(keeper_id, domain)
             record.capacity_bytes, record.used_bytes, record.free_bytes = capacity, used, free
             record.last_seen = self.clock()
             record.alive = True
@@ -144,9 +148,17 @@ class Cluster:
             for text in chunk_ids:
                 if is_valid_chunk_id(text):
                     self._add_replica(parse_chunk_id(text), record)
-            # A new keeper may be what under-replicated chunks were waiting for.
-            self.dirty.update(c for c in self.live if len(self._alive_holders(c)) < self.settings.goal)
-            log.info("keeper %s at %s registered with %d chunks", keeper_id, address, len(record.chunks))
+            # A new keeper may be what under-replicated chunks, or ones crowded into too few
+            # failure domains, were waiting for.
+            spread = self._spread_goal()
+            self.dirty.update(c for c in self.live if len(self._alive_domains(c)) < spread)
+            log.info(
+                "keeper %s at %s (failure domain %s) registered with %d chunks",
+                keeper_id,
+                address,
+                record.domain,
+                len(record.chunks),
+            )
 
     def heartbeat(
         self,
@@ -178,6 +190,11 @@ class Cluster:
                     chunk = parse_chunk_id(chunk_text)
                     self.in_flight.pop((chunk, target), None)
                     self.dirty.add(chunk)
+                    target_record = self.keepers.get(target)
+                    if ok and target_record is not None and target_record.alive:
+                        # Counted now, not at the target's next heartbeat: planned before then,
+                        # the chunk would look a copy short and be copied again.
+                        self._add_replica(chunk, target_record)
                     if not ok:
                         log.warning("copy of %s from %s to %s failed", chunk_text, keeper_id, target)
             if copies_done:
@@ -213,6 +230,13 @@ class Cluster:
 
     def _alive_holders(self, chunk: int) -> set[str]:
         return {k for k in self.replicas.get(chunk, ()) if self.keepers[k].alive}
+
+    def _alive_domains(self, chunk: int) -> set[str]:
+        return {self.keepers[k].domain for k in self._alive_holders(chunk)}
+
+    def _spread_goal(self) -> int:
+        """In how many failure domains a chunk should be: the goal's worth, or all there are."""
+        return min(self.settings.goal, len({r.domain for r in self.keepers.values() if r.alive}))
 
     # --- chunks ----------------------------------------------------------------------------------
 
@@ -379,16 +403,18 @@ class Cluster:
 
     def health(self) -> Health:
         with self._lock:
-            under = over = lost = 0
+            under = over = lost = misplaced = 0
+            spread = self._spread_goal()
             for chunk in self.live:
                 n = len(self._alive_holders(chunk))
                 if n == 0:
                     lost += 1
                 elif n < self.settings.goal:
                     under += 1
-                elif n > self.settings.goal:
-                    over += 1
-            return Health(len(self.live), under, over, lost, len(self.in_flight), len(self.garbage))
+                else:
+                    over += n > self.settings.goal
+                    misplaced += len(self._alive_domains(chunk)) < spread
+            return Health(len(self.live), under, over, lost, len(self.in_flight), len(self.garbage), misplaced)
 
     def damaged(self) -> dict[int, int]:
         """Chunks of files with fewer alive copies than the goal: chunk -> alive copies (0: lost)."""

@@ -3,6 +3,10 @@
 Chunks with the fewest alive copies are handled first. Each keeper takes part in at most
 `max_jobs_per_keeper` copies at a time (as source or target), which throttles repair so it
 does not starve clients; the chunks that could not be scheduled now are returned to retry later.
+
+Copies go to failure domains the chunk is not in yet; a chunk with enough copies but in fewer
+domains than it could be (written while only one machine was up) gets a copy in a new domain,
+and trims take extra copies from the most crowded domain, so it ends spread out.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from fusedfs.master.placement import KeeperView, choose_keepers
+from fusedfs.master.placement import KeeperView, choose_keepers, domains_of
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ def plan_repairs(
     """
     plan = RepairPlan()
     busy = dict(jobs)
+    domain_count = len(domains_of(alive.values()))
 
     def free(keeper: str) -> bool:
         return busy.get(keeper, 0) < max_jobs_per_keeper
@@ -59,30 +64,54 @@ def plan_repairs(
     def held(chunk: int) -> set[str]:
         return {k for k in replicas.get(chunk, ()) if k in alive}
 
+    def schedule(chunk: int, have: set[str], targets: list[KeeperView]) -> None:
+        scheduled = 0
+        for target in targets:
+            sources = sorted((k for k in have if free(k)), key=lambda k: busy.get(k, 0))
+            if not sources or not free(target.keeper_id):
+                continue
+            plan.copies.append(Copy(chunk, sources[0], target.keeper_id))
+            busy[sources[0]] = busy.get(sources[0], 0) + 1
+            busy[target.keeper_id] = busy.get(target.keeper_id, 0) + 1
+            scheduled += 1
+        if scheduled < len(targets):
+            plan.deferred.add(chunk)
+
     for chunk in sorted(chunks, key=lambda c: len(held(c))):
         have = held(chunk)
         coming = in_flight.get(chunk, set())
         if not have:
             plan.lost.add(chunk)
             continue
+        taken = domains_of(alive[k] for k in have | coming if k in alive)
         missing = goal - len(have) - len(coming)
+        size = chunk_bytes.get(chunk, 0)
         if missing > 0:
             # Targets that could take a copy at all; with too few keepers alive the chunk waits for
             # one to join (a registration re-checks every chunk), not for a free slot.
-            possible = choose_keepers(list(alive.values()), missing, chunk_bytes.get(chunk, 0), have | coming, rng)
-            scheduled = 0
-            for target in possible:
-                sources = sorted((k for k in have if free(k)), key=lambda k: busy.get(k, 0))
-                if not sources or not free(target.keeper_id):
-                    continue
-                plan.copies.append(Copy(chunk, sources[0], target.keeper_id))
-                busy[sources[0]] = busy.get(sources[0], 0) + 1
-                busy[target.keeper_id] = busy.get(target.keeper_id, 0) + 1
-                scheduled += 1
-            if scheduled < len(possible):
-                plan.deferred.add(chunk)
-        elif len(have) > goal and not coming:
-            # Drop the extra copies from the fullest keepers.
-            for keeper in sorted(have, key=lambda k: alive[k].free_bytes)[: len(have) - goal]:
+            schedule(chunk, have, choose_keepers(list(alive.values()), missing, size, have | coming, rng, taken))
+        elif coming:
+            continue
+        elif len(taken) < min(goal, domain_count):
+            # Enough copies, too few domains: copy into new ones; the trims below follow.
+            wanted = min(goal, domain_count) - len(taken)
+            targets = choose_keepers(list(alive.values()), wanted, size, have, rng, taken)
+            schedule(chunk, have, [t for t in targets if t.failure_domain not in taken])
+        elif len(have) > goal:
+            for keeper in _extra_copies(have, alive, len(have) - goal):
                 plan.trims.append(Trim(chunk, keeper))
     return plan
+
+
+def _extra_copies(have: set[str], alive: Mapping[str, KeeperView], count: int) -> list[str]:
+    """The copies to drop: each from the domain holding the most, the fullest keeper there."""
+    kept = set(have)
+    dropped = []
+    for _ in range(count):
+        crowd: dict[str, int] = {}
+        for k in kept:
+            crowd[alive[k].failure_domain] = crowd.get(alive[k].failure_domain, 0) + 1
+        keeper = max(kept, key=lambda k: (crowd[alive[k].failure_domain], -alive[k].free_bytes, k))
+        kept.discard(keeper)
+        dropped.append(keeper)
+    return dropped

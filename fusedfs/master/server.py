@@ -18,6 +18,7 @@ from fusedfs.grpcutil import ChannelPool, make_server
 from fusedfs.master.cluster import Cluster, Settings
 from fusedfs.master.metacopy import COPIES, METADATA_FILE, JournalShipper, send_copy
 from fusedfs.master.namespace import Namespace
+from fusedfs.master.placement import spread_first
 from fusedfs.master.service import MasterService
 from fusedfs.master.sessions import MountSessions
 from fusedfs.master.store import SqliteStore
@@ -140,12 +141,15 @@ class MasterServer:
                 self._copies_failing()
 
     def copy_metadata(self) -> list[str]:
-        """Sends a copy of the metadata to the keepers with the most free space (if anything
-        changed since the last); returns the addresses that stored it."""
+        """Sends a copy of the metadata to the keepers with the most free space, on as many
+        machines (failure domains) as there are (if anything changed since the last); returns
+        the addresses that stored it."""
         changes = self.store.journal_end()
         if changes == self._copied_seq:
             return []
-        alive = sorted((r for r in self.cluster.keeper_records() if r.alive), key=lambda r: -r.free_bytes)
+        alive = spread_first(
+            sorted((r.view() for r in self.cluster.keeper_records() if r.alive), key=lambda k: -k.free_bytes)
+        )
         if not alive:
             log.warning("no keeper alive to take a copy of the metadata")
             return []

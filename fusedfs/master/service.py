@@ -355,6 +355,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
                 seconds_since_heartbeat=now - r.last_seen,
                 scrub_checked=r.scrub_checked,
                 scrub_bad=r.scrub_bad,
+                failure_domain=r.domain,
             )
         return reply
 
@@ -404,6 +405,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             request.used_bytes,
             request.free_bytes,
             list(request.chunk_ids),
+            request.failure_domain,
         )
         return mp.RegisterKeeperReply(cluster_id=self.cluster_id)
 

@@ -324,7 +324,7 @@ class ConfigReply(_message.Message):
     def __init__(self, chunk_size: _Optional[int] = ..., goal: _Optional[int] = ..., min_copies: _Optional[int] = ...) -> None: ...
 
 class KeeperStatus(_message.Message):
-    __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat", "scrub_checked", "scrub_bad")
+    __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat", "scrub_checked", "scrub_bad", "failure_domain")
     KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +336,7 @@ class KeeperStatus(_message.Message):
     SECONDS_SINCE_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     SCRUB_CHECKED_FIELD_NUMBER: _ClassVar[int]
     SCRUB_BAD_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_DOMAIN_FIELD_NUMBER: _ClassVar[int]
     keeper_id: str
     address: str
     alive: bool
@@ -347,23 +348,26 @@ class KeeperStatus(_message.Message):
     seconds_since_heartbeat: float
     scrub_checked: int
     scrub_bad: int
-    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., load: _Optional[int] = ..., seconds_since_heartbeat: _Optional[float] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ...) -> None: ...
+    failure_domain: str
+    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., load: _Optional[int] = ..., seconds_since_heartbeat: _Optional[float] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ..., failure_domain: _Optional[str] = ...) -> None: ...
 
 class ChunkHealth(_message.Message):
-    __slots__ = ("total", "under_replicated", "over_replicated", "lost", "repairs_in_flight", "garbage")
+    __slots__ = ("total", "under_replicated", "over_replicated", "lost", "repairs_in_flight", "garbage", "misplaced")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     OVER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     LOST_FIELD_NUMBER: _ClassVar[int]
     REPAIRS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     GARBAGE_FIELD_NUMBER: _ClassVar[int]
+    MISPLACED_FIELD_NUMBER: _ClassVar[int]
     total: int
     under_replicated: int
     over_replicated: int
     lost: int
     repairs_in_flight: int
     garbage: int
-    def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ...) -> None: ...
+    misplaced: int
+    def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ..., misplaced: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id", "metadata_copy_taken_ns", "metadata_copy_keepers", "metadata_changes_unsent")
@@ -472,20 +476,22 @@ class MountSessionReply(_message.Message):
     def __init__(self, timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class RegisterKeeperRequest(_message.Message):
-    __slots__ = ("keeper", "capacity_bytes", "used_bytes", "free_bytes", "chunk_ids", "cluster_id")
+    __slots__ = ("keeper", "capacity_bytes", "used_bytes", "free_bytes", "chunk_ids", "cluster_id", "failure_domain")
     KEEPER_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_IDS_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_DOMAIN_FIELD_NUMBER: _ClassVar[int]
     keeper: _common_pb2.KeeperRef
     capacity_bytes: int
     used_bytes: int
     free_bytes: int
     chunk_ids: _containers.RepeatedScalarFieldContainer[str]
     cluster_id: str
-    def __init__(self, keeper: _Optional[_Union[_common_pb2.KeeperRef, _Mapping]] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunk_ids: _Optional[_Iterable[str]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+    failure_domain: str
+    def __init__(self, keeper: _Optional[_Union[_common_pb2.KeeperRef, _Mapping]] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunk_ids: _Optional[_Iterable[str]] = ..., cluster_id: _Optional[str] = ..., failure_domain: _Optional[str] = ...) -> None: ...
 
 class RegisterKeeperReply(_message.Message):
     __slots__ = ("cluster_id",)

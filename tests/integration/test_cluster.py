@@ -344,6 +344,47 @@ def test_fsck_names_the_files_a_dead_keeper_took_down_and_info_shows_where_chunk
     assert described["chunks"][0]["keepers"] == [cluster.keeper_address(2)]
 
 
+def test_copies_go_to_different_machines_and_a_whole_machine_can_die(make_cluster: MakeCluster) -> None:
+    # Two "machines" of two disks each, a keeper per disk; goal 2. Machine a comes up first.
+    cluster = make_cluster(keepers=2, master_args=["--goal", "2"], keeper_args=["--failure-domain", "box-a"])
+    files = FileClient(MasterClient(cluster.master_address), short_circuit=False)
+    domain_of = {cluster.keeper_address(i): "box-a" for i in range(2)}
+
+    def domains(path: str) -> list[list[str]]:
+        info = json.loads(run_cli("client", cluster.master_address, "info", path, "--json").stdout)
+        return [sorted(domain_of[k] for k in chunk["keepers"]) for chunk in info["chunks"]]
+
+    early = {f"/early/f{i}": os.urandom(5000 + i) for i in range(12)}
+    for path, data in early.items():
+        upload(files, path, data)
+    assert all(d == [["box-a", "box-a"]] for d in map(domains, early))  # the best there is, for now
+    for _ in range(2):
+        domain_of[cluster.keeper_address(cluster.start_keeper(extra_args=["--failure-domain", "box-b"]))] = "box-b"
+    cluster.wait_ready(4)
+    # Written while one machine was up: each chunk gets a copy on the other, and loses one of
+    # its two on the first.
+    wait_for(
+        lambda: all(d == [["box-a", "box-b"]] for d in map(domains, early)) and replicas_at_goal(cluster),
+        30,
+        "the early files' copies spread over both machines",
+    )
+    assert cluster.status().chunks.misplaced == 0
+    late = {f"/late/f{i}": os.urandom(5000 + i) for i in range(12)}
+    for path, data in late.items():
+        upload(files, path, data)
+        assert domains(path) == [["box-a", "box-b"]], path  # placed so from the start
+    status = json.loads(run_cli("client", cluster.master_address, "status", "--json").stdout)
+    assert sorted(k["failure_domain"] for k in status["keepers"]) == ["box-a", "box-a", "box-b", "box-b"]
+    # Machine b dies: both of its disks at once. No file loses a chunk.
+    cluster.kill_keeper(2)
+    cluster.kill_keeper(3)
+    wait_for(lambda: sum(k.alive for k in cluster.status().keepers) == 2, 10, "machine b noticed dead")
+    assert cluster.status().chunks.lost == 0
+    for path, data in {**early, **late}.items():
+        assert download(files, path) == data, path
+    files.master.pool.close()
+
+
 def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, files: FileClient) -> None:
     data = os.urandom(3 * MiB)
     upload(files, "/fragile", data)

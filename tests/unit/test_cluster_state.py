@@ -9,7 +9,7 @@ import pytest
 
 from fusedfs.chunks import format_chunk_id as cid
 from fusedfs.errors import FsError
-from fusedfs.master.cluster import Cluster, Settings
+from fusedfs.master.cluster import Cluster, Health, Settings
 from fusedfs.master.store import ChunkRow, ChunkState
 
 GiB = 1 << 30
@@ -70,6 +70,27 @@ def test_dead_keeper_triggers_copies_after_startup_grace() -> None:
     beat(cluster, "d", added=[1, 2])
     assert cluster.health().under_replicated == 0 and cluster.health().repairs_in_flight == 0
     assert beat(cluster, "c").reregister  # a dead keeper must register again
+
+
+def test_a_copy_counts_once_its_source_reports_it_done() -> None:
+    # The source reports a copy done in the heartbeat it sends at once; the target's next
+    # heartbeat comes up to a second later. Planned in between, the chunk must not look short.
+    cluster, clock = make([live(1)], goal=3)
+    for k, chunks in (("a", [1]), ("b", [1]), ("c", []), ("d", [])):
+        register(cluster, k, chunks)
+    clock.now += 4.0
+    for k in "abcd":
+        beat(cluster, k)
+    cluster.plan()
+    [(source, (chunk, target))] = [(k, cmd) for k in "ab" for cmd in beat(cluster, k).copies]
+    done = [(cid(chunk), target.keeper_id, True)]
+    commands = cluster.heartbeat(source, 100 * GiB, 0, 100 * GiB, 0, [], [], done)
+    assert commands.copies == [] and cluster.health().under_replicated == 0
+    assert all(beat(cluster, k).copies == [] for k in "abcd")
+    beat(cluster, target.keeper_id, added=[1])  # the target's own report changes nothing
+    assert cluster.health() == Health(
+        total=1, under_replicated=0, over_replicated=0, lost=0, repairs_in_flight=0, garbage=0, misplaced=0
+    )
 
 
 def test_nothing_is_planned_right_after_start() -> None:

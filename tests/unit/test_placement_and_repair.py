@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from fusedfs.master.placement import KeeperView, choose_keepers
+from fusedfs.master.placement import KeeperView, choose_keepers, spread_first
 from fusedfs.master.replication import Copy, Trim, plan_repairs
 
 GiB = 1 << 30
@@ -67,3 +67,58 @@ def test_trims_from_the_fullest_and_reports_lost() -> None:
     assert plan.trims == [Trim(1, "k1")]
     assert plan.lost == {2}
     assert not any(isinstance(c, Copy) and c.chunk_id == 2 for c in plan.copies)
+
+
+def boxes(**disks: int) -> dict[str, KeeperView]:
+    """Keepers by machine: boxes(a=2, b=1) is a0 and a1 on machine a, b0 on machine b."""
+    return {
+        f"{box}{i}": KeeperView(f"{box}{i}", f"{box}:{i}", 10 * GiB, domain=box)
+        for box, count in disks.items()
+        for i in range(count)
+    }
+
+
+def test_replicas_go_to_distinct_domains_first() -> None:
+    views = list(boxes(a=3, b=1, c=1).values())
+    for seed in range(300):
+        chosen = choose_keepers(views, 2, GiB, rng=random.Random(seed))
+        assert len({k.failure_domain for k in chosen}) == 2
+        chosen = choose_keepers(views, 4, GiB, rng=random.Random(seed))
+        assert len(chosen) == 4 and {k.failure_domain for k in chosen} == {"a", "b", "c"}
+    # The domains of replicas already made count as taken.
+    assert all(
+        choose_keepers(views, 1, GiB, taken_domains={"a", "b"}, rng=random.Random(seed))[0].domain == "c"
+        for seed in range(50)
+    )
+    # Without domains each keeper is its own.
+    assert len({k.failure_domain for k in keepers(1, 1, 1).values()}) == 3
+    # Best first, one of each domain before any second one (the metadata copies' keepers).
+    ranked = [views[i] for i in (0, 1, 3, 2, 4)]  # a0 a1 b0 a2 c0
+    assert [k.keeper_id for k in spread_first(ranked)] == ["a0", "b0", "c0", "a1", "a2"]
+
+
+def test_repair_copies_into_a_new_domain() -> None:
+    alive = boxes(a=2, b=2)
+    for seed in range(50):
+        plan = plan_repairs([1], {1: {"a0"}}, alive, 2, {}, {}, 4, {}, random.Random(seed))
+        assert [c.target[0] for c in plan.copies] == ["b"]
+
+
+def test_copies_on_one_domain_are_spread_once_another_exists() -> None:
+    alive = boxes(a=2, b=1)
+    # Written while only machine a was up: enough copies, one domain. A copy goes to b ...
+    plan = plan_repairs([1], {1: {"a0", "a1"}}, alive, 2, {}, {}, 4, {}, random.Random(0))
+    assert [(c.chunk_id, c.target) for c in plan.copies] == [(1, "b0")] and not plan.trims
+    # ... not again while it is under way ...
+    plan = plan_repairs([1], {1: {"a0", "a1"}}, alive, 2, {1: {"b0"}}, {"b0": 1}, 4, {}, random.Random(0))
+    assert plan.copies == [] and plan.trims == []
+    # ... and once it is there, the extra copy goes from the crowded domain, not from b.
+    alive = {**alive, "a1": KeeperView("a1", "a:1", 1 * GiB, domain="a")}  # the fullest of them
+    plan = plan_repairs([1], {1: {"a0", "a1", "b0"}}, alive, 2, {}, {}, 4, {}, random.Random(0))
+    assert plan.copies == [] and plan.trims == [Trim(1, "a1")]
+    # Spread as far as it can be: nothing to do.
+    plan = plan_repairs([1], {1: {"a0", "b0"}}, alive, 2, {}, {}, 4, {}, random.Random(0))
+    assert plan.copies == [] and plan.trims == [] and not plan.deferred
+    # One machine only: two copies on it are the best there is.
+    plan = plan_repairs([1], {1: {"a0", "a1"}}, boxes(a=3), 2, {}, {}, 4, {}, random.Random(0))
+    assert plan.copies == [] and plan.trims == [] and not plan.deferred
