@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long an unfinished upload's chunks are kept (default 3600)",
     )
     master.add_argument(
+        "--trash-hours",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="keep deleted and replaced files this long, to restore with `fusedfs client MASTER trash` "
+        "(default 24; 0: no trash)",
+    )
+    master.add_argument(
         "--repair-jobs", type=int, default=4, metavar="N", help="concurrent repair copies per keeper (default 4)"
     )
     master.add_argument(
@@ -251,6 +259,7 @@ def run_master(args: argparse.Namespace) -> int:
         gc_grace=args.gc_grace,
         upload_lease=args.upload_lease,
         max_jobs_per_keeper=max(1, args.repair_jobs),
+        trash_seconds=max(0.0, args.trash_hours) * 3600,
     )
     lock = lock_data_dir(args.data, "master")
     if args.restore_from:

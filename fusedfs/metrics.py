@@ -141,6 +141,8 @@ def status_gauges(status: mp.StatusReply, now_ns: int) -> Iterator[Gauge]:
         ("mounts", "mounts heard from within the session timeout"),
         ("open_orphans", "unlinked files kept because a mount has them open"),
         ("goal", "copies kept of every chunk"),
+        ("trash_files", "deleted files kept in the trash"),
+        ("trash_bytes", "bytes of the files in the trash"),
     ):
         yield f"fusedfs_{name}", text, getattr(status, name), {}
     for field in status.chunks.DESCRIPTOR.fields:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -14,6 +15,7 @@ from typing import BinaryIO
 
 from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
+from fusedfs.errors import FsError
 from fusedfs.grpcutil import format_address, parse_address
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
@@ -56,6 +58,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     fsck.add_argument("--limit", type=int, default=1000, help="files to list at most (default 1000)")
     fsck.add_argument("--json", action="store_true", help="machine-readable output")
+    trash = commands.add_parser("trash", help="deleted files kept for restoring: list, restore, purge")
+    actions = trash.add_subparsers(dest="trash_action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="what the trash holds at PATH or under it, newest first")
+    listing.add_argument("name", metavar="PATH", nargs="?", default="/")
+    listing.add_argument("--limit", type=int, default=1000, help="files to list at most (default 1000)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    restore = actions.add_parser(
+        "restore",
+        help="put back the newest file deleted at PATH and the newest of each under it, "
+        "with the folders they were in (or, with --inode, that one file, at PATH if given)",
+    )
+    restore.add_argument("name", metavar="PATH", nargs="?", default="")
+    restore.add_argument("--inode", type=int, default=0, help="the file's inode, as `trash list` shows it")
+    purge = actions.add_parser("purge", help="free what was at PATH or under it (/: everything) now")
+    purge.add_argument("name", metavar="PATH", nargs="?", default="")
+    purge.add_argument("--inode", type=int, default=0, help="only this file")
     parser.set_defaults(run=run)
 
 
@@ -68,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     master = MasterClient(master_address(args.master), wait=args.wait)
     files = FileClient(master)
     name = getattr(args, "name", "/")
-    if args.command in ("upload", "download", "rm", "mkdir", "ls", "info") and not name.startswith("/"):
+    if args.command in ("upload", "download", "rm", "mkdir", "ls", "info", "trash") and name and name[0] != "/":
         name = "/" + name
     if args.command == "upload":
         local = args.path or os.path.basename(name)
@@ -98,7 +116,54 @@ def run(args: argparse.Namespace) -> int:
         _info(files, name, args.json)
     elif args.command == "fsck":
         return _fsck(master, args.limit, args.json)
+    elif args.command == "trash":
+        return _trash(master, args, name)
     return 0
+
+
+def _trash(master: MasterClient, args: argparse.Namespace, path: str) -> int:
+    if args.trash_action == "list":
+        listed = master.call("ListTrash", mp.ListTrashRequest(path=path, limit=max(1, args.limit)))
+        if args.json:
+            entries = [
+                {
+                    "path": os.fsdecode(e.path),
+                    "inode": e.inode,
+                    "size": e.size,
+                    "deleted_ns": e.deleted_ns,
+                    "expires_ns": e.expires_ns,
+                }
+                for e in listed.entries
+            ]
+            report = {"entries": entries, "files": listed.files, "bytes": listed.bytes, "truncated": listed.truncated}
+            print(json.dumps(report, indent=2))
+            return 0
+        print(f"{'DELETED':<16} {'FREED IN':>8} {'SIZE':>10} {'INODE':>10}  PATH")
+        for e in listed.entries:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.deleted_ns / 1e9))
+            left = max(0.0, e.expires_ns / 1e9 - time.time()) / 3600
+            print(f"{when:<16} {left:>7.1f}h {_size(e.size):>10} {e.inode:>10}  {os.fsdecode(e.path)}")
+        if listed.truncated:
+            print(f"(only the newest {len(listed.entries)} are listed)")
+        print(f"{listed.files} files, {_size(listed.bytes)} in the trash" + (f" under {path}" if path != "/" else ""))
+        return 0
+    if not path and not args.inode:
+        raise FsError(errno.EINVAL, f"trash {args.trash_action} needs a PATH or --inode")
+    if args.trash_action == "purge":
+        purged = master.call("PurgeTrash", mp.PurgeTrashRequest(path=path, inode=args.inode))
+        print(f"purged {purged.files} files ({_size(purged.bytes)}): their space is freed within minutes")
+        return 0
+    reply = master.call("RestoreTrash", mp.RestoreTrashRequest(path=path, inode=args.inode))
+    for e in reply.restored:
+        print(f"restored {os.fsdecode(e.path)}")
+    for e in reply.skipped:
+        print(
+            f"skipped {os.fsdecode(e.path)}: that name is taken now (put it elsewhere with"
+            f" `trash restore --inode {e.inode} NEW-PATH`)"
+        )
+    if not reply.restored and not reply.skipped:
+        print(f"nothing in the trash at {path or f'inode {args.inode}'}")
+    return 0 if reply.restored and not reply.skipped else 1
 
 
 def _info(files: FileClient, name: str, as_json: bool) -> None:
@@ -277,6 +342,9 @@ def _status(master: MasterClient, as_json: bool) -> None:
                     "metadata_copy_taken_ns": reply.metadata_copy_taken_ns,
                     "metadata_copy_keepers": reply.metadata_copy_keepers,
                     "metadata_changes_unsent": reply.metadata_changes_unsent,
+                    "trash_files": reply.trash_files,
+                    "trash_bytes": reply.trash_bytes,
+                    "trash_hours": reply.trash_hours,
                 },
                 indent=2,
             )
@@ -303,6 +371,13 @@ def _status(master: MasterClient, as_json: bool) -> None:
         f"files: {reply.files}, directories: {reply.directories}; mounts: {reply.mounts}, "
         f"unlinked files held open: {reply.open_orphans}; cluster {reply.cluster_id}"
     )
+    if reply.trash_hours:
+        print(
+            f"trash: {reply.trash_files} deleted files, {_size(reply.trash_bytes)}, kept {reply.trash_hours:g} h"
+            " (fusedfs client MASTER trash list)"
+        )
+    else:
+        print("trash: off (deleted files are freed at once)")
     if reply.metadata_copy_taken_ns:
         age = max(0.0, time.time() - reply.metadata_copy_taken_ns / 1e9)
         print(

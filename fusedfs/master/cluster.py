@@ -60,6 +60,7 @@ class Settings:
     upload_lease: float = 3600.0  # seconds a reserved chunk id stays safe from collection
     max_jobs_per_keeper: int = 4  # concurrent repair copies per keeper (throttle)
     copy_timeout: float = 120.0
+    trash_seconds: float = 0.0  # how long a deleted file is kept, chunks and all (0: no trash)
 
     @property
     def min_copies(self) -> int:
@@ -257,7 +258,11 @@ class Cluster:
         if len(alive) < self.settings.min_copies:
             raise FsError(errno.EIO, f"only {len(alive)} keeper(s) alive; a write needs {self.settings.min_copies}")
         if len([k for k in alive if k.free_bytes >= need]) < self.settings.min_copies:
-            raise FsError(errno.ENOSPC, "the cluster is full: too few keepers have space for another chunk")
+            full = "the cluster is full: too few keepers have space for another chunk"
+            if self.settings.trash_seconds:
+                hours = self.settings.trash_seconds / 3600
+                full += f" (the trash keeps deleted files {hours:g} h: `trash purge /` frees them)"
+            raise FsError(errno.ENOSPC, full)
         raise FsError(errno.EIO, "too few healthy keepers for this write; retry later")
 
     def reserved(self, chunk: int, since_ns: int) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fusedfs.chunks import MAX_CHUNK_SIZE, PIECE_SIZE, chunk_count
 from fusedfs.errors import FsError
 from fusedfs.master.sessions import SESSION_TIMEOUT
-from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore
+from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore, TrashRow
 from fusedfs.names import PATH_MAX, split_path, validate_name
 
 RENAME_NOREPLACE = 1
@@ -72,12 +72,14 @@ class Namespace:
         clock: Callable[[], int] = time.time_ns,
         is_open: Callable[[int], bool] = lambda ino: False,
         orphan_grace_ns: int = ORPHAN_GRACE_NS,
+        trash_ns: int = 0,
     ) -> None:
         self.store = store
         self.default_chunk_size = default_chunk_size
         self.clock = clock
         self.is_open = is_open  # does some mount have this inode open (then its last unlink keeps it)
         self.orphan_grace_ns = orphan_grace_ns
+        self.trash_ns = trash_ns  # how long a file whose last name went is kept (0: no trash)
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -106,16 +108,20 @@ class Namespace:
         inode.has_xattrs = False
         return inode
 
-    def _drop_link(self, inode: Inode, now: int, changes: ChunkChanges) -> None:
-        """One name of inode is gone; when it was the last, a file stays as an orphan, freed with
-        its chunks once no mount has it open (POSIX: an unlinked file lives on while it is open)
-        and ORPHAN_GRACE_NS has passed (free_closed_orphans); anything else goes at once.
+    def _drop_link(self, inode: Inode, now: int, changes: ChunkChanges, parent: int, name: bytes) -> None:
+        """Name `name` in folder `parent` of inode is gone; when it was the last, a file stays as
+        an orphan, freed with its chunks once no mount has it open (POSIX: an unlinked file lives
+        on while it is open), ORPHAN_GRACE_NS has passed and it has been in the trash for
+        trash_ns (free_closed_orphans); anything else goes at once.
         """
         inode.nlink -= 1
         if inode.nlink > 0 or stat.S_ISREG(inode.mode):
             self._touch(inode, now, mtime=False)
             if inode.nlink == 0:
                 self.store.add_orphan(inode.id, now)
+                folder = self._path_of(parent) if self.trash_ns > 0 else None
+                if folder is not None:
+                    self.store.put_in_trash(inode.id, folder.rstrip(b"/") + b"/" + name, now)
             return
         self._free(inode, now, changes)
 
@@ -131,7 +137,7 @@ class Namespace:
         changes = ChunkChanges()
         with self.store.transaction():
             now = self.clock()
-            for ino in self.store.orphans(before_ns=now - self.orphan_grace_ns):
+            for ino in self.store.orphans(now - self.orphan_grace_ns, now - self.trash_ns):
                 if not self.is_open(ino):
                     inode = self.store.get_inode(ino)
                     if inode is None or inode.nlink > 0:  # linked again meanwhile (impossible today)
@@ -266,7 +272,7 @@ class Namespace:
             if stat.S_ISDIR(inode.mode):
                 raise FsError(errno.EISDIR, f"{name.decode(errors='replace')!r} is a directory")
             self.store.delete_dentry(parent, name)
-            self._drop_link(inode, now, changes)
+            self._drop_link(inode, now, changes, parent, name)
             self._touch(parent_inode, now)
         return changes
 
@@ -340,7 +346,7 @@ class Namespace:
                         self.store.delete_inode(target.id)
                         dst_parent.nlink -= 1
                     else:
-                        self._drop_link(target, now, changes)
+                        self._drop_link(target, now, changes, new_parent, new_name)
                 self.store.delete_dentry(parent, name)
                 self.store.insert_dentry(new_parent, new_name, inode.id)
                 if stat.S_ISDIR(inode.mode) and parent != new_parent:
@@ -537,7 +543,7 @@ class Namespace:
                 if stat.S_ISDIR(old.mode):
                     raise FsError(errno.EISDIR, f"{name.decode(errors='replace')!r} is a directory")
                 self.store.delete_dentry(parent, name)
-                self._drop_link(old, now, changes)
+                self._drop_link(old, now, changes, parent, name)
             inode = self._new_inode(stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now, chunk_size=chunk_size)
             inode.size = size
             self._install_chunks(inode, chunks, now, changes)
@@ -569,15 +575,83 @@ class Namespace:
     def path_of(self, ino: int) -> bytes | None:
         """A path of the inode from the root (one of a file's names); None if it has none (an
         open file whose names are gone)."""
-        parts: list[bytes] = []
         with self.store.transaction():
-            while ino != ROOT_INODE:
-                named = self.store.name_of(ino)
-                if named is None or len(parts) > MAX_DEPTH:
-                    return None
-                ino, name = named
-                parts.append(name)
+            return self._path_of(ino)
+
+    def _path_of(self, ino: int) -> bytes | None:
+        parts: list[bytes] = []
+        while ino != ROOT_INODE:
+            named = self.store.name_of(ino)
+            if named is None or len(parts) > MAX_DEPTH:
+                return None
+            ino, name = named
+            parts.append(name)
         return b"/" + b"/".join(reversed(parts))
+
+    # --- the trash -------------------------------------------------------------------------------
+
+    def list_trash(self, path: str) -> list[TrashRow]:
+        """What the trash holds that was at path or under it, newest first."""
+        with self.store.transaction():
+            return self.store.trash(_normal(path))
+
+    def restore_trash(self, path: str, ino: int = 0) -> tuple[list[TrashRow], list[TrashRow]]:
+        """Puts back the newest file deleted at path and the newest deleted at each path under it
+        (or, given ino, that file, at path if given), making the folders they were in if gone.
+        Returns (restored, at the path each is at now) and (skipped: the path is taken)."""
+        with self.store.transaction():
+            now = self.clock()
+            if ino:
+                found = [row for row in self.store.trash(b"/") if row.inode == ino]
+                if not found:
+                    raise FsError(errno.ENOENT, f"inode {ino} is not in the trash")
+                wanted = [(found[0], _normal(path) if path else found[0].path)]
+            else:
+                newest: dict[bytes, TrashRow] = {}
+                for row in self.store.trash(_normal(path)):
+                    newest.setdefault(row.path, row)
+                wanted = [(row, row.path) for row in newest.values()]
+            restored, skipped = [], []
+            for row, where in wanted:
+                try:
+                    self._relink(row.inode, where, now)
+                except FsError as e:
+                    if e.errno not in (errno.EEXIST, errno.ENOTDIR):
+                        raise
+                    skipped.append(row)
+                else:
+                    restored.append(TrashRow(row.inode, where, row.size, row.deleted_ns))
+            return restored, skipped
+
+    def _relink(self, ino: int, path: bytes, now: int) -> None:
+        """Names the trashed file `ino` `path` again, making missing folders on the way."""
+        inode = self._inode(ino)
+        *folders, name = split_path(path.decode(errors="surrogateescape"))
+        folder = ROOT_INODE
+        for part in folders:
+            entry = self.store.lookup(folder, part)
+            if entry is None:
+                folder = self.mkdir(folder, part, 0o755, inode.uid, inode.gid).node.id
+            elif stat.S_ISDIR(self._inode(entry.inode).mode):
+                folder = entry.inode
+            else:
+                raise FsError(errno.ENOTDIR, f"{part.decode(errors='replace')!r} is not a directory")
+        self._free_name(folder, name)
+        self.store.insert_dentry(folder, name, ino)
+        inode.nlink = 1
+        self.store.remove_orphan(ino)
+        self.store.take_from_trash(ino)
+        self._touch(inode, now, mtime=False)
+        self._touch(self._dir(folder), now)
+
+    def purge_trash(self, path: str, ino: int = 0) -> list[TrashRow]:
+        """Takes what was at path or under it (or the file ino) out of the trash: it is freed
+        with its chunks at the next look at orphans (once no mount has it open)."""
+        with self.store.transaction():
+            rows = [row for row in self.store.trash(_normal(path)) if not ino or row.inode == ino]
+            for row in rows:
+                self.store.take_from_trash(row.inode)
+            return rows
 
     def file_chunks(self, ino: int, first: int, count: int):  # type: ignore[no-untyped-def]
         with self.store.transaction():
@@ -585,3 +659,8 @@ class Namespace:
             if not stat.S_ISREG(inode.mode):
                 raise FsError(errno.EISDIR if stat.S_ISDIR(inode.mode) else errno.EINVAL, "not a regular file")
             return inode, self.store.file_chunks(ino, first, count)
+
+
+def _normal(path: str) -> bytes:
+    """An absolute path as the trash keeps them: b"/a/b" (b"/" for the root)."""
+    return b"/" + b"/".join(split_path(path))

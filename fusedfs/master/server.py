@@ -51,7 +51,10 @@ class MasterServer:
         self.cluster.changes_unsent = self.shipper.unshipped
         self.sessions = MountSessions(self.cluster.clock())
         self.namespace = Namespace(
-            self.store, settings.chunk_size, is_open=lambda ino: self.sessions.is_open(ino, self.cluster.clock())
+            self.store,
+            settings.chunk_size,
+            is_open=lambda ino: self.sessions.is_open(ino, self.cluster.clock()),
+            trash_ns=int(settings.trash_seconds * 1e9),
         )
         self.server = make_server(max_workers=32)
         self.service = MasterService(self.namespace, self.store, self.cluster, self.sessions)

@@ -20,7 +20,7 @@ from fusedfs.errors import FsError, abort_with
 from fusedfs.master.cluster import Cluster
 from fusedfs.master.namespace import Added, ChunkChanges, CommittedChunk, Namespace
 from fusedfs.master.sessions import MountSessions
-from fusedfs.master.store import ChunkRow, Inode, MetadataStore
+from fusedfs.master.store import ChunkRow, Inode, MetadataStore, TrashRow
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 from fusedfs.rpc import master_pb2_grpc
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 READDIR_PAGE = 1000
 MAX_ALLOCATIONS = 256  # chunk ids one AllocateChunks call may reserve
 DAMAGED_LIMIT = 1000  # damaged files one Damaged call lists by default
+TRASH_LIST_LIMIT = 1000  # trash entries one ListTrash call lists by default
 UINT64_MAX = 2**64 - 1
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -341,7 +342,10 @@ class MasterService(master_pb2_grpc.MasterServicer):
             metadata_copy_taken_ns=self.cluster.last_copy_ns,
             metadata_copy_keepers=self.cluster.copy_keepers,
             metadata_changes_unsent=self.cluster.changes_unsent(),
+            trash_hours=self.cluster.settings.trash_seconds / 3600,
         )
+        with self.store.transaction():
+            reply.trash_files, reply.trash_bytes = self.store.trash_totals()
         for r in self.cluster.keeper_records():
             reply.keepers.add(
                 keeper_id=r.keeper_id,
@@ -379,6 +383,38 @@ class MasterService(master_pb2_grpc.MasterServicer):
             path = self.ns.path_of(ino) or b""
             reply.files.add(inode=ino, path=path, lost_chunks=lost, under_replicated_chunks=under)
         return reply
+
+    # --- the trash -------------------------------------------------------------------------------
+
+    @handler
+    def ListTrash(self, request: mp.ListTrashRequest, context: grpc.ServicerContext) -> mp.ListTrashReply:
+        rows = self.ns.list_trash(request.path or "/")
+        limit = request.limit or TRASH_LIST_LIMIT
+        reply = mp.ListTrashReply(files=len(rows), bytes=sum(r.size for r in rows), truncated=len(rows) > limit)
+        reply.entries.extend(self._trash_entry(r) for r in rows[:limit])
+        return reply
+
+    @handler
+    def RestoreTrash(self, request: mp.RestoreTrashRequest, context: grpc.ServicerContext) -> mp.RestoreTrashReply:
+        if not request.inode and not request.path:
+            raise FsError(errno.EINVAL, "restore needs a path or an inode")
+        restored, skipped = self.ns.restore_trash(request.path, request.inode)
+        return mp.RestoreTrashReply(
+            restored=[self._trash_entry(r) for r in restored], skipped=[self._trash_entry(r) for r in skipped]
+        )
+
+    @handler
+    def PurgeTrash(self, request: mp.PurgeTrashRequest, context: grpc.ServicerContext) -> mp.PurgeTrashReply:
+        if not request.inode and not request.path:
+            raise FsError(errno.EINVAL, "purge needs a path (/ for all) or an inode")
+        rows = self.ns.purge_trash(request.path or "/", request.inode)
+        return mp.PurgeTrashReply(files=len(rows), bytes=sum(r.size for r in rows))
+
+    def _trash_entry(self, row: TrashRow) -> mp.TrashEntry:
+        keep = int(self.cluster.settings.trash_seconds * 1e9)
+        return mp.TrashEntry(
+            inode=row.inode, path=row.path, size=row.size, deleted_ns=row.deleted_ns, expires_ns=row.deleted_ns + keep
+        )
 
     @handler
     def RegisterKeeper(

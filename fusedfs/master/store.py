@@ -34,6 +34,9 @@ Schema (every column and sentinel explained here, and only here):
     orphans     files whose last name is gone while a mount still has them open (nlink 0)
       inode, since_ns          freed, with their chunks, once no mount holds them open
 
+    trash       orphans also kept for the trash time after their last name went
+      inode, path, deleted_ns  path: where that name was (to list and restore by)
+
     meta        key/value: schema_version, next_chunk_id, cluster_id (random, made with the store)
 
     journal     every row change of the tables above, in commit order (MooseFS's changelog):
@@ -60,7 +63,7 @@ from pathlib import Path
 from typing import Protocol
 
 ROOT_INODE = 1
-SCHEMA_VERSION = 3  # 2 added xattrs and orphans, 3 the journal (older stores are upgraded in place)
+SCHEMA_VERSION = 4  # 2 added xattrs and orphans, 3 the journal, 4 the trash (older stores are upgraded in place)
 
 
 class ChunkState(IntEnum):
@@ -105,6 +108,14 @@ class ChunkRow:
 
 
 @dataclass(frozen=True)
+class TrashRow:
+    inode: int
+    path: bytes
+    size: int
+    deleted_ns: int
+
+
+@dataclass(frozen=True)
 class JournalEntry:
     """One row change: `values` is the whole row as it now reads, or for a deleted row its key."""
 
@@ -146,7 +157,11 @@ class MetadataStore(Protocol):
     def list_xattrs(self, ino: int) -> list[bytes]: ...
     def add_orphan(self, ino: int, now_ns: int) -> None: ...
     def remove_orphan(self, ino: int) -> None: ...
-    def orphans(self, before_ns: int | None = None) -> list[int]: ...
+    def orphans(self, before_ns: int | None = None, trashed_before_ns: int | None = None) -> list[int]: ...
+    def put_in_trash(self, ino: int, path: bytes, now_ns: int) -> None: ...
+    def take_from_trash(self, ino: int) -> None: ...
+    def trash(self, path: bytes = b"/") -> list[TrashRow]: ...
+    def trash_totals(self) -> tuple[int, int]: ...
 
 
 _INODE_COLUMNS = "id, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target"
@@ -179,6 +194,8 @@ CREATE TABLE IF NOT EXISTS xattrs (
     PRIMARY KEY (inode, name)
 );
 CREATE TABLE IF NOT EXISTS orphans (inode INTEGER PRIMARY KEY, since_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS trash (inode INTEGER PRIMARY KEY, path BLOB NOT NULL, deleted_ns INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS trash_by_path ON trash (path);
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, deleted INTEGER NOT NULL,
     c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10
@@ -194,6 +211,7 @@ JOURNALED: dict[str, tuple[tuple[str, ...], int]] = {
     "chunks": (tuple(_CHUNK_COLUMNS.split(", ")), 1),
     "xattrs": (("inode", "name", "value"), 2),
     "orphans": (("inode", "since_ns"), 1),
+    "trash": (("inode", "path", "deleted_ns"), 1),
 }
 
 
@@ -265,7 +283,7 @@ class SqliteStore:
             # (stores made before cluster ids get theirs now)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('cluster_id', ?)", (secrets.randbits(63),))
             version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-            if version in (1, 2):  # its new tables and triggers were just created
+            if version in (1, 2, 3):  # its new tables and triggers were just created
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
                 version = SCHEMA_VERSION
             if version != SCHEMA_VERSION:
@@ -435,6 +453,7 @@ class SqliteStore:
         self._db.execute("DELETE FROM inodes WHERE id = ?", (ino,))
         self._db.execute("DELETE FROM xattrs WHERE inode = ?", (ino,))
         self._db.execute("DELETE FROM orphans WHERE inode = ?", (ino,))
+        self._db.execute("DELETE FROM trash WHERE inode = ?", (ino,))
 
     def lookup(self, parent: int, name: bytes) -> Dentry | None:
         row = self._db.execute(
@@ -494,12 +513,46 @@ class SqliteStore:
     def remove_orphan(self, ino: int) -> None:
         self._db.execute("DELETE FROM orphans WHERE inode = ?", (ino,))
 
-    def orphans(self, before_ns: int | None = None) -> list[int]:
-        """Orphans' inodes (only those orphaned at or before before_ns, if given)."""
+    def orphans(self, before_ns: int | None = None, trashed_before_ns: int | None = None) -> list[int]:
+        """Orphans' inodes; given times, only those orphaned at or before before_ns and not in
+        the trash, or put there at or before trashed_before_ns."""
         if before_ns is None:
             return [r[0] for r in self._db.execute("SELECT inode FROM orphans ORDER BY inode")]
-        rows = self._db.execute("SELECT inode FROM orphans WHERE since_ns <= ? ORDER BY inode", (before_ns,))
+        rows = self._db.execute(
+            "SELECT o.inode FROM orphans o LEFT JOIN trash t ON t.inode = o.inode"
+            " WHERE o.since_ns <= ? AND (t.deleted_ns IS NULL OR t.deleted_ns <= ?) ORDER BY o.inode",
+            (before_ns, before_ns if trashed_before_ns is None else trashed_before_ns),
+        )
         return [r[0] for r in rows]
+
+    def put_in_trash(self, ino: int, path: bytes, now_ns: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO trash VALUES (?, ?, ?)", (ino, path, now_ns))
+
+    def take_from_trash(self, ino: int) -> None:
+        self._db.execute("DELETE FROM trash WHERE inode = ?", (ino,))
+
+    def trash_totals(self) -> tuple[int, int]:
+        """(files, bytes) in the trash."""
+        files, size = self._db.execute(
+            "SELECT COUNT(*), SUM(i.size) FROM trash t JOIN inodes i ON i.id = t.inode"
+        ).fetchone()
+        return files, size or 0
+
+    def trash(self, path: bytes = b"/") -> list[TrashRow]:
+        """What the trash holds at path or under it, newest first."""
+        args: tuple[bytes, ...] = ()
+        where = ""
+        if path != b"/":
+            # Under path/: from "path/" up to "path0" ('/' + 1), as bytes sort.
+            where = " WHERE t.path = ? OR (t.path >= ? AND t.path < ?)"
+            args = (path, path + b"/", path + b"0")
+        rows = self._db.execute(
+            "SELECT t.inode, t.path, i.size, t.deleted_ns FROM trash t JOIN inodes i ON i.id = t.inode"
+            + where
+            + " ORDER BY t.deleted_ns DESC, t.inode DESC",
+            args,
+        )
+        return [TrashRow(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
 
     # --- chunks ----------------------------------------------------------------------------------
 

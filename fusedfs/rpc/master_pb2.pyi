@@ -370,7 +370,7 @@ class ChunkHealth(_message.Message):
     def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ..., misplaced: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id", "metadata_copy_taken_ns", "metadata_copy_keepers", "metadata_changes_unsent")
+    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id", "metadata_copy_taken_ns", "metadata_copy_keepers", "metadata_changes_unsent", "trash_files", "trash_bytes", "trash_hours")
     KEEPERS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
@@ -383,6 +383,9 @@ class StatusReply(_message.Message):
     METADATA_COPY_TAKEN_NS_FIELD_NUMBER: _ClassVar[int]
     METADATA_COPY_KEEPERS_FIELD_NUMBER: _ClassVar[int]
     METADATA_CHANGES_UNSENT_FIELD_NUMBER: _ClassVar[int]
+    TRASH_FILES_FIELD_NUMBER: _ClassVar[int]
+    TRASH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TRASH_HOURS_FIELD_NUMBER: _ClassVar[int]
     keepers: _containers.RepeatedCompositeFieldContainer[KeeperStatus]
     chunks: ChunkHealth
     files: int
@@ -395,7 +398,10 @@ class StatusReply(_message.Message):
     metadata_copy_taken_ns: int
     metadata_copy_keepers: int
     metadata_changes_unsent: int
-    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ..., cluster_id: _Optional[str] = ..., metadata_copy_taken_ns: _Optional[int] = ..., metadata_copy_keepers: _Optional[int] = ..., metadata_changes_unsent: _Optional[int] = ...) -> None: ...
+    trash_files: int
+    trash_bytes: int
+    trash_hours: float
+    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ..., cluster_id: _Optional[str] = ..., metadata_copy_taken_ns: _Optional[int] = ..., metadata_copy_keepers: _Optional[int] = ..., metadata_changes_unsent: _Optional[int] = ..., trash_files: _Optional[int] = ..., trash_bytes: _Optional[int] = ..., trash_hours: _Optional[float] = ...) -> None: ...
 
 class DamagedRequest(_message.Message):
     __slots__ = ("limit",)
@@ -426,6 +432,72 @@ class DamagedReply(_message.Message):
     under_replicated_chunks: int
     truncated: bool
     def __init__(self, files: _Optional[_Iterable[_Union[DamagedFile, _Mapping]]] = ..., lost_chunks: _Optional[int] = ..., under_replicated_chunks: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class TrashEntry(_message.Message):
+    __slots__ = ("inode", "path", "size", "deleted_ns", "expires_ns")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DELETED_NS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_NS_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    path: bytes
+    size: int
+    deleted_ns: int
+    expires_ns: int
+    def __init__(self, inode: _Optional[int] = ..., path: _Optional[bytes] = ..., size: _Optional[int] = ..., deleted_ns: _Optional[int] = ..., expires_ns: _Optional[int] = ...) -> None: ...
+
+class ListTrashRequest(_message.Message):
+    __slots__ = ("path", "limit")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    limit: int
+    def __init__(self, path: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListTrashReply(_message.Message):
+    __slots__ = ("entries", "files", "bytes", "truncated")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[TrashEntry]
+    files: int
+    bytes: int
+    truncated: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[TrashEntry, _Mapping]]] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class RestoreTrashRequest(_message.Message):
+    __slots__ = ("path", "inode")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    inode: int
+    def __init__(self, path: _Optional[str] = ..., inode: _Optional[int] = ...) -> None: ...
+
+class RestoreTrashReply(_message.Message):
+    __slots__ = ("restored", "skipped")
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    restored: _containers.RepeatedCompositeFieldContainer[TrashEntry]
+    skipped: _containers.RepeatedCompositeFieldContainer[TrashEntry]
+    def __init__(self, restored: _Optional[_Iterable[_Union[TrashEntry, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[TrashEntry, _Mapping]]] = ...) -> None: ...
+
+class PurgeTrashRequest(_message.Message):
+    __slots__ = ("path", "inode")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    inode: int
+    def __init__(self, path: _Optional[str] = ..., inode: _Optional[int] = ...) -> None: ...
+
+class PurgeTrashReply(_message.Message):
+    __slots__ = ("files", "bytes")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    files: int
+    bytes: int
+    def __init__(self, files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class SetXattrRequest(_message.Message):
     __slots__ = ("inode", "name", "value", "flags")

@@ -175,6 +175,21 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.DamagedRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_master__pb2.DamagedReply.FromString,
                 _registered_method=True)
+        self.ListTrash = channel.unary_unary(
+                '/fusedfs.rpc.Master/ListTrash',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.ListTrashRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.ListTrashReply.FromString,
+                _registered_method=True)
+        self.RestoreTrash = channel.unary_unary(
+                '/fusedfs.rpc.Master/RestoreTrash',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.RestoreTrashRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.RestoreTrashReply.FromString,
+                _registered_method=True)
+        self.PurgeTrash = channel.unary_unary(
+                '/fusedfs.rpc.Master/PurgeTrash',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashReply.FromString,
+                _registered_method=True)
         self.RegisterKeeper = channel.unary_unary(
                 '/fusedfs.rpc.Master/RegisterKeeper',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.RegisterKeeperRequest.SerializeToString,
@@ -373,6 +388,27 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTrash(self, request, context):
+        """The trash: files whose last name went (unlink, replaced by a rename or an upload) are kept,
+        chunks and all, for --trash-hours, then freed. Listed newest first; restored by path (a
+        file, or a folder's files with the folders they were in) or by inode; purged to free space.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreTrash(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeTrash(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterKeeper(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -527,6 +563,21 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.Damaged,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.DamagedRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_master__pb2.DamagedReply.SerializeToString,
+            ),
+            'ListTrash': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrash,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.ListTrashRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.ListTrashReply.SerializeToString,
+            ),
+            'RestoreTrash': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreTrash,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.RestoreTrashRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.RestoreTrashReply.SerializeToString,
+            ),
+            'PurgeTrash': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeTrash,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashReply.SerializeToString,
             ),
             'RegisterKeeper': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterKeeper,
@@ -1295,6 +1346,87 @@ class Master:
             '/fusedfs.rpc.Master/Damaged',
             fusedfs_dot_rpc_dot_master__pb2.DamagedRequest.SerializeToString,
             fusedfs_dot_rpc_dot_master__pb2.DamagedReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/ListTrash',
+            fusedfs_dot_rpc_dot_master__pb2.ListTrashRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.ListTrashReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreTrash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/RestoreTrash',
+            fusedfs_dot_rpc_dot_master__pb2.RestoreTrashRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.RestoreTrashReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeTrash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/PurgeTrash',
+            fusedfs_dot_rpc_dot_master__pb2.PurgeTrashRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.PurgeTrashReply.FromString,
             options,
             channel_credentials,
             insecure,

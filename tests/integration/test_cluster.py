@@ -86,14 +86,25 @@ def test_stdin_stdout_and_holes(files: FileClient, cluster: LocalCluster) -> Non
 
 
 def test_replace_is_atomic_and_old_chunks_are_collected(files: FileClient, cluster: LocalCluster) -> None:
-    upload(files, "/f", os.urandom(20 * MiB))
+    old = os.urandom(20 * MiB)
+    upload(files, "/f", old)
     new = os.urandom(3 * MiB)
     upload(files, "/f", new)
     assert download(files, "/f") == new
+    # The old version is in the trash (24 h by default), chunks and all ...
+    listed = json.loads(run_cli("client", cluster.master_address, "trash", "list", "--json").stdout)
+    assert [(e["path"], e["size"]) for e in listed["entries"]] == [("/f", 20 * MiB)]
+    time.sleep(3)  # the garbage grace (1 s) and maintenance ticks
+    assert sum(len(chunk_files(cluster, i)) for i in range(3)) == 3 * 4
+    # ... until purged.
+    purged = run_cli("client", cluster.master_address, "trash", "purge", "f")
+    assert purged.returncode == 0 and b"purged 1 files (20.0 MiB)" in purged.stdout, purged
     wait_for(lambda: sum(len(chunk_files(cluster, i)) for i in range(3)) == 3, 15, "old chunks deleted")
     files.remove("/f")
+    assert run_cli("client", cluster.master_address, "trash", "purge", "/").returncode == 0
     wait_for(lambda: sum(len(chunk_files(cluster, i)) for i in range(3)) == 0, 15, "all chunks deleted")
     assert cluster.status().chunks.garbage == 0 or wait_for(lambda: cluster.status().chunks.garbage == 0, 10, "purge")
+    assert cluster.status().trash_files == 0
 
 
 def test_killed_keeper_is_read_around_and_repaired(make_cluster: MakeCluster) -> None:
@@ -492,8 +503,9 @@ def test_a_disk_here_that_hangs_holds_a_read_up_for_seconds_not_for_good(
 
 @contextlib.contextmanager
 def cluster_on_small_disks(make_cluster: MakeCluster, small_disk: SmallDisk, mib: int = 20) -> Iterator[LocalCluster]:
-    """A master and 3 keepers, each keeper on a tmpfs of `mib` MiB; stopped before the disks go."""
-    cluster = make_cluster(keepers=0, start=False)
+    """A master and 3 keepers, each keeper on a tmpfs of `mib` MiB; stopped before the disks go.
+    No trash: a file removed gives its space back at once."""
+    cluster = make_cluster(keepers=0, start=False, master_args=["--trash-hours", "0"])
     try:
         cluster.start_master()
         for i in range(3):

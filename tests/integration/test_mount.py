@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import json
 import mmap
 import os
 import re
@@ -35,7 +36,7 @@ from fusedfs.master.sessions import SESSION_TIMEOUT
 from fusedfs.master.store import Inode, SqliteStore
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
-from tests.integration.conftest import MakeCluster, SmallDisk, wait_for
+from tests.integration.conftest import MakeCluster, SmallDisk, run_cli, wait_for
 
 GiB = 1024 * MiB
 
@@ -528,6 +529,51 @@ def renameat2(src: Path, dst: Path, flags: int) -> None:
     if libc.renameat2(at_fdcwd, bytes(src), at_fdcwd, bytes(dst), flags) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
+
+
+def test_rm_r_by_mistake_is_undone_from_the_trash(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    cluster, mnt = mounted
+    project = mnt / "project"
+    (project / "src").mkdir(parents=True)
+    contents = {f"src/m{i}.py": os.urandom(1000 * i) for i in range(5)}
+    contents["big.bin"] = os.urandom(20 * MiB)
+    for name, data in contents.items():
+        (project / name).write_bytes(data)
+    (project / "notes.txt").write_text("first")
+    (project / "notes.txt").write_text("second")  # (rewritten in place: no trash entry)
+    os.rename(project / "notes.txt", project / "notes.old")
+    (project / "notes.txt").write_text("third")
+    os.rename(project / "notes.txt", project / "notes.old")  # the "second" one replaced by a rename
+    sh("rm", "-r", str(project))
+    assert not project.exists()
+
+    def trash(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return run_cli("client", cluster.master_address, "trash", *args)
+
+    listed = json.loads(trash("list", "/project", "--json").stdout)
+    assert sorted(e["path"] for e in listed["entries"]) == sorted(
+        ["/project/notes.old", "/project/notes.old", *(f"/project/{n}" for n in contents)]
+    )
+    assert listed["bytes"] == sum(map(len, contents.values())) + len("second") + len("third")
+    shown = trash("list").stdout.decode()
+    assert "/project/big.bin" in shown and f"{len(contents) + 2} files, " in shown, shown
+    restored = trash("restore", "/project")
+    assert restored.returncode == 0, restored
+    assert restored.stdout.decode().count("restored ") == len(contents) + 1
+    for name, data in contents.items():
+        assert (project / name).read_bytes() == data, name
+    assert (project / "notes.old").read_text() == "third"  # the newest of the two at that path
+    # The older one is still there: restored elsewhere by its inode.
+    [older] = json.loads(trash("list", "/project/notes.old", "--json").stdout)["entries"]
+    assert trash("restore", "--inode", str(older["inode"]), "/project/notes.second").returncode == 0
+    assert (project / "notes.second").read_text() == "second"
+    # A name taken since is not overwritten.
+    (project / "big.bin").unlink()
+    (project / "big.bin").write_bytes(b"new")
+    clash = trash("restore", "/project/big.bin")
+    assert clash.returncode == 1 and b"skipped /project/big.bin: that name is taken" in clash.stdout, clash
+    assert (project / "big.bin").read_bytes() == b"new"
+    assert trash("list", "/project", "--json").stdout.count(b'"path"') == 1
 
 
 def test_rename_noreplace_and_exchange_through_the_kernel(mounted: tuple[LocalCluster, Path]) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from fusedfs.master.metacopy import _entry, _message
 from fusedfs.master.namespace import RENAME_EXCHANGE, CommittedChunk, Namespace
-from fusedfs.master.store import COMMIT_MARK, ROOT_INODE, JournalEntry, SqliteStore
+from fusedfs.master.store import COMMIT_MARK, JOURNALED, ROOT_INODE, JournalEntry, SqliteStore
 
 CHUNK = 1024
-TABLES = ("meta", "inodes", "dentries", "chunks", "xattrs", "orphans")
+TABLES = tuple(JOURNALED)  # every table the journal follows
 
 
 def contents(path: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -48,11 +48,13 @@ def busy_day(ns: Namespace) -> None:
 def test_a_copy_and_the_changes_after_it_make_the_store(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "master.sqlite3", stat.S_IFDIR | 0o755, now_ns=1)
     clock = iter(range(10, 10**9))
-    ns = Namespace(store, CHUNK, clock=lambda: next(clock), orphan_grace_ns=0)
+    ns = Namespace(store, CHUNK, clock=lambda: next(clock), orphan_grace_ns=0, trash_ns=10**12)
     ns.mkdir(ROOT_INODE, b"before", 0o755, 0, 0)
     copied = store.snapshot(tmp_path / "copy.sqlite3")
     assert copied == store.journal_end() > 0
     busy_day(ns)
+    with store.transaction():
+        assert store.trash_totals()[0] == 1  # (the trash is journaled too)
     changes = store.journal_after(copied, 100_000)
     assert changes[-1].table == COMMIT_MARK and changes[0].seq == copied + 1
     assert [e.seq for e in changes] == list(range(copied + 1, store.journal_end() + 1))  # no gaps

@@ -295,3 +295,67 @@ def test_path_of_an_inode(ns: Namespace) -> None:
     assert ns.path_of(f.id) == b"/g"
     ns.unlink(ROOT_INODE, b"g")  # an orphan (until freed): no name
     assert ns.path_of(f.id) is None
+
+
+def test_the_trash_keeps_deleted_files_to_restore_until_their_time_is_up(store: SqliteStore) -> None:
+    now = [10]
+    ns = Namespace(store, CHUNK, clock=lambda: now[0], orphan_grace_ns=3, trash_ns=100)
+
+    def file(parent: int, name: bytes) -> tuple[int, int]:
+        f = ns.create(parent, name, 0o640, 7, 8, exclusive=True).node
+        chunk = pending(ns)
+        ns.commit_chunks(f.id, 10, [CommittedChunk(0, chunk, 10, 0)], None)
+        return f.id, chunk
+
+    docs = ns.mkdir(ROOT_INODE, b"docs", 0o700, 7, 8).node
+    sub = ns.mkdir(docs.id, b"sub", 0o700, 7, 8).node
+    a, chunk_a = file(docs.id, b"a")
+    b, _ = file(sub.id, b"b\xff")
+    c, chunk_c = file(ROOT_INODE, b"c")
+    # rm -r docs, and c replaced by a rename: all three kept, with the paths they had.
+    ns.unlink(sub.id, b"b\xff")
+    now[0] += 1
+    ns.unlink(docs.id, b"a")
+    ns.rmdir(docs.id, b"sub")
+    ns.rmdir(ROOT_INODE, b"docs")
+    now[0] += 1
+    file(ROOT_INODE, b"new")
+    ns.rename(ROOT_INODE, b"new", ROOT_INODE, b"c", 0)
+    assert [(r.path, r.size) for r in ns.list_trash("/")] == [(b"/c", 10), (b"/docs/a", 10), (b"/docs/sub/b\xff", 10)]
+    assert [r.inode for r in ns.list_trash("/docs")] == [a, b]
+    assert ns.list_trash("/doc") == [] and [r.inode for r in ns.list_trash("/docs/sub/b\udcff")] == [b]
+    now[0] += 50  # past the orphans' grace, within the trash time
+    assert ns.free_closed_orphans().garbage == []
+    # The folder back, with its files, as they were; its folders made again (0755, the file's owner).
+    restored, skipped = ns.restore_trash("/docs")
+    assert sorted(r.path for r in restored) == [b"/docs/a", b"/docs/sub/b\xff"] and skipped == []
+    back = ns.resolve("/docs/sub")
+    assert stat.S_IMODE(back.mode) == 0o755 and (back.uid, back.gid) == (7, 8)
+    restored_a = ns.lookup(ns.resolve("/docs").id, b"a")
+    assert (restored_a.id, restored_a.nlink, restored_a.size) == (a, 1, 10)
+    assert [c.id for c in ns.file_chunks(a, 0, 0)[1]] == [chunk_a]
+    assert [r.path for r in ns.list_trash("/")] == [b"/c"]
+    # /c is taken by the file renamed over it: skipped, or put elsewhere by inode.
+    assert ns.restore_trash("/c") == ([], ns.list_trash("/c"))
+    assert errno_of(ns.restore_trash, "/", 12345) == errno.ENOENT
+    [moved], [] = ns.restore_trash("/old/c", c)
+    assert moved.path == b"/old/c" and ns.resolve("/old/c").id == c
+    # Deleted again, then the trash time passes: freed with the chunks.
+    ns.unlink(ns.resolve("/old").id, b"c")
+    now[0] += 99
+    assert ns.free_closed_orphans().garbage == []
+    now[0] += 1
+    assert ns.free_closed_orphans().garbage == [chunk_c]
+    # Purged: freed at the next look, trash time or not.
+    ns.unlink(ns.resolve("/docs").id, b"a")
+    assert [r.inode for r in ns.purge_trash("/docs")] == [a]
+    now[0] += 3
+    assert ns.free_closed_orphans().garbage == [chunk_a] and ns.list_trash("/") == []
+
+
+def test_without_a_trash_time_nothing_is_kept(ns: Namespace) -> None:
+    f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0, exclusive=True).node
+    ns.unlink(ROOT_INODE, b"f")
+    assert ns.list_trash("/") == []
+    ns.free_closed_orphans()
+    assert errno_of(ns.getattr, f.id) == errno.ENOENT
