@@ -649,6 +649,8 @@ class Namespace:
         with its chunks at the next look at orphans (once no mount has it open)."""
         with self.store.transaction():
             rows = [row for row in self.store.trash(_normal(path)) if not ino or row.inode == ino]
+            if ino and not rows:
+                raise FsError(errno.ENOENT, f"inode {ino} is not in the trash")
             for row in rows:
                 self.store.take_from_trash(row.inode)
             return rows

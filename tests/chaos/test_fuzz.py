@@ -141,6 +141,7 @@ READ_ONLY = {
     "GetConfig",
     "Status",
     "Damaged",
+    "ListTrash",
 }
 NAMESPACE_CHANGES = {
     "SetAttr",
@@ -155,6 +156,8 @@ NAMESPACE_CHANGES = {
     "RemoveXattr",
     "CommitChunks",
     "PutFile",
+    "RestoreTrash",  # (adds names)
+    "PurgeTrash",  # (frees deleted files)
 }
 # Calls that change no file: reserving chunk ids, giving them back, reporting a replica bad, and a
 # mount's session (holding files open keeps them, it does not change them).
@@ -163,6 +166,7 @@ KEEPER_REPORTS = {"RegisterKeeper", "Heartbeat"}
 # Requests whose every name must be a valid one for the call to succeed.
 NAME_CHECKED = {"Lookup", "MakeDir", "CreateFile", "Symlink", "Link", "Unlink", "RemoveDir", "Rename", "PutFile"}
 INODE_FIELDS = {"inode", "parent", "new_parent"}
+OPTIONAL_INODE = {"RestoreTrash", "PurgeTrash"}  # inode 0: none given (by path instead)
 NAME_FIELDS = {"name", "new_name"}
 
 
@@ -448,6 +452,8 @@ class Protected:
                 return True
             if fd.name in NAME_FIELDS and value == PROTECTED:
                 return True
+            if fd.name == "path" and PROTECTED.decode(errors="replace") in value:
+                return True  # (a restore into the protected folder)
             if fd.name == "chunk_id" and reserved_maybe(value) and value not in self.chunk_ids:
                 return True  # maybe reserved by a fuzzed AllocateChunks and never written: a lost chunk
         return False
@@ -814,7 +820,7 @@ def test_hostile_master_requests(protected: Protected) -> None:
             bad = [n for n in names if n in INVALID_NAMES or b"/" in n or b"\0" in n or len(n) > 255]
             assert not bad or outcome.code != OK, f"{rpc} accepted the name(s) {bad!r}: {message}"
         inodes = [getattr(message, f) for f in INODE_FIELDS if f in rpc.request.DESCRIPTOR.fields_by_name]
-        if any(i == 0 or i >= 10**6 for i in inodes):  # no inode 0; none that high exists here
+        if any((i == 0 and rpc.name not in OPTIONAL_INODE) or i >= 10**6 for i in inodes):  # none that high here
             assert outcome.code != OK, f"{rpc} accepted inode 0 or an unknown inode: {message}"
         if rpc.name in ("CommitChunks", "PutFile") and len(message.chunks) > 0:  # type: ignore[attr-defined]
             # None of these chunks is an upload in progress: they are malformed, never issued, or
