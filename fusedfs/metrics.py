@@ -118,6 +118,8 @@ KEEPER_GAUGES = {
     "capacity_bytes": "the keeper's disk size",
     "used_bytes": "bytes the keeper's chunks take",
     "free_bytes": "bytes the keeper may still fill",
+    "draining": "1 if the keeper is being emptied before it is taken away",
+    "chunks_to_move": "a draining keeper's chunks still short of the goal elsewhere",
     "chunks": "chunks the keeper holds",
     "load": "transfers the keeper is serving",
     "seconds_since_heartbeat": "since the keeper's last heartbeat",

@@ -58,6 +58,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     fsck.add_argument("--limit", type=int, default=1000, help="files to list at most (default 1000)")
     fsck.add_argument("--json", action="store_true", help="machine-readable output")
+    drain = commands.add_parser(
+        "drain", help="empty a keeper before taking it away: its chunks are copied to the others (see status)"
+    )
+    drain.add_argument(
+        "keeper", metavar="KEEPER", help="its id (or 8 or more of its first characters) or HOST:PORT, as status shows"
+    )
+    drain.add_argument("--undo", action="store_true", help="stop draining it")
     trash = commands.add_parser("trash", help="deleted files kept for restoring: list, restore, purge")
     actions = trash.add_subparsers(dest="trash_action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="what the trash holds at PATH or under it, newest first")
@@ -118,6 +125,15 @@ def run(args: argparse.Namespace) -> int:
         return _fsck(master, args.limit, args.json)
     elif args.command == "trash":
         return _trash(master, args, name)
+    elif args.command == "drain":
+        reply = master.call("Drain", mp.DrainRequest(keeper=args.keeper, undo=args.undo))
+        if args.undo:
+            print(f"keeper {reply.keeper_id} at {reply.address} is no longer draining")
+        else:
+            print(
+                f"keeper {reply.keeper_id} at {reply.address} is draining: its chunks are being copied to other"
+                " keepers, and it gets no new ones; `status` says when it is safe to stop"
+            )
     return 0
 
 
@@ -320,6 +336,8 @@ def _status(master: MasterClient, as_json: bool) -> None:
                             "scrub_checked": k.scrub_checked,
                             "scrub_bad": k.scrub_bad,
                             "failure_domain": k.failure_domain,
+                            "draining": k.draining,
+                            "chunks_to_move": k.chunks_to_move,
                         }
                         for k in reply.keepers
                     ],
@@ -353,14 +371,25 @@ def _status(master: MasterClient, as_json: bool) -> None:
     header = (
         "KEEPER", "ADDRESS", "DOMAIN", "STATE", "CAPACITY", "USED", "FREE", "CHUNKS", "LOAD", "SEEN", "SCRUBBED", "BAD"
     )  # fmt: skip
-    print("{:<12} {:<22} {:<12} {:<5} {:>10} {:>10} {:>10} {:>7} {:>4} {:>6} {:>9} {:>4}".format(*header))
+    print("{:<12} {:<22} {:<12} {:<7} {:>10} {:>10} {:>10} {:>7} {:>4} {:>6} {:>9} {:>4}".format(*header))
     for k in reply.keepers:
+        state = "DEAD" if not k.alive else ("drained" if not k.chunks_to_move else "drain") if k.draining else "up"
         print(
-            f"{k.keeper_id[:12]:<12} {k.address:<22} {k.failure_domain[:12]:<12} {'up' if k.alive else 'DEAD':<5} "
+            f"{k.keeper_id[:12]:<12} {k.address:<22} {k.failure_domain[:12]:<12} {state:<7} "
             f"{_size(k.capacity_bytes):>10} "
             f"{_size(k.used_bytes):>10} {_size(k.free_bytes):>10} {k.chunks:>7} {k.load:>4} "
             f"{k.seconds_since_heartbeat:>5.1f}s {k.scrub_checked:>9} {k.scrub_bad:>4}"
         )
+    for k in reply.keepers:
+        if k.draining and k.alive:
+            print(
+                f"keeper {k.keeper_id} at {k.address}: "
+                + (
+                    f"draining, {k.chunks_to_move} of its chunks still to be copied elsewhere"
+                    if k.chunks_to_move
+                    else "drained: every chunk it holds has the goal's worth of copies elsewhere, safe to stop"
+                )
+            )
     c = reply.chunks
     print(
         f"\nchunks: {c.total} in files, goal {reply.goal} copies: {c.under_replicated} under-replicated, "

@@ -110,6 +110,9 @@ class Cluster:
         self.garbage: dict[int, int] = {}  # chunk -> unreferenced since (wall ns)
         self.in_flight: dict[tuple[int, str], tuple[str, float]] = {}  # (chunk, target) -> (source, started)
         self.dirty: set[int] = set()  # chunks whose replica count may be off the goal
+        # Keepers being emptied before they are taken away: their copies do not count towards
+        # the goal and they get no new ones (the caller keeps the set durable).
+        self.draining: set[str] = set()
         self.started = clock()
         # With metadata copies on the keepers: when the newest was taken (wall ns; 0: none yet).
         # Garbage is deleted only once a copy shows it unreferenced, so that a master restored
@@ -152,7 +155,7 @@ class Cluster:
             # A new keeper may be what under-replicated chunks, or ones crowded into too few
             # failure domains, were waiting for.
             spread = self._spread_goal()
-            self.dirty.update(c for c in self.live if len(self._alive_domains(c)) < spread)
+            self.dirty.update(c for c in self.live if len(self._counted_domains(c)) < spread)
             log.info(
                 "keeper %s at %s (failure domain %s) registered with %d chunks",
                 keeper_id,
@@ -232,26 +235,48 @@ class Cluster:
     def _alive_holders(self, chunk: int) -> set[str]:
         return {k for k in self.replicas.get(chunk, ()) if self.keepers[k].alive}
 
-    def _alive_domains(self, chunk: int) -> set[str]:
-        return {self.keepers[k].domain for k in self._alive_holders(chunk)}
+    def _counted_holders(self, chunk: int) -> set[str]:
+        """The copies that count towards the goal: on alive keepers not being drained."""
+        return self._alive_holders(chunk) - self.draining
+
+    def _counted_domains(self, chunk: int) -> set[str]:
+        return {self.keepers[k].domain for k in self._counted_holders(chunk)}
 
     def _spread_goal(self) -> int:
         """In how many failure domains a chunk should be: the goal's worth, or all there are."""
-        return min(self.settings.goal, len({r.domain for r in self.keepers.values() if r.alive}))
+        staying = {r.domain for r in self.keepers.values() if r.alive and r.keeper_id not in self.draining}
+        return min(self.settings.goal, len(staying))
+
+    def set_draining(self, keeper_id: str, draining: bool) -> None:
+        """Starts (or ends) emptying a keeper: each of its chunks gets the goal's worth of copies
+        elsewhere, after which it can be taken away without any chunk going below the goal."""
+        with self._lock:
+            (self.draining.add if draining else self.draining.discard)(keeper_id)
+            record = self.keepers.get(keeper_id)
+            if record is not None:
+                self.dirty.update(record.chunks)
+                log.warning("keeper %s at %s %s", keeper_id, record.address, "draining" if draining else "not draining")
+
+    def chunks_to_move(self, keeper_id: str) -> int:
+        """Of a draining keeper's chunks, how many lack the goal's worth of copies elsewhere."""
+        with self._lock:
+            record = self.keepers.get(keeper_id)
+            if record is None or keeper_id not in self.draining:
+                return 0
+            goal = self.settings.goal
+            return sum(1 for c in record.chunks if c in self.live and len(self._counted_holders(c)) < goal)
 
     # --- chunks ----------------------------------------------------------------------------------
 
     def choose_pipeline(self, exclude: Iterable[str], length: int) -> list[KeeperView]:
         """Keepers for a new chunk: the goal's worth, or at least min_copies, or an error."""
         need = length or self.settings.chunk_size
-        with self._lock:
-            alive = [k.view() for k in self.keepers.values() if k.alive]
+        alive = self.placeable()
         # Just started: keepers are still registering. Wait for them rather than write fewer copies.
         registering_until = time.monotonic() + self.settings.dead_after - (self.clock() - self.started)
         while len(alive) < self.settings.goal and time.monotonic() < registering_until:
             time.sleep(0.05)
-            with self._lock:
-                alive = [k.view() for k in self.keepers.values() if k.alive]
+            alive = self.placeable()
         chosen = choose_keepers(alive, self.settings.goal, need, set(exclude), self.rng)
         if len(chosen) >= self.settings.min_copies:
             return chosen
@@ -264,6 +289,11 @@ class Cluster:
                 full += f" (the trash keeps deleted files {hours:g} h: `trash purge /` frees them)"
             raise FsError(errno.ENOSPC, full)
         raise FsError(errno.EIO, "too few healthy keepers for this write; retry later")
+
+    def placeable(self) -> list[KeeperView]:
+        """Keepers new chunks (and metadata copies) may go to: alive and not being drained."""
+        with self._lock:
+            return [k.view() for k in self.keepers.values() if k.alive and k.keeper_id not in self.draining]
 
     def reserved(self, chunk: int, since_ns: int) -> None:
         with self._lock:
@@ -380,6 +410,7 @@ class Cluster:
                 self.settings.max_jobs_per_keeper,
                 self.live,
                 self.rng,
+                self.draining,
             )
             for copy in plan.copies:
                 self.keepers[copy.source].copies.append((copy.chunk_id, copy.target))
@@ -411,21 +442,26 @@ class Cluster:
             under = over = lost = misplaced = 0
             spread = self._spread_goal()
             for chunk in self.live:
-                n = len(self._alive_holders(chunk))
-                if n == 0:
+                n = len(self._counted_holders(chunk))
+                if not self._alive_holders(chunk):
                     lost += 1
                 elif n < self.settings.goal:
                     under += 1
                 else:
                     over += n > self.settings.goal
-                    misplaced += len(self._alive_domains(chunk)) < spread
+                    misplaced += len(self._counted_domains(chunk)) < spread
             return Health(len(self.live), under, over, lost, len(self.in_flight), len(self.garbage), misplaced)
 
     def damaged(self) -> dict[int, int]:
-        """Chunks of files with fewer alive copies than the goal: chunk -> alive copies (0: lost)."""
+        """Chunks of files with fewer copies counting towards the goal than it: chunk -> alive
+        copies (0: lost)."""
         with self._lock:
-            alive = {chunk: len(self._alive_holders(chunk)) for chunk in self.live}
-        return {chunk: n for chunk, n in alive.items() if n < self.settings.goal}
+            goal = self.settings.goal
+            return {
+                chunk: len(self._alive_holders(chunk))
+                for chunk in self.live
+                if len(self._counted_holders(chunk)) < goal
+            }
 
     def keeper_records(self) -> list[KeeperRecord]:
         with self._lock:

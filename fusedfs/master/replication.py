@@ -7,12 +7,16 @@ does not starve clients; the chunks that could not be scheduled now are returned
 Copies go to failure domains the chunk is not in yet; a chunk with enough copies but in fewer
 domains than it could be (written while only one machine was up) gets a copy in a new domain,
 and trims take extra copies from the most crowded domain, so it ends spread out.
+
+A draining keeper (one being emptied before it is taken away) serves as a source, but its copies
+do not count towards the goal, it gets no new ones, and none of its copies is trimmed: each of
+its chunks gets the goal's worth elsewhere, and then it can go.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fusedfs.master.placement import KeeperView, choose_keepers, domains_of
@@ -49,6 +53,7 @@ def plan_repairs(
     max_jobs_per_keeper: int,
     chunk_bytes: Mapping[int, int],
     rng: random.Random | None = None,
+    draining: Collection[str] = (),
 ) -> RepairPlan:
     """Copies that bring chunks up to `goal` alive replicas and trims that bring them down to it.
 
@@ -56,7 +61,9 @@ def plan_repairs(
     """
     plan = RepairPlan()
     busy = dict(jobs)
-    domain_count = len(domains_of(alive.values()))
+    leaving = set(draining)
+    staying = [k for k in alive.values() if k.keeper_id not in leaving]
+    domain_count = len(domains_of(staying))
 
     def free(keeper: str) -> bool:
         return busy.get(keeper, 0) < max_jobs_per_keeper
@@ -77,28 +84,29 @@ def plan_repairs(
         if scheduled < len(targets):
             plan.deferred.add(chunk)
 
-    for chunk in sorted(chunks, key=lambda c: len(held(c))):
+    for chunk in sorted(chunks, key=lambda c: len(held(c) - leaving)):
         have = held(chunk)
         coming = in_flight.get(chunk, set())
         if not have:
             plan.lost.add(chunk)
             continue
-        taken = domains_of(alive[k] for k in have | coming if k in alive)
-        missing = goal - len(have) - len(coming)
+        counted = have - leaving
+        taken = domains_of(alive[k] for k in counted | coming if k in alive)
+        missing = goal - len(counted) - len(coming)
         size = chunk_bytes.get(chunk, 0)
         if missing > 0:
             # Targets that could take a copy at all; with too few keepers alive the chunk waits for
             # one to join (a registration re-checks every chunk), not for a free slot.
-            schedule(chunk, have, choose_keepers(list(alive.values()), missing, size, have | coming, rng, taken))
+            schedule(chunk, have, choose_keepers(staying, missing, size, have | coming, rng, taken))
         elif coming:
             continue
         elif len(taken) < min(goal, domain_count):
             # Enough copies, too few domains: copy into new ones; the trims below follow.
             wanted = min(goal, domain_count) - len(taken)
-            targets = choose_keepers(list(alive.values()), wanted, size, have, rng, taken)
+            targets = choose_keepers(staying, wanted, size, have, rng, taken)
             schedule(chunk, have, [t for t in targets if t.failure_domain not in taken])
-        elif len(have) > goal:
-            for keeper in _extra_copies(have, alive, len(have) - goal):
+        elif len(counted) > goal:
+            for keeper in _extra_copies(counted, alive, len(counted) - goal):
                 plan.trims.append(Trim(chunk, keeper))
     return plan
 

@@ -41,7 +41,9 @@ class MasterServer:
         self.store = SqliteStore(data_dir / METADATA_FILE, stat.S_IFDIR | 0o755, now_ns=time.time_ns())
         with self.store.transaction():
             chunks = self.store.all_chunks()
+            draining = self.store.draining_keepers()
         self.cluster = Cluster(settings, chunks, self._next_chunk_id)
+        self.cluster.draining = draining
         if copy_every > 0:
             self.cluster.copy_taken_ns = 0  # no garbage is deleted before the first copy
         self.pool = ChannelPool()
@@ -150,9 +152,7 @@ class MasterServer:
         changes = self.store.journal_end()
         if changes == self._copied_seq:
             return []
-        alive = spread_first(
-            sorted((r.view() for r in self.cluster.keeper_records() if r.alive), key=lambda k: -k.free_bytes)
-        )
+        alive = spread_first(sorted(self.cluster.placeable(), key=lambda k: -k.free_bytes))
         if not alive:
             log.warning("no keeper alive to take a copy of the metadata")
             return []

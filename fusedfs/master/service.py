@@ -360,6 +360,8 @@ class MasterService(master_pb2_grpc.MasterServicer):
                 scrub_checked=r.scrub_checked,
                 scrub_bad=r.scrub_bad,
                 failure_domain=r.domain,
+                draining=r.keeper_id in self.cluster.draining,
+                chunks_to_move=self.cluster.chunks_to_move(r.keeper_id),
             )
         return reply
 
@@ -415,6 +417,25 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return mp.TrashEntry(
             inode=row.inode, path=row.path, size=row.size, deleted_ns=row.deleted_ns, expires_ns=row.deleted_ns + keep
         )
+
+    @handler
+    def Drain(self, request: mp.DrainRequest, context: grpc.ServicerContext) -> mp.DrainReply:
+        wanted = request.keeper
+        matches = [
+            r
+            for r in self.cluster.keeper_records()
+            if r.address == wanted or r.keeper_id == wanted or (len(wanted) >= 8 and r.keeper_id.startswith(wanted))
+        ]
+        if len(matches) != 1:
+            raise FsError(
+                errno.ENOENT if not matches else errno.EINVAL,
+                f"no keeper is {wanted!r}" if not matches else f"{wanted!r} names {len(matches)} keepers",
+            )
+        record = matches[0]
+        with self.store.transaction():
+            self.store.set_draining(record.keeper_id, not request.undo, self.ns.clock())
+        self.cluster.set_draining(record.keeper_id, not request.undo)
+        return mp.DrainReply(keeper_id=record.keeper_id, address=record.address)
 
     @handler
     def RegisterKeeper(

@@ -37,7 +37,8 @@ Schema (every column and sentinel explained here, and only here):
     trash       orphans also kept for the trash time after their last name went
       inode, path, deleted_ns  path: where that name was (to list and restore by)
 
-    meta        key/value: schema_version, next_chunk_id, cluster_id (random, made with the store)
+    meta        key/value: schema_version, next_chunk_id, cluster_id (random, made with the store),
+                and drain:KEEPER-ID (since when, ns) for each keeper being drained
 
     journal     every row change of the tables above, in commit order (MooseFS's changelog):
                 written by triggers inside the changing transaction, so it is exactly as durable;
@@ -162,6 +163,8 @@ class MetadataStore(Protocol):
     def take_from_trash(self, ino: int) -> None: ...
     def trash(self, path: bytes = b"/") -> list[TrashRow]: ...
     def trash_totals(self) -> tuple[int, int]: ...
+    def draining_keepers(self) -> set[str]: ...
+    def set_draining(self, keeper_id: str, draining: bool, now_ns: int) -> None: ...
 
 
 _INODE_COLUMNS = "id, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target"
@@ -202,6 +205,7 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 """
 
+DRAIN_KEY = "drain:"  # meta keys of keepers being drained: drain:KEEPER-ID
 COMMIT_MARK = "commit"  # the journal's `tbl` of the row that ends a transaction's changes
 # The journaled tables: their columns in table order, and how many of the first make the key.
 JOURNALED: dict[str, tuple[tuple[str, ...], int]] = {
@@ -530,6 +534,16 @@ class SqliteStore:
 
     def take_from_trash(self, ino: int) -> None:
         self._db.execute("DELETE FROM trash WHERE inode = ?", (ino,))
+
+    def draining_keepers(self) -> set[str]:
+        rows = self._db.execute("SELECT key FROM meta WHERE key >= 'drain:' AND key < 'drain;'")
+        return {key.removeprefix(DRAIN_KEY) for (key,) in rows}
+
+    def set_draining(self, keeper_id: str, draining: bool, now_ns: int) -> None:
+        if draining:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (DRAIN_KEY + keeper_id, now_ns))
+        else:
+            self._db.execute("DELETE FROM meta WHERE key = ?", (DRAIN_KEY + keeper_id,))
 
     def trash_totals(self) -> tuple[int, int]:
         """(files, bytes) in the trash."""

@@ -324,7 +324,7 @@ class ConfigReply(_message.Message):
     def __init__(self, chunk_size: _Optional[int] = ..., goal: _Optional[int] = ..., min_copies: _Optional[int] = ...) -> None: ...
 
 class KeeperStatus(_message.Message):
-    __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat", "scrub_checked", "scrub_bad", "failure_domain")
+    __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat", "scrub_checked", "scrub_bad", "failure_domain", "draining", "chunks_to_move")
     KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
@@ -337,6 +337,8 @@ class KeeperStatus(_message.Message):
     SCRUB_CHECKED_FIELD_NUMBER: _ClassVar[int]
     SCRUB_BAD_FIELD_NUMBER: _ClassVar[int]
     FAILURE_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_TO_MOVE_FIELD_NUMBER: _ClassVar[int]
     keeper_id: str
     address: str
     alive: bool
@@ -349,7 +351,25 @@ class KeeperStatus(_message.Message):
     scrub_checked: int
     scrub_bad: int
     failure_domain: str
-    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., load: _Optional[int] = ..., seconds_since_heartbeat: _Optional[float] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ..., failure_domain: _Optional[str] = ...) -> None: ...
+    draining: bool
+    chunks_to_move: int
+    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., load: _Optional[int] = ..., seconds_since_heartbeat: _Optional[float] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ..., failure_domain: _Optional[str] = ..., draining: _Optional[bool] = ..., chunks_to_move: _Optional[int] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("keeper", "undo")
+    KEEPER_FIELD_NUMBER: _ClassVar[int]
+    UNDO_FIELD_NUMBER: _ClassVar[int]
+    keeper: str
+    undo: bool
+    def __init__(self, keeper: _Optional[str] = ..., undo: _Optional[bool] = ...) -> None: ...
+
+class DrainReply(_message.Message):
+    __slots__ = ("keeper_id", "address")
+    KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    keeper_id: str
+    address: str
+    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class ChunkHealth(_message.Message):
     __slots__ = ("total", "under_replicated", "over_replicated", "lost", "repairs_in_flight", "garbage", "misplaced")

@@ -190,6 +190,11 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashReply.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/fusedfs.rpc.Master/Drain',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.DrainRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.DrainReply.FromString,
+                _registered_method=True)
         self.RegisterKeeper = channel.unary_unary(
                 '/fusedfs.rpc.Master/RegisterKeeper',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.RegisterKeeperRequest.SerializeToString,
@@ -409,6 +414,14 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Empties a keeper before it is taken away (HDFS's decommissioning): its chunks get the goal's
+        worth of copies on other keepers, and it gets no new ones. Status shows when it is done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterKeeper(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -578,6 +591,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.PurgeTrash,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashReply.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.DrainRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.DrainReply.SerializeToString,
             ),
             'RegisterKeeper': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterKeeper,
@@ -1427,6 +1445,33 @@ class Master:
             '/fusedfs.rpc.Master/PurgeTrash',
             fusedfs_dot_rpc_dot_master__pb2.PurgeTrashRequest.SerializeToString,
             fusedfs_dot_rpc_dot_master__pb2.PurgeTrashReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/Drain',
+            fusedfs_dot_rpc_dot_master__pb2.DrainRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.DrainReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -163,6 +163,7 @@ NAMESPACE_CHANGES = {
 # mount's session (holding files open keeps them, it does not change them).
 CHUNK_BOOKKEEPING = {"AllocateChunks", "AbandonChunks", "ReportBadReplica", "MountSession"}
 KEEPER_REPORTS = {"RegisterKeeper", "Heartbeat"}
+CLUSTER_CHANGES = {"Drain"}  # (emptying a real keeper is allowed)
 # Requests whose every name must be a valid one for the call to succeed.
 NAME_CHECKED = {"Lookup", "MakeDir", "CreateFile", "Symlink", "Link", "Unlink", "RemoveDir", "Rename", "PutFile"}
 INODE_FIELDS = {"inode", "parent", "new_parent"}
@@ -360,6 +361,7 @@ class Protected:
             self.files.upload(io.BytesIO(content), f"/{PROTECTED.decode()}/{name}", chunk_size=chunk_size)
         status = cluster.status()
         self.keeper_ids = frozenset(k.keeper_id for k in status.keepers)
+        self.keeper_addresses = frozenset(k.address for k in status.keepers)
         by_address = {k.address: k.keeper_id for k in status.keepers}
         self.keeper_id_of = [by_address[cluster.keeper_address(i)] for i in range(KEEPERS)]  # by index
         assert len(self.keeper_ids) == KEEPERS
@@ -445,6 +447,9 @@ class Protected:
             return False
         if rpc.name in READ_ONLY or rpc.name in CHUNK_BOOKKEEPING:
             return False
+        if rpc.name in CLUSTER_CHANGES:
+            named = message.keeper  # type: ignore[attr-defined]
+            return named in self.keeper_addresses or any(k.startswith(named) for k in self.keeper_ids)
         for fd, value in walk(message):
             if rpc.name in KEEPER_REPORTS and value in self.keeper_ids | self.chunk_ids:
                 return True  # speaking for a real keeper, or claiming a real chunk
@@ -739,7 +744,7 @@ def test_every_rpc_is_fuzzed() -> None:
         (KEEPER_RPCS, keeper_pb2_grpc.KeeperServicer),
     ]:
         assert {r.name for r in rpcs} == {n for n in vars(servicer) if not n.startswith("_")}
-    classified = READ_ONLY | NAMESPACE_CHANGES | CHUNK_BOOKKEEPING | KEEPER_REPORTS
+    classified = READ_ONLY | NAMESPACE_CHANGES | CHUNK_BOOKKEEPING | KEEPER_REPORTS | CLUSTER_CHANGES
     assert {r.name for r in MASTER_RPCS} == classified, "classify the new master RPC above"
     # Metadata copies and changes: fuzzed as raw bytes (they are taken only with this cluster's
     # id, which the fuzzers never send); chunk RPCs also as well-typed hostile messages.

@@ -396,6 +396,42 @@ def test_copies_go_to_different_machines_and_a_whole_machine_can_die(make_cluste
     files.master.pool.close()
 
 
+def test_a_drained_keeper_is_taken_away_with_every_chunk_still_at_the_goal(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(keepers=4)
+    files = FileClient(MasterClient(cluster.master_address, wait=20), short_circuit=False)
+    data = {f"/d/f{i}": os.urandom(200_000 + i) for i in range(10)}
+    for path, content in data.items():
+        upload(files, path, content)
+    wait_for(lambda: replicas_at_goal(cluster), 20, "3 copies of every chunk")
+    victim = max(range(4), key=lambda i: len(chunk_files(cluster, i)))
+    address = cluster.keeper_address(victim)
+    held = {p.name for p in chunk_files(cluster, victim)}
+    assert held
+    started = run_cli("client", cluster.master_address, "drain", address)
+    assert started.returncode == 0 and b"is draining" in started.stdout, started
+    # A master restarted mid-way still knows.
+    cluster.kill_master()
+    cluster.start_master()
+
+    def drained() -> bool:  # (once it registered again with the restarted master)
+        shown = [k for k in cluster.status(wait=20).keepers if k.address == address]
+        return bool(shown) and shown[0].alive and shown[0].draining and shown[0].chunks_to_move == 0
+
+    wait_for(drained, 30, "the keeper drained")
+    shown = run_cli("client", cluster.master_address, "status").stdout.decode()
+    assert "drained: every chunk it holds has the goal's worth of copies elsewhere, safe to stop" in shown, shown
+    others = [{p.name for p in chunk_files(cluster, i)} for i in range(4) if i != victim]
+    assert all(sum(chunk in o for o in others) >= 3 for chunk in held)  # on disk, not just in the master's books
+    more = {f"/e/f{i}": os.urandom(1000) for i in range(10)}  # new chunks go elsewhere
+    for path, content in more.items():
+        upload(files, path, content)
+    assert {p.name for p in chunk_files(cluster, victim)} == held  # (its copies stay until it goes)
+    cluster.kill_keeper(victim)
+    for path, content in {**data, **more}.items():
+        assert download(files, path) == content, path
+    files.master.pool.close()
+
+
 def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, files: FileClient) -> None:
     data = os.urandom(3 * MiB)
     upload(files, "/fragile", data)

@@ -93,6 +93,31 @@ def test_a_copy_counts_once_its_source_reports_it_done() -> None:
     )
 
 
+def test_a_draining_keeper_gets_no_new_chunks_and_says_when_it_is_empty() -> None:
+    cluster, clock = make([live(1), live(2)], goal=2)
+    for k, chunks in (("a", [1, 2]), ("b", [1]), ("c", [2]), ("d", [])):
+        register(cluster, k, chunks)
+    clock.now += 4.0
+    cluster.set_draining("a", True)
+    assert all("a" not in {k.keeper_id for k in cluster.choose_pipeline([], 10)} for _ in range(50))
+    assert cluster.chunks_to_move("a") == 2 and cluster.health().under_replicated == 2
+    cluster.plan()
+    copies = beat(cluster, "a").copies + beat(cluster, "b").copies + beat(cluster, "c").copies
+    assert sorted(chunk for chunk, _ in copies) == [1, 2] and "a" not in {t.keeper_id for _, t in copies}
+    for chunk, target in copies:
+        beat(cluster, target.keeper_id, added=[chunk])
+    assert cluster.chunks_to_move("a") == 0 and cluster.health().under_replicated == 0
+    assert cluster.chunks_to_move("b") == 0  # (not draining)
+    cluster.plan()
+    assert beat(cluster, "a").deletes == []  # its copies are kept while it drains
+    # Undone: its copies count again, and the extra ones are trimmed.
+    cluster.set_draining("a", False)
+    assert cluster.health().over_replicated == 2
+    cluster.plan()
+    trims = sum(len(beat(cluster, k).deletes) for k in "abcd")
+    assert trims == 2 and cluster.health().over_replicated == 0
+
+
 def test_nothing_is_planned_right_after_start() -> None:
     cluster, _ = make([live(1)])
     register(cluster, "a", [1])

@@ -122,3 +122,22 @@ def test_copies_on_one_domain_are_spread_once_another_exists() -> None:
     # One machine only: two copies on it are the best there is.
     plan = plan_repairs([1], {1: {"a0", "a1"}}, boxes(a=3), 2, {}, {}, 4, {}, random.Random(0))
     assert plan.copies == [] and plan.trims == [] and not plan.deferred
+
+
+def test_a_draining_keeper_is_copied_from_but_neither_counted_nor_given_copies() -> None:
+    alive = keepers(10, 10, 10, 10)
+    rng = random.Random(0)
+    # Three copies, one on the draining k0: a fourth goes to k3, the only other keeper.
+    plan = plan_repairs([1], {1: {"k0", "k1", "k2"}}, alive, 3, {}, {}, 4, {}, rng, draining={"k0"})
+    assert [(c.chunk_id, c.target) for c in plan.copies] == [(1, "k3")] and not plan.trims
+    # Then it is done: k0's copy stays (it does not count, so it is not extra) until k0 goes.
+    plan = plan_repairs([1], {1: {"k0", "k1", "k2", "k3"}}, alive, 3, {}, {}, 4, {}, rng, draining={"k0"})
+    assert plan.copies == [] and plan.trims == [] and not plan.deferred
+    # A draining keeper gets no copy ...
+    for seed in range(20):
+        plan = plan_repairs([2], {2: {"k1"}}, alive, 3, {}, {}, 4, {}, random.Random(seed), draining={"k0"})
+        assert sorted(c.target for c in plan.copies) == ["k2", "k3"]
+    # ... but is a source: a chunk only it holds is copied, not lost.
+    plan = plan_repairs([3], {3: {"k0"}}, alive, 3, {}, {}, 4, {}, rng, draining={"k0"})
+    assert sorted((c.source, c.target) for c in plan.copies) == [("k0", "k1"), ("k0", "k2"), ("k0", "k3")]
+    assert not plan.lost
