@@ -109,10 +109,9 @@ def run(args: argparse.Namespace) -> int:
         _download(files, name, local, total)
     elif args.command == "ls":
         for entry, attr in files.listdir(name):
-            kind = "d" if stat.S_ISDIR(attr.mode) else "l" if stat.S_ISLNK(attr.mode) else "-"
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(attr.mtime_ns / 1e9))
-            suffix = "/" if kind == "d" else ""
-            print(f"{kind}{stat.filemode(attr.mode)[1:]} {attr.size:>14} {when} {os.fsdecode(entry)}{suffix}")
+            suffix = "/" if stat.S_ISDIR(attr.mode) else ""
+            print(f"{stat.filemode(attr.mode)} {attr.size:>14} {when} {os.fsdecode(entry)}{suffix}")
     elif args.command == "rm":
         files.remove(name)
     elif args.command == "mkdir":

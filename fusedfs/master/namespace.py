@@ -203,7 +203,8 @@ class Namespace:
             parent_inode = self._dir(parent)
             before = parent_inode.ctime_ns
             self._free_name(parent, name)
-            inode = self._new_inode(stat.S_IFDIR | (mode & 0o7777), uid, gid, 2, now)
+            mode, gid = _owned_in(parent_inode, stat.S_IFDIR | (mode & 0o7777), gid)
+            inode = self._new_inode(mode, uid, gid, 2, now)
             self.store.insert_dentry(parent, name, inode.id)
             parent_inode.nlink += 1
             self._touch(parent_inode, now)
@@ -224,9 +225,8 @@ class Namespace:
                 if stat.S_ISDIR(existing.mode):
                     raise FsError(errno.EISDIR, f"{name.decode(errors='replace')!r} is a directory")
                 return Added(existing, parent_inode, before)
-            inode = self._new_inode(
-                stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now, chunk_size=self.default_chunk_size
-            )
+            mode, gid = _owned_in(parent_inode, stat.S_IFREG | (mode & 0o7777), gid)
+            inode = self._new_inode(mode, uid, gid, 1, now, chunk_size=self.default_chunk_size)
             self.store.insert_dentry(parent, name, inode.id)
             self._touch(parent_inode, now)
             return Added(inode, parent_inode, before)
@@ -239,9 +239,32 @@ class Namespace:
             parent_inode = self._dir(parent)
             before = parent_inode.ctime_ns
             self._free_name(parent, name)
-            inode = self._new_inode(stat.S_IFLNK | 0o777, uid, gid, 1, now, target=target)
+            mode, gid = _owned_in(parent_inode, stat.S_IFLNK | 0o777, gid)
+            inode = self._new_inode(mode, uid, gid, 1, now, target=target)
             inode.size = len(target)
             self.store.update_inode(inode)
+            self.store.insert_dentry(parent, name, inode.id)
+            self._touch(parent_inode, now)
+            return Added(inode, parent_inode, before)
+
+    def mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int, rdev: int) -> Added:
+        """A FIFO, socket, or character or block device (its number kept as the node's target);
+        a regular file (mknod can make those too) is an exclusive create."""
+        kind = stat.S_IFMT(mode)
+        if kind == stat.S_IFREG:
+            return self.create(parent, name, mode, uid, gid, exclusive=True)
+        if kind not in (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
+            raise FsError(errno.EINVAL, f"mknod makes no node of type {kind:o}")
+        device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        if not 0 <= rdev < 2**63 or (rdev and not device):
+            raise FsError(errno.EINVAL, f"device number {rdev} is out of range or not for this type")
+        with self.store.transaction():
+            now = self.clock()
+            parent_inode = self._dir(parent)
+            before = parent_inode.ctime_ns
+            self._free_name(parent, name)
+            mode, gid = _owned_in(parent_inode, kind | (mode & 0o7777), gid)
+            inode = self._new_inode(mode, uid, gid, 1, now, target=str(rdev).encode() if device else None)
             self.store.insert_dentry(parent, name, inode.id)
             self._touch(parent_inode, now)
             return Added(inode, parent_inode, before)
@@ -666,3 +689,19 @@ class Namespace:
 def _normal(path: str) -> bytes:
     """An absolute path as the trash keeps them: b"/a/b" (b"/" for the root)."""
     return b"/" + b"/".join(split_path(path))
+
+
+def _owned_in(folder: Inode, mode: int, gid: int) -> tuple[int, int]:
+    """A new node's mode and group in `folder`: a setgid folder gives it its group, and a new
+    folder its setgid bit too, as on Linux (shared team folders rely on it). (The kernel has
+    already dropped a setgid bit the caller may not set.)"""
+    if not folder.mode & stat.S_ISGID:
+        return mode, gid
+    return (mode | stat.S_ISGID if stat.S_ISDIR(mode) else mode), folder.gid
+
+
+def device_number(inode: Inode) -> int:
+    """st_rdev: a device node's number, 0 for anything else."""
+    if (stat.S_ISCHR(inode.mode) or stat.S_ISBLK(inode.mode)) and inode.target:
+        return int(inode.target)
+    return 0

@@ -18,7 +18,7 @@ import grpc
 from fusedfs.chunks import format_chunk_id, is_valid_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError, abort_with
 from fusedfs.master.cluster import Cluster
-from fusedfs.master.namespace import Added, ChunkChanges, CommittedChunk, Namespace
+from fusedfs.master.namespace import Added, ChunkChanges, CommittedChunk, Namespace, device_number
 from fusedfs.master.sessions import MountSessions
 from fusedfs.master.store import ChunkRow, Inode, MetadataStore, TrashRow
 from fusedfs.rpc import common_pb2 as cp
@@ -66,6 +66,7 @@ def to_attr(inode: Inode) -> mp.Attr:
         ctime_ns=inode.ctime_ns,
         chunk_size=inode.chunk_size,
         has_xattrs=inode.has_xattrs,
+        rdev=device_number(inode),
     )
 
 
@@ -165,6 +166,11 @@ class MasterService(master_pb2_grpc.MasterServicer):
     @handler
     def Symlink(self, request: mp.SymlinkRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         return self._node(self.ns.symlink(request.parent, request.name, request.target, request.uid, request.gid))
+
+    @handler
+    def MakeSpecial(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
+        args = (request.parent, request.name, request.mode, request.uid, request.gid, request.rdev)
+        return self._node(self.ns.mknod(*args))
 
     @handler
     def ReadLink(self, request: mp.InodeRequest, context: grpc.ServicerContext) -> mp.ReadLinkReply:

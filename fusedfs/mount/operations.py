@@ -166,7 +166,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         entry.st_nlink = attr.nlink
         entry.st_uid = attr.uid
         entry.st_gid = attr.gid
-        entry.st_rdev = 0
+        entry.st_rdev = attr.rdev
         open_file = self.open_files.get(attr.inode)
         size = open_file.size if open_file is not None else attr.size
         entry.st_size = size
@@ -380,6 +380,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     ) -> pyfuse3.EntryAttributes:
         request = mp.SymlinkRequest(parent=parent_inode, name=name, target=target, uid=ctx.uid, gid=ctx.gid)
         return self.entry(await self._add_name("Symlink", request, parent_inode, name))
+
+    @translate_errors
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        request = mp.MakeNodeRequest(parent=parent_inode, name=name, mode=mode, uid=ctx.uid, gid=ctx.gid, rdev=rdev)
+        return self.entry(await self._add_name("MakeSpecial", request, parent_inode, name))
 
     @translate_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:

@@ -75,6 +75,11 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.SymlinkRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
                 _registered_method=True)
+        self.MakeSpecial = channel.unary_unary(
+                '/fusedfs.rpc.Master/MakeSpecial',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.MakeNodeRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
+                _registered_method=True)
         self.ReadLink = channel.unary_unary(
                 '/fusedfs.rpc.Master/ReadLink',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.InodeRequest.SerializeToString,
@@ -257,6 +262,13 @@ class MasterServicer:
 
     def Symlink(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MakeSpecial(self, request, context):
+        """mknod: a FIFO, socket or device node (mode with its file type bits), or a regular file.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -475,6 +487,11 @@ def add_MasterServicer_to_server(servicer, server):
             'Symlink': grpc.unary_unary_rpc_method_handler(
                     servicer.Symlink,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.SymlinkRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.SerializeToString,
+            ),
+            'MakeSpecial': grpc.unary_unary_rpc_method_handler(
+                    servicer.MakeSpecial,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.MakeNodeRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_master__pb2.NodeReply.SerializeToString,
             ),
             'ReadLink': grpc.unary_unary_rpc_method_handler(
@@ -823,6 +840,33 @@ class Master:
             target,
             '/fusedfs.rpc.Master/Symlink',
             fusedfs_dot_rpc_dot_master__pb2.SymlinkRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MakeSpecial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/MakeSpecial',
+            fusedfs_dot_rpc_dot_master__pb2.MakeNodeRequest.SerializeToString,
             fusedfs_dot_rpc_dot_master__pb2.NodeReply.FromString,
             options,
             channel_credentials,

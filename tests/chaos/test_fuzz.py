@@ -148,6 +148,7 @@ NAMESPACE_CHANGES = {
     "MakeDir",
     "CreateFile",
     "Symlink",
+    "MakeSpecial",
     "Link",
     "Unlink",
     "RemoveDir",
@@ -165,7 +166,18 @@ CHUNK_BOOKKEEPING = {"AllocateChunks", "AbandonChunks", "ReportBadReplica", "Mou
 KEEPER_REPORTS = {"RegisterKeeper", "Heartbeat"}
 CLUSTER_CHANGES = {"Drain"}  # (emptying a real keeper is allowed)
 # Requests whose every name must be a valid one for the call to succeed.
-NAME_CHECKED = {"Lookup", "MakeDir", "CreateFile", "Symlink", "Link", "Unlink", "RemoveDir", "Rename", "PutFile"}
+NAME_CHECKED = {
+    "Lookup",
+    "MakeDir",
+    "CreateFile",
+    "Symlink",
+    "MakeSpecial",
+    "Link",
+    "Unlink",
+    "RemoveDir",
+    "Rename",
+    "PutFile",
+}
 INODE_FIELDS = {"inode", "parent", "new_parent"}
 OPTIONAL_INODE = {"RestoreTrash", "PurgeTrash"}  # inode 0: none given (by path instead)
 NAME_FIELDS = {"name", "new_name"}

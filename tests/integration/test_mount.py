@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -574,6 +575,40 @@ def test_rm_r_by_mistake_is_undone_from_the_trash(mounted: tuple[LocalCluster, P
     assert clash.returncode == 1 and b"skipped /project/big.bin: that name is taken" in clash.stdout, clash
     assert (project / "big.bin").read_bytes() == b"new"
     assert trash("list", "/project", "--json").stdout.count(b'"path"') == 1
+
+
+def test_fifos_sockets_device_nodes_and_setgid_folders(mounted: tuple[LocalCluster, Path]) -> None:
+    _, mnt = mounted
+    os.mkfifo(mnt / "fifo", 0o640)
+    assert stat.S_ISFIFO((mnt / "fifo").lstat().st_mode)
+    writer = threading.Thread(target=lambda: (mnt / "fifo").write_bytes(b"through the pipe"))
+    writer.start()
+    assert (mnt / "fifo").read_bytes() == b"through the pipe"  # (the kernel's pipe: local to this machine)
+    writer.join()
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(mnt / "agent.sock"))  # as gpg-agent and ssh's ControlMaster do in a home folder
+    server.listen(1)
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(mnt / "agent.sock"))
+        accepted, _ = server.accept()
+        client.sendall(b"ping")
+        assert accepted.recv(4) == b"ping"
+        accepted.close()
+    server.close()
+    assert stat.S_ISSOCK((mnt / "agent.sock").lstat().st_mode)
+    os.mknod(mnt / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    node = (mnt / "null").lstat()
+    assert stat.S_ISCHR(node.st_mode) and node.st_rdev == os.makedev(1, 3)
+    # A shared folder: chgrp + chmod g+s, and everyone's files get its group.
+    team = mnt / "team"
+    team.mkdir()
+    os.chown(team, 0, 1234)
+    os.chmod(team, 0o2777)
+    (team / "file").write_bytes(b"")
+    (team / "sub").mkdir()
+    (team / "sub" / "deeper").write_bytes(b"")
+    assert [(team / n).stat().st_gid for n in ("file", "sub", "sub/deeper")] == [1234] * 3
+    assert (team / "sub").stat().st_mode & stat.S_ISGID and not (team / "file").stat().st_mode & stat.S_ISGID
 
 
 def test_rename_noreplace_and_exchange_through_the_kernel(mounted: tuple[LocalCluster, Path]) -> None:

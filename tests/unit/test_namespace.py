@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from fusedfs.master.namespace import (
     XATTR_REPLACE,
     CommittedChunk,
     Namespace,
+    device_number,
 )
 from fusedfs.master.store import ROOT_INODE, ChunkState, SqliteStore
 
@@ -359,3 +361,31 @@ def test_without_a_trash_time_nothing_is_kept(ns: Namespace) -> None:
     assert ns.list_trash("/") == []
     ns.free_closed_orphans()
     assert errno_of(ns.getattr, f.id) == errno.ENOENT
+
+
+def test_special_nodes_and_setgid_folders(ns: Namespace) -> None:
+    fifo = ns.mknod(ROOT_INODE, b"fifo", stat.S_IFIFO | 0o640, 5, 6, 0).node
+    assert stat.S_ISFIFO(fifo.mode) and stat.S_IMODE(fifo.mode) == 0o640 and (fifo.uid, fifo.gid) == (5, 6)
+    null = ns.mknod(ROOT_INODE, b"null", stat.S_IFCHR | 0o666, 0, 0, os.makedev(1, 3)).node
+    assert stat.S_ISCHR(null.mode) and device_number(ns.getattr(null.id)) == os.makedev(1, 3)
+    assert device_number(fifo) == 0
+    assert stat.S_ISREG(ns.mknod(ROOT_INODE, b"plain", stat.S_IFREG | 0o600, 0, 0, 0).node.mode)
+    assert errno_of(ns.mknod, ROOT_INODE, b"plain", stat.S_IFREG | 0o600, 0, 0, 0) == errno.EEXIST
+    assert errno_of(ns.mknod, ROOT_INODE, b"d", stat.S_IFDIR | 0o755, 0, 0, 0) == errno.EINVAL
+    assert errno_of(ns.mknod, ROOT_INODE, b"f2", stat.S_IFIFO | 0o600, 0, 0, 7) == errno.EINVAL  # (no number)
+    ns.unlink(ROOT_INODE, b"fifo")
+    assert errno_of(ns.getattr, fifo.id) == errno.ENOENT  # (not kept: only files go to the trash)
+    # In a setgid folder, what is made gets the folder's group, and folders the setgid bit.
+    team = ns.mkdir(ROOT_INODE, b"team", 0o2775, 0, 1234).node
+    made = [
+        ns.create(team.id, b"f", 0o644, 5, 6, exclusive=True).node,
+        ns.mkdir(team.id, b"sub", 0o755, 5, 6).node,
+        ns.symlink(team.id, b"l", b"f", 5, 6).node,
+        ns.mknod(team.id, b"p", stat.S_IFIFO | 0o600, 5, 6, 0).node,
+    ]
+    assert [(n.uid, n.gid) for n in made] == [(5, 1234)] * 4
+    assert made[1].mode & stat.S_ISGID and not made[0].mode & stat.S_ISGID
+    deeper = ns.create(made[1].id, b"g", 0o644, 5, 6, exclusive=True).node
+    assert deeper.gid == 1234  # (inherited down the tree)
+    plain = ns.mkdir(ROOT_INODE, b"plain-dir", 0o755, 5, 6).node
+    assert plain.gid == 6 and not plain.mode & stat.S_ISGID
