@@ -58,6 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     fsck.add_argument("--limit", type=int, default=1000, help="files to list at most (default 1000)")
     fsck.add_argument("--json", action="store_true", help="machine-readable output")
+    du = commands.add_parser(
+        "du", help="what a folder holds, all the way down, and each folder in it (at once, from the master)"
+    )
+    du.add_argument("name", metavar="DIR", nargs="?", default="/")
+    du.add_argument("--limit", type=int, default=50, help="folders to list at most, the biggest first (default 50)")
+    du.add_argument("--json", action="store_true", help="machine-readable output")
     drain = commands.add_parser(
         "drain", help="empty a keeper before taking it away: its chunks are copied to the others (see status)"
     )
@@ -93,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     master = MasterClient(master_address(args.master), wait=args.wait)
     files = FileClient(master)
     name = getattr(args, "name", "/")
-    if args.command in ("upload", "download", "rm", "mkdir", "ls", "info", "trash") and name and name[0] != "/":
+    if args.command in ("upload", "download", "rm", "mkdir", "ls", "info", "trash", "du") and name and name[0] != "/":
         name = "/" + name
     if args.command == "upload":
         local = args.path or os.path.basename(name)
@@ -124,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         return _fsck(master, args.limit, args.json)
     elif args.command == "trash":
         return _trash(master, args, name)
+    elif args.command == "du":
+        _du(master, name, args.limit, args.json)
     elif args.command == "drain":
         reply = master.call("Drain", mp.DrainRequest(keeper=args.keeper, undo=args.undo))
         if args.undo:
@@ -134,6 +142,34 @@ def run(args: argparse.Namespace) -> int:
                 " keepers, and it gets no new ones; `status` says when it is safe to stop"
             )
     return 0
+
+
+def _du(master: MasterClient, path: str, limit: int, as_json: bool) -> None:
+    reply = master.call("Usage", mp.PathRequest(path=path))
+
+    def usage(u: mp.SpaceUsage) -> dict[str, int]:
+        return {f.name: getattr(u, f.name) for f in u.DESCRIPTOR.fields}
+
+    if as_json:
+        folders = [{"name": os.fsdecode(f.name), **usage(f.usage)} for f in reply.folders]
+        report = {"path": path, "total": usage(reply.total), "folders": folders, "others": usage(reply.others)}
+        print(json.dumps({**report, "goal": reply.goal}, indent=2))
+        return
+
+    def line(u: mp.SpaceUsage, what: str) -> str:
+        return f"{_size(u.bytes):>10} {u.files:>10} files {u.folders:>8} folders  {what}"
+
+    for f in reply.folders[: max(0, limit)]:
+        print(line(f.usage, os.fsdecode(f.name) + "/"))
+    if len(reply.folders) > limit:
+        print(f"({len(reply.folders) - limit} smaller folders not listed)")
+    if reply.folders and reply.others.files:
+        print(line(reply.others, "(the other entries here)"))
+    t = reply.total
+    print(
+        f"{path}: {_size(t.bytes)} in {t.files} files and {t.folders} folders; {t.chunks} chunks,"
+        f" {_size(t.stored_bytes * reply.goal)} on the keepers at {reply.goal} copies"
+    )
 
 
 def _trash(master: MasterClient, args: argparse.Namespace, path: str) -> int:

@@ -11,12 +11,12 @@ import errno
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 from fusedfs.chunks import MAX_CHUNK_SIZE, PIECE_SIZE, chunk_count
 from fusedfs.errors import FsError
 from fusedfs.master.sessions import SESSION_TIMEOUT
-from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore, TrashRow
+from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore, TrashRow, Usage
 from fusedfs.names import PATH_MAX, split_path, validate_name
 
 RENAME_NOREPLACE = 1
@@ -610,6 +610,33 @@ class Namespace:
             ino, name = named
             parts.append(name)
         return b"/" + b"/".join(reversed(parts))
+
+    # --- usage -----------------------------------------------------------------------------------
+
+    def usage(self, path: str) -> tuple[Usage, list[tuple[bytes, Usage]], Usage]:
+        """What path holds all the way down, itself included (as MooseFS's mfsdirinfo): in all,
+        for each folder in it, and for the other entries in it together."""
+        node = self.resolve(path)
+        if not stat.S_ISDIR(node.mode):
+            with self.store.transaction():
+                chunks = self.store.file_chunks(node.id)
+            stored = sum(c.stored_length for c in chunks)
+            alone = Usage(
+                files=1, bytes=node.size if stat.S_ISREG(node.mode) else 0, chunks=len(chunks), stored_bytes=stored
+            )
+            return alone, [], alone
+        by_entry = self.store.usage(node.id)
+        inside = by_entry.pop(node.id, Usage())
+        total = Usage(inside.files, inside.folders + 1, inside.bytes, inside.chunks, inside.stored_bytes)
+        folders, others = [], Usage()
+        with self.store.transaction():
+            for top, usage in by_entry.items():
+                named = self.store.name_of(top) if usage.folders else None  # (a folder counts itself)
+                if named is not None:
+                    folders.append((named[1], usage))
+                else:
+                    others = Usage(*(a + b for a, b in zip(astuple(others), astuple(usage), strict=True)))
+        return total, sorted(folders, key=lambda f: (-f[1].bytes, f[0])), others
 
     # --- the trash -------------------------------------------------------------------------------
 

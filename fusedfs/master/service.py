@@ -392,6 +392,18 @@ class MasterService(master_pb2_grpc.MasterServicer):
             reply.files.add(inode=ino, path=path, lost_chunks=lost, under_replicated_chunks=under)
         return reply
 
+    @handler
+    def Usage(self, request: mp.PathRequest, context: grpc.ServicerContext) -> mp.UsageReply:
+        total, folders, others = self.ns.usage(request.path)
+        reply = mp.UsageReply(
+            total=mp.SpaceUsage(**dataclasses.asdict(total)),
+            others=mp.SpaceUsage(**dataclasses.asdict(others)),
+            goal=self.cluster.settings.goal,
+        )
+        for name, usage in folders:
+            reply.folders.add(name=name, usage=mp.SpaceUsage(**dataclasses.asdict(usage)))
+        return reply
+
     # --- the trash -------------------------------------------------------------------------------
 
     @handler

@@ -457,6 +457,40 @@ class DamagedReply(_message.Message):
     truncated: bool
     def __init__(self, files: _Optional[_Iterable[_Union[DamagedFile, _Mapping]]] = ..., lost_chunks: _Optional[int] = ..., under_replicated_chunks: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
+class SpaceUsage(_message.Message):
+    __slots__ = ("files", "folders", "bytes", "chunks", "stored_bytes")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    files: int
+    folders: int
+    bytes: int
+    chunks: int
+    stored_bytes: int
+    def __init__(self, files: _Optional[int] = ..., folders: _Optional[int] = ..., bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
+
+class FolderUsage(_message.Message):
+    __slots__ = ("name", "usage")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    usage: SpaceUsage
+    def __init__(self, name: _Optional[bytes] = ..., usage: _Optional[_Union[SpaceUsage, _Mapping]] = ...) -> None: ...
+
+class UsageReply(_message.Message):
+    __slots__ = ("total", "folders", "others", "goal")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    OTHERS_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    total: SpaceUsage
+    folders: _containers.RepeatedCompositeFieldContainer[FolderUsage]
+    others: SpaceUsage
+    goal: int
+    def __init__(self, total: _Optional[_Union[SpaceUsage, _Mapping]] = ..., folders: _Optional[_Iterable[_Union[FolderUsage, _Mapping]]] = ..., others: _Optional[_Union[SpaceUsage, _Mapping]] = ..., goal: _Optional[int] = ...) -> None: ...
+
 class TrashEntry(_message.Message):
     __slots__ = ("inode", "path", "size", "deleted_ns", "expires_ns")
     INODE_FIELD_NUMBER: _ClassVar[int]

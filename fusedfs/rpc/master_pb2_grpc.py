@@ -180,6 +180,11 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.DamagedRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_master__pb2.DamagedReply.FromString,
                 _registered_method=True)
+        self.Usage = channel.unary_unary(
+                '/fusedfs.rpc.Master/Usage',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.PathRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.UsageReply.FromString,
+                _registered_method=True)
         self.ListTrash = channel.unary_unary(
                 '/fusedfs.rpc.Master/ListTrash',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.ListTrashRequest.SerializeToString,
@@ -405,6 +410,13 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Usage(self, request, context):
+        """What a folder holds, all the way down (as MooseFS's mfsdirinfo; `fusedfs client du`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTrash(self, request, context):
         """The trash: files whose last name went (unlink, replaced by a rename or an upload) are kept,
         chunks and all, for --trash-hours, then freed. Listed newest first; restored by path (a
@@ -593,6 +605,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.Damaged,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.DamagedRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_master__pb2.DamagedReply.SerializeToString,
+            ),
+            'Usage': grpc.unary_unary_rpc_method_handler(
+                    servicer.Usage,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.PathRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.UsageReply.SerializeToString,
             ),
             'ListTrash': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTrash,
@@ -1408,6 +1425,33 @@ class Master:
             '/fusedfs.rpc.Master/Damaged',
             fusedfs_dot_rpc_dot_master__pb2.DamagedRequest.SerializeToString,
             fusedfs_dot_rpc_dot_master__pb2.DamagedReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Usage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/Usage',
+            fusedfs_dot_rpc_dot_master__pb2.PathRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.UsageReply.FromString,
             options,
             channel_credentials,
             insecure,

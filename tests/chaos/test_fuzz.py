@@ -142,6 +142,7 @@ READ_ONLY = {
     "Status",
     "Damaged",
     "ListTrash",
+    "Usage",
 }
 NAMESPACE_CHANGES = {
     "SetAttr",

@@ -432,6 +432,30 @@ def test_a_drained_keeper_is_taken_away_with_every_chunk_still_at_the_goal(make_
     files.master.pool.close()
 
 
+def test_du_shows_what_each_folder_holds(cluster: LocalCluster, files: FileClient) -> None:
+    sizes = {"/p/src/a.py": 1000, "/p/src/deep/b.py": 3 * MiB, "/p/docs/c.md": 10, "/p/top.txt": 7}
+    for path, size in sizes.items():
+        upload(files, path, os.urandom(size))
+    files.mkdir("/p/empty")
+    shown = json.loads(run_cli("client", cluster.master_address, "du", "/p", "--json").stdout)
+    assert shown["total"] == {
+        "files": 4,
+        "folders": 5,  # p itself, src, deep, docs, empty
+        "bytes": sum(sizes.values()),
+        "chunks": 4,
+        "stored_bytes": sum(sizes.values()),
+    }
+    assert [(f["name"], f["files"], f["bytes"]) for f in shown["folders"]] == [
+        ("src", 2, 1000 + 3 * MiB),
+        ("docs", 1, 10),
+        ("empty", 0, 0),
+    ]
+    assert shown["others"]["files"] == 1 and shown["others"]["bytes"] == 7 and shown["goal"] == 3
+    text = run_cli("client", cluster.master_address, "du", "p").stdout.decode()
+    assert "/p: 3.0 MiB in 4 files and 5 folders; 4 chunks, 9.0 MiB on the keepers at 3 copies" in text, text
+    assert text.splitlines()[0].endswith("src/")
+
+
 def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, files: FileClient) -> None:
     data = os.urandom(3 * MiB)
     upload(files, "/fragile", data)

@@ -20,7 +20,7 @@ from fusedfs.master.namespace import (
     Namespace,
     device_number,
 )
-from fusedfs.master.store import ROOT_INODE, ChunkState, SqliteStore
+from fusedfs.master.store import ROOT_INODE, ChunkState, SqliteStore, Usage
 
 CHUNK = 1024
 
@@ -389,3 +389,25 @@ def test_special_nodes_and_setgid_folders(ns: Namespace) -> None:
     assert deeper.gid == 1234  # (inherited down the tree)
     plain = ns.mkdir(ROOT_INODE, b"plain-dir", 0o755, 5, 6).node
     assert plain.gid == 6 and not plain.mode & stat.S_ISGID
+
+
+def test_usage_counts_a_tree_once_each(ns: Namespace) -> None:
+    docs = ns.mkdir(ROOT_INODE, b"docs", 0o755, 0, 0).node
+    deep = ns.mkdir(ns.mkdir(docs.id, b"a", 0o755, 0, 0).node.id, b"b", 0o755, 0, 0).node
+    f = ns.create(deep.id, b"f", 0o644, 0, 0, exclusive=True).node
+    ns.commit_chunks(
+        f.id, CHUNK + 5, [CommittedChunk(0, pending(ns), CHUNK, 0), CommittedChunk(1, pending(ns), 5, 0)], None
+    )
+    ns.link(f.id, docs.id, b"same-file")  # counted once
+    ns.symlink(docs.id, b"link", b"a/b/f", 0, 0)
+    ns.mkdir(docs.id, b"empty", 0o755, 0, 0)
+    total, folders, others = ns.usage("/docs")
+    assert total == Usage(files=2, folders=4, bytes=CHUNK + 5, chunks=2, stored_bytes=CHUNK + 5)
+    assert [(name, u.folders, u.files, u.bytes) for name, u in folders] == [
+        (b"a", 2, 1, CHUNK + 5),
+        (b"empty", 1, 0, 0),
+    ]
+    assert others == Usage(files=2, folders=0, bytes=CHUNK + 5, chunks=2, stored_bytes=CHUNK + 5)  # same-file, link
+    assert ns.usage("/docs/a/b/f")[0] == Usage(files=1, bytes=CHUNK + 5, chunks=2, stored_bytes=CHUNK + 5)
+    assert ns.usage("/")[0].folders == 5
+    assert errno_of(ns.usage, "/nope") == errno.ENOENT
