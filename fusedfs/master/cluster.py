@@ -154,8 +154,10 @@ class Cluster:
                     self._add_replica(parse_chunk_id(text), record)
             # A new keeper may be what under-replicated chunks, or ones crowded into too few
             # failure domains, were waiting for.
-            spread = self._spread_goal()
-            self.dirty.update(c for c in self.live if len(self._counted_domains(c)) < spread)
+            goal, spread = self.settings.goal, self._spread_goal()
+            self.dirty.update(
+                c for c in self.live if len(self._counted_holders(c)) < goal or len(self._counted_domains(c)) < spread
+            )
             log.info(
                 "keeper %s at %s (failure domain %s) registered with %d chunks",
                 keeper_id,

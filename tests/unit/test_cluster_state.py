@@ -118,6 +118,23 @@ def test_a_draining_keeper_gets_no_new_chunks_and_says_when_it_is_empty() -> Non
     assert trims == 2 and cluster.health().over_replicated == 0
 
 
+def test_a_chunk_short_of_keepers_is_copied_once_one_registers() -> None:
+    cluster, clock = make([live(1)], goal=3)
+
+    def register_on_one_machine(keeper: str, chunks: list[int]) -> None:
+        cluster.register(keeper, f"{keeper}:1", 100 * GiB, 0, 100 * GiB, [cid(c) for c in chunks], domain="box")
+
+    register_on_one_machine("a", [1])
+    register_on_one_machine("b", [1])
+    clock.now += 4.0
+    cluster.plan()
+    assert beat(cluster, "a").copies == beat(cluster, "b").copies == []  # nowhere to copy to
+    register_on_one_machine("c", [])  # (the one it was waiting for)
+    cluster.plan()
+    copies = beat(cluster, "a").copies + beat(cluster, "b").copies
+    assert [(chunk, target.keeper_id) for chunk, target in copies] == [(1, "c")]
+
+
 def test_nothing_is_planned_right_after_start() -> None:
     cluster, _ = make([live(1)])
     register(cluster, "a", [1])
