@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from fusedfs.chunks import is_valid_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError
 from fusedfs.master.placement import KeeperView, choose_keepers, failure_domain
-from fusedfs.master.replication import plan_repairs
+from fusedfs.master.replication import plan_balance, plan_repairs
 from fusedfs.master.store import ChunkRow, ChunkState
 
 log = logging.getLogger(__name__)
+
+BALANCE_EVERY = 3.0  # seconds between balancing rounds (each waits for the last one's copies)
 
 
 @dataclass
@@ -48,7 +50,9 @@ class KeeperRecord:
     verifies: set[int] = field(default_factory=set)
 
     def view(self) -> KeeperView:
-        return KeeperView(self.keeper_id, self.address, self.free_bytes, self.load, self.domain)
+        return KeeperView(
+            self.keeper_id, self.address, self.free_bytes, self.load, self.domain, self.used_bytes, self.capacity_bytes
+        )
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class Cluster:
         # the goal and they get no new ones (the caller keeps the set durable).
         self.draining: set[str] = set()
         self.started = clock()
+        self._balanced_at = self.started  # (the first round comes BALANCE_EVERY after a start)
         # With metadata copies on the keepers: when the newest was taken (wall ns; 0: none yet).
         # Garbage is deleted only once a copy shows it unreferenced, so that a master restored
         # from that copy finds every chunk its files name. None: no such wait (no copies, or
@@ -420,6 +425,26 @@ class Cluster:
             for trim in plan.trims:
                 self._schedule_delete(trim.chunk_id, trim.keeper)
             self.dirty.update(plan.deferred)
+            # Balancing only when there is nothing to repair, and a few heartbeats after the
+            # last round's copies, so the keepers' reports show their trims.
+            if not (plan.copies or plan.deferred or self.in_flight) and now - self._balanced_at >= BALANCE_EVERY:
+                self._balanced_at = now
+                holdings = {k: r.chunks for k, r in self.keepers.items() if r.alive}
+                moves = plan_balance(
+                    alive,
+                    holdings,
+                    self.replicas,
+                    {},
+                    jobs,
+                    self.settings.max_jobs_per_keeper,
+                    self.live,
+                    self.draining,
+                )
+                for copy in moves:
+                    self.keepers[copy.source].copies.append((copy.chunk_id, copy.target))
+                    self.in_flight[(copy.chunk_id, copy.target)] = (copy.source, now)
+                if moves:
+                    log.info("balancing: %d chunks to move to emptier keepers", len(moves))
             return purge
 
     def _delete_everywhere(self, chunk: int) -> None:

@@ -27,6 +27,13 @@ class KeeperView:
     free_bytes: int
     load: int = 0
     domain: str = ""  # its failure domain; "" (unknown) is a domain of its own
+    used_bytes: int = 0  # what its chunks take ...
+    capacity_bytes: int = 0  # ... of its disk's size
+
+    @property
+    def fill(self) -> float:
+        """How full it is with chunks, 0..1 (0 when it says no capacity)."""
+        return self.used_bytes / self.capacity_bytes if self.capacity_bytes > 0 else 0.0
 
     @property
     def failure_domain(self) -> str:

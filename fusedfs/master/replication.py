@@ -8,6 +8,11 @@ Copies go to failure domains the chunk is not in yet; a chunk with enough copies
 domains than it could be (written while only one machine was up) gets a copy in a new domain,
 and trims take extra copies from the most crowded domain, so it ends spread out.
 
+Balancing: when some keepers are much fuller than others (a new machine joined), chunks are
+copied from the fullest to the emptiest, and the extra copy is then trimmed from the fullest
+holder, so a chunk never has fewer copies than before while it moves (HDFS's balancer moves
+blocks the same way, within a threshold of the mean).
+
 A draining keeper (one being emptied before it is taken away) serves as a source, but its copies
 do not count towards the goal, it gets no new ones, and none of its copies is trimmed: each of
 its chunks gets the goal's worth elsewhere, and then it can go.
@@ -112,14 +117,88 @@ def plan_repairs(
 
 
 def _extra_copies(have: set[str], alive: Mapping[str, KeeperView], count: int) -> list[str]:
-    """The copies to drop: each from the domain holding the most, the fullest keeper there."""
+    """The copies to drop: each from the domain holding the most, the fullest keeper there (by
+    how full its disk is with chunks, then by free space)."""
     kept = set(have)
     dropped = []
     for _ in range(count):
         crowd: dict[str, int] = {}
         for k in kept:
             crowd[alive[k].failure_domain] = crowd.get(alive[k].failure_domain, 0) + 1
-        keeper = max(kept, key=lambda k: (crowd[alive[k].failure_domain], -alive[k].free_bytes, k))
+        keeper = max(kept, key=lambda k: (crowd[alive[k].failure_domain], alive[k].fill, -alive[k].free_bytes, k))
         kept.discard(keeper)
         dropped.append(keeper)
     return dropped
+
+
+BALANCE_THRESHOLD = 0.05  # keepers within this of the mean fill (of all their disks) are left alone
+
+
+def plan_balance(
+    alive: Mapping[str, KeeperView],
+    holdings: Mapping[str, Collection[int]],
+    replicas: Mapping[int, set[str]],
+    in_flight: Mapping[int, set[str]],
+    jobs: Mapping[str, int],
+    max_jobs_per_keeper: int,
+    chunk_bytes: Mapping[int, int],
+    draining: Collection[str] = (),
+    threshold: float = BALANCE_THRESHOLD,
+) -> list[Copy]:
+    """Copies that move chunks from keepers fuller than the mean towards emptier ones, while one
+    of the two is more than threshold away from the mean. Each copy counts as moved (its source
+    will be trimmed as the fullest holder) for the next choice, so one round does not overshoot.
+
+    holdings: keeper -> the chunks it holds (only those in chunk_bytes, i.e. of files, move).
+    """
+    part = {k: v for k, v in alive.items() if k not in draining and v.capacity_bytes > 0}
+    if len(part) < 2:
+        return []
+    used = {k: float(v.used_bytes) for k, v in part.items()}
+    mean = sum(used.values()) / sum(v.capacity_bytes for v in part.values())
+    busy = dict(jobs)
+    moving: set[int] = set()
+    moves: list[Copy] = []
+
+    def fill(k: str) -> float:
+        return used[k] / part[k].capacity_bytes
+
+    def free(k: str) -> bool:
+        return busy.get(k, 0) < max_jobs_per_keeper
+
+    def movable(chunk: int, source: str, target: str) -> bool:
+        if chunk in moving or in_flight.get(chunk) or chunk not in chunk_bytes:
+            return False
+        size = chunk_bytes[chunk]
+        if (used[target] + size) / part[target].capacity_bytes > (used[source] - size) / part[source].capacity_bytes:
+            return False  # it would only turn the two round (and the next round move it back)
+        holders = {k for k in replicas.get(chunk, ()) if k in alive}
+        if target in holders:
+            return False
+        # Never onto fewer failure domains than the chunk is in now.
+        after = domains_of(alive[k] for k in holders - {source}) | {part[target].failure_domain}
+        return len(after) >= len(domains_of(alive[k] for k in holders))
+
+    while True:
+        donors = sorted((k for k in part if fill(k) > mean and free(k)), key=fill, reverse=True)
+        takers = sorted((k for k in part if fill(k) < mean and free(k)), key=fill)
+        move = None
+        for donor in donors:
+            for taker in takers:
+                if fill(donor) - mean <= threshold and mean - fill(taker) <= threshold:
+                    continue
+                chunk = next((c for c in holdings.get(donor, ()) if movable(c, donor, taker)), None)
+                if chunk is not None:
+                    move = Copy(chunk, donor, taker)
+                    break
+            if move is not None:
+                break
+        if move is None:
+            return moves
+        moves.append(move)
+        moving.add(move.chunk_id)
+        size = chunk_bytes[move.chunk_id]
+        used[move.source] -= size
+        used[move.target] += size
+        busy[move.source] = busy.get(move.source, 0) + 1
+        busy[move.target] = busy.get(move.target, 0) + 1

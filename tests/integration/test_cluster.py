@@ -620,6 +620,38 @@ def test_full_cluster_gives_enospc(small_disk: SmallDisk, make_cluster: MakeClus
         assert run_cli("client", cluster.master_address, "download", "/fits", "-").stdout == fits
 
 
+def test_a_new_keeper_gets_its_share_of_the_chunks(small_disk: SmallDisk, make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(keepers=0, start=False, master_args=["--goal", "2", "--chunk-size", "1"])
+    try:
+        cluster.start_master()
+        for i in range(3):
+            small_disk(cluster.keeper_dir(i), 64)
+            cluster.start_keeper()
+        cluster.wait_ready(3)
+        files = FileClient(MasterClient(cluster.master_address), short_circuit=False)
+        data = {f"/f{i}": os.urandom(3 * MiB) for i in range(10)}  # 2 copies: 60 MiB on 3 disks of 64 MiB
+        for path, content in data.items():
+            upload(files, path, content)
+        wait_for(lambda: replicas_at_goal(cluster), 20, "2 copies of every chunk")
+        small_disk(cluster.keeper_dir(3), 64)
+        new = cluster.keeper_address(cluster.start_keeper())
+        cluster.wait_ready(4)
+
+        def balanced() -> bool:
+            keepers = [k for k in cluster.status().keepers if k.alive]
+            mean = sum(k.used_bytes for k in keepers) / sum(k.capacity_bytes for k in keepers)
+            fills = {k.address: k.used_bytes / k.capacity_bytes for k in keepers}
+            return fills[new] > 0.15 and all(abs(f - mean) < 0.07 for f in fills.values()) and replicas_at_goal(cluster)
+
+        wait_for(balanced, 60, "the chunks spread over all four keepers")
+        assert len(chunk_files(cluster, 3)) >= 10
+        for path, content in data.items():
+            assert download(files, path) == content, path
+        files.master.pool.close()
+    finally:
+        cluster.stop()
+
+
 def test_full_keepers_get_space_back_even_when_no_metadata_copy_fits(
     small_disk: SmallDisk, make_cluster: MakeCluster
 ) -> None:

@@ -6,7 +6,7 @@ import random
 from collections import Counter
 
 from fusedfs.master.placement import KeeperView, choose_keepers, spread_first
-from fusedfs.master.replication import Copy, Trim, plan_repairs
+from fusedfs.master.replication import Copy, Trim, plan_balance, plan_repairs
 
 GiB = 1 << 30
 
@@ -141,3 +141,49 @@ def test_a_draining_keeper_is_copied_from_but_neither_counted_nor_given_copies()
     plan = plan_repairs([3], {3: {"k0"}}, alive, 3, {}, {}, 4, {}, rng, draining={"k0"})
     assert sorted((c.source, c.target) for c in plan.copies) == [("k0", "k1"), ("k0", "k2"), ("k0", "k3")]
     assert not plan.lost
+
+
+def test_balancing_moves_chunks_from_the_fullest_to_the_emptiest_without_overshooting() -> None:
+    def keeper(name: str, used: int, domain: str = "") -> KeeperView:
+        return KeeperView(name, f"{name}:1", 100 - used, domain=domain, used_bytes=used, capacity_bytes=100)
+
+    # Two keepers half full with the same 5 chunks (goal 2), and a new empty one.
+    alive = {"k0": keeper("k0", 50), "k1": keeper("k1", 50), "k2": keeper("k2", 0)}
+    holdings = {"k0": [1, 2, 3, 4, 5], "k1": [1, 2, 3, 4, 5], "k2": []}
+    replicas = {c: {"k0", "k1"} for c in range(1, 6)}
+    sizes = dict.fromkeys(range(1, 6), 10)
+    moves = plan_balance(alive, holdings, replicas, {}, {}, 10, sizes)
+    assert all(m.target == "k2" for m in moves) and len({m.chunk_id for m in moves}) == len(moves) == 3
+    # (a fourth would leave k2 fuller than its source: 40 against 30)
+    assert sorted(m.source for m in moves).count("k0") >= 1 and sorted(m.source for m in moves).count("k1") >= 1
+    # Within the threshold of the mean, nothing moves; nor while a chunk is being copied, or
+    # beyond the job limit, or onto a domain that holds a copy already.
+    even = {k: keeper(k, 33) for k in ("k0", "k1", "k2")}
+    assert plan_balance(even, holdings, replicas, {}, {}, 10, sizes) == []
+    assert plan_balance(alive, holdings, replicas, {c: {"k2"} for c in sizes}, {}, 10, sizes) == []
+    assert len(plan_balance(alive, holdings, replicas, {}, {"k2": 9}, 10, sizes)) == 1
+    boxes_ = {"k0": keeper("k0", 50, "a"), "k1": keeper("k1", 50, "b"), "k2": keeper("k2", 0, "b")}
+    assert {m.source for m in plan_balance(boxes_, holdings, replicas, {}, {}, 10, sizes)} == {"k1"}
+    # A draining keeper is left to the repairs.
+    assert plan_balance(alive, holdings, replicas, {}, {}, 10, sizes, draining={"k2"}) == []
+
+
+def test_the_extra_copy_after_a_move_is_trimmed_from_the_fullest() -> None:
+    alive = {
+        "k0": KeeperView("k0", "k0:1", 50, used_bytes=50, capacity_bytes=100),
+        "k1": KeeperView("k1", "k1:1", 60, used_bytes=40, capacity_bytes=100),
+        "k2": KeeperView("k2", "k2:1", 80, used_bytes=20, capacity_bytes=100),
+    }
+    plan = plan_repairs([1], {1: {"k0", "k1", "k2"}}, alive, 2, {}, {}, 4, {}, random.Random(0))
+    assert plan.trims == [Trim(1, "k0")]
+
+
+def test_balancing_within_one_machine() -> None:
+    alive = {
+        k: KeeperView(k, f"{k}:1", 0, domain="box", used_bytes=u, capacity_bytes=100)
+        for k, u in [("k0", 40), ("k1", 40), ("k2", 0)]
+    }
+    replicas = {c: {"k0", "k1"} for c in range(1, 5)}
+    holdings = {"k0": [1, 2, 3, 4], "k1": [1, 2, 3, 4]}
+    moves = plan_balance(alive, holdings, replicas, {}, {}, 10, dict.fromkeys(range(1, 5), 10))
+    assert moves and all(m.target == "k2" for m in moves)  # (the copies stay on one machine: all there is)
