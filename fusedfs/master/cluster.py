@@ -199,12 +199,14 @@ class Cluster:
             for chunk_text, target, ok in copies_done:
                 if is_valid_chunk_id(chunk_text):
                     chunk = parse_chunk_id(chunk_text)
-                    self.in_flight.pop((chunk, target), None)
+                    unreported = self.in_flight.pop((chunk, target), None) is not None
                     self.dirty.add(chunk)
                     target_record = self.keepers.get(target)
-                    if ok and target_record is not None and target_record.alive:
+                    if ok and unreported and target_record is not None and target_record.alive:
                         # Counted now, not at the target's next heartbeat: planned before then,
-                        # the chunk would look a copy short and be copied again.
+                        # the chunk would look a copy short and be copied again. (Only while the
+                        # target has not reported it itself: it may have been trimmed since, and
+                        # its report of the deletion come before this one.)
                         self._add_replica(chunk, target_record)
                     if not ok:
                         log.warning("copy of %s from %s to %s failed", chunk_text, keeper_id, target)

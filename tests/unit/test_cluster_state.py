@@ -208,3 +208,20 @@ def test_over_replication_is_trimmed() -> None:
     cluster.plan()
     assert sum(len(beat(cluster, k).deletes) for k in ("a", "b", "c", "d")) == 1
     assert cluster.health().over_replicated == 0
+
+
+def test_a_copy_the_target_reported_and_deleted_before_its_source_said_done_is_not_counted() -> None:
+    cluster, clock = make([live(1)], goal=2)
+    register(cluster, "a", [1])
+    register(cluster, "b", [])
+    clock.now += 4.0
+    cluster.plan()
+    [(_, target)] = beat(cluster, "a").copies
+    assert target.keeper_id == "b"
+    beat(cluster, "b", added=[1])  # the target reports the copy first ...
+    with cluster._lock:
+        cluster._schedule_delete(1, "b")  # ... then it is trimmed (say, one too many by then) ...
+    assert beat(cluster, "b").deletes == [1]
+    beat(cluster, "b", removed=[1])  # ... deleted, and that reported, before the source's report:
+    cluster.heartbeat("a", 100 * GiB, 0, 100 * GiB, 0, [], [], [(cid(1), "b", True)])
+    assert cluster.replicas[1] == {"a"}  # b is not counted as holding it
