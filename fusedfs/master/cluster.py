@@ -113,6 +113,10 @@ class Cluster:
         self.pending: dict[int, int] = {}  # chunk -> lease start (wall ns)
         self.garbage: dict[int, int] = {}  # chunk -> unreferenced since (wall ns)
         self.in_flight: dict[tuple[int, str], tuple[str, float]] = {}  # (chunk, target) -> (source, started)
+        # Copies their source reported done, until their target reports the chunk (its next
+        # heartbeat): still coming, so no plan in between copies the chunk again, but no longer
+        # a job, and not counted as a replica before its holder says so.
+        self.landed: dict[tuple[int, str], float] = {}  # (chunk, target) -> when reported done
         self.dirty: set[int] = set()  # chunks whose replica count may be off the goal
         # Keepers being emptied before they are taken away: their copies do not count towards
         # the goal and they get no new ones (the caller keeps the set durable).
@@ -199,15 +203,9 @@ class Cluster:
             for chunk_text, target, ok in copies_done:
                 if is_valid_chunk_id(chunk_text):
                     chunk = parse_chunk_id(chunk_text)
-                    unreported = self.in_flight.pop((chunk, target), None) is not None
                     self.dirty.add(chunk)
-                    target_record = self.keepers.get(target)
-                    if ok and unreported and target_record is not None and target_record.alive:
-                        # Counted now, not at the target's next heartbeat: planned before then,
-                        # the chunk would look a copy short and be copied again. (Only while the
-                        # target has not reported it itself: it may have been trimmed since, and
-                        # its report of the deletion come before this one.)
-                        self._add_replica(chunk, target_record)
+                    if self.in_flight.pop((chunk, target), None) is not None and ok:
+                        self.landed[(chunk, target)] = self.clock()  # (unless the target reported it already)
                     if not ok:
                         log.warning("copy of %s from %s to %s failed", chunk_text, keeper_id, target)
             if copies_done:
@@ -226,6 +224,7 @@ class Cluster:
         record.chunks.add(chunk)
         self.replicas.setdefault(chunk, set()).add(record.keeper_id)
         self.in_flight.pop((chunk, record.keeper_id), None)
+        self.landed.pop((chunk, record.keeper_id), None)
         self.dirty.add(chunk)
 
     def _remove_replica(self, chunk: int, record: KeeperRecord) -> None:
@@ -356,6 +355,9 @@ class Cluster:
                     for key in involved:
                         self.in_flight.pop(key)
                         self.dirty.add(key[0])
+                    for key in [k for k in self.landed if k[1] == record.keeper_id]:
+                        self.landed.pop(key)
+                        self.dirty.add(key[0])
                     dead.append(record.keeper_id)
                     log.warning(
                         "keeper %s at %s is dead (silent for %.1f s)",
@@ -379,6 +381,10 @@ class Cluster:
             for key, (_, started) in list(self.in_flight.items()):
                 if now - started > self.settings.copy_timeout:
                     self.in_flight.pop(key)
+                    self.dirty.add(key[0])
+            for key, landed in list(self.landed.items()):
+                if now - landed > self.settings.dead_after:  # (its heartbeat would have said by now)
+                    self.landed.pop(key)
                     self.dirty.add(key[0])
             alive = {k: r.view() for k, r in self.keepers.items() if r.alive}
             dirty, self.dirty = self.dirty, set()
@@ -405,6 +411,8 @@ class Cluster:
                 return purge
             jobs: dict[str, int] = {}
             targets: dict[int, set[str]] = {}
+            for chunk, target in self.landed:
+                targets.setdefault(chunk, set()).add(target)
             for (chunk, target), (source, _) in self.in_flight.items():
                 jobs[source] = jobs.get(source, 0) + 1
                 jobs[target] = jobs.get(target, 0) + 1
@@ -429,7 +437,8 @@ class Cluster:
             self.dirty.update(plan.deferred)
             # Balancing only when there is nothing to repair, and a few heartbeats after the
             # last round's copies, so the keepers' reports show their trims.
-            if not (plan.copies or plan.deferred or self.in_flight) and now - self._balanced_at >= BALANCE_EVERY:
+            busy = plan.copies or plan.deferred or self.in_flight or self.landed
+            if not busy and now - self._balanced_at >= BALANCE_EVERY:
                 self._balanced_at = now
                 holdings = {k: r.chunks for k, r in self.keepers.items() if r.alive}
                 moves = plan_balance(

@@ -72,7 +72,7 @@ def test_dead_keeper_triggers_copies_after_startup_grace() -> None:
     assert beat(cluster, "c").reregister  # a dead keeper must register again
 
 
-def test_a_copy_counts_once_its_source_reports_it_done() -> None:
+def test_a_copy_done_is_not_made_again_before_its_target_reports_it() -> None:
     # The source reports a copy done in the heartbeat it sends at once; the target's next
     # heartbeat comes up to a second later. Planned in between, the chunk must not look short.
     cluster, clock = make([live(1)], goal=3)
@@ -85,12 +85,14 @@ def test_a_copy_counts_once_its_source_reports_it_done() -> None:
     [(source, (chunk, target))] = [(k, cmd) for k in "ab" for cmd in beat(cluster, k).copies]
     done = [(cid(chunk), target.keeper_id, True)]
     commands = cluster.heartbeat(source, 100 * GiB, 0, 100 * GiB, 0, [], [], done)
-    assert commands.copies == [] and cluster.health().under_replicated == 0
-    assert all(beat(cluster, k).copies == [] for k in "abcd")
-    beat(cluster, target.keeper_id, added=[1])  # the target's own report changes nothing
+    assert commands.copies == [] and all(beat(cluster, k).copies == [] for k in "abcd")
+    assert cluster.health().repairs_in_flight == 0  # (no longer a job)
+    assert target.keeper_id not in cluster.replicas[1]  # (counted once its holder says so)
+    beat(cluster, target.keeper_id, added=[1])
     assert cluster.health() == Health(
         total=1, under_replicated=0, over_replicated=0, lost=0, repairs_in_flight=0, garbage=0, misplaced=0
     )
+    assert not cluster.landed
 
 
 def test_a_draining_keeper_gets_no_new_chunks_and_says_when_it_is_empty() -> None:
