@@ -676,7 +676,10 @@ class Namespace:
     def _relink(self, ino: int, path: bytes, now: int) -> None:
         """Names the trashed file `ino` `path` again, making missing folders on the way."""
         inode = self._inode(ino)
-        *folders, name = split_path(path.decode(errors="surrogateescape"))
+        parts = split_path(path.decode(errors="surrogateescape"))
+        if not parts:
+            raise FsError(errno.EINVAL, "a file cannot be restored as /")
+        *folders, name = parts
         folder = ROOT_INODE
         for part in folders:
             entry = self.store.lookup(folder, part)

@@ -340,6 +340,7 @@ def test_the_trash_keeps_deleted_files_to_restore_until_their_time_is_up(store: 
     # /c is taken by the file renamed over it: skipped, or put elsewhere by inode.
     assert ns.restore_trash("/c") == ([], ns.list_trash("/c"))
     assert errno_of(ns.restore_trash, "/", 12345) == errno.ENOENT
+    assert errno_of(ns.restore_trash, "/", c) == errno.EINVAL
     [moved], [] = ns.restore_trash("/old/c", c)
     assert moved.path == b"/old/c" and ns.resolve("/old/c").id == c
     # Deleted again, then the trash time passes: freed with the chunks.
