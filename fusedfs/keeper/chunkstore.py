@@ -227,9 +227,15 @@ class ChunkStore:
             os.link(tmp, final)  # never replaces: of two writes of one id, the first to finish stays
         except FileExistsError:
             raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here") from None
+        except OSError as e:  # tmpfs counts a link as an inode: out of inodes is ENOSPC here too
+            raise _disk_error(e) from e
         finally:
             tmp.unlink()
-        fsync_dir(final.parent)
+        try:
+            fsync_dir(final.parent)
+        except OSError as e:
+            final.unlink(missing_ok=True)
+            raise _disk_error(e) from e
         with self._lock:
             self._sizes[chunk_id] = size
             self._added.add(chunk_id)

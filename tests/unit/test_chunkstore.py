@@ -86,6 +86,21 @@ def test_full_disk_is_enospc(tmp_path: Path) -> None:
     assert info.value.errno == errno.ENOSPC
 
 
+def test_out_of_inodes_when_naming_the_chunk_is_enospc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tmpfs counts a hard link as an inode: the link that names a written chunk can be the step
+    that runs out (a CI run saw gRPC UNKNOWN and a traceback there); nothing is left behind."""
+    store = ChunkStore(tmp_path)
+
+    def no_inodes(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "link", no_inodes)
+    with pytest.raises(FsError) as info:
+        store_chunk(store, b"data")
+    assert info.value.errno == errno.ENOSPC
+    assert not store.has(ID) and not list((tmp_path / "tmp").iterdir())
+
+
 def test_change_log_for_heartbeats(tmp_path: Path) -> None:
     store = ChunkStore(tmp_path)
     store_chunk(store, b"one", chunk_id="0000000000000001")
