@@ -39,6 +39,7 @@ from fusedfs.chunkfile import (
 )
 from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, crc32c, is_valid_chunk_id
 from fusedfs.errors import FsError
+from fusedfs.fileio import pwrite_all
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class ChunkWriter:
         if self._written + len(data) > self.length:
             raise FsError(errno.EINVAL, f"chunk {self.chunk_id}: more data than the announced {self.length} bytes")
         try:
-            os.pwrite(self._fd, data, self._data_offset + self._written)
+            pwrite_all(self._fd, data, self._data_offset + self._written)
         except OSError as e:
             raise _disk_error(e) from e
         self._written += len(data)
@@ -99,7 +100,7 @@ class ChunkWriter:
             header = HEADER.pack(MAGIC, VERSION, BLOCK_SIZE, self.length, self.crc, len(self._block_crcs))
             header += struct.pack(f"<{len(self._block_crcs)}I", *self._block_crcs)
             try:
-                os.pwrite(self._fd, header, 0)
+                pwrite_all(self._fd, header, 0)
                 os.fdatasync(self._fd)  # data and size; the name is made durable by _install
             except OSError as e:
                 raise _disk_error(e) from e

@@ -221,11 +221,15 @@ class Cluster:
             return commands
 
     def _add_replica(self, chunk: int, record: KeeperRecord) -> None:
-        record.chunks.add(chunk)
-        self.replicas.setdefault(chunk, set()).add(record.keeper_id)
         self.in_flight.pop((chunk, record.keeper_id), None)
         self.landed.pop((chunk, record.keeper_id), None)
         self.dirty.add(chunk)
+        if chunk in record.deletes:
+            # Its deletion goes out in the reply to this keeper's next heartbeat (this one's, for
+            # a heartbeat's report): the copy is as good as gone, so it must not be counted.
+            return
+        record.chunks.add(chunk)
+        self.replicas.setdefault(chunk, set()).add(record.keeper_id)
 
     def _remove_replica(self, chunk: int, record: KeeperRecord) -> None:
         record.chunks.discard(chunk)

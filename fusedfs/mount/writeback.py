@@ -15,12 +15,16 @@ dropped without creating, reading and deleting a file of its own.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from collections import OrderedDict
 from pathlib import Path
 
 import trio
+
+from fusedfs.errors import FsError
+from fusedfs.fileio import pwrite_all
 
 MEMORY_SLOT_BYTES = 256 << 10
 MEMORY_BYTES = 32 << 20
@@ -66,8 +70,18 @@ class WriteBack:
 
     def _to_file(self, slot: DirtySlot) -> None:
         assert slot.memory is not None
-        slot.fd = os.open(self.folder / f"{slot.inode}-{slot.index}", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.pwrite(slot.fd, slot.memory, 0)
+        path = self.folder / f"{slot.inode}-{slot.index}"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as e:
+            raise self._error(e) from e
+        try:
+            pwrite_all(fd, slot.memory, 0)
+        except OSError as e:  # the slot stays in memory, as it was
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise self._error(e) from e
+        slot.fd = fd
         self.in_memory -= len(slot.memory)
         slot.memory = None
 
@@ -84,11 +98,20 @@ class WriteBack:
                 memory[offset:end] = data
                 self.in_memory += growth
         if slot.memory is None:
-            os.pwrite(slot.fd, data, offset)
+            try:
+                pwrite_all(slot.fd, data, offset)
+            except OSError as e:
+                raise self._error(e) from e
         if end > slot.length:
             self.used += end - slot.length
             slot.length = end
         slot.version += 1
+
+    def _error(self, e: OSError) -> FsError:
+        """The cache folder's disk failing a write: ENOSPC when it is full, else EIO."""
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return FsError(errno.ENOSPC, f"the write cache's disk ({self.folder}) is full")
+        return FsError(errno.EIO, f"the write cache ({self.folder}) failed: {e}")
 
     def read(self, slot: DirtySlot, start: int, end: int) -> bytes:
         """Bytes [start, end) of the slot, as far as it holds data."""

@@ -134,3 +134,28 @@ def test_a_restart_forgets_torn_chunk_files_and_tolerates_strays(tmp_path: Path)
     (tmp_path / "chunks" / "README").write_text("not a chunk folder")
     assert ChunkStore(tmp_path).chunk_ids() == [ID]
     assert not torn.exists()
+
+
+def test_a_short_write_on_a_filling_disk_stores_no_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that fills up midway makes pwrite store fewer bytes than given, without an error;
+    the next write then fails. A chunk cut short so must not be committed (a CI run found one,
+    its header promising more bytes than the file held)."""
+    store = ChunkStore(tmp_path)
+    real_pwrite = os.pwrite
+    room = [100_000]  # bytes the disk still takes
+
+    def filling_pwrite(fd: int, data: bytes, offset: int) -> int:
+        if room[0] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = real_pwrite(fd, bytes(memoryview(data)[: room[0]]), offset)
+        room[0] -= written
+        return written
+
+    monkeypatch.setattr(os, "pwrite", filling_pwrite)
+    data = os.urandom(300_000)
+    writer = store.begin_write(ID, len(data), crc32c(data))
+    with pytest.raises(FsError) as info:
+        writer.write(data[:150_000])  # (the keeper's service aborts a write that failed)
+    writer.abort()
+    assert info.value.errno == errno.ENOSPC
+    assert not store.has(ID) and not list((tmp_path / "tmp").iterdir())

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
+from fusedfs.errors import FsError
 from fusedfs.mount.writeback import WriteBack
 
 
@@ -52,3 +55,22 @@ def test_a_slot_moves_from_memory_to_its_file_when_it_grows(tmp_path: Path) -> N
     cache.drop(small)
     cache.drop(other)
     assert cache.used == 0 and cache.close()
+
+
+def test_a_full_cache_disk_is_enospc_and_keeps_the_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = WriteBack(tmp_path / "m", limit_bytes=1 << 20, memory_slot_bytes=8)
+    slot = cache.create(owner=None, inode=7, index=0, initial=b"abc")
+    real_pwrite = os.pwrite
+
+    def full_disk(fd: int, data: bytes, offset: int) -> int:  # takes 2 bytes, then no more
+        if len(data) > 2:
+            return real_pwrite(fd, bytes(memoryview(data)[:2]), offset)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    with pytest.raises(FsError) as info:
+        cache.write(slot, 3, b"0123456789")  # past memory_slot_bytes: the slot moves to its file
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    assert slot.memory == b"abc" and cache.read(slot, 0, 100) == b"abc"  # still in memory, as it was
+    assert not list((tmp_path / "m").iterdir())
