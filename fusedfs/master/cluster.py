@@ -50,9 +50,7 @@ class KeeperRecord:
     verifies: set[int] = field(default_factory=set)
 
     def view(self) -> KeeperView:
-        return KeeperView(
-            self.keeper_id, self.address, self.free_bytes, self.load, self.domain, self.used_bytes, self.capacity_bytes
-        )
+        return KeeperView(self.keeper_id, self.address, self.free_bytes, self.load, self.domain, self.capacity_bytes)
 
 
 @dataclass(frozen=True)

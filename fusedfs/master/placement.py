@@ -27,13 +27,16 @@ class KeeperView:
     free_bytes: int
     load: int = 0
     domain: str = ""  # its failure domain; "" (unknown) is a domain of its own
-    used_bytes: int = 0  # what its chunks take ...
-    capacity_bytes: int = 0  # ... of its disk's size
+    capacity_bytes: int = 0  # its disk's size
 
     @property
     def fill(self) -> float:
-        """How full it is with chunks, 0..1 (0 when it says no capacity)."""
-        return self.used_bytes / self.capacity_bytes if self.capacity_bytes > 0 else 0.0
+        """How full its disk is, 0..1, with anything (other programs' files, the reserve kept
+        free, as well as chunks): what decides how much more it can take. 0 when it says no
+        capacity."""
+        if self.capacity_bytes <= 0:
+            return 0.0
+        return min(1.0, max(0.0, 1 - self.free_bytes / self.capacity_bytes))
 
     @property
     def failure_domain(self) -> str:

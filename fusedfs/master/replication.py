@@ -118,7 +118,7 @@ def plan_repairs(
 
 def _extra_copies(have: set[str], alive: Mapping[str, KeeperView], count: int) -> list[str]:
     """The copies to drop: each from the domain holding the most, the fullest keeper there (by
-    how full its disk is with chunks, then by free space)."""
+    how full its disk is, then by free space)."""
     kept = set(have)
     dropped = []
     for _ in range(count):
@@ -154,7 +154,7 @@ def plan_balance(
     part = {k: v for k, v in alive.items() if k not in draining and v.capacity_bytes > 0}
     if len(part) < 2:
         return []
-    used = {k: float(v.used_bytes) for k, v in part.items()}
+    used = {k: v.fill * v.capacity_bytes for k, v in part.items()}  # the disk's, not only chunks
     mean = sum(used.values()) / sum(v.capacity_bytes for v in part.values())
     busy = dict(jobs)
     moving: set[int] = set()
