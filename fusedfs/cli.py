@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from fusedfs.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MiB
+from fusedfs.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_GOAL, MiB
 from fusedfs.client import cli as client_cli
 from fusedfs.datadir import lock_data_dir
 from fusedfs.errors import FsError
@@ -248,8 +248,8 @@ def run_master(args: argparse.Namespace) -> int:
     from fusedfs.master.metacopy import fetch_copy
     from fusedfs.master.server import MasterServer
 
-    if not 1 <= args.goal <= 16:
-        raise FsError(22, f"--goal {args.goal} is out of range (1..16)")
+    if not 1 <= args.goal <= MAX_GOAL:
+        raise FsError(22, f"--goal {args.goal} is out of range (1..{MAX_GOAL})")
     if not 1 <= args.chunk_size <= MAX_CHUNK_SIZE // MiB:
         raise FsError(22, f"--chunk-size {args.chunk_size} is out of range (1..{MAX_CHUNK_SIZE // MiB})")
     settings = Settings(

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+from fusedfs.chunks import MAX_GOAL
 from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
 from fusedfs.errors import FsError
@@ -64,6 +65,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     du.add_argument("name", metavar="DIR", nargs="?", default="/")
     du.add_argument("--limit", type=int, default=50, help="folders to list at most, the biggest first (default 50)")
     du.add_argument("--json", action="store_true", help="machine-readable output")
+    goal = commands.add_parser(
+        "goal",
+        help="copies kept of a file's chunks, or of what is made in a folder: show it, or set it "
+        "(-r: and of everything below; 'default': the cluster's again)",
+    )
+    goal.add_argument("name", metavar="PATH")
+    goal.add_argument("goal", metavar="COPIES", nargs="?", help=f"1 to {MAX_GOAL}, or default")
+    goal.add_argument("-r", "--recursive", action="store_true", help="also everything below the folder")
     drain = commands.add_parser(
         "drain", help="empty a keeper before taking it away: its chunks are copied to the others (see status)"
     )
@@ -99,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     master = MasterClient(master_address(args.master), wait=args.wait)
     files = FileClient(master)
     name = getattr(args, "name", "/")
-    if args.command in ("upload", "download", "rm", "mkdir", "ls", "info", "trash", "du") and name and name[0] != "/":
+    named = ("upload", "download", "rm", "mkdir", "ls", "info", "trash", "du", "goal")
+    if args.command in named and name and name[0] != "/":
         name = "/" + name
     if args.command == "upload":
         local = args.path or os.path.basename(name)
@@ -132,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         return _trash(master, args, name)
     elif args.command == "du":
         _du(master, name, args.limit, args.json)
+    elif args.command == "goal":
+        _goal(master, name, args.goal, args.recursive)
     elif args.command == "drain":
         reply = master.call("Drain", mp.DrainRequest(keeper=args.keeper, undo=args.undo))
         if args.undo:
@@ -142,6 +154,25 @@ def run(args: argparse.Namespace) -> int:
                 " keepers, and it gets no new ones; `status` says when it is safe to stop"
             )
     return 0
+
+
+def _goal(master: MasterClient, path: str, copies: str | None, recursive: bool) -> None:
+    if copies is None:
+        if recursive:
+            raise FsError(errno.EINVAL, "-r sets a goal: give COPIES too")
+        reply = master.call("GetGoal", mp.PathRequest(path=path))
+        whose = "its own" if reply.own else "the cluster's"
+        print(f"{path}: {reply.goal} copies ({whose}; the cluster's is {reply.cluster_goal})")
+        return
+    if copies != "default" and not (copies.isdigit() and 1 <= int(copies) <= MAX_GOAL):
+        raise FsError(errno.EINVAL, f"goal {copies!r}: give 1 to {MAX_GOAL} copies, or default")
+    number = 0 if copies == "default" else int(copies)
+    changed = master.call("SetGoal", mp.SetGoalRequest(path=path, goal=number, recursive=recursive))
+    what = f"{number} copies" if number else "the cluster's goal"
+    print(
+        f"{path}: {what} for {changed.files} file(s) and {changed.folders} folder(s); "
+        f"their {changed.chunks} chunk(s) are being copied or trimmed to it"
+    )
 
 
 def _du(master: MasterClient, path: str, limit: int, as_json: bool) -> None:
@@ -219,7 +250,7 @@ def _trash(master: MasterClient, args: argparse.Namespace, path: str) -> int:
 
 def _info(files: FileClient, name: str, as_json: bool) -> None:
     attr = files.stat(name)
-    goal = files.master.call("GetConfig", cp.Empty()).goal
+    goal = files.master.call("GetGoal", mp.PathRequest(path=name)).goal
     chunks = []
     if stat.S_ISREG(attr.mode):
         reply = files.master.call("GetChunks", mp.GetChunksRequest(inode=attr.inode))

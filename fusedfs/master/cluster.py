@@ -16,7 +16,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fusedfs.chunks import is_valid_chunk_id, parse_chunk_id
@@ -98,7 +98,9 @@ class Cluster:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], int] = time.time_ns,
         rng: random.Random | None = None,
+        goals: Mapping[int, int] | None = None,
     ) -> None:
+        """goals: chunk -> its file's own goal, for the files that have one."""
         self.settings = settings
         self.clock = clock
         self.wall_clock = wall_clock
@@ -108,6 +110,7 @@ class Cluster:
         self.keepers: dict[str, KeeperRecord] = {}
         self.replicas: dict[int, set[str]] = {}
         self.live: dict[int, int] = {}  # chunk -> stored length
+        self.goals: dict[int, int] = {}  # chunk -> its file's own goal, where it has one (see goal_of)
         self.pending: dict[int, int] = {}  # chunk -> lease start (wall ns)
         self.garbage: dict[int, int] = {}  # chunk -> unreferenced since (wall ns)
         self.in_flight: dict[tuple[int, str], tuple[str, float]] = {}  # (chunk, target) -> (source, started)
@@ -136,6 +139,7 @@ class Cluster:
                 self.pending[row.id] = row.since_ns
             else:
                 self.garbage[row.id] = row.since_ns
+        self.goals.update((c, g) for c, g in (goals or {}).items() if c in self.live)
 
     # --- keepers ---------------------------------------------------------------------------------
 
@@ -161,9 +165,12 @@ class Cluster:
                     self._add_replica(parse_chunk_id(text), record)
             # A new keeper may be what under-replicated chunks, or ones crowded into too few
             # failure domains, were waiting for.
-            goal, spread = self.settings.goal, self._spread_goal()
+            domains = self._domain_count()
             self.dirty.update(
-                c for c in self.live if len(self._counted_holders(c)) < goal or len(self._counted_domains(c)) < spread
+                c
+                for c in self.live
+                if len(self._counted_holders(c)) < self.goal_of(c)
+                or len(self._counted_domains(c)) < min(self.goal_of(c), domains)
             )
             log.info(
                 "keeper %s at %s (failure domain %s) registered with %d chunks",
@@ -252,10 +259,14 @@ class Cluster:
     def _counted_domains(self, chunk: int) -> set[str]:
         return {self.keepers[k].domain for k in self._counted_holders(chunk)}
 
-    def _spread_goal(self) -> int:
-        """In how many failure domains a chunk should be: the goal's worth, or all there are."""
-        staying = {r.domain for r in self.keepers.values() if r.alive and r.keeper_id not in self.draining}
-        return min(self.settings.goal, len(staying))
+    def goal_of(self, chunk: int) -> int:
+        """How many copies of the chunk to keep: its file's own goal, or the cluster's."""
+        return self.goals.get(chunk, self.settings.goal)
+
+    def _domain_count(self) -> int:
+        """How many failure domains there are to spread copies over (a chunk should be in its
+        goal's worth of them, or all there are)."""
+        return len({r.domain for r in self.keepers.values() if r.alive and r.keeper_id not in self.draining})
 
     def set_draining(self, keeper_id: str, draining: bool) -> None:
         """Starts (or ends) emptying a keeper: each of its chunks gets the goal's worth of copies
@@ -273,8 +284,7 @@ class Cluster:
             record = self.keepers.get(keeper_id)
             if record is None or keeper_id not in self.draining:
                 return 0
-            goal = self.settings.goal
-            return sum(1 for c in record.chunks if c in self.live and len(self._counted_holders(c)) < goal)
+            return sum(1 for c in record.chunks if c in self.live and len(self._counted_holders(c)) < self.goal_of(c))
 
     # --- chunks ----------------------------------------------------------------------------------
 
@@ -310,14 +320,22 @@ class Cluster:
             self.pending[chunk] = since_ns
 
     def apply(
-        self, live: Iterable[int], garbage: Iterable[int], lengths: dict[int, int], stored_on: dict[int, list[str]]
+        self,
+        live: Iterable[int],
+        garbage: Iterable[int],
+        lengths: dict[int, int],
+        stored_on: dict[int, list[str]],
+        goals: Mapping[int, int] | None = None,
     ) -> None:
-        """Reflects a committed namespace change: chunks that became part of files or garbage."""
+        """Reflects a committed namespace change: chunks that became part of files (goals: those
+        of files with a goal of their own) or garbage."""
         now = self.wall_clock()
         with self._lock:
             for chunk in live:
                 self.pending.pop(chunk, None)
                 self.live[chunk] = lengths.get(chunk, 0)
+                if goals and chunk in goals:
+                    self.goals[chunk] = goals[chunk]
                 for keeper_id in stored_on.get(chunk, ()):
                     record = self.keepers.get(keeper_id)
                     if record is not None and record.alive:
@@ -325,8 +343,21 @@ class Cluster:
                 self.dirty.add(chunk)
             for chunk in garbage:
                 self.live.pop(chunk, None)
+                self.goals.pop(chunk, None)
                 self.pending.pop(chunk, None)
                 self.garbage[chunk] = now
+                self.dirty.add(chunk)
+
+    def set_goals(self, goals: Mapping[int, int]) -> None:
+        """Chunks whose file's goal changed: chunk -> its goal (0: the cluster's)."""
+        with self._lock:
+            for chunk, goal in goals.items():
+                if chunk not in self.live:
+                    continue
+                if goal:
+                    self.goals[chunk] = goal
+                else:
+                    self.goals.pop(chunk, None)
                 self.dirty.add(chunk)
 
     def locations(self, chunk: int) -> list[KeeperView]:
@@ -430,6 +461,7 @@ class Cluster:
                 self.live,
                 self.rng,
                 self.draining,
+                self.goals,
             )
             for copy in plan.copies:
                 self.keepers[copy.source].copies.append((copy.chunk_id, copy.target))
@@ -480,27 +512,26 @@ class Cluster:
     def health(self) -> Health:
         with self._lock:
             under = over = lost = misplaced = 0
-            spread = self._spread_goal()
+            domains = self._domain_count()
             for chunk in self.live:
-                n = len(self._counted_holders(chunk))
+                n, goal = len(self._counted_holders(chunk)), self.goal_of(chunk)
                 if not self._alive_holders(chunk):
                     lost += 1
-                elif n < self.settings.goal:
+                elif n < goal:
                     under += 1
                 else:
-                    over += n > self.settings.goal
-                    misplaced += len(self._counted_domains(chunk)) < spread
+                    over += n > goal
+                    misplaced += len(self._counted_domains(chunk)) < min(goal, domains)
             return Health(len(self.live), under, over, lost, len(self.in_flight), len(self.garbage), misplaced)
 
     def damaged(self) -> dict[int, int]:
         """Chunks of files with fewer copies counting towards the goal than it: chunk -> alive
         copies (0: lost)."""
         with self._lock:
-            goal = self.settings.goal
             return {
                 chunk: len(self._alive_holders(chunk))
                 for chunk in self.live
-                if len(self._counted_holders(chunk)) < goal
+                if len(self._counted_holders(chunk)) < self.goal_of(chunk)
             }
 
     def keeper_records(self) -> list[KeeperRecord]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 
-from fusedfs.chunks import MAX_CHUNK_SIZE, PIECE_SIZE, chunk_count
+from fusedfs.chunks import MAX_CHUNK_SIZE, MAX_GOAL, PIECE_SIZE, chunk_count
 from fusedfs.errors import FsError
 from fusedfs.master.sessions import SESSION_TIMEOUT
 from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore, TrashRow, Usage
@@ -40,6 +40,17 @@ class ChunkChanges:
 
     live: list[int] = field(default_factory=list)
     garbage: list[int] = field(default_factory=list)
+    goals: dict[int, int] = field(default_factory=dict)  # chunk -> its file's own goal (0: the cluster's)
+
+
+@dataclass(frozen=True)
+class GoalChange:
+    """What setting a goal changed: how many files and folders, and each of their chunks' new
+    goal (0: the cluster's)."""
+
+    files: int
+    folders: int
+    chunks: dict[int, int]
 
 
 @dataclass(frozen=True)
@@ -125,6 +136,12 @@ class Namespace:
             return
         self._free(inode, now, changes)
 
+    def _inherit_goal(self, folder: int, ino: int) -> None:
+        """A new node takes its folder's own goal, if it has one (MooseFS does the same)."""
+        goal = self.store.get_goal(folder)
+        if goal:
+            self.store.set_goal(ino, goal)
+
     def _free(self, inode: Inode, now: int, changes: ChunkChanges) -> None:
         if stat.S_ISREG(inode.mode):
             dead = [c.id for c in self.store.file_chunks(inode.id)]
@@ -205,6 +222,7 @@ class Namespace:
             self._free_name(parent, name)
             mode, gid = _owned_in(parent_inode, stat.S_IFDIR | (mode & 0o7777), gid)
             inode = self._new_inode(mode, uid, gid, 2, now)
+            self._inherit_goal(parent, inode.id)
             self.store.insert_dentry(parent, name, inode.id)
             parent_inode.nlink += 1
             self._touch(parent_inode, now)
@@ -227,6 +245,7 @@ class Namespace:
                 return Added(existing, parent_inode, before)
             mode, gid = _owned_in(parent_inode, stat.S_IFREG | (mode & 0o7777), gid)
             inode = self._new_inode(mode, uid, gid, 1, now, chunk_size=self.default_chunk_size)
+            self._inherit_goal(parent, inode.id)
             self.store.insert_dentry(parent, name, inode.id)
             self._touch(parent_inode, now)
             return Added(inode, parent_inode, before)
@@ -511,6 +530,7 @@ class Namespace:
             ids.add(chunk.chunk_id)
 
     def _install_chunks(self, inode: Inode, chunks: list[CommittedChunk], now: int, changes: ChunkChanges) -> None:
+        goal = self.store.get_goal(inode.id)
         new_slots = {c.index for c in chunks}
         replaced = [c.id for c in self.store.file_chunks(inode.id) if c.idx in new_slots]
         self.store.make_garbage(replaced, now)
@@ -521,6 +541,8 @@ class Namespace:
             if used < chunk.length:
                 self.store.set_chunk_length(chunk.chunk_id, used)
             changes.live.append(chunk.chunk_id)
+            if goal:
+                changes.goals[chunk.chunk_id] = goal
 
     def commit_chunks(
         self, ino: int, size: int, chunks: list[CommittedChunk], mtime_ns: int | None
@@ -568,6 +590,7 @@ class Namespace:
                 self.store.delete_dentry(parent, name)
                 self._drop_link(old, now, changes, parent, name)
             inode = self._new_inode(stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now, chunk_size=chunk_size)
+            self._inherit_goal(parent, inode.id)
             inode.size = size
             self._install_chunks(inode, chunks, now, changes)
             inode.mtime_ns = mtime_ns if mtime_ns is not None else now
@@ -707,6 +730,34 @@ class Namespace:
             for row in rows:
                 self.store.take_from_trash(row.inode)
             return rows
+
+    # --- goals ------------------------------------------------------------------------------------
+
+    def get_goal(self, path: str) -> tuple[Inode, int]:
+        """The node at path and its own goal (0: none, the cluster's applies)."""
+        with self.store.transaction():
+            inode = self.resolve(path)
+            return inode, self.store.get_goal(inode.id)
+
+    def set_goal(self, path: str, goal: int, recursive: bool) -> GoalChange:
+        """Gives the node at path (and with recursive, everything below it) its own goal, 1 to
+        MAX_GOAL copies; 0 takes it away (the cluster's applies again). A folder's goal is what
+        files and folders made in it from then on start with."""
+        if not 0 <= goal <= MAX_GOAL:
+            raise FsError(errno.EINVAL, f"goal {goal} is out of range (1..{MAX_GOAL}, or 0 for the cluster's)")
+        with self.store.transaction():
+            top = self.resolve(path)
+            inodes = [top.id] + (self.store.subtree(top.id) if recursive and stat.S_ISDIR(top.mode) else [])
+            files = folders = 0
+            for ino in inodes:
+                self.store.set_goal(ino, goal)
+                mode = top.mode if ino == top.id else self._inode(ino).mode
+                files += stat.S_ISREG(mode)
+                folders += stat.S_ISDIR(mode)
+            chunks = self.store.chunk_goals(inodes) if goal else {}
+            if not goal:  # (the chunks no longer have a row to find them by)
+                chunks = {c.id: 0 for ino in inodes for c in self.store.file_chunks(ino)}
+            return GoalChange(files, folders, chunks)
 
     def file_chunks(self, ino: int, first: int, count: int):  # type: ignore[no-untyped-def]
         with self.store.transaction():

@@ -59,8 +59,10 @@ def plan_repairs(
     chunk_bytes: Mapping[int, int],
     rng: random.Random | None = None,
     draining: Collection[str] = (),
+    goals: Mapping[int, int] | None = None,
 ) -> RepairPlan:
-    """Copies that bring chunks up to `goal` alive replicas and trims that bring them down to it.
+    """Copies that bring chunks up to their goal of alive replicas and trims that bring them
+    down to it: `goal`, or for the chunks in `goals` (of files with a goal of their own) theirs.
 
     in_flight: chunk -> targets of copies already under way; jobs: keeper -> copies it is in now.
     """
@@ -97,7 +99,8 @@ def plan_repairs(
             continue
         counted = have - leaving
         taken = domains_of(alive[k] for k in counted | coming if k in alive)
-        missing = goal - len(counted) - len(coming)
+        want = goals.get(chunk, goal) if goals else goal
+        missing = want - len(counted) - len(coming)
         size = chunk_bytes.get(chunk, 0)
         if missing > 0:
             # Targets that could take a copy at all; with too few keepers alive the chunk waits for
@@ -105,13 +108,13 @@ def plan_repairs(
             schedule(chunk, have, choose_keepers(staying, missing, size, have | coming, rng, taken))
         elif coming:
             continue
-        elif len(taken) < min(goal, domain_count):
+        elif len(taken) < min(want, domain_count):
             # Enough copies, too few domains: copy into new ones; the trims below follow.
-            wanted = min(goal, domain_count) - len(taken)
+            wanted = min(want, domain_count) - len(taken)
             targets = choose_keepers(staying, wanted, size, have, rng, taken)
             schedule(chunk, have, [t for t in targets if t.failure_domain not in taken])
-        elif len(counted) > goal:
-            for keeper in _extra_copies(counted, alive, len(counted) - goal):
+        elif len(counted) > want:
+            for keeper in _extra_copies(counted, alive, len(counted) - want):
                 plan.trims.append(Trim(chunk, keeper))
     return plan
 

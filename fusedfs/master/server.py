@@ -41,8 +41,9 @@ class MasterServer:
         self.store = SqliteStore(data_dir / METADATA_FILE, stat.S_IFDIR | 0o755, now_ns=time.time_ns())
         with self.store.transaction():
             chunks = self.store.all_chunks()
+            goals = self.store.chunk_goals()
             draining = self.store.draining_keepers()
-        self.cluster = Cluster(settings, chunks, self._next_chunk_id)
+        self.cluster = Cluster(settings, chunks, self._next_chunk_id, goals=goals)
         self.cluster.draining = draining
         if copy_every > 0:
             self.cluster.copy_taken_ns = 0  # no garbage is deleted before the first copy

@@ -101,7 +101,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         stored_on: dict[int, list[str]] | None = None,
     ) -> None:
         lengths = {c.chunk_id: c.length for c in committed}
-        self.cluster.apply(changes.live, changes.garbage, lengths, stored_on or {})
+        self.cluster.apply(changes.live, changes.garbage, lengths, stored_on or {}, changes.goals)
 
     # --- namespace -------------------------------------------------------------------------------
 
@@ -403,6 +403,18 @@ class MasterService(master_pb2_grpc.MasterServicer):
         for name, usage in folders:
             reply.folders.add(name=name, usage=mp.SpaceUsage(**dataclasses.asdict(usage)))
         return reply
+
+    @handler
+    def GetGoal(self, request: mp.PathRequest, context: grpc.ServicerContext) -> mp.GoalReply:
+        _, goal = self.ns.get_goal(request.path)
+        cluster_goal = self.cluster.settings.goal
+        return mp.GoalReply(goal=goal or cluster_goal, own=bool(goal), cluster_goal=cluster_goal)
+
+    @handler
+    def SetGoal(self, request: mp.SetGoalRequest, context: grpc.ServicerContext) -> mp.SetGoalReply:
+        change = self.ns.set_goal(request.path, request.goal, request.recursive)
+        self.cluster.set_goals(change.chunks)
+        return mp.SetGoalReply(files=change.files, folders=change.folders, chunks=len(change.chunks))
 
     # --- the trash -------------------------------------------------------------------------------
 

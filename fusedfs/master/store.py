@@ -37,6 +37,11 @@ Schema (every column and sentinel explained here, and only here):
     trash       orphans also kept for the trash time after their last name went
       inode, path, deleted_ns  path: where that name was (to list and restore by)
 
+    goals       copies to keep of the chunks of a file, or of what is made in a folder, where
+                that is not the cluster's goal (MooseFS's goal, HDFS's replication factor)
+      inode, goal              new files and folders take their folder's row; rows go with
+                               their inode
+
     meta        key/value: schema_version, next_chunk_id, cluster_id (random, made with the store),
                 and drain:KEEPER-ID (since when, ns) for each keeper being drained
 
@@ -64,7 +69,8 @@ from pathlib import Path
 from typing import Protocol
 
 ROOT_INODE = 1
-SCHEMA_VERSION = 4  # 2 added xattrs and orphans, 3 the journal, 4 the trash (older stores are upgraded in place)
+# 2 added xattrs and orphans, 3 the journal, 4 the trash, 5 goals (older stores are upgraded in place)
+SCHEMA_VERSION = 5
 
 
 class ChunkState(IntEnum):
@@ -176,6 +182,10 @@ class MetadataStore(Protocol):
     def trash_totals(self) -> tuple[int, int]: ...
     def usage(self, folder: int) -> dict[int, Usage]: ...
     def draining_keepers(self) -> set[str]: ...
+    def get_goal(self, ino: int) -> int: ...
+    def set_goal(self, ino: int, goal: int) -> None: ...
+    def chunk_goals(self, inodes: Iterable[int] | None = None) -> dict[int, int]: ...
+    def subtree(self, ino: int) -> list[int]: ...
     def set_draining(self, keeper_id: str, draining: bool, now_ns: int) -> None: ...
 
 
@@ -211,6 +221,7 @@ CREATE TABLE IF NOT EXISTS xattrs (
 CREATE TABLE IF NOT EXISTS orphans (inode INTEGER PRIMARY KEY, since_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS trash (inode INTEGER PRIMARY KEY, path BLOB NOT NULL, deleted_ns INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS trash_by_path ON trash (path);
+CREATE TABLE IF NOT EXISTS goals (inode INTEGER PRIMARY KEY, goal INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, deleted INTEGER NOT NULL,
     c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10
@@ -228,6 +239,7 @@ JOURNALED: dict[str, tuple[tuple[str, ...], int]] = {
     "xattrs": (("inode", "name", "value"), 2),
     "orphans": (("inode", "since_ns"), 1),
     "trash": (("inode", "path", "deleted_ns"), 1),
+    "goals": (("inode", "goal"), 1),
 }
 
 
@@ -299,7 +311,7 @@ class SqliteStore:
             # (stores made before cluster ids get theirs now)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('cluster_id', ?)", (secrets.randbits(63),))
             version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-            if version in (1, 2, 3):  # its new tables and triggers were just created
+            if version in (1, 2, 3, 4):  # its new tables and triggers were just created
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
                 version = SCHEMA_VERSION
             if version != SCHEMA_VERSION:
@@ -502,6 +514,7 @@ class SqliteStore:
         self._db.execute("DELETE FROM xattrs WHERE inode = ?", (ino,))
         self._db.execute("DELETE FROM orphans WHERE inode = ?", (ino,))
         self._db.execute("DELETE FROM trash WHERE inode = ?", (ino,))
+        self._db.execute("DELETE FROM goals WHERE inode = ?", (ino,))
 
     def lookup(self, parent: int, name: bytes) -> Dentry | None:
         row = self._db.execute(
@@ -578,6 +591,41 @@ class SqliteStore:
 
     def take_from_trash(self, ino: int) -> None:
         self._db.execute("DELETE FROM trash WHERE inode = ?", (ino,))
+
+    def get_goal(self, ino: int) -> int:
+        """The inode's own goal; 0: none (the cluster's applies)."""
+        row = self._db.execute("SELECT goal FROM goals WHERE inode = ?", (ino,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_goal(self, ino: int, goal: int) -> None:
+        if goal:
+            self._db.execute("INSERT OR REPLACE INTO goals VALUES (?, ?)", (ino, goal))
+        else:
+            self._db.execute("DELETE FROM goals WHERE inode = ?", (ino,))
+
+    def chunk_goals(self, inodes: Iterable[int] | None = None) -> dict[int, int]:
+        """Live chunk -> goal, for the chunks of files with a goal of their own (of all files,
+        or of those given)."""
+        query = "SELECT c.id, g.goal FROM chunks c JOIN goals g ON g.inode = c.inode WHERE c.state = 1"
+        if inodes is None:
+            return dict(self._db.execute(query).fetchall())
+        goals: dict[int, int] = {}
+        ids = list(inodes)
+        for start in range(0, len(ids), 500):  # (SQLite's limit on parameters)
+            batch = ids[start : start + 500]
+            marks = ", ".join("?" * len(batch))
+            goals.update(self._db.execute(f"{query} AND c.inode IN ({marks})", batch).fetchall())
+        return goals
+
+    def subtree(self, ino: int) -> list[int]:
+        """Every inode below a folder, each once (hard links), the folder not included."""
+        rows = self._db.execute(
+            "WITH RECURSIVE under(inode) AS (SELECT inode FROM dentries WHERE parent = ?"
+            " UNION SELECT d.inode FROM dentries d JOIN under ON d.parent = under.inode)"
+            " SELECT inode FROM under",
+            (ino,),
+        )
+        return [r[0] for r in rows]
 
     def draining_keepers(self) -> set[str]:
         rows = self._db.execute("SELECT key FROM meta WHERE key >= 'drain:' AND key < 'drain;'")

@@ -491,6 +491,36 @@ class UsageReply(_message.Message):
     goal: int
     def __init__(self, total: _Optional[_Union[SpaceUsage, _Mapping]] = ..., folders: _Optional[_Iterable[_Union[FolderUsage, _Mapping]]] = ..., others: _Optional[_Union[SpaceUsage, _Mapping]] = ..., goal: _Optional[int] = ...) -> None: ...
 
+class GoalReply(_message.Message):
+    __slots__ = ("goal", "own", "cluster_goal")
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    OWN_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_GOAL_FIELD_NUMBER: _ClassVar[int]
+    goal: int
+    own: bool
+    cluster_goal: int
+    def __init__(self, goal: _Optional[int] = ..., own: _Optional[bool] = ..., cluster_goal: _Optional[int] = ...) -> None: ...
+
+class SetGoalRequest(_message.Message):
+    __slots__ = ("path", "goal", "recursive")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    goal: int
+    recursive: bool
+    def __init__(self, path: _Optional[str] = ..., goal: _Optional[int] = ..., recursive: _Optional[bool] = ...) -> None: ...
+
+class SetGoalReply(_message.Message):
+    __slots__ = ("files", "folders", "chunks")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    files: int
+    folders: int
+    chunks: int
+    def __init__(self, files: _Optional[int] = ..., folders: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
+
 class TrashEntry(_message.Message):
     __slots__ = ("inode", "path", "size", "deleted_ns", "expires_ns")
     INODE_FIELD_NUMBER: _ClassVar[int]

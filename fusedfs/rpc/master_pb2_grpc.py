@@ -200,6 +200,16 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashReply.FromString,
                 _registered_method=True)
+        self.GetGoal = channel.unary_unary(
+                '/fusedfs.rpc.Master/GetGoal',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.PathRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.GoalReply.FromString,
+                _registered_method=True)
+        self.SetGoal = channel.unary_unary(
+                '/fusedfs.rpc.Master/SetGoal',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.SetGoalRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetGoalReply.FromString,
+                _registered_method=True)
         self.Drain = channel.unary_unary(
                 '/fusedfs.rpc.Master/Drain',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.DrainRequest.SerializeToString,
@@ -438,6 +448,21 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetGoal(self, request, context):
+        """Copies kept of a file's chunks (MooseFS's goal, HDFS's replication factor): the cluster's
+        --goal, or a file's or folder's own. A folder's is what files and folders made in it start
+        with; set recursively, it is also given to everything below. Goal 0 takes one's own away.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetGoal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Drain(self, request, context):
         """Empties a keeper before it is taken away (HDFS's decommissioning): its chunks get the goal's
         worth of copies on other keepers, and it gets no new ones. Status shows when it is done.
@@ -625,6 +650,16 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.PurgeTrash,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_master__pb2.PurgeTrashReply.SerializeToString,
+            ),
+            'GetGoal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGoal,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.PathRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.GoalReply.SerializeToString,
+            ),
+            'SetGoal': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGoal,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetGoalRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.SetGoalReply.SerializeToString,
             ),
             'Drain': grpc.unary_unary_rpc_method_handler(
                     servicer.Drain,
@@ -1533,6 +1568,60 @@ class Master:
             '/fusedfs.rpc.Master/PurgeTrash',
             fusedfs_dot_rpc_dot_master__pb2.PurgeTrashRequest.SerializeToString,
             fusedfs_dot_rpc_dot_master__pb2.PurgeTrashReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGoal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/GetGoal',
+            fusedfs_dot_rpc_dot_master__pb2.PathRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.GoalReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGoal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/SetGoal',
+            fusedfs_dot_rpc_dot_master__pb2.SetGoalRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.SetGoalReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -143,6 +143,7 @@ READ_ONLY = {
     "Damaged",
     "ListTrash",
     "Usage",
+    "GetGoal",
 }
 NAMESPACE_CHANGES = {
     "SetAttr",
@@ -160,6 +161,7 @@ NAMESPACE_CHANGES = {
     "PutFile",
     "RestoreTrash",  # (adds names)
     "PurgeTrash",  # (frees deleted files)
+    "SetGoal",  # (copies kept of a file's chunks)
 }
 # Calls that change no file: reserving chunk ids, giving them back, reporting a replica bad, and a
 # mount's session (holding files open keeps them, it does not change them).
@@ -463,6 +465,8 @@ class Protected:
         if rpc.name in CLUSTER_CHANGES:
             named = message.keeper  # type: ignore[attr-defined]
             return named in self.keeper_addresses or any(k.startswith(named) for k in self.keeper_ids)
+        if rpc.name == "SetGoal" and message.recursive:  # type: ignore[attr-defined]
+            return True  # (the root's, or any folder's that may lead to the protected files)
         for fd, value in walk(message):
             if rpc.name in KEEPER_REPORTS and value in self.keeper_ids | self.chunk_ids:
                 return True  # speaking for a real keeper, or claiming a real chunk

@@ -432,6 +432,54 @@ def test_a_drained_keeper_is_taken_away_with_every_chunk_still_at_the_goal(make_
     files.master.pool.close()
 
 
+def test_a_folders_goal_keeps_its_files_at_that_many_copies(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(keepers=4)
+    master = cluster.master_address
+    files = FileClient(MasterClient(master, wait=20), short_circuit=False)
+    want = {"scratch": 1, "precious": 4, "plain": 3}  # plain: the cluster's goal
+    for folder in want:
+        files.mkdir(f"/{folder}")
+    for folder, copies in (("scratch", "1"), ("precious", "4")):
+        shown = run_cli("client", master, "goal", f"/{folder}", copies)
+        assert shown.returncode == 0 and b"for 0 file(s) and 1 folder(s)" in shown.stdout, shown
+    # Files in a folder made below take its goal too.
+    data = {f"/{folder}/sub/f{i}": os.urandom(300_000 + i) for folder in want for i in range(4)}
+    for path, content in data.items():
+        upload(files, path, content)
+
+    def copies_on_disk() -> dict[str, set[int]]:  # folder -> how many copies its chunks have
+        held = [{p.name for p in chunk_files(cluster, i)} for i in range(4)]
+        found: dict[str, set[int]] = {folder: set() for folder in want}
+        for path in data:
+            for chunk in json.loads(run_cli("client", master, "info", path, "--json").stdout)["chunks"]:
+                found[path.split("/")[1]].add(sum(chunk["chunk_id"] in h for h in held))
+        return found
+
+    def at(goals: dict[str, int]) -> bool:
+        return copies_on_disk() == {folder: {n} for folder, n in goals.items()} and replicas_at_goal(cluster)
+
+    wait_for(lambda: at(want), 30, "each folder's chunks at its goal, on disk")
+    said = run_cli("client", master, "goal", "/scratch/sub/f0").stdout
+    assert said == b"/scratch/sub/f0: 1 copies (its own; the cluster's is 3)\n", said
+    assert b"1 copies (its own" in run_cli("client", master, "goal", "/scratch/sub").stdout
+    # A restarted master still knows (else it would copy the scratch files up to 3).
+    cluster.kill_master()
+    cluster.start_master()
+    wait_for(lambda: replicas_at_goal(cluster) and at(want), 30, "the goals kept across a restart")
+    time.sleep(2)
+    assert at(want)
+    # Back to the cluster's goal, all the way down.
+    shown = run_cli("client", master, "goal", "/", "default", "-r")
+    assert shown.returncode == 0 and b"the cluster's goal for 12 file(s) and 7 folder(s)" in shown.stdout, shown
+    wait_for(lambda: at(dict.fromkeys(want, 3)), 30, "every chunk back at 3 copies")
+    assert b"3 copies (the cluster's" in run_cli("client", master, "goal", "/precious/sub/f1").stdout
+    bad = run_cli("client", master, "goal", "/plain", "17")
+    assert bad.returncode != 0 and bad.stderr.count(b"\n") == 1 and b"1 to 16" in bad.stderr, bad
+    for path, content in data.items():
+        assert download(files, path) == content, path
+    files.master.pool.close()
+
+
 def test_du_shows_what_each_folder_holds(cluster: LocalCluster, files: FileClient) -> None:
     sizes = {"/p/src/a.py": 1000, "/p/src/deep/b.py": 3 * MiB, "/p/docs/c.md": 10, "/p/top.txt": 7}
     for path, size in sizes.items():

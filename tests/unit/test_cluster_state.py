@@ -26,7 +26,9 @@ class Clock:
         return int(self.now * 1e9)
 
 
-def make(rows: list[ChunkRow], next_id: int = 100, **settings: Any) -> tuple[Cluster, Clock]:
+def make(
+    rows: list[ChunkRow], next_id: int = 100, goals: dict[int, int] | None = None, **settings: Any
+) -> tuple[Cluster, Clock]:
     clock = Clock()
     cluster = Cluster(
         Settings(**settings),
@@ -35,6 +37,7 @@ def make(rows: list[ChunkRow], next_id: int = 100, **settings: Any) -> tuple[Clu
         clock=clock,
         wall_clock=clock.wall,  # type: ignore[arg-type]
         rng=random.Random(0),
+        goals=goals,
     )
     return cluster, clock
 
@@ -242,3 +245,27 @@ def test_a_copy_reported_while_its_deletion_is_on_the_way_is_not_counted() -> No
     assert reply.deletes == [1]
     assert trimmed not in cluster.replicas[1] and len(cluster.replicas[1]) == 3
     assert cluster.health().under_replicated == 0 and cluster.health().over_replicated == 0
+
+
+def test_each_chunk_is_kept_at_its_files_goal() -> None:
+    cluster, clock = make([live(1), live(2), live(3)], goals={1: 1, 2: 4})  # 3: the cluster's (3)
+    clock.now += 10
+    for k in ("a", "b", "c"):
+        register(cluster, k, [1, 2, 3])
+    register(cluster, "d", [])
+    assert cluster.health().under_replicated == 1 and cluster.health().over_replicated == 1
+    cluster.plan()
+    replies = {k: beat(cluster, k) for k in ("a", "b", "c", "d")}
+    assert sorted(c for r in replies.values() for c in r.deletes) == [1, 1]  # down to one copy
+    copies = [(chunk, target.keeper_id) for r in replies.values() for chunk, target in r.copies]
+    assert copies == [(2, "d")]  # up to four
+    beat(cluster, "d", added=[2])
+    health = cluster.health()
+    assert (health.under_replicated, health.over_replicated) == (0, 0) and cluster.damaged() == {}
+    cluster.set_goals({1: 0, 3: 4})  # chunk 1 back to the cluster's goal, 3 up to 4
+    assert cluster.goal_of(1) == 3 and cluster.goal_of(3) == 4 and set(cluster.damaged()) == {1, 3}
+    cluster.plan()
+    copies = [(chunk, target.keeper_id) for k in ("a", "b", "c") for chunk, target in beat(cluster, k).copies]
+    assert sorted(c for c, _ in copies) == [1, 1, 3] and (3, "d") in copies
+    cluster.apply([], [2], {}, {})  # garbage: its goal goes with it
+    assert 2 not in cluster.goals

@@ -42,6 +42,8 @@ def busy_day(ns: Namespace) -> None:
     ns.symlink(docs.id, b"link", b"/some/where", 0, 0)
     ns.unlink(ROOT_INODE, b"hard")  # g: an orphan until freed
     ns.free_closed_orphans()
+    ns.set_goal("/docs", 2, recursive=True)
+    ns.set_goal("/docs/moved", 0, recursive=False)
     assert g.id
 
 

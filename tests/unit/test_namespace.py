@@ -412,3 +412,44 @@ def test_usage_counts_a_tree_once_each(ns: Namespace) -> None:
     assert ns.usage("/docs/a/b/f")[0] == Usage(files=1, bytes=CHUNK + 5, chunks=2, stored_bytes=CHUNK + 5)
     assert ns.usage("/")[0].folders == 5
     assert errno_of(ns.usage, "/nope") == errno.ENOENT
+
+
+def test_goals_are_set_on_a_folder_inherited_below_and_go_with_their_inode(ns: Namespace) -> None:
+    def chunk_of(ino: int, size: int = 5) -> int:
+        chunk = pending(ns)
+        _, changes = ns.commit_chunks(ino, size, [CommittedChunk(0, chunk, size, 0)], None)
+        return changes.goals.get(chunk, 0)
+
+    def goal(path: str) -> int:
+        return ns.get_goal(path)[1]
+
+    data = ns.mkdir(ROOT_INODE, b"data", 0o755, 0, 0).node
+    old = ns.create(data.id, b"old", 0o644, 0, 0, exclusive=True).node
+    assert chunk_of(old.id) == 0 and goal("/data") == 0  # the cluster's
+    change = ns.set_goal("/data", 1, recursive=False)
+    assert (change.files, change.folders, change.chunks) == (0, 1, {})  # the folder only: old keeps its goal
+    sub = ns.mkdir(data.id, b"sub", 0o755, 0, 0).node
+    new = ns.create(sub.id, b"new", 0o644, 0, 0, exclusive=True).node  # two folders down
+    assert goal("/data/sub") == goal("/data/sub/new") == 1 and goal("/data/old") == 0
+    assert chunk_of(new.id) == 1  # the commit tells the cluster its chunks' goal
+    with ns.store.transaction():
+        chunk = ns.store.new_chunk(0)
+    put, changes = ns.put_file(sub.id, b"up", 0o644, 0, 0, 5, CHUNK, [CommittedChunk(0, chunk, 5, 0)], None)
+    assert changes.goals == {chunk: 1}  # an upload too
+    change = ns.set_goal("/data", 4, recursive=True)
+    assert (change.files, change.folders) == (3, 2) and set(change.chunks.values()) == {4}
+    with ns.store.transaction():
+        assert len(change.chunks) == len(ns.store.chunk_goals()) == 3
+    with ns.store.transaction():
+        under_sub = {c.id for ino in (new.id, put.id) for c in ns.store.file_chunks(ino)}
+    assert ns.set_goal("/data/sub", 0, recursive=True).chunks == dict.fromkeys(under_sub, 0)
+    assert goal("/data/sub/new") == 0 and goal("/data") == 4
+    ns.rename(sub.id, b"new", ROOT_INODE, b"moved", 0)  # a goal stays with its file
+    assert goal("/moved") == 0 and goal("/data/old") == 4
+    ns.unlink(data.id, b"old")
+    ns.free_closed_orphans()
+    with ns.store.transaction():
+        assert ns.store.get_goal(old.id) == 0  # gone with its inode
+    assert errno_of(ns.set_goal, "/data", 17, False) == errno.EINVAL
+    assert errno_of(ns.set_goal, "/nope", 2, False) == errno.ENOENT
+    assert put.id
