@@ -129,7 +129,7 @@ class FileClient:
                         break
                     size += len(data)
                     if data != zeros[: len(data)]:
-                        in_flight.append(pool.submit(self.transfer.write, index, data))
+                        in_flight.append(pool.submit(self.transfer.write, index, data, parent.goal))
                     else:
                         progress(len(data))
                     index += 1

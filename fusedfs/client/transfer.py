@@ -136,8 +136,9 @@ class ChunkTransfer:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def write(self, index: int, data: bytes) -> mp.NewChunk:
-        """Stores data as a new chunk for slot `index`; returns what to commit to the master."""
+    def write(self, index: int, data: bytes, goal: int = 0) -> mp.NewChunk:
+        """Stores data as a new chunk for slot `index` of a file whose own goal is `goal` (0:
+        the cluster's); returns what to commit to the master."""
         crc = crc32c(data)
         exclude: set[str] = set()
         attempts: list[_Attempt] = []
@@ -145,7 +146,7 @@ class ChunkTransfer:
         try:
             while True:
                 try:
-                    reservation = self._reserve(exclude, len(data))
+                    reservation = self._reserve(exclude, len(data), goal)
                 except FsError as e:
                     # The master's "retry later": too few keepers alive, or left once those that
                     # failed us are excluded. It may not have noticed a failure (or a keeper's
@@ -182,16 +183,17 @@ class ChunkTransfer:
             index=index, chunk_id=chosen.chunk_id, length=len(data), crc32c=crc, stored_on=chosen.stored_on
         )
 
-    def _reserve(self, exclude: set[str], length: int) -> _Reservation:
-        """A chunk id and its keepers: reserved ahead for a small chunk's first attempt."""
-        ahead = self._ahead if not exclude and length <= PIECE_SIZE else None
+    def _reserve(self, exclude: set[str], length: int, goal: int) -> _Reservation:
+        """A chunk id and its keepers: reserved ahead for a small chunk's first attempt (of a
+        file kept at the cluster's goal)."""
+        ahead = self._ahead if not exclude and length <= PIECE_SIZE and not goal else None
         if ahead is not None:
             reservation, stale = ahead.take()
             self.abandon(stale)
             if reservation is not None:
                 return reservation
         count, length = (ahead.batch, PIECE_SIZE) if ahead is not None else (1, length)
-        request = mp.AllocateChunksRequest(exclude_keepers=sorted(exclude), length=length, count=count)
+        request = mp.AllocateChunksRequest(exclude_keepers=sorted(exclude), length=length, count=count, goal=goal)
         reply = self.master.call("AllocateChunks", request)
         now = time.monotonic()
         made = [_Reservation(c.chunk_id, list(c.pipeline), reply.min_copies, now) for c in reply.chunks]

@@ -66,8 +66,12 @@ class Settings:
 
     @property
     def min_copies(self) -> int:
-        """A write needs this many copies to count: 2, or the goal if it is lower."""
-        return min(self.goal, 2)
+        return min_copies(self.goal)
+
+
+def min_copies(goal: int) -> int:
+    """A write of a chunk kept at goal copies needs this many to count: 2, or the goal if lower."""
+    return min(goal, 2)
 
 
 @dataclass(frozen=True)
@@ -288,21 +292,23 @@ class Cluster:
 
     # --- chunks ----------------------------------------------------------------------------------
 
-    def choose_pipeline(self, exclude: Iterable[str], length: int) -> list[KeeperView]:
-        """Keepers for a new chunk: the goal's worth, or at least min_copies, or an error."""
-        need = length or self.settings.chunk_size
+    def choose_pipeline(self, exclude: Iterable[str], length: int, goal: int = 0) -> list[KeeperView]:
+        """Keepers for a new chunk: the goal's worth (the cluster's, or goal), or at least
+        min_copies of it, or an error."""
+        need, goal = length or self.settings.chunk_size, goal or self.settings.goal
+        least = min_copies(goal)
         alive = self.placeable()
         # Just started: keepers are still registering. Wait for them rather than write fewer copies.
         registering_until = time.monotonic() + self.settings.dead_after - (self.clock() - self.started)
-        while len(alive) < self.settings.goal and time.monotonic() < registering_until:
+        while len(alive) < goal and time.monotonic() < registering_until:
             time.sleep(0.05)
             alive = self.placeable()
-        chosen = choose_keepers(alive, self.settings.goal, need, set(exclude), self.rng)
-        if len(chosen) >= self.settings.min_copies:
+        chosen = choose_keepers(alive, goal, need, set(exclude), self.rng)
+        if len(chosen) >= least:
             return chosen
-        if len(alive) < self.settings.min_copies:
-            raise FsError(errno.EIO, f"only {len(alive)} keeper(s) alive; a write needs {self.settings.min_copies}")
-        if len([k for k in alive if k.free_bytes >= need]) < self.settings.min_copies:
+        if len(alive) < least:
+            raise FsError(errno.EIO, f"only {len(alive)} keeper(s) alive; a write needs {least}")
+        if len([k for k in alive if k.free_bytes >= need]) < least:
             full = "the cluster is full: too few keepers have space for another chunk"
             if self.settings.trash_seconds:
                 hours = self.settings.trash_seconds / 3600

@@ -136,11 +136,11 @@ class Namespace:
             return
         self._free(inode, now, changes)
 
-    def _inherit_goal(self, folder: int, ino: int) -> None:
+    def _inherit_goal(self, folder: Inode, inode: Inode) -> None:
         """A new node takes its folder's own goal, if it has one (MooseFS does the same)."""
-        goal = self.store.get_goal(folder)
-        if goal:
-            self.store.set_goal(ino, goal)
+        if folder.goal:
+            self.store.set_goal(inode.id, folder.goal)
+            inode.goal = folder.goal
 
     def _free(self, inode: Inode, now: int, changes: ChunkChanges) -> None:
         if stat.S_ISREG(inode.mode):
@@ -222,7 +222,7 @@ class Namespace:
             self._free_name(parent, name)
             mode, gid = _owned_in(parent_inode, stat.S_IFDIR | (mode & 0o7777), gid)
             inode = self._new_inode(mode, uid, gid, 2, now)
-            self._inherit_goal(parent, inode.id)
+            self._inherit_goal(parent_inode, inode)
             self.store.insert_dentry(parent, name, inode.id)
             parent_inode.nlink += 1
             self._touch(parent_inode, now)
@@ -245,7 +245,7 @@ class Namespace:
                 return Added(existing, parent_inode, before)
             mode, gid = _owned_in(parent_inode, stat.S_IFREG | (mode & 0o7777), gid)
             inode = self._new_inode(mode, uid, gid, 1, now, chunk_size=self.default_chunk_size)
-            self._inherit_goal(parent, inode.id)
+            self._inherit_goal(parent_inode, inode)
             self.store.insert_dentry(parent, name, inode.id)
             self._touch(parent_inode, now)
             return Added(inode, parent_inode, before)
@@ -530,7 +530,6 @@ class Namespace:
             ids.add(chunk.chunk_id)
 
     def _install_chunks(self, inode: Inode, chunks: list[CommittedChunk], now: int, changes: ChunkChanges) -> None:
-        goal = self.store.get_goal(inode.id)
         new_slots = {c.index for c in chunks}
         replaced = [c.id for c in self.store.file_chunks(inode.id) if c.idx in new_slots]
         self.store.make_garbage(replaced, now)
@@ -541,8 +540,8 @@ class Namespace:
             if used < chunk.length:
                 self.store.set_chunk_length(chunk.chunk_id, used)
             changes.live.append(chunk.chunk_id)
-            if goal:
-                changes.goals[chunk.chunk_id] = goal
+            if inode.goal:
+                changes.goals[chunk.chunk_id] = inode.goal
 
     def commit_chunks(
         self, ino: int, size: int, chunks: list[CommittedChunk], mtime_ns: int | None
@@ -590,7 +589,7 @@ class Namespace:
                 self.store.delete_dentry(parent, name)
                 self._drop_link(old, now, changes, parent, name)
             inode = self._new_inode(stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now, chunk_size=chunk_size)
-            self._inherit_goal(parent, inode.id)
+            self._inherit_goal(parent_inode, inode)
             inode.size = size
             self._install_chunks(inode, chunks, now, changes)
             inode.mtime_ns = mtime_ns if mtime_ns is not None else now
@@ -732,12 +731,6 @@ class Namespace:
             return rows
 
     # --- goals ------------------------------------------------------------------------------------
-
-    def get_goal(self, path: str) -> tuple[Inode, int]:
-        """The node at path and its own goal (0: none, the cluster's applies)."""
-        with self.store.transaction():
-            inode = self.resolve(path)
-            return inode, self.store.get_goal(inode.id)
 
     def set_goal(self, path: str, goal: int, recursive: bool) -> GoalChange:
         """Gives the node at path (and with recursive, everything below it) its own goal, 1 to

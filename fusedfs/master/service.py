@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from fusedfs.chunks import format_chunk_id, is_valid_chunk_id, parse_chunk_id
+from fusedfs.chunks import MAX_GOAL, format_chunk_id, is_valid_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError, abort_with
-from fusedfs.master.cluster import Cluster
+from fusedfs.master.cluster import Cluster, min_copies
 from fusedfs.master.namespace import Added, ChunkChanges, CommittedChunk, Namespace, device_number
 from fusedfs.master.sessions import MountSessions
 from fusedfs.master.store import ChunkRow, Inode, MetadataStore, TrashRow
@@ -67,6 +67,7 @@ def to_attr(inode: Inode) -> mp.Attr:
         chunk_size=inode.chunk_size,
         has_xattrs=inode.has_xattrs,
         rdev=device_number(inode),
+        goal=inode.goal,
     )
 
 
@@ -270,11 +271,14 @@ class MasterService(master_pb2_grpc.MasterServicer):
         count = max(1, request.count)
         if count > MAX_ALLOCATIONS:
             raise FsError(errno.EINVAL, f"at most {MAX_ALLOCATIONS} chunks at once, not {count}")
-        pipelines = [self.cluster.choose_pipeline(request.exclude_keepers, request.length) for _ in range(count)]
+        if request.goal > MAX_GOAL:
+            raise FsError(errno.EINVAL, f"goal {request.goal} is out of range (1..{MAX_GOAL}, or 0 for the cluster's)")
+        goal = request.goal or self.cluster.settings.goal
+        pipelines = [self.cluster.choose_pipeline(request.exclude_keepers, request.length, goal) for _ in range(count)]
         now = self.ns.clock()
         with self.store.transaction():
             chunks = [self.store.new_chunk(now) for _ in range(count)]
-        reply = mp.AllocateChunksReply(min_copies=self.cluster.settings.min_copies)
+        reply = mp.AllocateChunksReply(min_copies=min_copies(goal))
         for chunk, pipeline in zip(chunks, pipelines, strict=True):
             self.cluster.reserved(chunk, now)
             reply.chunks.add(
@@ -406,7 +410,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
 
     @handler
     def GetGoal(self, request: mp.PathRequest, context: grpc.ServicerContext) -> mp.GoalReply:
-        _, goal = self.ns.get_goal(request.path)
+        goal = self.ns.resolve(request.path).goal
         cluster_goal = self.cluster.settings.goal
         return mp.GoalReply(goal=goal or cluster_goal, own=bool(goal), cluster_goal=cluster_goal)
 

@@ -93,6 +93,7 @@ class Inode:
     chunk_size: int = 0
     target: bytes | None = None
     has_xattrs: bool | None = None  # filled by get_inode only (not a column: derived from xattrs)
+    goal: int = 0  # its own goal, 0: none (not a column: from goals; filled by get_inode and list_dentries)
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,6 @@ class MetadataStore(Protocol):
     def trash_totals(self) -> tuple[int, int]: ...
     def usage(self, folder: int) -> dict[int, Usage]: ...
     def draining_keepers(self) -> set[str]: ...
-    def get_goal(self, ino: int) -> int: ...
     def set_goal(self, ino: int, goal: int) -> None: ...
     def chunk_goals(self, inodes: Iterable[int] | None = None) -> dict[int, int]: ...
     def subtree(self, ino: int) -> list[int]: ...
@@ -191,6 +191,7 @@ class MetadataStore(Protocol):
 
 _INODE_COLUMNS = "id, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target"
 _CHUNK_COLUMNS = "id, state, inode, idx, length, stored_length, crc, since_ns"
+_GOAL = "COALESCE((SELECT goal FROM goals WHERE goals.inode = {}.id), 0)"  # an inode's own goal (0: none)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -483,13 +484,15 @@ class SqliteStore:
 
     def get_inode(self, ino: int) -> Inode | None:
         row = self._db.execute(
-            f"SELECT {_INODE_COLUMNS}, EXISTS (SELECT 1 FROM xattrs WHERE inode = inodes.id) FROM inodes WHERE id = ?",
+            f"SELECT {_INODE_COLUMNS}, EXISTS (SELECT 1 FROM xattrs WHERE inode = inodes.id),"
+            f" {_GOAL.format('inodes')} FROM inodes WHERE id = ?",
             (ino,),
         ).fetchone()
         if not row:
             return None
-        inode = _inode(row[:-1])
-        inode.has_xattrs = bool(row[-1])
+        inode = _inode(row[:-2])
+        inode.has_xattrs = bool(row[-2])
+        inode.goal = row[-1]
         return inode
 
     def insert_inode(self, inode: Inode) -> int:
@@ -530,12 +533,15 @@ class SqliteStore:
 
     def list_dentries(self, parent: int, after: int, limit: int) -> list[tuple[Dentry, Inode]]:
         rows = self._db.execute(
-            f"SELECT d.id, d.name, d.inode, {', '.join('i.' + c.strip() for c in _INODE_COLUMNS.split(','))}"
-            " FROM dentries d JOIN inodes i ON i.id = d.inode"
+            f"SELECT d.id, d.name, d.inode, {', '.join('i.' + c.strip() for c in _INODE_COLUMNS.split(','))},"
+            f" {_GOAL.format('i')} FROM dentries d JOIN inodes i ON i.id = d.inode"
             " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?",
             (parent, after, limit),
         ).fetchall()
-        return [(Dentry(*row[:3]), _inode(row[3:])) for row in rows]
+        listed = [(Dentry(*row[:3]), _inode(row[3:-1])) for row in rows]
+        for (_, inode), row in zip(listed, rows, strict=True):
+            inode.goal = row[-1]
+        return listed
 
     def has_children(self, ino: int) -> bool:
         return self._db.execute("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1", (ino,)).fetchone() is not None
@@ -591,11 +597,6 @@ class SqliteStore:
 
     def take_from_trash(self, ino: int) -> None:
         self._db.execute("DELETE FROM trash WHERE inode = ?", (ino,))
-
-    def get_goal(self, ino: int) -> int:
-        """The inode's own goal; 0: none (the cluster's applies)."""
-        row = self._db.execute("SELECT goal FROM goals WHERE inode = ?", (ino,)).fetchone()
-        return int(row[0]) if row else 0
 
     def set_goal(self, ino: int, goal: int) -> None:
         if goal:

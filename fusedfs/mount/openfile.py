@@ -197,7 +197,8 @@ class OpenFile:
                 version, length = slot.version, slot.length
                 # Read in the worker thread: a write meanwhile changes the version, so the slot
                 # stays dirty and goes again; what was read is never taken for the current state.
-                chunk = await run(lambda: self.shared.transfer.write(index, writeback.read(slot, 0, length)))
+                goal = self.attr.goal
+                chunk = await run(lambda: self.shared.transfer.write(index, writeback.read(slot, 0, length), goal))
                 writes = self.writes
                 reply = await call_master(self.shared.master, "CommitChunks", self._commit_request([chunk]))
                 self._committed(reply, writes)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Attr(_message.Message):
-    __slots__ = ("inode", "mode", "nlink", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "chunk_size", "has_xattrs", "rdev")
+    __slots__ = ("inode", "mode", "nlink", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "chunk_size", "has_xattrs", "rdev", "goal")
     INODE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     NLINK_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class Attr(_message.Message):
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     HAS_XATTRS_FIELD_NUMBER: _ClassVar[int]
     RDEV_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
     inode: int
     mode: int
     nlink: int
@@ -33,7 +34,8 @@ class Attr(_message.Message):
     chunk_size: int
     has_xattrs: bool
     rdev: int
-    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., nlink: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., chunk_size: _Optional[int] = ..., has_xattrs: _Optional[bool] = ..., rdev: _Optional[int] = ...) -> None: ...
+    goal: int
+    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., nlink: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., chunk_size: _Optional[int] = ..., has_xattrs: _Optional[bool] = ..., rdev: _Optional[int] = ..., goal: _Optional[int] = ...) -> None: ...
 
 class EntryRequest(_message.Message):
     __slots__ = ("parent", "name")
@@ -228,14 +230,16 @@ class GetChunksReply(_message.Message):
     def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[ChunkRef, _Mapping]]] = ...) -> None: ...
 
 class AllocateChunksRequest(_message.Message):
-    __slots__ = ("exclude_keepers", "length", "count")
+    __slots__ = ("exclude_keepers", "length", "count", "goal")
     EXCLUDE_KEEPERS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
     exclude_keepers: _containers.RepeatedScalarFieldContainer[str]
     length: int
     count: int
-    def __init__(self, exclude_keepers: _Optional[_Iterable[str]] = ..., length: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+    goal: int
+    def __init__(self, exclude_keepers: _Optional[_Iterable[str]] = ..., length: _Optional[int] = ..., count: _Optional[int] = ..., goal: _Optional[int] = ...) -> None: ...
 
 class ChunkAllocation(_message.Message):
     __slots__ = ("chunk_id", "pipeline")

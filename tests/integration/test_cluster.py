@@ -14,7 +14,7 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
@@ -444,16 +444,19 @@ def test_a_folders_goal_keeps_its_files_at_that_many_copies(make_cluster: MakeCl
         assert shown.returncode == 0 and b"for 0 file(s) and 1 folder(s)" in shown.stdout, shown
     # Files in a folder made below take its goal too.
     data = {f"/{folder}/sub/f{i}": os.urandom(300_000 + i) for folder in want for i in range(4)}
+
+    def copies_on_disk(paths: Iterable[str] = data) -> dict[str, set[int]]:  # folder -> its chunks' copies
+        held = [{p.name for p in chunk_files(cluster, i)} for i in range(4)]
+        found: dict[str, set[int]] = {}
+        for path in paths:
+            for chunk in json.loads(run_cli("client", master, "info", path, "--json").stdout)["chunks"]:
+                found.setdefault(path.split("/")[1], set()).add(sum(chunk["chunk_id"] in h for h in held))
+        return found
+
     for path, content in data.items():
         upload(files, path, content)
-
-    def copies_on_disk() -> dict[str, set[int]]:  # folder -> how many copies its chunks have
-        held = [{p.name for p in chunk_files(cluster, i)} for i in range(4)]
-        found: dict[str, set[int]] = {folder: set() for folder in want}
-        for path in data:
-            for chunk in json.loads(run_cli("client", master, "info", path, "--json").stdout)["chunks"]:
-                found[path.split("/")[1]].add(sum(chunk["chunk_id"] in h for h in held))
-        return found
+        folder = path.split("/")[1]
+        assert copies_on_disk([path]) == {folder: {want[folder]}}, path  # written so, not copied or trimmed after
 
     def at(goals: dict[str, int]) -> bool:
         return copies_on_disk() == {folder: {n} for folder, n in goals.items()} and replicas_at_goal(cluster)

@@ -167,6 +167,23 @@ def test_small_overwrite_rewrites_one_chunk(mounted: tuple[LocalCluster, Path]) 
     master.pool.close()
 
 
+def test_files_written_in_a_folder_with_a_goal_of_one_are_written_once(mounted: tuple[LocalCluster, Path]) -> None:
+    cluster, mnt = mounted
+    (mnt / "scratch").mkdir()
+    assert run_cli("client", cluster.master_address, "goal", "/scratch", "1").returncode == 0
+    (mnt / "scratch" / "build").mkdir()  # made through the mount: takes the folder's goal
+    master = MasterClient(cluster.master_address)
+    files = {"big": os.urandom(10 * MiB), "small": os.urandom(4096)}  # (a small chunk: reserved apart)
+    for name, data in files.items():
+        path = mnt / "scratch" / "build" / name
+        path.write_bytes(data)
+        held = [{p.name for p in (cluster.keeper_dir(i) / "chunks").glob("*/*")} for i in range(3)]
+        refs = master.call("GetChunks", mp.GetChunksRequest(inode=path.stat().st_ino)).chunks
+        assert refs and all(sum(r.chunk_id in h for h in held) == 1 for r in refs), name  # once, not trimmed later
+        assert path.read_bytes() == data
+    master.pool.close()
+
+
 def test_cp_tar_rsync_mv_rm(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     _, mnt = mounted
     source = Path(shutil.__file__).parent / "email"  # a real source tree from the standard library

@@ -414,14 +414,14 @@ def test_usage_counts_a_tree_once_each(ns: Namespace) -> None:
     assert errno_of(ns.usage, "/nope") == errno.ENOENT
 
 
-def test_goals_are_set_on_a_folder_inherited_below_and_go_with_their_inode(ns: Namespace) -> None:
+def test_goals_are_set_on_a_folder_inherited_below_and_go_with_their_inode(ns: Namespace, store: SqliteStore) -> None:
     def chunk_of(ino: int, size: int = 5) -> int:
         chunk = pending(ns)
         _, changes = ns.commit_chunks(ino, size, [CommittedChunk(0, chunk, size, 0)], None)
         return changes.goals.get(chunk, 0)
 
     def goal(path: str) -> int:
-        return ns.get_goal(path)[1]
+        return ns.resolve(path).goal
 
     data = ns.mkdir(ROOT_INODE, b"data", 0o755, 0, 0).node
     old = ns.create(data.id, b"old", 0o644, 0, 0, exclusive=True).node
@@ -449,7 +449,8 @@ def test_goals_are_set_on_a_folder_inherited_below_and_go_with_their_inode(ns: N
     ns.unlink(data.id, b"old")
     ns.free_closed_orphans()
     with ns.store.transaction():
-        assert ns.store.get_goal(old.id) == 0  # gone with its inode
+        assert ns.store.get_inode(old.id) is None
+        assert {ino for (ino,) in store._db.execute("SELECT inode FROM goals")} == {data.id}  # old's row went
     assert errno_of(ns.set_goal, "/data", 17, False) == errno.EINVAL
     assert errno_of(ns.set_goal, "/nope", 2, False) == errno.ENOENT
     assert put.id
