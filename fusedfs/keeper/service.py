@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import grpc
 
 from fusedfs.chunkfile import CorruptChunk
-from fusedfs.chunks import PIECE_SIZE, MiB
+from fusedfs.chunks import MAX_GOAL, PIECE_SIZE, MiB
 from fusedfs.errors import FsError, abort_with
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.keeper.chunkstore import ChunkStore
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_WRITE_TIMEOUT = 120.0
 _QUEUE_DEPTH = 4
 JOURNAL_BATCH_BYTES = MiB  # metadata changes per message (each a row: a few hundred bytes, 64 KiB at most)
-MAX_PIPELINE = 8  # keepers a write may be forwarded through (the goal is far smaller)
+MAX_PIPELINE = MAX_GOAL - 1  # keepers a write may be forwarded through (after the first, of a goal's worth)
 _END = object()
 
 
