@@ -199,7 +199,7 @@ def _du(master: MasterClient, path: str, limit: int, as_json: bool) -> None:
     t = reply.total
     print(
         f"{path}: {_size(t.bytes)} in {t.files} files and {t.folders} folders; {t.chunks} chunks,"
-        f" {_size(t.stored_bytes * reply.goal)} on the keepers at {reply.goal} copies"
+        f" {_size(t.kept_bytes)} on the keepers with every copy (the cluster's goal: {reply.goal})"
     )
 
 

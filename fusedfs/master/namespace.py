@@ -11,7 +11,7 @@ import errno
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 
 from fusedfs.chunks import MAX_CHUNK_SIZE, MAX_GOAL, PIECE_SIZE, chunk_count
 from fusedfs.errors import FsError
@@ -635,21 +635,21 @@ class Namespace:
 
     # --- usage -----------------------------------------------------------------------------------
 
-    def usage(self, path: str) -> tuple[Usage, list[tuple[bytes, Usage]], Usage]:
+    def usage(self, path: str, goal: int) -> tuple[Usage, list[tuple[bytes, Usage]], Usage]:
         """What path holds all the way down, itself included (as MooseFS's mfsdirinfo): in all,
-        for each folder in it, and for the other entries in it together."""
+        for each folder in it, and for the other entries in it together. goal: the cluster's,
+        for the files without their own."""
         node = self.resolve(path)
         if not stat.S_ISDIR(node.mode):
             with self.store.transaction():
                 chunks = self.store.file_chunks(node.id)
             stored = sum(c.stored_length for c in chunks)
-            alone = Usage(
-                files=1, bytes=node.size if stat.S_ISREG(node.mode) else 0, chunks=len(chunks), stored_bytes=stored
-            )
+            size = node.size if stat.S_ISREG(node.mode) else 0
+            alone = Usage(1, 0, size, len(chunks), stored, stored * (node.goal or goal))
             return alone, [], alone
-        by_entry = self.store.usage(node.id)
+        by_entry = self.store.usage(node.id, goal)
         inside = by_entry.pop(node.id, Usage())
-        total = Usage(inside.files, inside.folders + 1, inside.bytes, inside.chunks, inside.stored_bytes)
+        total = replace(inside, folders=inside.folders + 1)
         folders, others = [], Usage()
         with self.store.transaction():
             for top, usage in by_entry.items():

@@ -398,7 +398,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
 
     @handler
     def Usage(self, request: mp.PathRequest, context: grpc.ServicerContext) -> mp.UsageReply:
-        total, folders, others = self.ns.usage(request.path)
+        total, folders, others = self.ns.usage(request.path, self.cluster.settings.goal)
         reply = mp.UsageReply(
             total=mp.SpaceUsage(**dataclasses.asdict(total)),
             others=mp.SpaceUsage(**dataclasses.asdict(others)),

@@ -124,6 +124,7 @@ class Usage:
     bytes: int = 0  # the files' sizes
     chunks: int = 0
     stored_bytes: int = 0  # the chunks' bytes on a keeper (one copy)
+    kept_bytes: int = 0  # the chunks' bytes on all keepers together, each file's at its goal
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ class MetadataStore(Protocol):
     def take_from_trash(self, ino: int) -> None: ...
     def trash(self, path: bytes = b"/") -> list[TrashRow]: ...
     def trash_totals(self) -> tuple[int, int]: ...
-    def usage(self, folder: int) -> dict[int, Usage]: ...
+    def usage(self, folder: int, goal: int) -> dict[int, Usage]: ...
     def draining_keepers(self) -> set[str]: ...
     def set_goal(self, ino: int, goal: int) -> None: ...
     def chunk_goals(self, inodes: Iterable[int] | None = None) -> dict[int, int]: ...
@@ -343,10 +344,11 @@ class SqliteStore:
             target.close()
             source.close()
 
-    def usage(self, folder: int) -> dict[int, Usage]:
+    def usage(self, folder: int, goal: int) -> dict[int, Usage]:
         """What folder holds, by its entry each one is under (inode -> usage), and in all (key
-        the folder itself). Read through a connection of its own, as snapshot(): a big tree
-        takes seconds, during which the store is not held up."""
+        the folder itself); goal: the cluster's, for files without their own. Read through a
+        connection of its own, as snapshot(): a big tree takes seconds, during which the store
+        is not held up."""
         walk = (
             "WITH RECURSIVE under(inode, top) AS ("
             " SELECT inode, inode FROM dentries WHERE parent = :folder"
@@ -356,7 +358,9 @@ class SqliteStore:
             " SUM((i.mode & 61440) != 16384), SUM((i.mode & 61440) = 16384),"
             " TOTAL(CASE WHEN (i.mode & 61440) = 32768 THEN i.size END),"
             " SUM((SELECT COUNT(*) FROM chunks c WHERE c.inode = u.inode AND c.state = 1)),"
-            " SUM((SELECT TOTAL(stored_length) FROM chunks c WHERE c.inode = u.inode AND c.state = 1))"
+            " SUM((SELECT TOTAL(stored_length) FROM chunks c WHERE c.inode = u.inode AND c.state = 1)),"
+            " SUM((SELECT TOTAL(stored_length) FROM chunks c WHERE c.inode = u.inode AND c.state = 1)"
+            " * COALESCE((SELECT goal FROM goals g WHERE g.inode = u.inode), :goal))"
         )
         reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
@@ -364,12 +368,12 @@ class SqliteStore:
             rows = reader.execute(
                 f"{walk} SELECT u.top, {totals} FROM (SELECT DISTINCT inode, top FROM under) u"
                 " JOIN inodes i ON i.id = u.inode GROUP BY u.top",
-                {"folder": folder},
+                {"folder": folder, "goal": goal},
             ).fetchall()
             rows += reader.execute(
                 f"{walk} SELECT :folder, {totals} FROM (SELECT DISTINCT inode FROM under) u"
                 " JOIN inodes i ON i.id = u.inode",
-                {"folder": folder},
+                {"folder": folder, "goal": goal},
             ).fetchall()
         finally:
             reader.close()

@@ -462,18 +462,20 @@ class DamagedReply(_message.Message):
     def __init__(self, files: _Optional[_Iterable[_Union[DamagedFile, _Mapping]]] = ..., lost_chunks: _Optional[int] = ..., under_replicated_chunks: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class SpaceUsage(_message.Message):
-    __slots__ = ("files", "folders", "bytes", "chunks", "stored_bytes")
+    __slots__ = ("files", "folders", "bytes", "chunks", "stored_bytes", "kept_bytes")
     FILES_FIELD_NUMBER: _ClassVar[int]
     FOLDERS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KEPT_BYTES_FIELD_NUMBER: _ClassVar[int]
     files: int
     folders: int
     bytes: int
     chunks: int
     stored_bytes: int
-    def __init__(self, files: _Optional[int] = ..., folders: _Optional[int] = ..., bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
+    kept_bytes: int
+    def __init__(self, files: _Optional[int] = ..., folders: _Optional[int] = ..., bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., kept_bytes: _Optional[int] = ...) -> None: ...
 
 class FolderUsage(_message.Message):
     __slots__ = ("name", "usage")

@@ -488,6 +488,7 @@ def test_du_shows_what_each_folder_holds(cluster: LocalCluster, files: FileClien
     for path, size in sizes.items():
         upload(files, path, os.urandom(size))
     files.mkdir("/p/empty")
+    assert run_cli("client", cluster.master_address, "goal", "/p/docs", "1", "-r").returncode == 0
     shown = json.loads(run_cli("client", cluster.master_address, "du", "/p", "--json").stdout)
     assert shown["total"] == {
         "files": 4,
@@ -495,6 +496,7 @@ def test_du_shows_what_each_folder_holds(cluster: LocalCluster, files: FileClien
         "bytes": sum(sizes.values()),
         "chunks": 4,
         "stored_bytes": sum(sizes.values()),
+        "kept_bytes": 3 * sum(sizes.values()) - 2 * 10,  # docs/c.md: one copy
     }
     assert [(f["name"], f["files"], f["bytes"]) for f in shown["folders"]] == [
         ("src", 2, 1000 + 3 * MiB),
@@ -503,7 +505,10 @@ def test_du_shows_what_each_folder_holds(cluster: LocalCluster, files: FileClien
     ]
     assert shown["others"]["files"] == 1 and shown["others"]["bytes"] == 7 and shown["goal"] == 3
     text = run_cli("client", cluster.master_address, "du", "p").stdout.decode()
-    assert "/p: 3.0 MiB in 4 files and 5 folders; 4 chunks, 9.0 MiB on the keepers at 3 copies" in text, text
+    assert (
+        "/p: 3.0 MiB in 4 files and 5 folders; 4 chunks, 9.0 MiB on the keepers with every copy (the cluster's goal: 3)"
+        in text
+    ), text
     assert text.splitlines()[0].endswith("src/")
 
 

@@ -402,16 +402,21 @@ def test_usage_counts_a_tree_once_each(ns: Namespace) -> None:
     ns.link(f.id, docs.id, b"same-file")  # counted once
     ns.symlink(docs.id, b"link", b"a/b/f", 0, 0)
     ns.mkdir(docs.id, b"empty", 0o755, 0, 0)
-    total, folders, others = ns.usage("/docs")
-    assert total == Usage(files=2, folders=4, bytes=CHUNK + 5, chunks=2, stored_bytes=CHUNK + 5)
+    ns.set_goal("/docs/a/b/f", 2, recursive=False)  # (on the keepers: 2 copies, not the cluster's 3)
+    kept = 2 * (CHUNK + 5)
+    total, folders, others = ns.usage("/docs", 3)
+    assert total == Usage(files=2, folders=4, bytes=CHUNK + 5, chunks=2, stored_bytes=CHUNK + 5, kept_bytes=kept)
     assert [(name, u.folders, u.files, u.bytes) for name, u in folders] == [
         (b"a", 2, 1, CHUNK + 5),
         (b"empty", 1, 0, 0),
     ]
-    assert others == Usage(files=2, folders=0, bytes=CHUNK + 5, chunks=2, stored_bytes=CHUNK + 5)  # same-file, link
-    assert ns.usage("/docs/a/b/f")[0] == Usage(files=1, bytes=CHUNK + 5, chunks=2, stored_bytes=CHUNK + 5)
-    assert ns.usage("/")[0].folders == 5
-    assert errno_of(ns.usage, "/nope") == errno.ENOENT
+    assert others == Usage(2, 0, CHUNK + 5, 2, CHUNK + 5, kept)  # same-file, link
+    assert ns.usage("/docs/a/b/f", 3)[0] == Usage(
+        files=1, bytes=CHUNK + 5, chunks=2, stored_bytes=CHUNK + 5, kept_bytes=kept
+    )
+    ns.set_goal("/docs/a/b/f", 0, recursive=False)
+    assert ns.usage("/", 3)[0].folders == 5 and ns.usage("/", 3)[0].kept_bytes == 3 * (CHUNK + 5)
+    assert errno_of(ns.usage, "/nope", 3) == errno.ENOENT
 
 
 def test_goals_are_set_on_a_folder_inherited_below_and_go_with_their_inode(ns: Namespace, store: SqliteStore) -> None:
