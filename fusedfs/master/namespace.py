@@ -40,7 +40,7 @@ class ChunkChanges:
 
     live: list[int] = field(default_factory=list)
     garbage: list[int] = field(default_factory=list)
-    goals: dict[int, int] = field(default_factory=dict)  # chunk -> its file's own goal (0: the cluster's)
+    goals: dict[int, int] = field(default_factory=dict)  # live chunk -> its file's own goal, where it has one
 
 
 @dataclass(frozen=True)
@@ -747,9 +747,7 @@ class Namespace:
                 mode = top.mode if ino == top.id else self._inode(ino).mode
                 files += stat.S_ISREG(mode)
                 folders += stat.S_ISDIR(mode)
-            chunks = self.store.chunk_goals(inodes) if goal else {}
-            if not goal:  # (the chunks no longer have a row to find them by)
-                chunks = {c.id: 0 for ino in inodes for c in self.store.file_chunks(ino)}
+            chunks = {c.id: goal for ino in inodes for c in self.store.file_chunks(ino)}
             return GoalChange(files, folders, chunks)
 
     def file_chunks(self, ino: int, first: int, count: int):  # type: ignore[no-untyped-def]

@@ -185,7 +185,7 @@ class MetadataStore(Protocol):
     def usage(self, folder: int, goal: int) -> dict[int, Usage]: ...
     def draining_keepers(self) -> set[str]: ...
     def set_goal(self, ino: int, goal: int) -> None: ...
-    def chunk_goals(self, inodes: Iterable[int] | None = None) -> dict[int, int]: ...
+    def chunk_goals(self) -> dict[int, int]: ...
     def subtree(self, ino: int) -> list[int]: ...
     def set_draining(self, keeper_id: str, draining: bool, now_ns: int) -> None: ...
 
@@ -608,19 +608,10 @@ class SqliteStore:
         else:
             self._db.execute("DELETE FROM goals WHERE inode = ?", (ino,))
 
-    def chunk_goals(self, inodes: Iterable[int] | None = None) -> dict[int, int]:
-        """Live chunk -> goal, for the chunks of files with a goal of their own (of all files,
-        or of those given)."""
+    def chunk_goals(self) -> dict[int, int]:
+        """Live chunk -> goal, for the chunks of files with a goal of their own."""
         query = "SELECT c.id, g.goal FROM chunks c JOIN goals g ON g.inode = c.inode WHERE c.state = 1"
-        if inodes is None:
-            return dict(self._db.execute(query).fetchall())
-        goals: dict[int, int] = {}
-        ids = list(inodes)
-        for start in range(0, len(ids), 500):  # (SQLite's limit on parameters)
-            batch = ids[start : start + 500]
-            marks = ", ".join("?" * len(batch))
-            goals.update(self._db.execute(f"{query} AND c.inode IN ({marks})", batch).fetchall())
-        return goals
+        return dict(self._db.execute(query).fetchall())
 
     def subtree(self, ino: int) -> list[int]:
         """Every inode below a folder, each once (hard links), the folder not included."""
