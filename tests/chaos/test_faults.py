@@ -461,6 +461,23 @@ class Audit:
 
 
 def audit(cluster: NetnsCluster, acked: list[Acked]) -> Audit:
+    """The problems found twice, the second time with a fresh map: the balancer moves chunks
+    all the time (a copy, then the trim of an old one), and a replica in the map may be
+    trimmed before its file is checked (CI runs failed so). A real fault is found both times."""
+    first = _audit_once(cluster, acked)
+    if first.clean:
+        return first
+    second = _audit_once(cluster, acked)
+
+    def key(problem: str) -> str:  # the chunk (and the keeper): what the problem is may change
+        return problem.split(":")[0]
+
+    second.bad = [p for p in second.bad if key(p) in {key(q) for q in first.bad}]
+    second.short = [p for p in second.short if key(p) in {key(q) for q in first.short}]
+    return second
+
+
+def _audit_once(cluster: NetnsCluster, acked: list[Acked]) -> Audit:
     dirs = {k.address: cluster.keeper_dir(i) for i, k in enumerate(cluster.keepers)}
     result = Audit()
     for chunk_id, ref in chunk_map(cluster, (a.name for a in acked)).items():
@@ -619,7 +636,8 @@ def test_keeper_disk_fills_up(make_cluster: MakeCluster, report: ScenarioReport,
         goal_full = monitor.wait_for(back_at_goal(4), fault, GOAL_BOUND)
         run_on(load, fault + FULL_SECONDS)
         refused_while_full = list(refusals.lines)
-        leftovers = list((cluster.keeper_dir(0) / "tmp").iterdir())
+        # (A write under way has a file there: a leftover is one still there long after.)
+        partial = set((cluster.keeper_dir(0) / "tmp").iterdir())
         chunks_before = small_status(monitor.latest() or Sample(0, None)).chunks
         if what == "space":
             ballast.unlink()
@@ -631,6 +649,7 @@ def test_keeper_disk_fills_up(make_cluster: MakeCluster, report: ScenarioReport,
         taking = monitor.wait_for(lambda s: small_status(s).chunks > chunks_before, freed, GOAL_BOUND)
         run_on(load, freed + 4)
         result = load.stop(OP_BOUND)
+        leftovers = sorted(partial & set((cluster.keeper_dir(0) / "tmp").iterdir()))
         min_free = min((small_status(s).free_bytes for s in monitor.samples if s.t >= fault and s.reply), default=-1)
     report.add(
         "fault",
@@ -644,7 +663,7 @@ def test_keeper_disk_fills_up(make_cluster: MakeCluster, report: ScenarioReport,
     for line in refused_while_full[:2]:
         report.add("  failed", line[:150])
     report.add("fault -> every chunk at goal (while full)", fmt(goal_full))
-    report.add("partial files left in its tmp/ while full", len(leftovers))
+    report.add("partial files left in its tmp/ (while full, and still after)", len(leftovers))
     report.add("space freed -> it stores chunks again", fmt(taking))
     not_enospc = [op for op in result.failed if "ENOSPC" not in op.error and f"FsError({errno.ENOSPC})" not in op.error]
     report.add("failed operations other than ENOSPC", len(not_enospc))
