@@ -162,17 +162,21 @@ def _goal(master: MasterClient, path: str, copies: str | None, recursive: bool) 
             raise FsError(errno.EINVAL, "-r sets a goal: give COPIES too")
         reply = master.call("GetGoal", mp.PathRequest(path=path))
         whose = "its own" if reply.own else "the cluster's"
-        print(f"{path}: {reply.goal} copies ({whose}; the cluster's is {reply.cluster_goal})")
+        print(f"{path}: {_copies(reply.goal)} ({whose}; the cluster's is {reply.cluster_goal})")
         return
     if copies != "default" and not (copies.isdigit() and 1 <= int(copies) <= MAX_GOAL):
         raise FsError(errno.EINVAL, f"goal {copies!r}: give 1 to {MAX_GOAL} copies, or default")
     number = 0 if copies == "default" else int(copies)
     changed = master.call("SetGoal", mp.SetGoalRequest(path=path, goal=number, recursive=recursive))
-    what = f"{number} copies" if number else "the cluster's goal"
+    what = _copies(number) if number else "the cluster's goal"
     print(
         f"{path}: {what} for {changed.files} file(s) and {changed.folders} folder(s); "
         f"their {changed.chunks} chunk(s) are being copied or trimmed to it"
     )
+
+
+def _copies(count: int) -> str:
+    return f"{count} cop{'y' if count == 1 else 'ies'}"
 
 
 def _du(master: MasterClient, path: str, limit: int, as_json: bool) -> None:

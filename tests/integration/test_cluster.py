@@ -463,8 +463,8 @@ def test_a_folders_goal_keeps_its_files_at_that_many_copies(make_cluster: MakeCl
 
     wait_for(lambda: at(want), 30, "each folder's chunks at its goal, on disk")
     said = run_cli("client", master, "goal", "/scratch/sub/f0").stdout
-    assert said == b"/scratch/sub/f0: 1 copies (its own; the cluster's is 3)\n", said
-    assert b"1 copies (its own" in run_cli("client", master, "goal", "/scratch/sub").stdout
+    assert said == b"/scratch/sub/f0: 1 copy (its own; the cluster's is 3)\n", said
+    assert b"1 copy (its own" in run_cli("client", master, "goal", "/scratch/sub").stdout
     # A restarted master still knows (else it would copy the scratch files up to 3).
     cluster.kill_master()
     cluster.start_master()
