@@ -39,7 +39,7 @@ from fusedfs.chunkfile import (
 )
 from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, crc32c, is_valid_chunk_id
 from fusedfs.errors import FsError
-from fusedfs.fileio import pwrite_all
+from fusedfs.fileio import disk_error, pwrite_all
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def _disk_error(e: OSError) -> FsError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return FsError(errno.ENOSPC, "keeper disk is full")
-    return FsError(errno.EIO, f"keeper disk error: {e.strerror}")
+    return disk_error(e, "keeper disk")
 
 
 class ChunkStore:

@@ -15,7 +15,6 @@ dropped without creating, reading and deleting a file of its own.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 from collections import OrderedDict
@@ -24,7 +23,7 @@ from pathlib import Path
 import trio
 
 from fusedfs.errors import FsError
-from fusedfs.fileio import pwrite_all
+from fusedfs.fileio import disk_error, pwrite_all
 
 MEMORY_SLOT_BYTES = 256 << 10
 MEMORY_BYTES = 32 << 20
@@ -108,10 +107,7 @@ class WriteBack:
         slot.version += 1
 
     def _error(self, e: OSError) -> FsError:
-        """The cache folder's disk failing a write: ENOSPC when it is full, else EIO."""
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return FsError(errno.ENOSPC, f"the write cache's disk ({self.folder}) is full")
-        return FsError(errno.EIO, f"the write cache ({self.folder}) failed: {e}")
+        return disk_error(e, f"the write cache's disk ({self.folder})")
 
     def read(self, slot: DirtySlot, start: int, end: int) -> bytes:
         """Bytes [start, end) of the slot, as far as it holds data."""
