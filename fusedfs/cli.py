@@ -26,6 +26,7 @@ from fusedfs.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_GOAL, MiB
 from fusedfs.client import cli as client_cli
 from fusedfs.datadir import lock_data_dir
 from fusedfs.errors import FsError
+from fusedfs.keeper.diskwatch import FAIL_AFTER, STALL_AFTER
 from fusedfs.mount.helper import KERNEL_OPTIONS, kernel_options
 
 
@@ -146,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=7 * 24 * 3600,
         metavar="SECONDS",
         help="time of one full background pass re-checking every chunk (default a week; 0 turns it off)",
+    )
+    keeper.add_argument(
+        "--disk-timeout",
+        type=_positive,
+        default=FAIL_AFTER,
+        metavar="SECONDS",
+        help=f"how long the disk may leave an operation unanswered before the keeper leaves the cluster "
+        f"until it answers, and its chunks are copied elsewhere (default {FAIL_AFTER:g}; it takes no new "
+        f"chunks after {STALL_AFTER:g})",
     )
     _add_metrics_option(keeper)
     keeper.set_defaults(run=run_keeper)
@@ -298,6 +308,7 @@ def run_keeper(args: argparse.Namespace) -> int:
         args.heartbeat,
         scrub_interval=args.scrub_interval,
         failure_domain=args.failure_domain,
+        disk_timeout=args.disk_timeout,
     )
     if args.metrics:
         from fusedfs.metrics import keeper_gauges, serve_metrics

@@ -125,10 +125,11 @@ KEEPER_GAUGES = {
     "seconds_since_heartbeat": "since the keeper's last heartbeat",
     "scrub_checked": "chunks the keeper's scrubber has re-read",
     "scrub_bad": "bad or missing replicas the keeper's scrubber found",
+    "disk_stalled_seconds": "how long the keeper's disk has not answered (0: it answers)",
 }
 
 
-def keeper_gauges(health: dict[str, int]) -> Iterator[Gauge]:
+def keeper_gauges(health: dict[str, float]) -> Iterator[Gauge]:
     """A keeper's own metrics: what its heartbeats tell the master (fusedfs_keeper_*, as the
     master shows every keeper's, there labelled by keeper)."""
     for name, value in health.items():

@@ -408,6 +408,7 @@ def _status(master: MasterClient, as_json: bool) -> None:
                             "failure_domain": k.failure_domain,
                             "draining": k.draining,
                             "chunks_to_move": k.chunks_to_move,
+                            "disk_stalled_seconds": round(k.disk_stalled_seconds, 3),
                         }
                         for k in reply.keepers
                     ],
@@ -444,6 +445,8 @@ def _status(master: MasterClient, as_json: bool) -> None:
     print("{:<12} {:<22} {:<12} {:<7} {:>10} {:>10} {:>10} {:>7} {:>4} {:>6} {:>9} {:>4}".format(*header))
     for k in reply.keepers:
         state = "DEAD" if not k.alive else ("drained" if not k.chunks_to_move else "drain") if k.draining else "up"
+        if k.alive and k.disk_stalled_seconds:
+            state = "STALLED"
         print(
             f"{k.keeper_id[:12]:<12} {k.address:<22} {k.failure_domain[:12]:<12} {state:<7} "
             f"{_size(k.capacity_bytes):>10} "
@@ -451,6 +454,11 @@ def _status(master: MasterClient, as_json: bool) -> None:
             f"{k.seconds_since_heartbeat:>5.1f}s {k.scrub_checked:>9} {k.scrub_bad:>4}"
         )
     for k in reply.keepers:
+        if k.alive and k.disk_stalled_seconds:
+            print(
+                f"keeper {k.keeper_id} at {k.address}: its disk has not answered for {k.disk_stalled_seconds:.0f} s; "
+                "it takes no new chunks, and leaves the cluster if that lasts a minute"
+            )
         if k.draining and k.alive:
             print(
                 f"keeper {k.keeper_id} at {k.address}: "

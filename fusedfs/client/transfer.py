@@ -24,11 +24,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
 from fusedfs.chunkfile import Piece
-from fusedfs.chunks import BLOCK_SIZE, PIECE_SIZE, aligned_range, crc32c
+from fusedfs.chunks import BLOCK_SIZE, PIECE_SIZE, MiB, aligned_range, crc32c
 from fusedfs.client.master import MasterClient
 from fusedfs.client.shortcircuit import ShortCircuit
 from fusedfs.errors import FsError
@@ -41,7 +42,13 @@ from fusedfs.rpc import master_pb2 as mp
 log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 4
-KEEPER_TIMEOUT = 60.0  # one chunk transfer; generous for a slow disk, bounded for a dead keeper
+KEEPER_TIMEOUT = 60.0  # one chunk read; generous for a slow disk, bounded for a dead keeper
+# A chunk write: WRITE_STALL, and time to store it at MIN_WRITE_RATE (see write_timeout).
+WRITE_STALL = 10.0
+MIN_WRITE_RATE = MiB
+# Seconds a small chunk's last keeper gets once the others have answered: a keeper that lags this
+# far behind them (its disk hangs, unnoticed so far) is given up, and the chunk goes elsewhere.
+LAGGARD_WAIT = 2.0
 # Seconds a chunk id reserved ahead is used: its keepers were chosen then, and one may have died
 # since (the master notices in 3 s; a write to it waits for the failure before going elsewhere).
 RESERVATION_MAX_AGE = 5.0
@@ -51,6 +58,24 @@ ASK_WAIT = 0.2
 # Seconds a read from a disk on this machine may take (a whole chunk, on a slow disk) before the
 # keeper is asked over the network instead: a disk that hangs must not hang the read.
 LOCAL_READ_TIMEOUT = 5.0
+
+
+def write_timeout(length: int) -> float:
+    """Seconds the keepers get to store a chunk of `length` bytes: generous for a slow or busy
+    disk, yet short, because a write that meets a keeper whose disk hangs (its process still
+    answering gRPC's pings) waits that long before it goes to other keepers."""
+    return WRITE_STALL + length / MIN_WRITE_RATE
+
+
+def wait_but_for_a_laggard(calls: list[grpc.Future[Any]], grace: float) -> None:
+    """Waits until every call (a gRPC future) is done, or (of two or more) all but one are and
+    `grace` seconds have passed since."""
+    done = threading.Semaphore(0)
+    for call in calls:
+        call.add_done_callback(lambda _: done.release())
+    for _ in range(len(calls) - 1):
+        done.acquire()
+    done.acquire(timeout=grace if len(calls) > 1 else None)
 
 
 @dataclass(frozen=True)
@@ -222,7 +247,7 @@ class ChunkTransfer:
             # One message each: the latency of one hop instead of len(pipeline), for little bandwidth.
             message = kp.WriteChunkMessage(header=header, data=data)
             calls = [
-                (keeper, self.keeper(keeper.address).WriteSmallChunk.future(message, timeout=KEEPER_TIMEOUT))
+                (keeper, self.keeper(keeper.address).WriteSmallChunk.future(message, timeout=write_timeout(len(data))))
                 for keeper in reservation.pipeline
             ]
         else:
@@ -235,8 +260,15 @@ class ChunkTransfer:
                 for start in range(PIECE_SIZE, len(data), PIECE_SIZE):
                     yield kp.WriteChunkMessage(data=bytes(view[start : start + PIECE_SIZE]))
 
-            calls = [(first, self.keeper(first.address).WriteChunk.future(messages(), timeout=KEEPER_TIMEOUT))]
+            timeout = write_timeout(len(data))
+            calls = [(first, self.keeper(first.address).WriteChunk.future(messages(), timeout=timeout))]
+        wait_but_for_a_laggard([call for _, call in calls], LAGGARD_WAIT)
         for keeper, call in calls:
+            if not call.done():  # the laggard (its write, if it ends, is of a chunk id given up)
+                call.cancel()
+                log.info("write to %s: no answer %g s after the other keepers'", keeper.address, LAGGARD_WAIT)
+                attempt.failed.append(keeper.keeper_id)
+                continue
             try:
                 reply = call.result()
             except grpc.RpcError as e:

@@ -4,10 +4,12 @@ Layout of the data folder:
     keeper-id            this keeper's identity (a UUID), made on first start
     chunks/XY/<id>       one file per chunk; XY is the id's last two hex digits (256-way fan-out)
     tmp/                 chunks being written; emptied at start, so an interrupted write leaves nothing
+    disk-probe           rewritten every second to time the disk (diskwatch.py)
 
 The file format is chunkfile.py's. A chunk is written to tmp/, fsynced, then renamed into chunks/
 and the folder fsynced: a chunk file either is whole and durable, or does not exist. Every read
-checks the blocks it returns.
+checks the blocks it returns. Every disk operation of a write is timed by the store's DiskWatch,
+and while the disk does not answer (diskwatch.py) new writes are refused at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,8 +43,11 @@ from fusedfs.chunkfile import (
 from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, crc32c, is_valid_chunk_id
 from fusedfs.errors import FsError
 from fusedfs.fileio import disk_error, pwrite_all
+from fusedfs.keeper.diskwatch import DiskWatch
 
 log = logging.getLogger(__name__)
+
+PROBE_FILE = "disk-probe"
 
 
 def _check_id(chunk_id: str) -> None:
@@ -59,7 +65,8 @@ class ChunkWriter:
         self.crc = crc
         self._tmp = store.root / "tmp" / f"{chunk_id}.{uuid.uuid4().hex[:8]}"
         try:
-            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with store.watch.op():
+                self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as e:  # out of inodes is ENOSPC too: "disk full", not an internal error
             raise _disk_error(e) from e
         self._data_offset = data_offset(length)
@@ -73,7 +80,8 @@ class ChunkWriter:
         if self._written + len(data) > self.length:
             raise FsError(errno.EINVAL, f"chunk {self.chunk_id}: more data than the announced {self.length} bytes")
         try:
-            pwrite_all(self._fd, data, self._data_offset + self._written)
+            with self._store.watch.op():
+                pwrite_all(self._fd, data, self._data_offset + self._written)
         except OSError as e:
             raise _disk_error(e) from e
         self._written += len(data)
@@ -99,14 +107,15 @@ class ChunkWriter:
                 self._block_crcs.append(self._block_crc)
             header = HEADER.pack(MAGIC, VERSION, BLOCK_SIZE, self.length, self.crc, len(self._block_crcs))
             header += struct.pack(f"<{len(self._block_crcs)}I", *self._block_crcs)
-            try:
-                pwrite_all(self._fd, header, 0)
-                os.fdatasync(self._fd)  # data and size; the name is made durable by _install
-            except OSError as e:
-                raise _disk_error(e) from e
-            os.close(self._fd)
-            self._fd = -1
-            self._store._install(self._tmp, self.chunk_id, self._data_offset + self.length)
+            with self._store.watch.op():
+                try:
+                    pwrite_all(self._fd, header, 0)
+                    os.fdatasync(self._fd)  # data and size; the name is made durable by _install
+                except OSError as e:
+                    raise _disk_error(e) from e
+                os.close(self._fd)
+                self._fd = -1
+                self._store._install(self._tmp, self.chunk_id, self._data_offset + self.length)
         except BaseException:
             self.abort()
             raise
@@ -137,6 +146,7 @@ class ChunkStore:
     def __init__(self, root: Path, reserve_bytes: int = 0) -> None:
         self.root = root
         self.reserve_bytes = reserve_bytes
+        self.watch = DiskWatch()
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {}
         self._added: set[str] = set()
@@ -218,6 +228,9 @@ class ChunkStore:
             raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here")
         if self.free_bytes() < length + ALIGN:
             raise FsError(errno.ENOSPC, "keeper disk is full")
+        stalled = self.watch.stalled_for()
+        if stalled:  # the write would hang with the others: the client had better go elsewhere
+            raise FsError(errno.EIO, f"keeper disk has not answered for {stalled:.0f} s")
         return ChunkWriter(self, chunk_id, length, crc)
 
     def _install(self, tmp: Path, chunk_id: str, size: int) -> None:
@@ -242,7 +255,8 @@ class ChunkStore:
 
     def delete(self, chunk_id: str) -> None:
         _check_id(chunk_id)
-        self._path(chunk_id).unlink(missing_ok=True)
+        with self.watch.op():
+            self._path(chunk_id).unlink(missing_ok=True)
         with self._lock:
             if self._sizes.pop(chunk_id, None) is not None:
                 self._removed.add(chunk_id)
@@ -339,3 +353,15 @@ class ChunkStore:
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
         return max(0, st.f_bavail * st.f_frsize - self.reserve_bytes)
+
+    def probe(self) -> None:
+        """Writes and fsyncs a few bytes in the data folder, timed by the watch: a disk that
+        stops answering is noticed while no chunk is written. (Overwritten in place: no space
+        is taken, so a full disk answers the probe too.)"""
+        with self.watch.op():
+            fd = os.open(self.root / PROBE_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                pwrite_all(fd, struct.pack("<d", time.time()), 0)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)

@@ -5,7 +5,9 @@ or removed since the last one; the first contact, and any contact after the mast
 this keeper, is a registration with the full chunk list, from which the master rebuilds where
 every replica lives (as GFS does). The master's answer carries commands: delete garbage, copy a
 chunk to another keeper (re-replication), verify a chunk a client found bad. A scrubber thread
-re-checks every chunk in the background (scrub.py).
+re-checks every chunk in the background (scrub.py), and a probe thread times the disk
+(diskwatch.py): a keeper whose disk has not answered for FAIL_AFTER stops heartbeating until it
+does, so that the master counts it dead and copies its chunks elsewhere.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
+from google.protobuf import json_format
 
 from fusedfs.chunkfile import CorruptChunk
 from fusedfs.errors import FsError
 from fusedfs.grpcutil import ChannelPool, format_address, make_server, parse_address
 from fusedfs.keeper.chunkstore import ChunkStore
+from fusedfs.keeper.diskwatch import FAIL_AFTER
 from fusedfs.keeper.metacopies import MetadataCopies
 from fusedfs.keeper.scrub import DEFAULT_INTERVAL as DEFAULT_SCRUB_INTERVAL
 from fusedfs.keeper.scrub import Scrubber
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 
 COPY_TIMEOUT = 300.0
 MIN_HEARTBEAT_GAP = 0.05  # early heartbeats (after copies) come at most this often
+PROBE_EVERY = 1.0  # seconds between two probes of the disk
 
 
 def _route_address(master: str) -> str:
@@ -58,12 +63,14 @@ class KeeperNode:
         copy_workers: int = 4,
         scrub_interval: float = DEFAULT_SCRUB_INTERVAL,
         failure_domain: str = "",
+        disk_timeout: float = FAIL_AFTER,
     ) -> None:
         self.master = master
         self.store = store
         self.keeper_id = store.keeper_id()
         self.heartbeat_interval = heartbeat_interval
         self.failure_domain = failure_domain
+        self.disk_timeout = disk_timeout
         self.pool = ChannelPool()
         self.load = LoadGauge()
         self._stop = threading.Event()
@@ -92,6 +99,7 @@ class KeeperNode:
     def start(self) -> None:
         self.server.start()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._probe_loop, name="disk-probe", daemon=True).start()
         if self.scrubber is not None:
             threading.Thread(target=self.scrubber.run, name="scrub", daemon=True).start()
         log.info("keeper %s serving on %s, master %s", self.keeper_id, self.address, self.master)
@@ -107,10 +115,36 @@ class KeeperNode:
 
     # --- heartbeats ------------------------------------------------------------------------------
 
+    def _probe_loop(self) -> None:
+        failing = False
+        while not self._stop.wait(PROBE_EVERY):
+            try:
+                self.store.probe()  # (blocks while the disk does not answer: the watch sees it)
+                failing = False
+            except OSError as e:  # a disk that fails outright: writes say so, with their errno
+                if not failing:
+                    log.warning("disk probe failed: %s", e)
+                failing = True
+
     def _heartbeat_loop(self) -> None:
         registered = False
         refused = None  # the master's last refusal, logged once
+        gone = False  # left the cluster: the disk does not answer
         while not self._stop.is_set():
+            waiting = self.store.watch.waiting_for()
+            if waiting >= self.disk_timeout:
+                if not gone:
+                    log.error(
+                        "the disk has not answered for %.0f s: leaving the cluster until it does "
+                        "(the master copies this keeper's chunks elsewhere)",
+                        waiting,
+                    )
+                gone, registered = True, False
+                self._stop.wait(self.heartbeat_interval)
+                continue
+            if gone:
+                log.warning("the disk answers again: rejoining the cluster")
+                gone = False
             try:
                 if not registered:
                     self._register()
@@ -149,9 +183,10 @@ class KeeperNode:
             self.store.join_cluster(reply.cluster_id)
             log.info("joined cluster %s", reply.cluster_id)
 
-    def health(self) -> dict[str, int]:
+    def health(self) -> dict[str, float]:
         """What each heartbeat tells the master (and the keeper's metrics show)."""
         return {
+            "disk_stalled_seconds": self.store.watch.stalled_for(),
             "capacity_bytes": self.store.capacity_bytes(),
             "used_bytes": self.store.used_bytes(),
             "free_bytes": self.store.free_bytes(),
@@ -165,9 +200,8 @@ class KeeperNode:
         added, removed = self.store.drain_changes()
         with self._copies_lock:
             done, self._copies_done = self._copies_done, []
-        request = mp.HeartbeatRequest(
-            keeper_id=self.keeper_id, **self.health(), added=added, removed=removed, copies_done=done
-        )
+        request = mp.HeartbeatRequest(keeper_id=self.keeper_id, added=added, removed=removed, copies_done=done)
+        json_format.ParseDict(self.health(), request)
         try:
             reply = self._master_stub.Heartbeat(request, timeout=max(2.0, 2 * self.heartbeat_interval))
         except grpc.RpcError:

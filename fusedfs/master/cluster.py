@@ -43,6 +43,7 @@ class KeeperRecord:
     alive: bool = True
     scrub_checked: int = 0  # as the keeper reports: chunks its background scrub verified ...
     scrub_bad: int = 0  # ... and found bad or missing
+    disk_stalled: float = 0.0  # seconds its disk has not answered, as it said (0: it answers)
     chunks: set[int] = field(default_factory=set)
     # Commands waiting for the keeper's next heartbeat.
     deletes: set[int] = field(default_factory=set)
@@ -50,7 +51,15 @@ class KeeperRecord:
     verifies: set[int] = field(default_factory=set)
 
     def view(self) -> KeeperView:
-        return KeeperView(self.keeper_id, self.address, self.free_bytes, self.load, self.domain, self.capacity_bytes)
+        return KeeperView(
+            self.keeper_id,
+            self.address,
+            self.free_bytes,
+            self.load,
+            self.domain,
+            self.capacity_bytes,
+            stalled=self.disk_stalled > 0,
+        )
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,7 @@ class Cluster:
         removed: list[str],
         copies_done: list[tuple[str, str, bool]],
         scrub: tuple[int, int] = (0, 0),
+        disk_stalled: float = 0.0,
     ) -> Commands:
         with self._lock:
             record = self.keepers.get(keeper_id)
@@ -202,6 +212,10 @@ class Cluster:
                 return Commands(reregister=True)
             record.capacity_bytes, record.used_bytes, record.free_bytes, record.load = capacity, used, free, load
             record.scrub_checked, record.scrub_bad = scrub
+            if (disk_stalled > 0) != (record.disk_stalled > 0):
+                news = f"has not answered for {disk_stalled:.0f} s" if disk_stalled else "answers again"
+                log.warning("keeper %s at %s: its disk %s", keeper_id, record.address, news)
+            record.disk_stalled = disk_stalled
             record.last_seen = self.clock()
             for text in added:
                 if is_valid_chunk_id(text):
@@ -219,6 +233,10 @@ class Cluster:
                         log.warning("copy of %s from %s to %s failed", chunk_text, keeper_id, target)
             if copies_done:
                 self.plan()  # the next copies go out in this reply, not a heartbeat later
+            if disk_stalled:
+                # Its disk would hold up the deletes in its heartbeat (and copies from it): they
+                # wait until it answers, or go with the keeper if it never does.
+                return Commands()
             commands = Commands(
                 deletes=sorted(record.deletes),
                 copies=[(c, self.keepers[t].view()) for c, t in record.copies if t in self.keepers],
@@ -367,11 +385,11 @@ class Cluster:
                 self.dirty.add(chunk)
 
     def locations(self, chunk: int) -> list[KeeperView]:
-        """Alive keepers holding chunk, least loaded first."""
+        """Alive keepers holding chunk, least loaded first (those whose disk does not answer last)."""
         with self._lock:
             holders = [self.keepers[k].view() for k in self._alive_holders(chunk)]
         self.rng.shuffle(holders)
-        return sorted(holders, key=lambda v: v.load)
+        return sorted(holders, key=lambda v: (v.stalled, v.load))
 
     def request_verify(self, chunk: int, keeper_id: str) -> None:
         with self._lock:

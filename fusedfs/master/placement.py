@@ -2,7 +2,8 @@
 
 Keepers are drawn at random, weighted by free space and discounted by load, without replacement:
 a chunk's replicas land on distinct keepers, full keepers are skipped, and data spreads evenly
-without every writer piling onto the single emptiest keeper between two heartbeats.
+without every writer piling onto the single emptiest keeper between two heartbeats. A keeper
+whose disk does not answer (it says so in its heartbeats) is taken only when too few others can.
 
 Keepers that die together (one machine's disks, each served by a keeper of its own) share a
 failure domain. A chunk's replicas go to as many domains as there are before any domain gets a
@@ -28,6 +29,7 @@ class KeeperView:
     load: int = 0
     domain: str = ""  # its failure domain; "" (unknown) is a domain of its own
     capacity_bytes: int = 0  # its disk's size
+    stalled: bool = False  # its disk does not answer: it refuses writes for now
 
     @property
     def fill(self) -> float:
@@ -63,7 +65,8 @@ def choose_keepers(
     """Up to `count` distinct keepers not in `exclude` with at least `need_bytes` free, best first.
 
     Keepers in domains not yet taken (by `taken_domains`, the other replicas' domains, or an
-    earlier pick) come first; the rest only once every domain has a replica.
+    earlier pick) come first; the rest only once every domain has a replica. Stalled keepers
+    come after all others, whatever their domain.
     """
     rng = rng or random.Random()
     eligible = [k for k in keepers if k.keeper_id not in exclude and k.free_bytes >= need_bytes]
@@ -73,7 +76,9 @@ def choose_keepers(
         weight = max(k.free_bytes, 1) / (1 + k.load)
         return math.log(rng.random() or 1e-300) / weight
 
-    return spread_first(sorted(eligible, key=key, reverse=True), taken_domains)[:count]
+    ranked = sorted(eligible, key=key, reverse=True)
+    answering = spread_first([k for k in ranked if not k.stalled], taken_domains)
+    return (answering + [k for k in ranked if k.stalled])[:count]
 
 
 def spread_first(ranked: Sequence[KeeperView], taken_domains: Collection[str] = ()) -> list[KeeperView]:

@@ -81,7 +81,8 @@ def plan_repairs(
     def schedule(chunk: int, have: set[str], targets: list[KeeperView]) -> None:
         scheduled = 0
         for target in targets:
-            sources = sorted((k for k in have if free(k)), key=lambda k: busy.get(k, 0))
+            # (A stalled keeper's disk may not answer the copy's reads either: the last resort.)
+            sources = sorted((k for k in have if free(k)), key=lambda k: (alive[k].stalled, busy.get(k, 0)))
             if not sources or not free(target.keeper_id):
                 continue
             plan.copies.append(Copy(chunk, sources[0], target.keeper_id))
@@ -154,7 +155,8 @@ def plan_balance(
 
     holdings: keeper -> the chunks it holds (only those in chunk_bytes, i.e. of files, move).
     """
-    part = {k: v for k, v in alive.items() if k not in draining and v.capacity_bytes > 0}
+    # (A keeper whose disk does not answer neither sends nor takes chunks meanwhile.)
+    part = {k: v for k, v in alive.items() if k not in draining and v.capacity_bytes > 0 and not v.stalled}
     if len(part) < 2:
         return []
     used = {k: v.fill * v.capacity_bytes for k, v in part.items()}  # the disk's, not only chunks

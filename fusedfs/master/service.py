@@ -372,6 +372,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
                 failure_domain=r.domain,
                 draining=r.keeper_id in self.cluster.draining,
                 chunks_to_move=self.cluster.chunks_to_move(r.keeper_id),
+                disk_stalled_seconds=r.disk_stalled,
             )
         return reply
 
@@ -512,6 +513,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             list(request.removed),
             [(c.chunk_id, c.target_id, c.ok) for c in request.copies_done],
             scrub=(request.scrub_checked, request.scrub_bad),
+            disk_stalled=request.disk_stalled_seconds,
         )
         return mp.HeartbeatReply(
             reregister=commands.reregister,

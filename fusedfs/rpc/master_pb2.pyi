@@ -332,7 +332,7 @@ class ConfigReply(_message.Message):
     def __init__(self, chunk_size: _Optional[int] = ..., goal: _Optional[int] = ..., min_copies: _Optional[int] = ...) -> None: ...
 
 class KeeperStatus(_message.Message):
-    __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat", "scrub_checked", "scrub_bad", "failure_domain", "draining", "chunks_to_move")
+    __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat", "scrub_checked", "scrub_bad", "failure_domain", "draining", "chunks_to_move", "disk_stalled_seconds")
     KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
@@ -347,6 +347,7 @@ class KeeperStatus(_message.Message):
     FAILURE_DOMAIN_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_TO_MOVE_FIELD_NUMBER: _ClassVar[int]
+    DISK_STALLED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     keeper_id: str
     address: str
     alive: bool
@@ -361,7 +362,8 @@ class KeeperStatus(_message.Message):
     failure_domain: str
     draining: bool
     chunks_to_move: int
-    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., load: _Optional[int] = ..., seconds_since_heartbeat: _Optional[float] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ..., failure_domain: _Optional[str] = ..., draining: _Optional[bool] = ..., chunks_to_move: _Optional[int] = ...) -> None: ...
+    disk_stalled_seconds: float
+    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., load: _Optional[int] = ..., seconds_since_heartbeat: _Optional[float] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ..., failure_domain: _Optional[str] = ..., draining: _Optional[bool] = ..., chunks_to_move: _Optional[int] = ..., disk_stalled_seconds: _Optional[float] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
     __slots__ = ("keeper", "undo")
@@ -678,7 +680,7 @@ class CopyResult(_message.Message):
     def __init__(self, chunk_id: _Optional[str] = ..., target_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("keeper_id", "capacity_bytes", "used_bytes", "free_bytes", "load", "added", "removed", "copies_done", "scrub_checked", "scrub_bad")
+    __slots__ = ("keeper_id", "capacity_bytes", "used_bytes", "free_bytes", "load", "added", "removed", "copies_done", "scrub_checked", "scrub_bad", "disk_stalled_seconds")
     KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     USED_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -689,6 +691,7 @@ class HeartbeatRequest(_message.Message):
     COPIES_DONE_FIELD_NUMBER: _ClassVar[int]
     SCRUB_CHECKED_FIELD_NUMBER: _ClassVar[int]
     SCRUB_BAD_FIELD_NUMBER: _ClassVar[int]
+    DISK_STALLED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     keeper_id: str
     capacity_bytes: int
     used_bytes: int
@@ -699,7 +702,8 @@ class HeartbeatRequest(_message.Message):
     copies_done: _containers.RepeatedCompositeFieldContainer[CopyResult]
     scrub_checked: int
     scrub_bad: int
-    def __init__(self, keeper_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., load: _Optional[int] = ..., added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., copies_done: _Optional[_Iterable[_Union[CopyResult, _Mapping]]] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ...) -> None: ...
+    disk_stalled_seconds: float
+    def __init__(self, keeper_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., load: _Optional[int] = ..., added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., copies_done: _Optional[_Iterable[_Union[CopyResult, _Mapping]]] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ..., disk_stalled_seconds: _Optional[float] = ...) -> None: ...
 
 class CopyCommand(_message.Message):
     __slots__ = ("chunk_id", "target")

@@ -259,3 +259,25 @@ def test_each_chunk_is_kept_at_its_files_goal() -> None:
     assert sorted(c for c, _ in copies) == [1, 1, 3] and (3, "d") in copies
     cluster.apply([], [2], {}, {})  # garbage: its goal goes with it
     assert 2 not in cluster.goals
+
+
+def test_a_keeper_whose_disk_does_not_answer_gets_no_chunks_and_no_commands_meanwhile() -> None:
+    cluster, clock = make([live(1)], goal=2)
+    clock.now += 10
+    for k in ("a", "b", "c"):
+        register(cluster, k, [1])
+    cluster.plan()  # one copy too many: a trim goes out with a heartbeat
+    [trimmed] = [k for k in "abc" if 1 in cluster.keepers[k].deletes]
+
+    def stalled_beat(keeper: str, seconds: float) -> Any:
+        return cluster.heartbeat(keeper, 100 * GiB, 0, 100 * GiB, 0, [], [], [], disk_stalled=seconds)
+
+    # Its disk stalls: the delete (which its heartbeat would hang on) waits, and writes go elsewhere.
+    assert stalled_beat(trimmed, 6.0).deletes == []
+    assert all(trimmed not in {k.keeper_id for k in cluster.choose_pipeline([], 0)} for _ in range(50))
+    # It answers again: the delete goes out.
+    assert stalled_beat(trimmed, 0.0).deletes == [1]
+    # A holder whose disk does not answer is read from last.
+    holder = sorted(cluster.replicas[1])[0]
+    stalled_beat(holder, 6.0)
+    assert [k.keeper_id for k in cluster.locations(1)][-1] == holder

@@ -191,3 +191,23 @@ def test_balancing_within_one_machine() -> None:
     holdings = {"k0": [1, 2, 3, 4], "k1": [1, 2, 3, 4]}
     moves = plan_balance(alive, holdings, replicas, {}, {}, 10, dict.fromkeys(range(1, 5), 10))
     assert moves and all(m.target == "k2" for m in moves)  # (the copies stay on one machine: all there is)
+
+
+def test_a_keeper_whose_disk_does_not_answer_is_the_last_resort() -> None:
+    stalled = KeeperView("k9", "host:9", 1000 * GiB, stalled=True)  # the emptiest, and its own domain
+    views = [*keepers(10, 10, 10).values(), stalled]
+    rng = random.Random(1)
+    assert all(stalled not in choose_keepers(views, 3, GiB, rng=rng) for _ in range(200))
+    assert choose_keepers(views, 4, GiB, rng=rng)[-1] == stalled  # when nothing else will do
+    # As a repair's source too; and balancing neither sends nor takes chunks through it.
+    alive = {**keepers(10, 10, 10), "k9": stalled}
+    plan = plan_repairs([1], {1: {"k9", "k0"}}, alive, 3, {}, {}, 10, {}, random.Random(0))
+    assert [c.source for c in plan.copies] == ["k0"]
+    empty = KeeperView("k9", "host:9", 100, capacity_bytes=100, stalled=True)
+    full = {k: KeeperView(k, f"{k}:1", 10, capacity_bytes=100) for k in ("k0", "k1")}
+    sizes = dict.fromkeys(range(1, 6), 10)
+    holdings = {"k0": list(sizes), "k1": list(sizes)}
+    replicas = {c: {"k0", "k1"} for c in sizes}
+    assert plan_balance({**full, "k9": empty}, holdings, replicas, {}, {}, 10, sizes) == []
+    answering = KeeperView("k9", "host:9", 100, capacity_bytes=100)
+    assert plan_balance({**full, "k9": answering}, holdings, replicas, {}, {}, 10, sizes)
