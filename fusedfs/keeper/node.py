@@ -77,6 +77,9 @@ class KeeperNode:
         self._wake = threading.Event()  # a copy finished: report it (and take new work) now
         self.scrubber = Scrubber(store, scrub_interval, self._stop) if scrub_interval > 0 else None
         self._copies = futures.ThreadPoolExecutor(max_workers=copy_workers, thread_name_prefix="copy")
+        # Deletes in a thread of their own: on a disk that does not answer they would hold up the
+        # heartbeats, which must go on saying so.
+        self._deletes = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="delete")
         self._copies_done: list[mp.CopyResult] = []
         self._copies_lock = threading.Lock()
 
@@ -108,6 +111,7 @@ class KeeperNode:
         self._stop.set()
         self.server.stop(grace=2).wait()
         self._copies.shutdown(wait=False, cancel_futures=True)
+        self._deletes.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
 
     def wait(self) -> None:
@@ -212,7 +216,7 @@ class KeeperNode:
         if reply.reregister:
             return False
         for chunk_id in reply.delete:
-            self.store.delete(chunk_id)
+            self._deletes.submit(self.store.delete, chunk_id)
         for command in reply.copy:
             self._copies.submit(self._copy, command)
         for chunk_id in reply.verify:

@@ -281,7 +281,8 @@ class NetnsCluster:
         self._guard_route = False
         self._status_client: MasterClient | None = None
         self._mounts: dict[Path, subprocess.Popen[bytes]] = {}
-        self._tmpfs: list[Path] = []
+        self._tmpfs: list[Path] = []  # and disk images: file systems mounted for keepers
+        self._frozen: list[Path] = []
         self.events: list[tuple[float, str]] = []  # (monotonic time, what the harness did)
 
     # --- network ---------------------------------------------------------------------------------
@@ -651,6 +652,31 @@ class NetnsCluster:
         self._note(f"tmpfs of {size_text} at {path}")
         return path
 
+    def mount_disk_image(self, path: Path, size_mib: int) -> Path:
+        """An ext4 file system in a sparse image file, mounted at path (a keeper's data dir):
+        unlike a tmpfs, it can be frozen. Unmounted by close()."""
+        image = self.work_dir / f"{path.name}.img"
+        with open(image, "wb") as f:
+            f.truncate(size_mib * 2**20)
+        sh("mkfs.ext4", "-q", "-F", str(image))
+        path.mkdir(parents=True, exist_ok=True)
+        sh("mount", "-o", "loop", str(image), str(path))
+        self._tmpfs.append(path)
+        self._note(f"ext4 image of {size_mib} MiB at {path}")
+        return path
+
+    def freeze(self, path: Path) -> float:
+        """Freezes the file system at path (fsfreeze): every write to it, and every fsync, waits
+        until it is thawed, as on a disk that stops answering. close() thaws it."""
+        sh("fsfreeze", "-f", str(path))
+        self._frozen.append(path)
+        return self._note(f"froze {path}")
+
+    def thaw(self, path: Path) -> float:
+        sh("fsfreeze", "-u", str(path))
+        self._frozen.remove(path)
+        return self._note(f"thawed {path}")
+
     def unmount_tmpfs(self) -> None:
         for path in reversed(self._tmpfs):
             if is_mounted(path) and sh("umount", str(path), check=False).returncode != 0:
@@ -665,6 +691,9 @@ class NetnsCluster:
         Never raises: it runs in finalizers, also after a failed setup. Keep the guard route while
         threads of this process may still hold channels to the cluster's addresses.
         """
+        for path in list(self._frozen):  # (its writers wait uninterruptibly: not even kill -9 ends them)
+            with contextlib.suppress(Exception):
+                self.thaw(path)
         for mountpoint in list(self._mounts):
             with contextlib.suppress(Exception):
                 self.unmount(mountpoint)

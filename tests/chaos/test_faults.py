@@ -9,9 +9,10 @@ run's summary.
 Scenarios: (a) kill -9 a keeper, (b) two, (c) cut one off, (d) kill -9 the master, (e) a slow
 lossy link; (a) and (d) also write and read through a fusedfs mount. The disk faults: (f) a
 keeper's disk fills up, (g) bit rot and chunk files vanishing under the scrubber, (h) a keeper
-restarted over leftovers of interrupted writes. Those also audit the disks: every replica the
-master counts for an acknowledged file must be a whole chunk file on that keeper's disk, and
-every chunk must have the goal's worth of them (the master's "at goal" could hide a bad copy).
+restarted over leftovers of interrupted writes, (i) a keeper's disk stops answering. Those also
+audit the disks: every replica the master counts for an acknowledged file must be a whole chunk
+file on that keeper's disk, and every chunk must have the goal's worth of them (the master's
+"at goal" could hide a bad copy).
 """
 
 from __future__ import annotations
@@ -767,6 +768,89 @@ def test_bit_rot_found_by_scrub(make_cluster: MakeCluster, report: ScenarioRepor
     verify(cluster, report, checks, result, "after bit rot")
     lost_cold = verify_acked(cluster.master_address, cold_files)
     checks.expect(not lost_cold, f"files no reader read were lost or changed: {lost_cold}")
+    report.add("ERROR lines in logs", len(log_problems(cluster)))
+    checks.done()
+
+
+# --- (i) a keeper's disk stops answering -----------------------------------------------------------
+
+DISK_TIMEOUT = 15.0  # the keepers' --disk-timeout here (60 s by default), to keep the scenario short
+STALL_NOTICE_BOUND = 9.0  # the keeper's 5 s, its probe's second, a heartbeat, the monitor's polling
+SLOW = 3.0  # an operation slower than this was held up by the fault
+# A write that met the keeper before it knew: 2 s after the other keepers' answers (a small chunk),
+# or 10 s + 2 MiB at 1 MiB/s (a pipeline), and a retry elsewhere.
+HELD_UP_BOUND = 15.0
+
+
+def test_keeper_disk_stops_answering(make_cluster: MakeCluster, report: ScenarioReport) -> None:
+    """A keeper's disk stops answering while its process runs on and heartbeats (its file system
+    frozen: every write and fsync waits), as a failing disk or controller often does. The keeper
+    notices within seconds and says so; the master places no new chunks on it, writes that met it
+    go elsewhere within seconds (they waited 60 s each before); after --disk-timeout it leaves the
+    cluster and its chunks are copied back to the goal; once the disk answers it rejoins, and
+    nothing acknowledged is lost.
+
+    Every keeper's data dir is an ext4 image of the same size (a tmpfs cannot be frozen), so that
+    placement treats them alike.
+    """
+    cluster = make_cluster(keepers=4, start=False, keeper_args=["--disk-timeout", f"{DISK_TIMEOUT:g}"])
+    for i in range(4):
+        cluster.mount_disk_image(cluster.keeper_dir(i), 1024)
+    cluster.start()
+    checks = Checks(cluster)
+    mountpoint = start_mount(cluster)
+
+    def stalled(address: str) -> Callable[[Sample], bool]:
+        def check(s: Sample) -> bool:
+            k = keeper_status(s, address)
+            return k is not None and k.alive and k.disk_stalled_seconds > 0
+
+        return check
+
+    with StatusMonitor(cluster.master_address) as monitor:
+        load = Workload(cluster.master_address, mountpoint=mountpoint).start()
+        load.wait_acked(WARMUP_FILES, 30)
+        victim = busiest_keepers(cluster)[0]
+        address = cluster.keeper_address(victim)
+        fault = cluster.freeze(cluster.keeper_dir(victim))
+        noticed = monitor.wait_for(stalled(address), fault, STALL_NOTICE_BOUND + 5)
+        left = monitor.wait_for(is_dead(address), fault, DISK_TIMEOUT + NOTICE_BOUND + 10)
+        goal = monitor.wait_for(lambda s: is_dead(address)(s) and back_at_goal(3)(s), fault, DISK_TIMEOUT + GOAL_BOUND)
+        run_on(load, fault + DISK_TIMEOUT + 10)
+        thawed = cluster.thaw(cluster.keeper_dir(victim))
+        rejoined = monitor.wait_for(lambda s: s.alive(address) is True, thawed, 15)
+        run_on(load, thawed + 6)
+        result = load.stop(OP_BOUND)
+    end_mount(cluster, report, checks, mountpoint)
+    known_at = fault + (noticed if noticed is not None else STALL_NOTICE_BOUND)
+    before = [op for op in result.ops if fault - op.duration < op.start < known_at]  # under way or begun
+    after = [op for op in result.ops if op.start >= known_at + 1]  # (a second for the master's answer)
+    held_before, held_after = ([op for op in ops if op.duration > SLOW] for ops in (before, after))
+    report.add("fault", f"froze keeper {victim}'s file system (of 4; --disk-timeout {DISK_TIMEOUT:g})")
+    report.add("fault -> master hears its disk does not answer", fmt(noticed))
+    report.add("fault -> it left the cluster (dead)", fmt(left))
+    report.add("fault -> its chunks back at goal on 3", fmt(goal))
+    report.add("thawed -> it rejoined", fmt(rejoined))
+    report.add(
+        f"operations over {SLOW:g} s, before / after the master knew",
+        f"{len(held_before)} of {len(before)} (max {max((op.duration for op in before), default=0):.2f} s) / "
+        f"{len(held_after)} of {len(after)}",
+    )
+    for op in (held_before + held_after)[:3]:
+        report.add("  held up", f"{op.kind} {op.name} {op.duration:.1f} s {op.error[:100]}")
+    checks.expect(noticed is not None and noticed <= STALL_NOTICE_BOUND, f"stalled disk noticed after {fmt(noticed)}")
+    checks.expect(left is not None, f"the keeper did not leave the cluster after --disk-timeout {DISK_TIMEOUT:g} s")
+    checks.expect(goal is not None, "its chunks did not get back to the goal on the other keepers")
+    checks.expect(rejoined is not None, "the keeper did not rejoin once its disk answered")
+    checks.expect(
+        all(op.duration <= HELD_UP_BOUND for op in before),
+        f"operations that met the disk before it was known took over {HELD_UP_BOUND:g} s: {held_before[:3]}",
+    )
+    checks.expect(not held_after, f"operations were held up after the master knew: {held_after[:3]}")
+    report_workload(report, checks, result)
+    check_settled(cluster, report, checks, 4, "after the disk answered again")
+    check_audit(report, checks, audit(cluster, result.acked), 0.0, "after the disk answered again")
+    verify(cluster, report, checks, result, "after the disk answered again")
     report.add("ERROR lines in logs", len(log_problems(cluster)))
     checks.done()
 
