@@ -385,11 +385,13 @@ class Cluster:
                 self.dirty.add(chunk)
 
     def locations(self, chunk: int) -> list[KeeperView]:
-        """Alive keepers holding chunk, least loaded first (those whose disk does not answer last)."""
+        """Alive keepers holding chunk, least loaded first; those whose disk does not answer only
+        when no other holds it (readers spread their reads over the replicas they are given)."""
         with self._lock:
             holders = [self.keepers[k].view() for k in self._alive_holders(chunk)]
+        holders = [v for v in holders if not v.stalled] or holders
         self.rng.shuffle(holders)
-        return sorted(holders, key=lambda v: (v.stalled, v.load))
+        return sorted(holders, key=lambda v: v.load)
 
     def request_verify(self, chunk: int, keeper_id: str) -> None:
         with self._lock:

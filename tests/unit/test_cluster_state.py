@@ -277,7 +277,9 @@ def test_a_keeper_whose_disk_does_not_answer_gets_no_chunks_and_no_commands_mean
     assert all(trimmed not in {k.keeper_id for k in cluster.choose_pipeline([], 0)} for _ in range(50))
     # It answers again: the delete goes out.
     assert stalled_beat(trimmed, 0.0).deletes == [1]
-    # A holder whose disk does not answer is read from last.
-    holder = sorted(cluster.replicas[1])[0]
+    # A holder whose disk does not answer is not read from, unless no other holds the chunk.
+    holder, other = sorted(cluster.replicas[1])
     stalled_beat(holder, 6.0)
-    assert [k.keeper_id for k in cluster.locations(1)][-1] == holder
+    assert [k.keeper_id for k in cluster.locations(1)] == [other]
+    stalled_beat(other, 6.0)
+    assert sorted(k.keeper_id for k in cluster.locations(1)) == [holder, other]
