@@ -42,10 +42,9 @@ from fusedfs.rpc import master_pb2 as mp
 log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 4
-KEEPER_TIMEOUT = 60.0  # one chunk read; generous for a slow disk, bounded for a dead keeper
-# A chunk write: WRITE_STALL, and time to store it at MIN_WRITE_RATE (see write_timeout).
-WRITE_STALL = 10.0
-MIN_WRITE_RATE = MiB
+# A keeper's read or write of a chunk: TRANSFER_STALL, and time for the bytes at MIN_TRANSFER_RATE.
+TRANSFER_STALL = 10.0
+MIN_TRANSFER_RATE = MiB
 # Seconds a small chunk's last keeper gets once the others have answered: a keeper that lags this
 # far behind them (its disk hangs, unnoticed so far) is given up, and the chunk goes elsewhere.
 LAGGARD_WAIT = 2.0
@@ -60,11 +59,11 @@ ASK_WAIT = 0.2
 LOCAL_READ_TIMEOUT = 5.0
 
 
-def write_timeout(length: int) -> float:
-    """Seconds the keepers get to store a chunk of `length` bytes: generous for a slow or busy
-    disk, yet short, because a write that meets a keeper whose disk hangs (its process still
-    answering gRPC's pings) waits that long before it goes to other keepers."""
-    return WRITE_STALL + length / MIN_WRITE_RATE
+def transfer_timeout(length: int) -> float:
+    """Seconds a keeper (or a pipeline) gets to read or store `length` bytes of a chunk: generous
+    for a slow or busy disk, yet short, because a transfer that meets a keeper whose disk hangs
+    (its process still answering gRPC's pings) waits that long before it goes to another."""
+    return TRANSFER_STALL + length / MIN_TRANSFER_RATE
 
 
 def wait_but_for_a_laggard(calls: list[grpc.Future[Any]], grace: float) -> None:
@@ -246,8 +245,9 @@ class ChunkTransfer:
         if len(data) <= PIECE_SIZE:
             # One message each: the latency of one hop instead of len(pipeline), for little bandwidth.
             message = kp.WriteChunkMessage(header=header, data=data)
+            timeout = transfer_timeout(len(data))
             calls = [
-                (keeper, self.keeper(keeper.address).WriteSmallChunk.future(message, timeout=write_timeout(len(data))))
+                (keeper, self.keeper(keeper.address).WriteSmallChunk.future(message, timeout=timeout))
                 for keeper in reservation.pipeline
             ]
         else:
@@ -260,7 +260,7 @@ class ChunkTransfer:
                 for start in range(PIECE_SIZE, len(data), PIECE_SIZE):
                     yield kp.WriteChunkMessage(data=bytes(view[start : start + PIECE_SIZE]))
 
-            timeout = write_timeout(len(data))
+            timeout = transfer_timeout(len(data))
             calls = [(first, self.keeper(first.address).WriteChunk.future(messages(), timeout=timeout))]
         wait_but_for_a_laggard([call for _, call in calls], LAGGARD_WAIT)
         for keeper, call in calls:
@@ -358,10 +358,11 @@ class ChunkTransfer:
         try:
             keeper = self.keeper(replica.address)
             # Within one piece a plain call does (random reads); longer ranges stream.
+            timeout = transfer_timeout(read.size)
             pieces = (
-                [keeper.ReadSmallRange(read.request, timeout=KEEPER_TIMEOUT)]
+                [keeper.ReadSmallRange(read.request, timeout=timeout)]
                 if read.one_piece
-                else keeper.ReadChunk(read.request, timeout=KEEPER_TIMEOUT)
+                else keeper.ReadChunk(read.request, timeout=timeout)
             )
             return read.check(pieces)
         except grpc.RpcError as e:

@@ -20,7 +20,7 @@ import grpc
 import trio
 
 from fusedfs.client.master import MasterClient
-from fusedfs.client.transfer import KEEPER_TIMEOUT, ChunkTransfer, RangeRead, read_end, read_error
+from fusedfs.client.transfer import ChunkTransfer, RangeRead, read_end, read_error, transfer_timeout
 from fusedfs.errors import FsError
 from fusedfs.rpc import master_pb2 as mp
 
@@ -78,7 +78,9 @@ async def read_parts(
     replicas, known = transfer.replica_order(ref)
     if read.one_piece and replicas and known:  # (else the thread waits for the keepers to say where they are)
         sources = [
-            functools.partial(transfer.keeper(r.address).ReadSmallRange.future, read.request, timeout=KEEPER_TIMEOUT)
+            functools.partial(
+                transfer.keeper(r.address).ReadSmallRange.future, read.request, timeout=transfer_timeout(read.size)
+            )
             for r in replicas
         ]
         if transfer.local.folder(replicas[0]) is not None:  # its disk first, then the keepers, that one first
