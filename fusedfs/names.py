@@ -1,4 +1,4 @@
-"""Rules for names and paths, shared by the master (which enforces them) and clients."""
+"""Rules for names, paths and attribute names, shared by the master (which enforces them) and clients."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fusedfs.errors import FsError
 
 NAME_MAX = 255
 PATH_MAX = 4096
+XATTR_NAME_MAX = 255  # as Linux
 
 
 def validate_name(name: bytes) -> None:
@@ -19,6 +20,17 @@ def validate_name(name: bytes) -> None:
         raise FsError(errno.EINVAL, f"invalid name {name!r}: contains '/' or NUL")
     if len(name) > NAME_MAX:
         raise FsError(errno.ENAMETOOLONG, f"name is {len(name)} bytes; the limit is {NAME_MAX}")
+
+
+def validate_xattr_name(name: bytes) -> None:
+    """An extended attribute's name: 1..255 bytes, not system.* (POSIX ACLs and the like are not
+    supported, as on a tmpfs without ACLs)."""
+    if not name:
+        raise FsError(errno.EINVAL, "empty attribute name")
+    if len(name) > XATTR_NAME_MAX:
+        raise FsError(errno.ERANGE, f"attribute name longer than {XATTR_NAME_MAX} bytes")
+    if name.startswith(b"system."):
+        raise FsError(errno.EOPNOTSUPP, f"{name.decode(errors='replace')} is not supported")
 
 
 def split_path(path: str) -> list[bytes]:

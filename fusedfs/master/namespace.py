@@ -17,13 +17,12 @@ from fusedfs.chunks import MAX_CHUNK_SIZE, MAX_GOAL, PIECE_SIZE, chunk_count
 from fusedfs.errors import FsError
 from fusedfs.master.sessions import SESSION_TIMEOUT
 from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore, TrashRow, Usage
-from fusedfs.names import PATH_MAX, split_path, validate_name
+from fusedfs.names import PATH_MAX, split_path, validate_name, validate_xattr_name
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 XATTR_CREATE = 1  # setxattr flags, as in <sys/xattr.h>
 XATTR_REPLACE = 2
-XATTR_NAME_MAX = 255  # as Linux
 XATTR_SIZE_MAX = 64 * 1024
 MAX_DEPTH = 4096  # folders a path is followed up through at most (PATH_MAX allows 2,048)
 SMALL_FILE = PIECE_SIZE  # a file read with one unary call: worth fetching ahead
@@ -450,17 +449,8 @@ class Namespace:
 
     # --- extended attributes ---------------------------------------------------------------------
 
-    @staticmethod
-    def _check_xattr_name(name: bytes) -> None:
-        if not name:
-            raise FsError(errno.EINVAL, "empty attribute name")
-        if len(name) > XATTR_NAME_MAX:
-            raise FsError(errno.ERANGE, f"attribute name longer than {XATTR_NAME_MAX} bytes")
-        if name.startswith(b"system."):  # POSIX ACLs and the like: not supported (as on tmpfs without ACLs)
-            raise FsError(errno.EOPNOTSUPP, f"{name.decode(errors='replace')} is not supported")
-
     def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
-        self._check_xattr_name(name)
+        validate_xattr_name(name)
         if len(value) > XATTR_SIZE_MAX:
             raise FsError(errno.E2BIG, f"attribute value longer than {XATTR_SIZE_MAX} bytes")
         with self.store.transaction():
@@ -475,7 +465,7 @@ class Namespace:
             self._touch(inode, now, mtime=False)
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
-        self._check_xattr_name(name)
+        validate_xattr_name(name)
         with self.store.transaction():
             self._inode(ino)
             value = self.store.get_xattr(ino, name)
@@ -489,7 +479,7 @@ class Namespace:
             return self.store.list_xattrs(ino)
 
     def removexattr(self, ino: int, name: bytes) -> None:
-        self._check_xattr_name(name)
+        validate_xattr_name(name)
         with self.store.transaction():
             now = self.clock()
             inode = self._inode(ino)

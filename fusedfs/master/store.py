@@ -92,7 +92,7 @@ class Inode:
     ctime_ns: int
     chunk_size: int = 0
     target: bytes | None = None
-    has_xattrs: bool | None = None  # filled by get_inode only (not a column: derived from xattrs)
+    has_xattrs: bool | None = None  # filled by get_inode and list_dentries (not a column: from xattrs)
     goal: int = 0  # its own goal, 0: none (not a column: from goals; filled by get_inode and list_dentries)
 
 
@@ -193,6 +193,7 @@ class MetadataStore(Protocol):
 _INODE_COLUMNS = "id, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target"
 _CHUNK_COLUMNS = "id, state, inode, idx, length, stored_length, crc, since_ns"
 _GOAL = "COALESCE((SELECT goal FROM goals WHERE goals.inode = {}.id), 0)"  # an inode's own goal (0: none)
+_HAS_XATTRS = "EXISTS (SELECT 1 FROM xattrs WHERE xattrs.inode = {}.id)"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -488,8 +489,8 @@ class SqliteStore:
 
     def get_inode(self, ino: int) -> Inode | None:
         row = self._db.execute(
-            f"SELECT {_INODE_COLUMNS}, EXISTS (SELECT 1 FROM xattrs WHERE inode = inodes.id),"
-            f" {_GOAL.format('inodes')} FROM inodes WHERE id = ?",
+            f"SELECT {_INODE_COLUMNS}, {_HAS_XATTRS.format('inodes')}, {_GOAL.format('inodes')}"
+            " FROM inodes WHERE id = ?",
             (ino,),
         ).fetchone()
         if not row:
@@ -538,12 +539,13 @@ class SqliteStore:
     def list_dentries(self, parent: int, after: int, limit: int) -> list[tuple[Dentry, Inode]]:
         rows = self._db.execute(
             f"SELECT d.id, d.name, d.inode, {', '.join('i.' + c.strip() for c in _INODE_COLUMNS.split(','))},"
-            f" {_GOAL.format('i')} FROM dentries d JOIN inodes i ON i.id = d.inode"
+            f" {_HAS_XATTRS.format('i')}, {_GOAL.format('i')} FROM dentries d JOIN inodes i ON i.id = d.inode"
             " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?",
             (parent, after, limit),
         ).fetchall()
-        listed = [(Dentry(*row[:3]), _inode(row[3:-1])) for row in rows]
+        listed = [(Dentry(*row[:3]), _inode(row[3:-2])) for row in rows]
         for (_, inode), row in zip(listed, rows, strict=True):
+            inode.has_xattrs = bool(row[-2])
             inode.goal = row[-1]
         return listed
 

@@ -29,6 +29,7 @@ from fusedfs.mount.cache import ChunkCache, ChunkLoader
 from fusedfs.mount.dircache import DirCache
 from fusedfs.mount.openfile import MountShared, OpenFile
 from fusedfs.mount.writeback import WriteBack
+from fusedfs.names import validate_xattr_name
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 
@@ -177,6 +178,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         entry.st_ctime_ns = attr.ctime_ns
         if open_file is not None and open_file.written_ns is not None and open_file.written_ns > attr.mtime_ns:
             entry.st_mtime_ns = entry.st_ctime_ns = open_file.written_ns  # our writes, not yet committed
+        self.dircache.xattrs.saw(attr, entry.attr_timeout)
         return entry
 
     @translate_errors
@@ -509,16 +511,25 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if inode in self.open_files:
             self.open_files[inode].attr.has_xattrs = True
 
-    @translate_errors
-    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+    def _without_xattrs(self, inode: int) -> bool:
+        """Known to have no extended attribute: the kernel asks for security.capability before
+        every write, `ls -l` for every file's security.selinux; answered here, not by a call each."""
         open_file = self.open_files.get(inode)
         if open_file is not None and open_file.attr.HasField("has_xattrs") and not open_file.attr.has_xattrs:
-            # The kernel asks for security.capability before every write: answered here, not by a call.
+            return True
+        return self.dircache.xattrs.none(inode)
+
+    @translate_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if self._without_xattrs(inode):
+            validate_xattr_name(name)  # (the master's errors for a bad name, as if it were asked)
             raise FsError(errno.ENODATA)
         return (await self.call("GetXattr", mp.XattrRequest(inode=inode, name=name))).value  # type: ignore[no-any-return]
 
     @translate_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        if self._without_xattrs(inode):
+            return []
         return list((await self.call("ListXattr", mp.InodeRequest(inode=inode))).names)
 
     @translate_errors

@@ -470,6 +470,45 @@ def test_extended_attributes(mounted: tuple[LocalCluster, Path]) -> None:
     assert os.getxattr(mnt / "copied", "user.empty") == b""
 
 
+def test_ls_l_asks_the_master_nothing_per_file_yet_attributes_stay_current(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """`ls -l` asks for every file's security.selinux, and the kernel caches no extended
+    attribute: each was a master call (10,000 files: 11 s). Attributes say whether a file has
+    any, so those are answered by the mount; another mount's new attribute still shows within
+    the attribute timeout, and this mount's own at once. (Without: 52 calls for this `ls -l`.)"""
+    cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
+    mnt, other = cluster.mount(tmp_path / "mnt"), cluster.mount(tmp_path / "other")
+    (mnt / "d").mkdir()
+    for i in range(50):
+        (mnt / "d" / f"f{i:02}").write_bytes(b"x")
+    os.setxattr(mnt / "d" / "f07", "user.tag", b"seven")
+    log = cluster.data_dir / "logs" / "master.log"
+
+    def xattr_calls() -> float:
+        return sum(v for k, v in scrape(log).items() if k.startswith("fusedfs_rpc_seconds_count{") and "Xattr" in k)
+
+    before = xattr_calls()
+    listing = sh("ls", "-l", str(mnt / "d"))
+    assert listing.count("\n") == 51 and xattr_calls() - before <= 1  # (f07's, which has one)
+    assert os.getxattr(mnt / "d" / "f07", "user.tag") == b"seven"
+    with pytest.raises(OSError) as missing:
+        os.getxattr(mnt / "d" / "f03", "user.tag")
+    assert missing.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as acl:  # as the master answers it: not supported
+        os.getxattr(mnt / "d" / "f03", "system.posix_acl_access")
+    assert acl.value.errno == errno.EOPNOTSUPP
+    assert os.listxattr(mnt / "d" / "f03") == []
+    os.setxattr(mnt / "d" / "f04", "user.mine", b"at once")  # this mount's own: seen at once
+    assert os.getxattr(mnt / "d" / "f04", "user.mine") == b"at once"
+    assert os.listxattr(mnt / "d" / "f04") == ["user.mine"]
+    os.stat(mnt / "d" / "f03")  # (fresh attributes: no attribute, for the next second)
+    os.setxattr(other / "d" / "f03", "user.theirs", b"from the other mount")
+    took = wait_for(lambda: os.listxattr(mnt / "d" / "f03") == ["user.theirs"], 5, "another mount's attribute to show")
+    assert took < 1.5  # the attribute timeout (1 s)
+    assert os.getxattr(mnt / "d" / "f03", "user.theirs") == b"from the other mount"
+
+
 def test_an_unlinked_open_file_stays_readable_until_closed(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     cluster, mnt = mounted
     other = cluster.mount(tmp_path / "other")

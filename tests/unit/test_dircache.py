@@ -122,3 +122,26 @@ def test_other_changes_of_ours_end_the_knowledge() -> None:
     assert not cache.known_missing(7, b"a", 0.2)  # while an add is under way: ask the master
     cache.end_add(7, began, b"a", None)  # it failed (EEXIST: we were wrong, or EIO)
     assert not cache.known_missing(7, b"b", 0.2)
+
+
+def test_inodes_without_extended_attributes_are_known_for_their_attributes_cache_time() -> None:
+    clock = Clock()
+    cache = DirCache(ttl=1.0, clock=clock)
+    known = cache.xattrs
+    known.saw(mp.Attr(inode=10, has_xattrs=False), ttl=1.0)
+    known.saw(mp.Attr(inode=11, has_xattrs=True), ttl=1.0)
+    known.saw(mp.Attr(inode=12), ttl=1.0)  # not said: not known
+    assert known.none(10) and not known.none(11) and not known.none(12)
+    clock.now += 0.6
+    assert known.none(10)
+    known.saw(mp.Attr(inode=10, has_xattrs=True), ttl=1.0)  # it has one now
+    assert not known.none(10)
+    known.saw(mp.Attr(inode=10, has_xattrs=False), ttl=0.3)  # from a listing with 0.3 s left
+    clock.now += 0.31
+    assert not known.none(10)  # no longer than the attributes themselves
+    known.saw(mp.Attr(inode=10, has_xattrs=False), ttl=1.0)
+    cache.forget_inode(10)  # we set one (or changed the inode otherwise): ask the master
+    assert not known.none(10)
+    for inode in range(100, 100 + known.max_entries + 5):  # bounded, the oldest go first
+        known.saw(mp.Attr(inode=inode, has_xattrs=False), ttl=1.0)
+    assert not known.none(100) and known.none(100 + known.max_entries + 4)
