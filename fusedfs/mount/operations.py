@@ -253,15 +253,21 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             request.atime_ns = attr.st_atime_ns
         if fields.update_mtime:
             request.mtime_ns = attr.st_mtime_ns
-        open_file = self.open_files.get(inode)
         if fields.update_size:
             request.size = attr.st_size
-            if open_file is not None:
-                await open_file.flush(self._nursery())  # buffered data first, then cut it
+        open_file = self.open_files.get(inode)
+        if open_file is not None and (fields.update_size or fields.update_mtime):
+            # Buffered data first: then it is cut, or its time is the one set (`cp -a` sets the
+            # source's before it closes; committed after, the data would take the time it was written).
+            await open_file.flush(self._nursery())
         with self._changing(inodes=[inode]):
             result = await self.call("SetAttr", request)
-        if fields.update_size and open_file is not None:
-            open_file.truncated(result)
+        if open_file is not None:
+            if fields.update_size:
+                open_file.truncated(result)
+            if fields.update_mtime:
+                open_file.written_ns = None  # (all committed: the time set is the file's)
+                open_file.attr = result
         return self.entry(result)
 
     @translate_errors

@@ -105,6 +105,28 @@ def test_files_directories_and_links(mounted: tuple[LocalCluster, Path]) -> None
     assert (mnt / "moved.txt").read_bytes() == b"new"
 
 
+def test_times_set_before_close_are_kept(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    """`cp -a` (and `touch` of an open file) set a file's times while its data is not yet
+    stored: the time set is the file's, not when its data was written (a `cp -a` copy had
+    today's mtime, so `rsync -a` copied every file again)."""
+    _, mnt = mounted
+    with open(mnt / "open", "wb", buffering=0) as f:
+        f.write(b"data")
+        os.utime(f.fileno(), ns=(1_600_000_000_123_456_789, 1_500_000_000_987_654_321))
+        assert os.fstat(f.fileno()).st_mtime_ns == 1_500_000_000_987_654_321
+    assert (mnt / "open").stat().st_mtime_ns == 1_500_000_000_987_654_321
+    assert (mnt / "open").read_bytes() == b"data"
+    source = tmp_path / "source"
+    source.mkdir()
+    for i in range(3):
+        (source / f"f{i}").write_bytes(os.urandom(100_000 * i + 1))
+        os.utime(source / f"f{i}", ns=(1_600_000_000_000_000_000, 1_400_000_000_000_000_007 + i))
+    sh("cp", "-a", str(source), str(mnt / "copy"))
+    for i in range(3):
+        assert (mnt / "copy" / f"f{i}").stat().st_mtime_ns == 1_400_000_000_000_000_007 + i
+    assert sh("rsync", "-ai", "--dry-run", f"{source}/", f"{mnt / 'copy'}/") == ""  # nothing to do
+
+
 def test_sparse_and_large_files(mounted: tuple[LocalCluster, Path]) -> None:
     _, mnt = mounted
     sparse = mnt / "sparse"
