@@ -512,6 +512,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        validate_xattr_name(name)  # (`cp -a` sets system.posix_acl_access on every file: refused here)
         with self._changing(inodes=[inode]):  # (its ctime changes)
             await self.call("SetXattr", mp.SetXattrRequest(inode=inode, name=name, value=value))
         if inode in self.open_files:
@@ -527,8 +528,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        validate_xattr_name(name)  # (the master's errors for a bad name, without asking it)
         if self._without_xattrs(inode):
-            validate_xattr_name(name)  # (the master's errors for a bad name, as if it were asked)
             raise FsError(errno.ENODATA)
         return (await self.call("GetXattr", mp.XattrRequest(inode=inode, name=name))).value  # type: ignore[no-any-return]
 
@@ -540,6 +541,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        validate_xattr_name(name)
         with self._changing(inodes=[inode]):
             await self.call("RemoveXattr", mp.XattrRequest(inode=inode, name=name))
 

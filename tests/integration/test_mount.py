@@ -485,6 +485,10 @@ def test_extended_attributes(mounted: tuple[LocalCluster, Path]) -> None:
     assert missing.value.errno == errno.ENODATA
     os.removexattr(f, "user.origin")
     assert os.listxattr(f) == ["user.empty"]
+    for bad, code in (("system.posix_acl_access", errno.EOPNOTSUPP), ("user." + "x" * 251, errno.ERANGE)):
+        with pytest.raises(OSError) as refused:  # (refused by the mount, as the master would)
+            os.setxattr(f, bad, b"")
+        assert refused.value.errno == code
     (mnt / "folder").mkdir()
     os.setxattr(mnt / "folder", "user.kind", b"folder")
     assert os.getxattr(mnt / "folder", "user.kind") == b"folder"
