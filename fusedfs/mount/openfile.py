@@ -68,6 +68,18 @@ class OpenFile:
     def inode(self) -> int:
         return self.attr.inode
 
+    def seen(self, attr: mp.Attr) -> None:
+        """The master's current attributes (a getattr): when another mount has changed the file
+        (`tail -f` of a log another machine appends to), its new size and chunks are read from
+        now on. While this mount has writes of its own not yet committed, its view stands."""
+        if self.dirty or self.uploads or self.writes != self.committed_writes:
+            return
+        if attr.size != self.size or attr.mtime_ns != self.attr.mtime_ns:
+            self.size = attr.size
+            self.refs = None  # (a chunk id names the same bytes for ever: cached data stays right)
+        if attr.ctime_ns >= self.attr.ctime_ns:
+            self.attr = attr
+
     def _committed(self, attr: mp.Attr, writes: int) -> None:
         self.shared.dircache.forget_inode(self.inode)
         self.committed_writes = max(self.committed_writes, writes)

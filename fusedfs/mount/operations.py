@@ -231,7 +231,11 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             left = self.attr_timeout - (time.monotonic() - when)
             if left > 0:
                 return self.entry(attr, timeout=left)
-        return self.entry(await self.call("GetAttr", mp.InodeRequest(inode=inode)))
+        attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
+        open_file = self.open_files.get(inode)
+        if open_file is not None:
+            open_file.seen(attr)
+        return self.entry(attr)
 
     @translate_errors
     async def setattr(

@@ -268,6 +268,36 @@ def test_close_to_open_across_mounts(mounted: tuple[LocalCluster, Path], tmp_pat
     assert (first / "shared.txt").read_bytes() == b"version 2, longer"
 
 
+def test_tail_f_on_one_mount_follows_a_file_another_appends_to(
+    mounted: tuple[LocalCluster, Path], tmp_path: Path
+) -> None:
+    """A reader that keeps the file open (`tail -f` of a log another machine writes) sees what
+    is appended elsewhere once the attribute timeout (1 s) has passed; it used to see nothing
+    new until it opened the file again. Beyond close-to-open, as NFS, MooseFS and JuiceFS do."""
+    cluster, writer_mount = mounted
+    reader_mount = cluster.mount(tmp_path / "reader")
+    with open(writer_mount / "app.log", "wb", buffering=0) as log:
+        log.write(b"line 1\n")
+        os.fsync(log.fileno())
+        tail = subprocess.Popen(["tail", "-f", str(reader_mount / "app.log")], stdout=subprocess.PIPE)
+        try:
+            with open(reader_mount / "app.log", "rb", buffering=0) as reader:
+                assert reader.read() == b"line 1\n"
+                for i in range(2, 5):
+                    log.write(b"line %d\n" % i)
+                    os.fsync(log.fileno())
+                got = b""
+                deadline = time.monotonic() + 5
+                while len(got) < 21 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    got += reader.read()
+                assert got == b"line 2\nline 3\nline 4\n"
+            time.sleep(2)  # tail -f looks once a second
+        finally:
+            tail.terminate()
+        assert tail.communicate(timeout=10)[0] == b"line 1\nline 2\nline 3\nline 4\n"
+
+
 def test_the_kernel_reads_ahead_a_mebibyte(mounted: tuple[LocalCluster, Path]) -> None:
     _, mnt = mounted  # (a sequential reader's requests then come 1 MiB at a time, not 128 KiB)
     real = str(mnt.resolve()).replace(" ", "\\040")
