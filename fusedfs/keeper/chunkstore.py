@@ -228,10 +228,15 @@ class ChunkStore:
             raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here")
         if self.free_bytes() < length + ALIGN:
             raise FsError(errno.ENOSPC, "keeper disk is full")
-        stalled = self.watch.stalled_for()
-        if stalled:  # the write would hang with the others: the client had better go elsewhere
-            raise FsError(errno.EIO, f"keeper disk has not answered for {stalled:.0f} s")
+        self.check_disk_answers()
         return ChunkWriter(self, chunk_id, length, crc)
+
+    def check_disk_answers(self) -> None:
+        """EIO while the disk leaves an operation unanswered (diskwatch.py): a write now would
+        hang with it, and its writer had better go to another keeper at once."""
+        stalled = self.watch.stalled_for()
+        if stalled:
+            raise FsError(errno.EIO, f"keeper disk has not answered for {stalled:.0f} s")
 
     def _install(self, tmp: Path, chunk_id: str, size: int) -> None:
         final = self._path(chunk_id)

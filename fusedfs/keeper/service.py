@@ -198,6 +198,7 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
         if first is None or not first.HasField("header"):
             abort_with(context, FsError(errno.EINVAL, "the first message must carry the copy's header"))
         try:
+            self.store.check_disk_answers()
             self.copies.put(first.header, itertools.chain([first.data], (m.data for m in request_iterator)))
         except FsError as e:
             abort_with(context, e)
@@ -224,6 +225,7 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
 
     def AppendMetadataJournal(self, request: kp.MetadataJournal, context: grpc.ServicerContext) -> kp.JournalAck:
         try:
+            self.store.check_disk_answers()  # (the master's shipping round waits for every keeper)
             return kp.JournalAck(last_seq=self.copies.append_journal(request))
         except FsError as e:
             abort_with(context, e)

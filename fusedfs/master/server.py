@@ -153,7 +153,9 @@ class MasterServer:
         changes = self.store.journal_end()
         if changes == self._copied_seq:
             return []
-        alive = spread_first(sorted(self.cluster.placeable(), key=lambda k: -k.free_bytes))
+        placeable = self.cluster.placeable()
+        answering = [k for k in placeable if not k.stalled] or placeable  # (not a disk that hangs)
+        alive = spread_first(sorted(answering, key=lambda k: -k.free_bytes))
         if not alive:
             log.warning("no keeper alive to take a copy of the metadata")
             return []
