@@ -45,9 +45,11 @@ WRITE_ATTEMPTS = 4
 # A keeper's read or write of a chunk: TRANSFER_STALL, and time for the bytes at MIN_TRANSFER_RATE.
 TRANSFER_STALL = 10.0
 MIN_TRANSFER_RATE = MiB
-# Seconds a small chunk's last keeper gets once the others have answered: a keeper that lags this
-# far behind them (its disk hangs, unnoticed so far) is given up, and the chunk goes elsewhere.
+# Seconds a small chunk's last keeper gets once the others have answered (or LAGGARD_FACTOR times
+# what they took, if longer): a keeper that lags that far behind them (its disk hangs, unnoticed so
+# far) is given up, and the chunk goes elsewhere.
 LAGGARD_WAIT = 2.0
+LAGGARD_FACTOR = 4.0
 # Seconds a chunk id reserved ahead is used: its keepers were chosen then, and one may have died
 # since (the master notices in 3 s; a write to it waits for the failure before going elsewhere).
 RESERVATION_MAX_AGE = 5.0
@@ -68,13 +70,16 @@ def transfer_timeout(length: int) -> float:
 
 def wait_but_for_a_laggard(calls: list[grpc.Future[Any]], grace: float) -> None:
     """Waits until every call (a gRPC future) is done, or (of two or more) all but one are and
-    `grace` seconds have passed since."""
+    `grace` seconds have passed since, or LAGGARD_FACTOR times what the others took if that is
+    longer (on a loaded machine every keeper is slow, and none is to be given up for it)."""
+    started = time.monotonic()
     done = threading.Semaphore(0)
     for call in calls:
         call.add_done_callback(lambda _: done.release())
     for _ in range(len(calls) - 1):
         done.acquire()
-    done.acquire(timeout=grace if len(calls) > 1 else None)
+    others = time.monotonic() - started
+    done.acquire(timeout=max(grace, LAGGARD_FACTOR * others) if len(calls) > 1 else None)
 
 
 @dataclass(frozen=True)
@@ -266,7 +271,7 @@ class ChunkTransfer:
         for keeper, call in calls:
             if not call.done():  # the laggard (its write, if it ends, is of a chunk id given up)
                 call.cancel()
-                log.info("write to %s: no answer %g s after the other keepers'", keeper.address, LAGGARD_WAIT)
+                log.info("write to %s: given up, the other keepers answered long before", keeper.address)
                 attempt.failed.append(keeper.keeper_id)
                 continue
             try:

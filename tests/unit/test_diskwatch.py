@@ -82,3 +82,12 @@ def test_the_last_keeper_of_a_small_write_gets_a_grace_once_the_others_answered(
         calls = [late] + [done_future() for _ in range(count - 1)]
         wait_but_for_a_laggard(calls, 0.6 if count > 1 else 0.01)
         assert late.done() and time.monotonic() - started >= 0.29
+
+
+def test_when_every_keeper_is_slow_the_last_is_given_more_time() -> None:
+    # (A loaded machine: the others took 0.3 s; the last, 0.9 s, is not a laggard at 4 times that.)
+    futures: list[Any] = [concurrent.futures.Future() for _ in range(3)]
+    for future, after in zip(futures, (0.3, 0.3, 0.9), strict=True):
+        threading.Timer(after, future.set_result, [None]).start()
+    wait_but_for_a_laggard(futures, 0.1)
+    assert all(f.done() for f in futures)
