@@ -216,7 +216,7 @@ class KeeperNode:
         if reply.reregister:
             return False
         for chunk_id in reply.delete:
-            self._deletes.submit(self.store.delete, chunk_id)
+            self._deletes.submit(self._delete, chunk_id)
         for command in reply.copy:
             self._copies.submit(self._copy, command)
         for chunk_id in reply.verify:
@@ -270,6 +270,12 @@ class KeeperNode:
         with self._copies_lock:
             self._copies_done.append(result)
         self._wake.set()
+
+    def _delete(self, chunk_id: str) -> None:
+        try:
+            self.store.delete(chunk_id)
+        except (FsError, OSError) as e:  # (still listed here: the next full report has it deleted again)
+            log.warning("delete %s: %s", chunk_id, e)
 
     def _verify(self, chunk_id: str) -> None:
         try:
