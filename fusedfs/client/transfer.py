@@ -59,6 +59,11 @@ ASK_WAIT = 0.2
 # Seconds a read from a disk on this machine may take (a whole chunk, on a slow disk) before the
 # keeper is asked over the network instead: a disk that hangs must not hang the read.
 LOCAL_READ_TIMEOUT = 5.0
+# A read not answered within HEDGE_BASE seconds and time for its bytes at HEDGE_RATE (a normal one
+# takes milliseconds) asks the next replica too, as HDFS's hedged reads do: a keeper whose disk
+# hangs under one chunk answers gRPC's pings, but not the read.
+HEDGE_BASE = 1.0
+HEDGE_RATE = 64 * MiB
 
 
 def transfer_timeout(length: int) -> float:
@@ -66,6 +71,11 @@ def transfer_timeout(length: int) -> float:
     for a slow or busy disk, yet short, because a transfer that meets a keeper whose disk hangs
     (its process still answering gRPC's pings) waits that long before it goes to another."""
     return TRANSFER_STALL + length / MIN_TRANSFER_RATE
+
+
+def hedge_after(length: int) -> float:
+    """Seconds a read of `length` bytes waits for its replica before the next one is asked too."""
+    return HEDGE_BASE + length / HEDGE_RATE
 
 
 def wait_but_for_a_laggard(calls: list[grpc.Future[Any]], grace: float) -> None:
@@ -159,6 +169,9 @@ class ChunkTransfer:
         self.pool = pool or master.pool
         self._ahead = _ReservedAhead(reserve_ahead) if reserve_ahead > 1 else None
         self.local = ShortCircuit(self.pool, short_circuit)
+        # Reads of a replica, so that a slow one can be left to itself while the next is asked
+        # (one stuck on a disk that hangs is free again after its transfer_timeout).
+        self._readers = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="read")
 
     def keeper(self, address: str) -> keeper_pb2_grpc.KeeperStub:
         return self.pool.stub(address, keeper_pb2_grpc.KeeperStub)
@@ -304,13 +317,9 @@ class ChunkTransfer:
         deadline = time.monotonic() + self.master.wait
         errors: list[str] = []
         while True:
-            for replica in self.replica_order(ref, wait=ASK_WAIT)[0]:
-                try:
-                    return self._read_from(replica, RangeRead(ref, offset, end))
-                except FsError as e:
-                    errors.append(f"{replica.address}: {e.message}")
-                    if e.errno == errno.EBADMSG:
-                        self.report_bad(ref.chunk_id, replica.keeper_id, e.message)
+            pieces = self._read_hedged(self.replica_order(ref, wait=ASK_WAIT)[0], RangeRead(ref, offset, end), errors)
+            if pieces is not None:
+                return pieces
             if time.monotonic() >= deadline:
                 raise FsError(
                     errno.EIO,
@@ -318,6 +327,33 @@ class ChunkTransfer:
                 )
             time.sleep(0.5)
             ref = self._refresh(inode, ref)
+
+    def _read_hedged(self, replicas: list[cp.KeeperRef], read: RangeRead, errors: list[str]) -> list[memoryview] | None:
+        """The range from the first of the replicas that answers, or None if all fail (each
+        failure noted in errors; a bad copy reported). The next replica is asked when those asked
+        so far have all failed, or none has answered within hedge_after: a read left behind
+        runs on in its thread, and what it gets is dropped."""
+        waiting: dict[concurrent.futures.Future[list[memoryview]], cp.KeeperRef] = {}
+        left = list(replicas)
+        ask_next = True
+        while True:
+            if ask_next and left:
+                replica = left.pop(0)
+                waiting[self._readers.submit(self._read_from, replica, read)] = replica
+            if not waiting:
+                return None
+            patience = hedge_after(read.size) if left else None
+            done, _ = concurrent.futures.wait(waiting, patience, concurrent.futures.FIRST_COMPLETED)
+            ask_next = not done  # none answered in time: ask the next one too
+            for future in done:
+                replica = waiting.pop(future)
+                try:
+                    return future.result()
+                except FsError as e:
+                    errors.append(f"{replica.address}: {e.message}")
+                    if e.errno == errno.EBADMSG:
+                        self.report_bad(read.ref.chunk_id, replica.keeper_id, e.message)
+                    ask_next = True
 
     def _refresh(self, inode: int, ref: mp.ChunkRef) -> mp.ChunkRef:
         reply = self.master.call("GetChunks", mp.GetChunksRequest(inode=inode, first_index=ref.index, count=1))
