@@ -1,5 +1,5 @@
-"""One process per data folder: a master's or keeper's --data is locked while it runs, and
-private to the user it runs as.
+"""One process per data folder: a master's or keeper's --data (and a mount's write-back folder)
+is locked while it runs, and private to the user it runs as.
 
 Two masters on one metadata store would each trust their own view of the chunks and delete what
 the other committed; two keepers on one folder would clear each other's partial writes at start.
@@ -37,3 +37,17 @@ def lock_data_dir(path: Path, role: str) -> TextIO:
     lock.write(f"pid {os.getpid()}\n")
     lock.flush()
     return lock
+
+
+def in_use(path: Path) -> bool:
+    """Whether a process holds the folder's lock (taken by lock_data_dir) now."""
+    try:
+        lock = open(path / "lock", "a+")  # noqa: SIM115 (closed below)
+    except OSError:
+        return False
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False

@@ -20,10 +20,11 @@ import pyfuse3
 import trio
 
 from fusedfs.client.master import MasterClient
+from fusedfs.datadir import lock_data_dir
 from fusedfs.errors import FsError
 from fusedfs.metrics import serve_metrics
 from fusedfs.mount.operations import Operations, translate_errors
-from fusedfs.mount.writeback import WriteBack
+from fusedfs.mount.writeback import WriteBack, left_behind
 
 log = logging.getLogger(__name__)
 _HANDLER_CODE = translate_errors(Operations.read).__code__  # the wrapper around every request handler
@@ -186,6 +187,16 @@ def run_mount(options: MountOptions) -> int:
     client = MasterClient(options.master, wait=options.wait)
     session_id = uuid.uuid4().hex
     writeback = WriteBack(options.cache_dir / f"mount-{session_id}", options.writeback_bytes)
+    lock = lock_data_dir(writeback.folder, "mount")  # (held while this mount lives: see left_behind)
+    for folder, files, size in left_behind(options.cache_dir, writeback.folder):
+        log.warning(
+            "%s was left by a mount that did not unmount: %d slot file(s), %.1f MiB written and never closed "
+            "or fsynced, so not on the cluster (file INODE-SLOT holds that chunk's range of the inode's data); "
+            "delete it when you no longer need it",
+            folder,
+            files,
+            size / 2**20,
+        )
     ops = Operations(
         client,
         session_id,
@@ -208,5 +219,6 @@ def run_mount(options: MountOptions) -> int:
         client.pool.close()
         if not writeback.close():
             log.error("written data that could not be uploaded is left in %s", writeback.folder)
+        lock.close()
         log.info("unmounted %s", options.mountpoint)
     return 0

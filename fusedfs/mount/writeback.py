@@ -17,13 +17,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 import trio
 
+from fusedfs.datadir import in_use
 from fusedfs.errors import FsError
 from fusedfs.fileio import disk_error, pwrite_all
+
+LEFT_AFTER = 60.0  # seconds a folder no mount holds must be left alone before it counts as left behind
 
 MEMORY_SLOT_BYTES = 256 << 10
 MEMORY_BYTES = 32 << 20
@@ -170,3 +174,25 @@ class WriteBack:
             return False
         shutil.rmtree(self.folder, ignore_errors=True)
         return True
+
+
+def left_behind(cache_dir: Path, own: Path) -> list[tuple[Path, int, int]]:
+    """The write-back folders in cache_dir of mounts that ended without unmounting (no process
+    holds their lock): (folder, files, bytes on disk) of each that still holds data, written and
+    never closed or fsynced, so never uploaded. Those that hold nothing are removed. (A folder
+    changed within LEFT_AFTER is left alone: a mount starting now may not hold its lock yet.)"""
+    found: list[tuple[Path, int, int]] = []
+    for folder in sorted(cache_dir.glob("mount-*")) if cache_dir.is_dir() else []:
+        try:
+            if folder == own or not folder.is_dir() or time.time() - folder.stat().st_mtime < LEFT_AFTER:
+                continue
+            if in_use(folder):
+                continue
+            slots = [path for path in folder.iterdir() if path.name != "lock"]
+            if not slots:
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            found.append((folder, len(slots), sum(path.stat().st_blocks * 512 for path in slots)))
+        except OSError:
+            continue
+    return found

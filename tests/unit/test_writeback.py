@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from fusedfs.datadir import lock_data_dir
 from fusedfs.errors import FsError
-from fusedfs.mount.writeback import WriteBack
+from fusedfs.mount.writeback import LEFT_AFTER, WriteBack, left_behind
 
 
 @pytest.mark.parametrize("memory_slot_bytes", [0, 1000])  # slots in files, slots in memory
@@ -74,3 +75,25 @@ def test_a_full_cache_disk_is_enospc_and_keeps_the_slot(tmp_path: Path, monkeypa
     monkeypatch.setattr(os, "pwrite", real_pwrite)
     assert bytes(slot.memory or b"") == b"abc" and cache.read(slot, 0, 100) == b"abc"  # still in memory, as it was
     assert not list((tmp_path / "m").iterdir())
+
+
+def test_folders_of_mounts_that_did_not_unmount_are_found_and_empty_ones_removed(tmp_path: Path) -> None:
+    own = tmp_path / "mount-own"
+    live = tmp_path / "mount-live"  # another mount on this machine, running
+    crashed = tmp_path / "mount-crashed"  # one killed with unsaved writes
+    empty = tmp_path / "mount-empty"  # one killed with nothing unsaved
+    fresh = tmp_path / "mount-fresh"  # one that may be starting: not yet locked
+    held = [lock_data_dir(folder, "mount") for folder in (own, live)]
+    for folder in (crashed, empty, fresh):
+        lock_data_dir(folder, "mount").close()
+    (crashed / "12-0").write_bytes(b"x" * 5000)
+    (crashed / "12-3").write_bytes(b"y")
+    (fresh / "13-0").write_bytes(b"z")
+    old = os.stat(crashed).st_mtime - 2 * LEFT_AFTER
+    for folder in (own, live, crashed, empty):
+        os.utime(folder, (old, old))
+    [(folder, files, size)] = left_behind(tmp_path, own)
+    assert folder == crashed and files == 2 and size >= 5000
+    assert not empty.exists() and fresh.exists() and live.exists()
+    for lock in held:
+        lock.close()
