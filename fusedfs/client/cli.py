@@ -9,8 +9,11 @@ import json
 import os
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import BinaryIO
 
 from fusedfs.chunks import MAX_GOAL
@@ -36,12 +39,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    up = commands.add_parser("upload", help="store a local file (or - for stdin) as NAME")
+    up = commands.add_parser("upload", help="store a local file (or - for stdin; -r: a folder) as NAME")
     up.add_argument("name", metavar="NAME", help="path in the file system, e.g. /a/b.txt")
     up.add_argument("path", metavar="PATH", nargs="?", help="local file (default: NAME's last part; - reads stdin)")
-    down = commands.add_parser("download", help="fetch NAME into a local file (or - for stdout)")
+    up.add_argument("-r", "--recursive", action="store_true", help="PATH is a folder: store all it holds under NAME")
+    down = commands.add_parser("download", help="fetch NAME into a local file (or - for stdout; -r: a folder)")
     down.add_argument("name", metavar="NAME")
     down.add_argument("path", metavar="PATH", nargs="?", help="local file (default: NAME's last part; - is stdout)")
+    down.add_argument("-r", "--recursive", action="store_true", help="NAME is a folder: fetch all it holds into PATH")
     ls = commands.add_parser("ls", help="list a directory")
     ls.add_argument("name", metavar="DIR", nargs="?", default="/")
     rm = commands.add_parser("rm", help="remove a file or an empty directory")
@@ -111,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
     named = ("upload", "download", "rm", "mkdir", "ls", "info", "trash", "du", "goal")
     if args.command in named and name and name[0] != "/":
         name = "/" + name
-    if args.command == "upload":
+    if args.command == "upload" and args.recursive:
+        _upload_tree(files, name, args.path or os.path.basename(name.rstrip("/")))
+    elif args.command == "download" and args.recursive:
+        _download_tree(files, name, args.path or os.path.basename(name.rstrip("/")) or ".")
+    elif args.command == "upload":
         local = args.path or os.path.basename(name)
         with _open_local(local, "rb") as source:
             total = os.fstat(source.fileno()).st_size if local != "-" else None
@@ -341,10 +350,17 @@ def _download(files: FileClient, name: str, local: str, total: int) -> None:
         with _progress(None, f"download {name}") as progress:
             files.download(name, sys.stdout.buffer, progress=progress)
         return
-    # Into a temporary name first: a failed download never leaves a truncated file behind.
+    with _progress(total, f"download {name}") as progress:
+        _fetch(files, name, local, total, progress)
+    print(f"downloaded {name} to {local} ({_size(total)})", file=sys.stderr)
+
+
+def _fetch(files: FileClient, name: str, local: str, total: int, progress: Callable[[int], None]) -> None:
+    """NAME into the local file: into a temporary name first, so that a failed download never
+    leaves a truncated file behind."""
     partial = f"{local}.fusedfs-part"
     try:
-        with open(partial, "wb") as sink, _progress(total, f"download {name}") as progress:
+        with open(partial, "wb") as sink:
             if total:
                 # Reserve the space up front: fails early on a full disk, and the kernel's block
                 # allocation is cheaper in one go than page by page.
@@ -354,7 +370,92 @@ def _download(files: FileClient, name: str, local: str, total: int) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
-    print(f"downloaded {name} to {local} ({_size(total)})", file=sys.stderr)
+
+
+TREE_PARALLEL = 4  # files of a folder moved at once (each moves its chunks `parallel` at a time)
+
+
+def _upload_tree(files: FileClient, name: str, local: str) -> None:
+    """The local folder and everything in it, stored under NAME (folders made as needed)."""
+    root = Path(local)
+    if not root.is_dir():
+        raise FsError(errno.ENOTDIR, f"{local} is not a folder (upload without -r stores one file)")
+    regular: list[tuple[str, Path, int, int]] = []  # (name, local path, size, mode)
+    skipped = 0
+    for folder, subfolders, names in os.walk(root):
+        relative = Path(folder).relative_to(root).as_posix()
+        here = name.rstrip("/") + ("" if relative == "." else "/" + relative)
+        files.makedirs(here or "/")
+        for entry in sorted(names):
+            st = os.lstat(os.path.join(folder, entry))
+            if stat.S_ISREG(st.st_mode):
+                regular.append((f"{here}/{entry}", Path(folder) / entry, st.st_size, stat.S_IMODE(st.st_mode)))
+            else:
+                skipped += 1
+        skipped += sum(1 for d in subfolders if os.path.islink(os.path.join(folder, d)))  # (not followed)
+
+    def one(item: tuple[str, Path, int, int], progress: Callable[[int], None]) -> None:
+        with open(item[1], "rb") as source:
+            files.upload(source, item[0], mode=item[3], progress=progress)
+
+    total = sum(item[2] for item in regular)
+    _in_parallel(regular, one, total, f"upload {name}")
+    note = f"; {skipped} symlinks and special files left out" if skipped else ""
+    print(f"uploaded {local} to {name}: {len(regular)} files, {_size(total)}{note}", file=sys.stderr)
+
+
+def _download_tree(files: FileClient, name: str, local: str) -> None:
+    """The folder NAME and everything in it, into the local folder (made as needed)."""
+    if not stat.S_ISDIR(files.stat(name).mode):
+        raise FsError(errno.ENOTDIR, f"{name} is not a folder (download without -r fetches one file)")
+    regular: list[tuple[str, Path, int, int]] = []
+    skipped = 0
+    pending = [(name.rstrip("/"), Path(local))]
+    while pending:
+        folder, into = pending.pop()
+        into.mkdir(parents=True, exist_ok=True)
+        for entry, attr in files.listdir(folder or "/"):
+            child, target = f"{folder}/{os.fsdecode(entry)}", into / os.fsdecode(entry)
+            if stat.S_ISDIR(attr.mode):
+                pending.append((child, target))
+            elif stat.S_ISREG(attr.mode):
+                regular.append((child, target, attr.size, stat.S_IMODE(attr.mode)))
+            else:
+                skipped += 1
+
+    def one(item: tuple[str, Path, int, int], progress: Callable[[int], None]) -> None:
+        _fetch(files, item[0], str(item[1]), item[2], progress)
+        os.chmod(item[1], item[3])
+
+    total = sum(item[2] for item in regular)
+    _in_parallel(regular, one, total, f"download {name}")
+    note = f"; {skipped} symlinks and special files left out" if skipped else ""
+    print(f"downloaded {name} to {local}: {len(regular)} files, {_size(total)}{note}", file=sys.stderr)
+
+
+def _in_parallel(
+    items: list[tuple[str, Path, int, int]],
+    move: Callable[[tuple[str, Path, int, int], Callable[[int], None]], None],
+    total: int,
+    label: str,
+) -> None:
+    """move(item, progress) for every item, TREE_PARALLEL at once, under one progress bar; the
+    first failure ends it (files not begun are left; those moved so far stay)."""
+    with _progress(total, label) as progress, ThreadPoolExecutor(TREE_PARALLEL) as pool:
+        lock = threading.Lock()
+
+        def counted(n: int) -> None:
+            with lock:
+                progress(n)
+
+        moving = [pool.submit(move, item, counted) for item in items]
+        try:
+            for one in moving:
+                one.result()
+        except BaseException:
+            for one in moving:
+                one.cancel()
+            raise
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import random
 import shutil
 import signal
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -75,6 +76,35 @@ def test_cli_roundtrip_100_mib(cluster: LocalCluster, tmp_path: Path) -> None:
     assert status["chunks"]["under_replicated"] == 0 and status["chunks"]["lost"] == 0
     assert [k["alive"] for k in status["keepers"]] == [True, True, True]
     assert all(k["chunks"] == 13 for k in status["keepers"])
+
+
+def test_cli_uploads_and_downloads_a_folder_with_r(cluster: LocalCluster, tmp_path: Path) -> None:
+    tree = tmp_path / "project"
+    (tree / "src" / "deep").mkdir(parents=True)
+    (tree / "empty").mkdir()
+    (tree / "README").write_text("hello\n")
+    (tree / "src" / "data.bin").write_bytes(os.urandom(3 * MiB + 7))
+    (tree / "src" / "deep" / "empty.txt").write_bytes(b"")
+    os.chmod(tree / "src" / "deep" / "empty.txt", 0o600)
+    for i in range(20):
+        (tree / "src" / f"small{i:02}.py").write_bytes(os.urandom(i * 100))
+    os.symlink("README", tree / "link")  # left out, and said so
+    master = cluster.master_address
+    up = run_cli("client", master, "upload", "-r", "/backup/project", str(tree))
+    assert up.returncode == 0, up.stderr
+    assert b"23 files" in up.stderr and b"1 symlinks and special files left out" in up.stderr
+    assert b"small07.py" in run_cli("client", master, "ls", "/backup/project/src").stdout
+    back = tmp_path / "back"
+    down = run_cli("client", master, "download", "-r", "/backup/project", str(back))
+    assert down.returncode == 0, down.stderr
+    (tree / "link").unlink()
+    assert subprocess.run(["diff", "-r", str(tree), str(back)]).returncode == 0
+    assert stat.S_IMODE((back / "src" / "deep" / "empty.txt").stat().st_mode) == 0o600
+    assert (back / "empty").is_dir()
+    # Mistakes are one readable line each.
+    for args in (("upload", "-r", "/x", str(tree / "README")), ("download", "-r", "/backup/project/README", "y")):
+        wrong = run_cli("client", master, *args)
+        assert wrong.returncode != 0 and b"not a folder" in wrong.stderr and b"Traceback" not in wrong.stderr
 
 
 def test_stdin_stdout_and_holes(files: FileClient, cluster: LocalCluster) -> None:
