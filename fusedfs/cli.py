@@ -397,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # bad addresses and similar argument mistakes found late
         print(f"fusedfs: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`status | head`): say nothing, as other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (nor at Python's exit)
+        return 141
     except OSError as e:
         print(f"fusedfs: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -72,6 +73,19 @@ def test_cli_roundtrip_100_mib(cluster: LocalCluster, tmp_path: Path) -> None:
     assert b"data.bin" in listing.stdout and str(len(data)).encode() in listing.stdout
     status = json.loads(run_cli("client", cluster.master_address, "status", "--json").stdout)
     assert status["files"] == 1
+    # A reader that went away (`status | head -1`) gets no error message (it was "Broken pipe").
+    gone, writer = os.pipe()
+    os.close(gone)
+    try:
+        piped = subprocess.run(
+            [sys.executable, "-m", "fusedfs", "client", cluster.master_address, "status"],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    finally:
+        os.close(writer)
+    assert piped.returncode == 141 and piped.stderr == b"", piped.stderr
     assert status["chunks"]["total"] == 13  # 100 MiB in 8 MiB chunks
     assert status["chunks"]["under_replicated"] == 0 and status["chunks"]["lost"] == 0
     assert [k["alive"] for k in status["keepers"]] == [True, True, True]
