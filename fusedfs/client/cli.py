@@ -398,10 +398,7 @@ def _upload_tree(files: FileClient, name: str, local: str) -> None:
         with open(item[1], "rb") as source:
             files.upload(source, item[0], mode=item[3], progress=progress)
 
-    total = sum(item[2] for item in regular)
-    _in_parallel(regular, one, total, f"upload {name}")
-    note = f"; {skipped} symlinks and special files left out" if skipped else ""
-    print(f"uploaded {local} to {name}: {len(regular)} files, {_size(total)}{note}", file=sys.stderr)
+    _in_parallel(regular, one, f"upload {name}", f"uploaded {local} to {name}", skipped)
 
 
 def _download_tree(files: FileClient, name: str, local: str) -> None:
@@ -427,20 +424,19 @@ def _download_tree(files: FileClient, name: str, local: str) -> None:
         _fetch(files, item[0], str(item[1]), item[2], progress)
         os.chmod(item[1], item[3])
 
-    total = sum(item[2] for item in regular)
-    _in_parallel(regular, one, total, f"download {name}")
-    note = f"; {skipped} symlinks and special files left out" if skipped else ""
-    print(f"downloaded {name} to {local}: {len(regular)} files, {_size(total)}{note}", file=sys.stderr)
+    _in_parallel(regular, one, f"download {name}", f"downloaded {name} to {local}", skipped)
 
 
 def _in_parallel(
     items: list[tuple[str, Path, int, int]],
     move: Callable[[tuple[str, Path, int, int], Callable[[int], None]], None],
-    total: int,
     label: str,
+    summary: str,
+    skipped: int,
 ) -> None:
-    """move(item, progress) for every item, TREE_PARALLEL at once, under one progress bar; the
-    first failure ends it (files not begun are left; those moved so far stay)."""
+    """move(item, progress) for every item, TREE_PARALLEL at once, under one progress bar, then
+    the summary line; the first failure ends it (files not begun are left; those moved stay)."""
+    total = sum(item[2] for item in items)
     with _progress(total, label) as progress, ThreadPoolExecutor(TREE_PARALLEL) as pool:
         lock = threading.Lock()
 
@@ -456,6 +452,8 @@ def _in_parallel(
             for one in moving:
                 one.cancel()
             raise
+    note = f"; {skipped} symlinks and special files left out" if skipped else ""
+    print(f"{summary}: {len(items)} files, {_size(total)}{note}", file=sys.stderr)
 
 
 @contextlib.contextmanager
