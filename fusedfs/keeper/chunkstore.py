@@ -9,7 +9,10 @@ Layout of the data folder:
 The file format is chunkfile.py's. A chunk is written to tmp/, fsynced, then renamed into chunks/
 and the folder fsynced: a chunk file either is whole and durable, or does not exist. Every read
 checks the blocks it returns. Every disk operation of a write is timed by the store's DiskWatch,
-and while the disk does not answer (diskwatch.py) new writes are refused at once.
+and while the disk does not answer (diskwatch.py) new writes are refused at once. A streamed
+write runs its disk work in the store's disk threads (`answered`), so that a disk that stops
+answering under it fails it within STALL_AFTER instead of holding it, and every keeper and
+writer upstream of it, until their timeouts.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as StepTimeout
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from fusedfs.chunkfile import (
     ALIGN,
@@ -48,6 +53,21 @@ from fusedfs.keeper.diskwatch import DiskWatch
 log = logging.getLogger(__name__)
 
 PROBE_FILE = "disk-probe"
+# As many as the keeper's request threads (node.py), so that a step never waits for a thread and
+# its STALL_AFTER is the disk's alone. (One held by a disk that stopped answering is free again
+# when the disk answers; new writes are refused meanwhile.)
+DISK_THREADS = 64
+
+T = TypeVar("T")
+
+
+class DiskNotAnswering(FsError):
+    """A step of a write that the disk has not finished within STALL_AFTER. The step goes on in
+    its thread (`step`); whatever must follow it (an abort) is to wait for it there."""
+
+    def __init__(self, step: Future[Any], seconds: float) -> None:
+        super().__init__(errno.EIO, f"keeper disk has not answered for {seconds:.0f} s")
+        self.step = step
 
 
 def _check_id(chunk_id: str) -> None:
@@ -147,6 +167,7 @@ class ChunkStore:
         self.root = root
         self.reserve_bytes = reserve_bytes
         self.watch = DiskWatch()
+        self._disk_threads = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="chunk-disk")
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {}
         self._added: set[str] = set()
@@ -230,6 +251,15 @@ class ChunkStore:
             raise FsError(errno.ENOSPC, "keeper disk is full")
         self.check_disk_answers()
         return ChunkWriter(self, chunk_id, length, crc)
+
+    def answered(self, step: Callable[[], T]) -> T:
+        """step() (disk work of a write) in one of the store's disk threads, waited for at most
+        the watch's stall_after; DiskNotAnswering after that."""
+        future = self._disk_threads.submit(step)
+        try:
+            return future.result(timeout=self.watch.stall_after)
+        except StepTimeout:
+            raise DiskNotAnswering(future, self.watch.stall_after) from None
 
     def check_disk_answers(self) -> None:
         """EIO while the disk leaves an operation unanswered (diskwatch.py): a write now would

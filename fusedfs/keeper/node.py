@@ -25,7 +25,7 @@ from google.protobuf import json_format
 from fusedfs.chunkfile import CorruptChunk
 from fusedfs.errors import FsError
 from fusedfs.grpcutil import ChannelPool, format_address, make_server, parse_address
-from fusedfs.keeper.chunkstore import ChunkStore
+from fusedfs.keeper.chunkstore import DISK_THREADS, ChunkStore
 from fusedfs.keeper.diskwatch import FAIL_AFTER
 from fusedfs.keeper.metacopies import MetadataCopies
 from fusedfs.keeper.scrub import DEFAULT_INTERVAL as DEFAULT_SCRUB_INTERVAL
@@ -83,7 +83,7 @@ class KeeperNode:
         self._copies_done: list[mp.CopyResult] = []
         self._copies_lock = threading.Lock()
 
-        self.server = make_server(max_workers=64)
+        self.server = make_server(max_workers=DISK_THREADS)  # (a streamed write has one of each)
         keeper_pb2_grpc.add_KeeperServicer_to_server(
             KeeperService(store, self.keeper_id, self.pool, self.load, MetadataCopies(store.root, store.cluster_id)),
             self.server,

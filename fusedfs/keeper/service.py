@@ -7,11 +7,14 @@ so a chunk crosses each link once and no keeper buffers it whole.
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 import grpc
 
@@ -19,7 +22,7 @@ from fusedfs.chunkfile import CorruptChunk
 from fusedfs.chunks import MAX_GOAL, PIECE_SIZE, MiB
 from fusedfs.errors import FsError, abort_with
 from fusedfs.grpcutil import ChannelPool
-from fusedfs.keeper.chunkstore import ChunkStore
+from fusedfs.keeper.chunkstore import ChunkStore, ChunkWriter, DiskNotAnswering
 from fusedfs.keeper.metacopies import MetadataCopies
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp
@@ -32,6 +35,19 @@ _QUEUE_DEPTH = 4
 JOURNAL_BATCH_BYTES = MiB  # metadata changes per message (each a row: a few hundred bytes, 64 KiB at most)
 MAX_PIPELINE = MAX_GOAL - 1  # keepers a write may be forwarded through (after the first, of a goal's worth)
 _END = object()
+
+T = TypeVar("T")
+
+
+def _at_once(step: Callable[[], T]) -> T:
+    return step()
+
+
+def _abort_made_writer(begun: Future[Any]) -> None:
+    """Once a begin_write given up on ends after all: its writer's file is not wanted."""
+    writer = None if begun.cancelled() or begun.exception() else begun.result()
+    if isinstance(writer, ChunkWriter):
+        writer.abort()
 
 
 class LoadGauge:
@@ -125,10 +141,19 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must carry the chunk header")
             assert first is not None
             header = first.header
+            # A streamed write (a pipeline's, or one of several pieces) has its disk work bounded,
+            # so that this keeper's disk hanging under it fails it naming this keeper, within
+            # seconds. A small chunk's one message is written here at once (a thread hop would
+            # cost every small file; its writer gives up a laggard among its keepers itself).
+            streamed = bool(header.downstream) or header.length > len(first.data)
+            disk = self.store.answered if streamed else _at_once
             forward = None
             try:
                 self._check_pipeline(header)
-                writer = self.store.begin_write(header.chunk_id, header.length, header.crc32c)
+                writer = disk(functools.partial(self.store.begin_write, header.chunk_id, header.length, header.crc32c))
+            except DiskNotAnswering as e:
+                e.step.add_done_callback(_abort_made_writer)
+                abort_with(context, e)
             except FsError as e:
                 abort_with(context, e)
             try:
@@ -136,29 +161,29 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
                     remaining = context.time_remaining()
                     forward = Forwarder(self.pool, header, remaining if remaining else DEFAULT_WRITE_TIMEOUT)
                 if first.data:
-                    writer.write(first.data)
+                    disk(functools.partial(writer.write, first.data))
                     if forward:
                         forward.send(kp.WriteChunkMessage(data=first.data))
                 for message in request_iterator:
                     if message.HasField("header"):  # see Forwarder.abandon
                         raise FsError(errno.EINVAL, "a second header: the writer gave the write up")
-                    writer.write(message.data)
+                    disk(functools.partial(writer.write, message.data))
                     if forward:
                         forward.send(message)
                 if forward:
                     forward.end()  # the keepers of a pipeline sync their copies to disk in parallel
                 if not context.is_active():  # the writer gave up (cancelled): nobody waits for this copy
                     raise FsError(errno.ECANCELED, "the write was cancelled")
-                writer.commit()
-            except FsError as e:
-                writer.abort()
+                disk(writer.commit)
+            except BaseException as e:
+                if isinstance(e, DiskNotAnswering):  # (the writer is busy in that step until the disk answers)
+                    e.step.add_done_callback(lambda _: writer.abort())
+                else:
+                    writer.abort()
                 if forward:
                     forward.abandon()
-                abort_with(context, e)
-            except BaseException:
-                writer.abort()
-                if forward:
-                    forward.abandon()
+                if isinstance(e, FsError):
+                    abort_with(context, e)
                 raise
             reply = kp.WriteChunkReply(stored_on=[self.keeper_id])
             if forward:
