@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="send a copy of the metadata to 3 keepers this often, when it changed (default 600; 0: never)",
     )
     master.add_argument(
+        "--reserve",
+        type=int,
+        default=256,
+        metavar="MiB",
+        help="room to keep on the metadata's disk: below it only deletions are taken (default 256)",
+    )
+    master.add_argument(
         "--restore-from",
         metavar="KEEPER",
         help="first fetch the newest metadata copy from this keeper (HOST:PORT) into an empty --data",
@@ -270,6 +277,7 @@ def run_master(args: argparse.Namespace) -> int:
         upload_lease=args.upload_lease,
         max_jobs_per_keeper=max(1, args.repair_jobs),
         trash_seconds=max(0.0, args.trash_hours) * 3600,
+        reserve_bytes=max(0, args.reserve) * MiB,
     )
     lock = lock_data_dir(args.data, "master")
     if args.restore_from:

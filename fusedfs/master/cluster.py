@@ -72,6 +72,7 @@ class Settings:
     max_jobs_per_keeper: int = 4  # concurrent repair copies per keeper (throttle)
     copy_timeout: float = 120.0
     trash_seconds: float = 0.0  # how long a deleted file is kept, chunks and all (0: no trash)
+    reserve_bytes: int = 0  # room the metadata's disk keeps: below it only deletions are taken
 
     @property
     def min_copies(self) -> int:

@@ -9,6 +9,7 @@ garbage that no keeper holds any more.
 from __future__ import annotations
 
 import logging
+import math
 import stat
 import threading
 import time
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 TICK = 0.5
 SHIP_EVERY = 0.1  # seconds between sending the metadata's changes to the keepers
+LOW_ROOM_COPY_EVERY = 10.0  # seconds between metadata copies while its disk is low on room
 JOURNAL_MAX = 1_000_000  # changes kept for the keepers at most (~200 MB); older ones are dropped
 
 
@@ -136,10 +138,17 @@ class MasterServer:
                 log.exception("sending metadata changes failed")
 
     def _copy_loop(self) -> None:
-        # The first copy once the keepers have had time to register, then one every copy_every s.
-        delay = self.settings.dead_after + TICK
-        while not self._stop.wait(delay):
-            delay = self.copy_every
+        # The first copy once the keepers have had time to register, then one every copy_every s;
+        # while the metadata's disk is low on room, every LOW_ROOM_COPY_EVERY s: the journal
+        # keeps every change since the last copy, so the pages that deletions free are used again
+        # only after the next.
+        first, last = time.monotonic() + self.settings.dead_after + TICK, -math.inf
+        while not self._stop.wait(TICK):
+            now = time.monotonic()
+            every = min(self.copy_every, LOW_ROOM_COPY_EVERY) if self.service.low_on_room else self.copy_every
+            if now < first or now - last < every:
+                continue
+            last = now
             try:
                 self.copy_metadata()
             except Exception:  # keep trying

@@ -53,6 +53,20 @@ def handler(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def needs_room(method: F) -> F:
+    """A change that adds metadata: refused (ENOSPC) while the master's disk has less room than
+    its reserve, so that the metadata never fills it. Deletions go on (within the reserve), to
+    make room; the master's own bookkeeping too (HDFS's NameNode likewise stops taking changes
+    when its disk runs low, though it takes no deletions either)."""
+
+    @functools.wraps(method)
+    def wrapper(self: MasterService, request: Any, context: grpc.ServicerContext) -> Any:
+        self.check_room()
+        return method(self, request, context)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def to_attr(inode: Inode) -> mp.Attr:
     return mp.Attr(
         inode=inode.id,
@@ -94,6 +108,26 @@ class MasterService(master_pb2_grpc.MasterServicer):
         self.sessions = sessions
         self.cluster_id = store.cluster_id()
         self._refused: set[str] = set()  # keepers of another cluster, logged once each
+        self.low_on_room = False  # below the reserve when last asked (server.py then copies the metadata soon)
+
+    def check_room(self) -> None:
+        """ENOSPC while the metadata's disk has less room than the reserve (see needs_room)."""
+        reserve = self.cluster.settings.reserve_bytes
+        room = self.store.room_bytes() if reserve else 1
+        low = room < reserve
+        if low != self.low_on_room:
+            self.low_on_room = low
+            if low:
+                log.error("the metadata disk has %d MiB of room, below the reserve: only deletions taken", room >> 20)
+            else:
+                log.warning("the metadata disk has room again (%d MiB): taking every change", room >> 20)
+        if low:
+            raise FsError(
+                errno.ENOSPC,
+                f"the master's metadata disk is nearly full ({room >> 20} MiB left, reserve {reserve >> 20} MiB):"
+                " only deletions are taken until there is room (deleted files stay in the trash until purged:"
+                " fusedfs client MASTER trash purge /)",
+            )
 
     def _apply(
         self,
@@ -119,6 +153,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return to_attr(self.ns.getattr(request.inode))
 
     @handler
+    @needs_room
     def SetAttr(self, request: mp.SetAttrRequest, context: grpc.ServicerContext) -> mp.Attr:
         now = self.ns.clock()
         inode, changes = self.ns.setattr(
@@ -156,19 +191,23 @@ class MasterService(master_pb2_grpc.MasterServicer):
             ref.replicas.add(keeper_id=view.keeper_id, address=view.address)
 
     @handler
+    @needs_room
     def MakeDir(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         return self._node(self.ns.mkdir(request.parent, request.name, request.mode, request.uid, request.gid))
 
     @handler
+    @needs_room
     def CreateFile(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         added = self.ns.create(request.parent, request.name, request.mode, request.uid, request.gid, request.exclusive)
         return self._node(added)
 
     @handler
+    @needs_room
     def Symlink(self, request: mp.SymlinkRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         return self._node(self.ns.symlink(request.parent, request.name, request.target, request.uid, request.gid))
 
     @handler
+    @needs_room
     def MakeSpecial(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         args = (request.parent, request.name, request.mode, request.uid, request.gid, request.rdev)
         return self._node(self.ns.mknod(*args))
@@ -178,6 +217,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return mp.ReadLinkReply(target=self.ns.readlink(request.inode))
 
     @handler
+    @needs_room
     def Link(self, request: mp.LinkRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         return self._node(self.ns.link(request.inode, request.new_parent, request.new_name))
 
@@ -199,6 +239,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return to_attr(self.ns.getattr(request.parent))
 
     @handler
+    @needs_room
     def Rename(self, request: mp.RenameRequest, context: grpc.ServicerContext) -> cp.Empty:
         self._apply(self.ns.rename(request.parent, request.name, request.new_parent, request.new_name, request.flags))
         return cp.Empty()
@@ -216,6 +257,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         )
 
     @handler
+    @needs_room
     def SetXattr(self, request: mp.SetXattrRequest, context: grpc.ServicerContext) -> cp.Empty:
         self.ns.setxattr(request.inode, request.name, request.value, request.flags)
         return cp.Empty()
@@ -265,6 +307,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return reply
 
     @handler
+    @needs_room
     def AllocateChunks(
         self, request: mp.AllocateChunksRequest, context: grpc.ServicerContext
     ) -> mp.AllocateChunksReply:
@@ -293,6 +336,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return cp.Empty()
 
     @handler
+    @needs_room
     def CommitChunks(self, request: mp.CommitChunksRequest, context: grpc.ServicerContext) -> mp.Attr:
         committed, stored_on = _committed(request.chunks)
         mtime = request.mtime_ns if request.HasField("mtime_ns") else None
@@ -301,6 +345,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return to_attr(inode)
 
     @handler
+    @needs_room
     def PutFile(self, request: mp.PutFileRequest, context: grpc.ServicerContext) -> mp.Attr:
         committed, stored_on = _committed(request.chunks)
         mtime = request.mtime_ns if request.HasField("mtime_ns") else None
@@ -416,6 +461,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return mp.GoalReply(goal=goal or cluster_goal, own=bool(goal), cluster_goal=cluster_goal)
 
     @handler
+    @needs_room
     def SetGoal(self, request: mp.SetGoalRequest, context: grpc.ServicerContext) -> mp.SetGoalReply:
         change = self.ns.set_goal(request.path, request.goal, request.recursive)
         self.cluster.set_goals(change.chunks)
@@ -432,6 +478,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return reply
 
     @handler
+    @needs_room
     def RestoreTrash(self, request: mp.RestoreTrashRequest, context: grpc.ServicerContext) -> mp.RestoreTrashReply:
         if not request.inode and not request.path:
             raise FsError(errno.EINVAL, "restore needs a path or an inode")

@@ -57,6 +57,8 @@ Schema (every column and sentinel explained here, and only here):
 
 from __future__ import annotations
 
+import errno
+import os
 import secrets
 import sqlite3
 import threading
@@ -67,6 +69,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Protocol
+
+from fusedfs.errors import FsError
 
 ROOT_INODE = 1
 # 2 added xattrs and orphans, 3 the journal, 4 the trash, 5 goals (older stores are upgraded in place)
@@ -149,6 +153,7 @@ class MetadataStore(Protocol):
     """What the namespace needs from a storage engine; all calls inside transaction()."""
 
     def transaction(self) -> AbstractContextManager[None]: ...
+    def room_bytes(self) -> int: ...
     def cluster_id(self) -> str: ...
     def get_inode(self, ino: int) -> Inode | None: ...
     def insert_inode(self, inode: Inode) -> int: ...
@@ -476,14 +481,28 @@ class SqliteStore:
                 if self._db.total_changes - changes > self._unjournaled:
                     mark = self._db.execute(f"INSERT INTO journal (tbl, deleted) VALUES ('{COMMIT_MARK}', 0)")
                     journal_end = mark.lastrowid or journal_end
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error) and e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL:
+                    raise FsError(errno.ENOSPC, "the master's metadata disk is full") from e
                 raise
             else:
-                self._db.execute("COMMIT")
                 self._journal_end = journal_end
             finally:
                 self._depth = 0
+
+    def room_bytes(self) -> int:
+        """Bytes the metadata can still grow by and leave room for a copy of itself (a metadata
+        copy is taken on this disk before it is sent): the free space of its disk and the pages
+        SQLite freed and reuses (a deletion frees pages, not disk space), less its size."""
+        st = os.statvfs(self.path.parent)
+        with self._lock:
+            free_pages, pages, page_size = (
+                self._db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("freelist_count", "page_count", "page_size")
+            )
+        return st.f_bavail * st.f_frsize + (free_pages - pages) * page_size
 
     # --- inodes and names ------------------------------------------------------------------------
 

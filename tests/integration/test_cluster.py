@@ -745,6 +745,55 @@ def test_full_cluster_gives_enospc(small_disk: SmallDisk, make_cluster: MakeClus
         assert run_cli("client", cluster.master_address, "download", "/fits", "-").stdout == fits
 
 
+def test_a_full_metadata_disk_is_enospc_and_deletions_make_room(
+    small_disk: SmallDisk, make_cluster: MakeCluster
+) -> None:
+    """The master's disk runs low: a change that adds metadata is ENOSPC, saying why (it was EIO,
+    with a traceback in the master's log for each); reads and deletions go on; once deletions
+    have made room (the copy of the metadata taken soon after lets the pages they free be used
+    again: the journal holds every change since the last copy), changes are taken again."""
+    cluster = make_cluster(start=False, master_args=["--reserve", "4", "--metadata-copies-every", "600"])
+    small_disk(cluster.data_dir / "master", 24)
+    cluster.start()
+    master = MasterClient(cluster.master_address, wait=5)
+    try:
+        folder = master.call("MakeDir", mp.MakeNodeRequest(parent=1, name=b"d", mode=0o755)).attr.inode
+        value = os.urandom(60_000)
+        names: list[bytes] = []
+        with pytest.raises(FsError) as full:
+            for i in range(1000):  # (each about twice its size: the row, and the journal's copy)
+                master.call("SetXattr", mp.SetXattrRequest(inode=folder, name=b"user.v%d" % i, value=value))
+                names.append(b"user.v%d" % i)
+        assert full.value.errno == errno.ENOSPC and "nearly full" in full.value.message, full.value
+        assert len(names) > 20
+        with pytest.raises(FsError) as refused:
+            master.call("CreateFile", mp.MakeNodeRequest(parent=folder, name=b"f", mode=0o644))
+        assert refused.value.errno == errno.ENOSPC
+        assert master.call("GetXattr", mp.XattrRequest(inode=folder, name=names[0])).value == value
+        for name in names:
+            master.call("RemoveXattr", mp.XattrRequest(inode=folder, name=name))
+
+        def takes_changes() -> bool:
+            try:
+                master.call("CreateFile", mp.MakeNodeRequest(parent=folder, name=b"f", mode=0o644))
+            except FsError as e:
+                assert e.errno == errno.ENOSPC, e
+                return False
+            return True
+
+        wait_for(takes_changes, 30, "changes taken again once deletions made room")
+        log_path = cluster.data_dir / "logs" / "master.log"
+
+        def copied_since_low() -> bool:  # (copies are every 600 s here: this one is for the room)
+            return "metadata copy" in log_path.read_text().partition("only deletions taken")[2]
+
+        wait_for(copied_since_low, 15, "a metadata copy soon after the disk ran low")
+        log = log_path.read_text()
+        assert "Traceback" not in log and "room again" in log
+    finally:
+        master.pool.close()
+
+
 def test_a_new_keeper_gets_its_share_of_the_chunks(small_disk: SmallDisk, make_cluster: MakeCluster) -> None:
     cluster = make_cluster(keepers=0, start=False, master_args=["--goal", "2", "--chunk-size", "1"])
     try:
