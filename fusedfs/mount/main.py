@@ -34,7 +34,9 @@ def mount_options(fsname: str, kernel_options: frozenset[str] = frozenset()) -> 
     options = set(pyfuse3.default_options)
     options.discard("default_permissions")
     # The kernel checks permissions against our attributes; other users may enter (as on any disk).
-    options |= {f"fsname={fsname}", "subtype=fusedfs", "default_permissions", "allow_other"}
+    # Reads do not update atime (a master change per file read; JuiceFS's default too): noatime
+    # says so to programs that look (it showed relatime, which they take to mean it is kept).
+    options |= {f"fsname={fsname}", "subtype=fusedfs", "default_permissions", "allow_other", "noatime"}
     return options | kernel_options
 
 
