@@ -146,6 +146,8 @@ def status_gauges(status: mp.StatusReply, now_ns: int) -> Iterator[Gauge]:
         ("goal", "copies kept of every chunk"),
         ("trash_files", "deleted files kept in the trash"),
         ("trash_bytes", "bytes of the files in the trash"),
+        ("metadata_room_bytes", "bytes the metadata can grow by on the master's disk (a copy still fitting)"),
+        ("metadata_reserve_bytes", "below this room the master takes only deletions"),
     ):
         yield f"fusedfs_{name}", text, getattr(status, name), {}
     for field in status.chunks.DESCRIPTOR.fields:

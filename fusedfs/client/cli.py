@@ -533,6 +533,8 @@ def _status(master: MasterClient, as_json: bool) -> None:
                     "trash_files": reply.trash_files,
                     "trash_bytes": reply.trash_bytes,
                     "trash_hours": reply.trash_hours,
+                    "metadata_room_bytes": reply.metadata_room_bytes,
+                    "metadata_reserve_bytes": reply.metadata_reserve_bytes,
                 },
                 indent=2,
             )
@@ -592,3 +594,8 @@ def _status(master: MasterClient, as_json: bool) -> None:
         )
     else:
         print("metadata copy: none yet (see fusedfs master --metadata-copies-every)")
+    room, reserve = reply.metadata_room_bytes, reply.metadata_reserve_bytes
+    print(
+        f"metadata disk: room for {_size(room)} more (reserve {_size(reserve)})"
+        + (": LOW, only deletions are taken until there is room" if room < reserve else "")
+    )

@@ -398,6 +398,8 @@ class MasterService(master_pb2_grpc.MasterServicer):
             metadata_copy_keepers=self.cluster.copy_keepers,
             metadata_changes_unsent=self.cluster.changes_unsent(),
             trash_hours=self.cluster.settings.trash_seconds / 3600,
+            metadata_room_bytes=max(0, self.store.room_bytes()),
+            metadata_reserve_bytes=self.cluster.settings.reserve_bytes,
         )
         with self.store.transaction():
             reply.trash_files, reply.trash_bytes = self.store.trash_totals()

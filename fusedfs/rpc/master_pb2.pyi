@@ -400,7 +400,7 @@ class ChunkHealth(_message.Message):
     def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ..., misplaced: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id", "metadata_copy_taken_ns", "metadata_copy_keepers", "metadata_changes_unsent", "trash_files", "trash_bytes", "trash_hours")
+    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id", "metadata_copy_taken_ns", "metadata_copy_keepers", "metadata_changes_unsent", "trash_files", "trash_bytes", "trash_hours", "metadata_room_bytes", "metadata_reserve_bytes")
     KEEPERS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
@@ -416,6 +416,8 @@ class StatusReply(_message.Message):
     TRASH_FILES_FIELD_NUMBER: _ClassVar[int]
     TRASH_BYTES_FIELD_NUMBER: _ClassVar[int]
     TRASH_HOURS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_ROOM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    METADATA_RESERVE_BYTES_FIELD_NUMBER: _ClassVar[int]
     keepers: _containers.RepeatedCompositeFieldContainer[KeeperStatus]
     chunks: ChunkHealth
     files: int
@@ -431,7 +433,9 @@ class StatusReply(_message.Message):
     trash_files: int
     trash_bytes: int
     trash_hours: float
-    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ..., cluster_id: _Optional[str] = ..., metadata_copy_taken_ns: _Optional[int] = ..., metadata_copy_keepers: _Optional[int] = ..., metadata_changes_unsent: _Optional[int] = ..., trash_files: _Optional[int] = ..., trash_bytes: _Optional[int] = ..., trash_hours: _Optional[float] = ...) -> None: ...
+    metadata_room_bytes: int
+    metadata_reserve_bytes: int
+    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ..., cluster_id: _Optional[str] = ..., metadata_copy_taken_ns: _Optional[int] = ..., metadata_copy_keepers: _Optional[int] = ..., metadata_changes_unsent: _Optional[int] = ..., trash_files: _Optional[int] = ..., trash_bytes: _Optional[int] = ..., trash_hours: _Optional[float] = ..., metadata_room_bytes: _Optional[int] = ..., metadata_reserve_bytes: _Optional[int] = ...) -> None: ...
 
 class DamagedRequest(_message.Message):
     __slots__ = ("limit",)

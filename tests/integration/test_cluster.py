@@ -766,6 +766,8 @@ def test_a_full_metadata_disk_is_enospc_and_deletions_make_room(
                 names.append(b"user.v%d" % i)
         assert full.value.errno == errno.ENOSPC and "nearly full" in full.value.message, full.value
         assert len(names) > 20
+        shown = run_cli("client", cluster.master_address, "status").stdout.decode()
+        assert "metadata disk: room for" in shown and "LOW, only deletions are taken" in shown, shown
         with pytest.raises(FsError) as refused:
             master.call("CreateFile", mp.MakeNodeRequest(parent=folder, name=b"f", mode=0o644))
         assert refused.value.errno == errno.ENOSPC
@@ -782,6 +784,8 @@ def test_a_full_metadata_disk_is_enospc_and_deletions_make_room(
             return True
 
         wait_for(takes_changes, 30, "changes taken again once deletions made room")
+        status = cluster.status()
+        assert status.metadata_reserve_bytes == 4 * MiB and status.metadata_room_bytes > 4 * MiB, status
         log_path = cluster.data_dir / "logs" / "master.log"
 
         def copied_since_low() -> bool:  # (copies are every 600 s here: this one is for the room)
