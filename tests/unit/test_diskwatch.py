@@ -14,7 +14,7 @@ import pytest
 from fusedfs.chunks import crc32c
 from fusedfs.client.transfer import wait_but_for_a_laggard
 from fusedfs.errors import FsError
-from fusedfs.keeper.chunkstore import ChunkStore
+from fusedfs.keeper.chunkstore import ChunkStore, DiskNotAnswering
 from fusedfs.keeper.diskwatch import DiskWatch
 
 
@@ -64,6 +64,21 @@ def done_future(value: Any = None) -> concurrent.futures.Future[Any]:
     future: concurrent.futures.Future[Any] = concurrent.futures.Future()
     future.set_result(value)
     return future
+
+
+def test_a_write_step_the_disk_does_not_finish_in_time_fails_and_goes_on_alone(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    store.watch.stall_after = 0.2
+    disk_answers = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(DiskNotAnswering) as given_up:
+        store.answered(disk_answers.wait)
+    assert 0.2 <= time.monotonic() - started < 2
+    assert given_up.value.errno == errno.EIO and "has not answered" in given_up.value.message
+    assert not given_up.value.step.done()  # (its thread waits on; what follows it waits for it)
+    disk_answers.set()
+    assert given_up.value.step.result(timeout=2) is True
+    assert store.answered(lambda: 42) == 42
 
 
 def test_the_last_keeper_of_a_small_write_gets_a_grace_once_the_others_answered() -> None:
