@@ -534,15 +534,19 @@ class Namespace:
                 changes.goals[chunk.chunk_id] = inode.goal
 
     def commit_chunks(
-        self, ino: int, size: int, chunks: list[CommittedChunk], mtime_ns: int | None
+        self, ino: int, size: int, chunks: list[CommittedChunk], mtime_ns: int | None, appended_at: int | None = None
     ) -> tuple[Inode, ChunkChanges]:
-        """Points slots of an existing file at new chunks and sets its size, atomically."""
+        """Points slots of an existing file at new chunks and sets its size, atomically. With
+        appended_at (data appended at that size), EAGAIN unless the file still has that size:
+        appends from two mounts at once must not overwrite each other."""
         changes = ChunkChanges()
         with self.store.transaction():
             now = self.clock()
             inode = self._inode(ino)
             if not stat.S_ISREG(inode.mode):
                 raise FsError(errno.EISDIR if stat.S_ISDIR(inode.mode) else errno.EINVAL, "not a regular file")
+            if appended_at is not None and inode.size != appended_at:
+                raise FsError(errno.EAGAIN, f"appended at {appended_at}, but the file has {inode.size} bytes by now")
             self._check_new_chunks(chunks, inode.chunk_size, size)
             self._resize(inode, size, now, changes)
             self._install_chunks(inode, chunks, now, changes)

@@ -340,7 +340,8 @@ class MasterService(master_pb2_grpc.MasterServicer):
     def CommitChunks(self, request: mp.CommitChunksRequest, context: grpc.ServicerContext) -> mp.Attr:
         committed, stored_on = _committed(request.chunks)
         mtime = request.mtime_ns if request.HasField("mtime_ns") else None
-        inode, changes = self.ns.commit_chunks(request.inode, request.size, committed, mtime)
+        appended_at = request.appended_at if request.HasField("appended_at") else None
+        inode, changes = self.ns.commit_chunks(request.inode, request.size, committed, mtime, appended_at)
         self._apply(changes, committed, stored_on)
         return to_attr(inode)
 

@@ -6,6 +6,10 @@ upload the rest and wait.
 Each uploaded chunk is committed to the master at once (one CommitChunks per chunk), so only
 chunks that a write touched are ever re-uploaded. A partial write to a slot that already has
 data first reads that chunk (read-modify-write of one chunk, never of the file).
+
+Appends (O_APPEND) of up to a chunk at a time are committed on the condition that the file has
+not grown meanwhile: when another mount appended first, the master refuses (EAGAIN) and ours
+go again at the new end (`_append_again`), so two machines appending to one log lose no line.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from fusedfs.rpc import master_pb2 as mp
 log = logging.getLogger(__name__)
 
 READ_AHEAD_CHUNKS = 3  # a sequential reader has the next 3 chunks (24 MiB) fetched in the background
+APPEND_ATTEMPTS = 100  # appends overtaken by other mounts' this many times in a row: EIO
 
 
 @dataclass
@@ -59,6 +64,9 @@ class OpenFile:
     written_ns: int | None = None  # when this mount last wrote to it: the mtime it will commit
     next_read: int = 0  # where a sequential reader's next read starts
     handles: int = 0
+    # Where this mount's appends began (the file's size then), while every write since the last
+    # commit was an append within one slot: the commit is refused if another mount appended first.
+    append_at: int | None = None
 
     @classmethod
     def from_attr(cls, attr: mp.Attr, shared: MountShared) -> OpenFile:
@@ -80,9 +88,13 @@ class OpenFile:
         if attr.ctime_ns >= self.attr.ctime_ns:
             self.attr = attr
 
+    def _clean(self) -> bool:
+        return not self.dirty and not self.uploads and self.writes == self.committed_writes
+
     def _committed(self, attr: mp.Attr, writes: int) -> None:
         self.shared.dircache.forget_inode(self.inode)
         self.committed_writes = max(self.committed_writes, writes)
+        self.append_at = None  # (what comes next of this burst is ours to commit)
         if attr.ctime_ns >= self.attr.ctime_ns:  # replies to concurrent commits may arrive out of order
             self.attr = attr
 
@@ -154,6 +166,7 @@ class OpenFile:
             if oldest is not None:
                 owner = oldest.owner
                 assert isinstance(owner, OpenFile)
+                owner.append_at = None  # (its appends go in more than one commit)
                 owner._start_upload(oldest.index, nursery)
             if time.monotonic() > deadline:  # uploads keep failing: say so, rather than wait forever
                 raise FsError(errno.EIO, "the write-back cache is full and cannot be uploaded")
@@ -163,7 +176,11 @@ class OpenFile:
                 error, self.error = self.error, None
                 raise error
 
-    async def write(self, offset: int, data: bytes, nursery: trio.Nursery) -> int:
+    async def write(self, offset: int, data: bytes, nursery: trio.Nursery, append: bool = False) -> int:
+        if not append:
+            self.append_at = None
+        elif self.append_at is None and self._clean():
+            self.append_at = self.size
         view = memoryview(data)
         writeback = self.shared.writeback
         done = 0
@@ -183,6 +200,7 @@ class OpenFile:
             done += span.length
             self.size = max(self.size, offset + done)
             if slot.length == self.chunk_size and not slot.uploading:
+                self.append_at = None  # (its appends go in more than one commit)
                 self._start_upload(span.index, nursery)
         self.written_ns = time.time_ns()
         return len(data)
@@ -197,6 +215,8 @@ class OpenFile:
         request = mp.CommitChunksRequest(inode=self.inode, size=self.size, chunks=chunks)
         if self.written_ns is not None:
             request.mtime_ns = self.written_ns
+        if self.append_at is not None:
+            request.appended_at = self.append_at
         return request
 
     async def _upload(self, index: int, done: trio.Event) -> None:
@@ -212,14 +232,20 @@ class OpenFile:
                 goal = self.attr.goal
                 chunk = await run(lambda: self.shared.transfer.write(index, writeback.read(slot, 0, length), goal))
                 writes = self.writes
-                reply = await call_master(self.shared.master, "CommitChunks", self._commit_request([chunk]))
+                try:
+                    reply = await call_master(self.shared.master, "CommitChunks", self._commit_request([chunk]))
+                except FsError as e:
+                    if e.errno == errno.EAGAIN:  # another mount's append came first: this chunk goes unused
+                        await run(self.shared.transfer.abandon, [chunk.chunk_id])
+                    raise
                 self._committed(reply, writes)
                 self.refs = None  # the new chunk's replicas come with the next GetChunks
                 if self.dirty.get(index) is slot and slot.version == version:
                     del self.dirty[index]
                     writeback.drop(slot)
         except FsError as e:
-            log.warning("upload of slot %d of inode %d failed: %s", index, self.inode, e.message)
+            if e.errno != errno.EAGAIN:  # (see flush)
+                log.warning("upload of slot %d of inode %d failed: %s", index, self.inode, e.message)
             self.error = e
         except Exception as e:  # never let a background task take the mount down
             log.exception("upload of slot %d of inode %d failed", index, self.inode)
@@ -231,14 +257,16 @@ class OpenFile:
 
     async def flush(self, nursery: trio.Nursery) -> None:
         """Uploads and commits every change; raises the first failure since the last flush."""
-        while self.dirty or self.uploads:
-            for index in list(self.dirty):
-                if index not in self.uploads:
-                    self._start_upload(index, nursery)
-            for event in list(self.uploads.values()):
-                await event.wait()
-            if self.error is not None:
+        await self._upload_all(nursery)
+        for _ in range(APPEND_ATTEMPTS):
+            if self.error is None or self.error.errno != errno.EAGAIN or self.append_at is None:
                 break
+            self.error = None
+            await self._append_again(nursery)
+            await self._upload_all(nursery)
+        else:
+            if self.error is not None and self.error.errno == errno.EAGAIN:
+                self.error = FsError(errno.EIO, f"appends overtaken by other mounts' {APPEND_ATTEMPTS} times in a row")
         if self.error is None and self.writes != self.committed_writes:
             # The final size and mtime, when the chunk commits did not carry them (e.g. a hole).
             writes, request = self.writes, self._commit_request([])
@@ -247,10 +275,43 @@ class OpenFile:
         if error is not None:
             raise error
 
+    async def _upload_all(self, nursery: trio.Nursery) -> None:
+        if len(self.dirty) > 1:
+            self.append_at = None  # (its appends go in more than one commit)
+        while self.dirty or self.uploads:
+            for index in list(self.dirty):
+                if index not in self.uploads:
+                    self._start_upload(index, nursery)
+            for event in list(self.uploads.values()):
+                await event.wait()
+            if self.error is not None:
+                break
+
+    async def _append_again(self, nursery: trio.Nursery) -> None:
+        """Our appends were refused: another mount appended first. They go again at the end
+        the file has now (as they would have, had that append come before ours)."""
+        start = self.append_at
+        assert start is not None
+        writeback = self.shared.writeback
+        ours = b"".join(
+            writeback.read(self.dirty[span.index], span.offset, span.offset + span.length)
+            for span in spans(start, self.size - start, self.chunk_size)
+        )
+        for slot in self.dirty.values():
+            writeback.drop(slot)
+        self.dirty.clear()
+        reply = await call_master(self.shared.master, "GetChunks", mp.GetChunksRequest(inode=self.inode))
+        self.attr, self.size = reply.attr, reply.attr.size
+        self.refs = {ref.index: ref for ref in reply.chunks}
+        self.append_at = self.size
+        log.debug("inode %d: another mount appended first; appending %d bytes at %d", self.inode, len(ours), self.size)
+        await self.write(self.size, ours, nursery, append=True)
+
     def truncated(self, attr: mp.Attr) -> None:
         """The file was truncated (on the master): drop buffered data past its new size."""
         size = self.size = attr.size
         self.attr = attr
+        self.append_at = None
         self.shared.dircache.forget_inode(self.inode)
         self.refs = None
         writeback = self.shared.writeback

@@ -482,9 +482,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     @translate_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         open_file, flags = self._file(fh)
-        if flags & os.O_APPEND:
-            off = open_file.size
-        written = await open_file.write(off, buf, self._nursery())
+        append = bool(flags & os.O_APPEND)
+        written = await open_file.write(open_file.size if append else off, buf, self._nursery(), append)
         WRITTEN_BYTES.inc(written)
         return written
 

@@ -278,16 +278,18 @@ class NewChunk(_message.Message):
     def __init__(self, index: _Optional[int] = ..., chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ..., stored_on: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CommitChunksRequest(_message.Message):
-    __slots__ = ("inode", "size", "chunks", "mtime_ns")
+    __slots__ = ("inode", "size", "chunks", "mtime_ns", "appended_at")
     INODE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    APPENDED_AT_FIELD_NUMBER: _ClassVar[int]
     inode: int
     size: int
     chunks: _containers.RepeatedCompositeFieldContainer[NewChunk]
     mtime_ns: int
-    def __init__(self, inode: _Optional[int] = ..., size: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[NewChunk, _Mapping]]] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
+    appended_at: int
+    def __init__(self, inode: _Optional[int] = ..., size: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[NewChunk, _Mapping]]] = ..., mtime_ns: _Optional[int] = ..., appended_at: _Optional[int] = ...) -> None: ...
 
 class PutFileRequest(_message.Message):
     __slots__ = ("parent", "name", "mode", "uid", "gid", "size", "chunk_size", "chunks", "mtime_ns")

@@ -268,6 +268,28 @@ def test_close_to_open_across_mounts(mounted: tuple[LocalCluster, Path], tmp_pat
     assert (first / "shared.txt").read_bytes() == b"version 2, longer"
 
 
+def test_appends_from_two_mounts_at_once_lose_no_line(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    """Two machines append to one log at once (`echo ... >> log`, 100 times each): every line is
+    there once, each machine's in its order. Each mount appended at the size it knew, and the
+    later commit overwrote the other's lines (109 of 200 were left); now an append is committed
+    only if the file has not grown meanwhile, else it goes again at the new end."""
+    cluster, first = mounted
+    second = cluster.mount(tmp_path / "second")
+    (first / "shared.log").write_bytes(b"")
+    script = 'for i in $(seq 1 100); do echo "{name} line $i" >> "{path}"; done'
+    writers = [
+        subprocess.Popen(["sh", "-c", script.format(name=name, path=mount / "shared.log")])
+        for name, mount in (("a", first), ("b", second))
+    ]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
+    content = (first / "shared.log").read_bytes()
+    lines = content.decode().splitlines()
+    for name in "ab":
+        assert [line for line in lines if line.startswith(name)] == [f"{name} line {i}" for i in range(1, 101)]
+    assert len(lines) == 200 and content.endswith(b"\n")
+    assert (second / "shared.log").read_bytes() == content
+
+
 def test_tail_f_on_one_mount_follows_a_file_another_appends_to(
     mounted: tuple[LocalCluster, Path], tmp_path: Path
 ) -> None:

@@ -182,6 +182,18 @@ def test_chunks_commit_truncate_and_replace(ns: Namespace) -> None:
     assert ns.abandon([c3]).garbage == []  # live chunks cannot be abandoned
 
 
+def test_an_append_is_committed_only_at_the_size_it_was_made_at(ns: Namespace) -> None:
+    f = ns.create(ROOT_INODE, b"log", 0o644, 0, 0, True).node
+    first, second = pending(ns), pending(ns)
+    inode, _ = ns.commit_chunks(f.id, 6, [CommittedChunk(0, first, 6, 1)], None, appended_at=0)
+    assert inode.size == 6
+    # Another mount appended at 0 too, before it knew of the first: refused, nothing changed.
+    assert errno_of(ns.commit_chunks, f.id, 5, [CommittedChunk(0, second, 5, 2)], None, 0) == errno.EAGAIN
+    assert ns.getattr(f.id).size == 6
+    inode, changes = ns.commit_chunks(f.id, 11, [CommittedChunk(0, second, 11, 2)], None, appended_at=6)
+    assert inode.size == 11 and changes.live == [second] and changes.garbage == [first]
+
+
 def test_readdir_pages_with_stable_cursors(ns: Namespace) -> None:
     for i in range(25):
         ns.create(ROOT_INODE, f"f{i:02}".encode(), 0o644, 0, 0, True)
