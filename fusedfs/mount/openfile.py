@@ -215,7 +215,7 @@ class OpenFile:
         request = mp.CommitChunksRequest(inode=self.inode, size=self.size, chunks=chunks)
         if self.written_ns is not None:
             request.mtime_ns = self.written_ns
-        if self.append_at is not None:
+        if self.append_at is not None and chunks:  # (a commit of the size alone overwrites nothing)
             request.appended_at = self.append_at
         return request
 
