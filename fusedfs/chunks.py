@@ -52,6 +52,11 @@ def block_crcs(data: bytes | memoryview) -> list[int]:
     return [crc32c(view[i : i + BLOCK_SIZE]) for i in range(0, len(view), BLOCK_SIZE)]
 
 
+def all_zeros(data: bytes) -> bool:
+    """Whether data is zero bytes only: such a chunk is a hole, never stored (it reads as zeros)."""
+    return not data or (data[0] == 0 and data[-1] == 0 and data == bytes(len(data)))
+
+
 def format_chunk_id(number: int) -> str:
     return f"{number:016x}"
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
-from fusedfs.chunks import chunk_count
+from fusedfs.chunks import all_zeros, chunk_count
 from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
@@ -116,7 +116,6 @@ class FileClient:
         parent, name = self._parent(path, create=True)
         if chunk_size is None:
             chunk_size = self.master.call("GetConfig", cp.Empty()).chunk_size
-        zeros = bytes(chunk_size)
         committed: list[mp.NewChunk] = []
         in_flight: deque[Future[mp.NewChunk]] = deque()
         size = 0
@@ -128,7 +127,7 @@ class FileClient:
                     if not data:
                         break
                     size += len(data)
-                    if data != zeros[: len(data)]:
+                    if not all_zeros(data):
                         in_flight.append(pool.submit(self.transfer.write, index, data, parent.goal))
                     else:
                         progress(len(data))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from fusedfs.chunks import spans
+from fusedfs.chunks import all_zeros, spans
 from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
@@ -67,10 +67,13 @@ class OpenFile:
     # Where this mount's appends began (the file's size then), while every write since the last
     # commit was an append within one slot: the commit is refused if another mount appended first.
     append_at: int | None = None
+    # Below this, the file may have chunks on the master (at open, or ours since): zeros written
+    # at or past it are a hole, never stored.
+    chunk_end: int = 0
 
     @classmethod
     def from_attr(cls, attr: mp.Attr, shared: MountShared) -> OpenFile:
-        return cls(attr, attr.size, attr.chunk_size, shared)
+        return cls(attr, attr.size, attr.chunk_size, shared, chunk_end=attr.size)
 
     @property
     def inode(self) -> int:
@@ -84,6 +87,7 @@ class OpenFile:
             return
         if attr.size != self.size or attr.mtime_ns != self.attr.mtime_ns:
             self.size = attr.size
+            self.chunk_end = max(self.chunk_end, attr.size)
             self.refs = None  # (a chunk id names the same bytes for ever: cached data stays right)
         if attr.ctime_ns >= self.attr.ctime_ns:
             self.attr = attr
@@ -227,18 +231,28 @@ class OpenFile:
                 if self.dirty.get(index) is not slot:  # cut away by a truncate meanwhile
                     return
                 version, length = slot.version, slot.length
-                # Read in the worker thread: a write meanwhile changes the version, so the slot
-                # stays dirty and goes again; what was read is never taken for the current state.
                 goal = self.attr.goal
-                chunk = await run(lambda: self.shared.transfer.write(index, writeback.read(slot, 0, length), goal))
+                # Zeros where the file has no chunk stay a hole (posix_fallocate, zeroed ranges).
+                hole = index * self.chunk_size >= self.chunk_end or (self.refs is not None and index not in self.refs)
+
+                def store() -> mp.NewChunk | None:
+                    # Read in the worker thread: a write meanwhile changes the version, so the slot
+                    # stays dirty and goes again; what was read is never taken for the current state.
+                    data = writeback.read(slot, 0, length)
+                    return None if hole and all_zeros(data) else self.shared.transfer.write(index, data, goal)
+
+                chunk = await run(store)
                 writes = self.writes
                 try:
-                    reply = await call_master(self.shared.master, "CommitChunks", self._commit_request([chunk]))
+                    request = self._commit_request([chunk] if chunk else [])
+                    reply = await call_master(self.shared.master, "CommitChunks", request)
                 except FsError as e:
-                    if e.errno == errno.EAGAIN:  # another mount's append came first: this chunk goes unused
+                    if e.errno == errno.EAGAIN and chunk:  # another mount's append came first: it goes unused
                         await run(self.shared.transfer.abandon, [chunk.chunk_id])
                     raise
                 self._committed(reply, writes)
+                if chunk:
+                    self.chunk_end = max(self.chunk_end, (index + 1) * self.chunk_size)
                 self.refs = None  # the new chunk's replicas come with the next GetChunks
                 if self.dirty.get(index) is slot and slot.version == version:
                     del self.dirty[index]
@@ -302,6 +316,7 @@ class OpenFile:
         self.dirty.clear()
         reply = await call_master(self.shared.master, "GetChunks", mp.GetChunksRequest(inode=self.inode))
         self.attr, self.size = reply.attr, reply.attr.size
+        self.chunk_end = max(self.chunk_end, self.size)
         self.refs = {ref.index: ref for ref in reply.chunks}
         self.append_at = self.size
         log.debug("inode %d: another mount appended first; appending %d bytes at %d", self.inode, len(ours), self.size)
@@ -310,6 +325,7 @@ class OpenFile:
     def truncated(self, attr: mp.Attr) -> None:
         """The file was truncated (on the master): drop buffered data past its new size."""
         size = self.size = attr.size
+        self.chunk_end = min(self.chunk_end, size)
         self.attr = attr
         self.append_at = None
         self.shared.dircache.forget_inode(self.inode)

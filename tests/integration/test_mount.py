@@ -154,6 +154,36 @@ def test_sparse_and_large_files(mounted: tuple[LocalCluster, Path]) -> None:
         assert f.read() == b"\0\0tail"
 
 
+def test_zeros_written_where_a_file_has_no_chunk_stay_a_hole(mounted: tuple[LocalCluster, Path]) -> None:
+    """Chunks of zeros written where the file has none (posix_fallocate writes its range, `dd
+    if=/dev/zero`, a copied sparse file) are not stored: they read as zeros all the same (the
+    client's uploads did so already; through a mount 256 MiB of zeros went to each of 3 keepers).
+    Zeros written over a chunk are stored: the old bytes must not come back."""
+    cluster, mnt = mounted
+    tail = os.urandom(MiB)
+    with open(mnt / "zeros", "wb") as out:
+        out.write(bytes(20 * MiB))
+        out.write(tail)
+    master = MasterClient(cluster.master_address)
+    try:
+
+        def slots(name: str) -> list[int]:
+            inode = (mnt / name).stat().st_ino
+            return [c.index for c in master.call("GetChunks", mp.GetChunksRequest(inode=inode)).chunks]
+
+        assert slots("zeros") == [2]  # (8 MiB chunks: the two of zeros are holes)
+        with open(mnt / "zeros", "rb") as f:
+            assert f.read(20 * MiB) == bytes(20 * MiB) and f.read() == tail
+        data = os.urandom(9 * MiB)
+        (mnt / "overwritten").write_bytes(data)
+        with open(mnt / "overwritten", "r+b") as rewrite:
+            rewrite.write(bytes(8 * MiB))
+        assert slots("overwritten") == [0, 1]
+        assert (mnt / "overwritten").read_bytes() == bytes(8 * MiB) + data[8 * MiB :]
+    finally:
+        master.pool.close()
+
+
 def test_one_gib_file_reads_back_cold_with_sha256sum(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     cluster, mnt = mounted
     digest = hashlib.sha256()
