@@ -278,9 +278,8 @@ class OpenFile:
             self.error = None
             await self._append_again(nursery)
             await self._upload_all(nursery)
-        else:
-            if self.error is not None and self.error.errno == errno.EAGAIN:
-                self.error = FsError(errno.EIO, f"appends overtaken by other mounts' {APPEND_ATTEMPTS} times in a row")
+        if self.error is not None and self.error.errno == errno.EAGAIN:  # (a write meanwhile made it two commits)
+            self.error = FsError(errno.EIO, "could not append: other mounts kept appending to the file meanwhile")
         if self.error is None and self.writes != self.committed_writes:
             # The final size and mtime, when the chunk commits did not carry them (e.g. a hole).
             writes, request = self.writes, self._commit_request([])
