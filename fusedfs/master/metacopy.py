@@ -105,6 +105,11 @@ class JournalShipper:
             self._held = dict.fromkeys(keepers, journal_seq)
             self._failing = set()
 
+    def failing(self) -> set[str]:
+        """The keepers that refused (or did not answer) the last changes sent them."""
+        with self._lock:
+            return set(self._failing)
+
     def unshipped(self) -> int:
         """Changes made that not every keeper following the newest copy holds yet."""
         with self._lock:
@@ -135,11 +140,13 @@ class JournalShipper:
             except grpc.RpcError as e:
                 if address not in self._failing:
                     log.warning("metadata changes not stored on keeper %s: %s", address, from_rpc_error(e).message)
-                    self._failing.add(address)
+                    with self._lock:
+                        self._failing.add(address)
                 continue
             if address in self._failing:
                 log.info("metadata changes stored on keeper %s again", address)
-                self._failing.discard(address)
+                with self._lock:
+                    self._failing.discard(address)
             with self._lock:
                 if self._copy_taken_ns == taken and address in self._held:
                     self._held[address] = last

@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 TICK = 0.5
 SHIP_EVERY = 0.1  # seconds between sending the metadata's changes to the keepers
-LOW_ROOM_COPY_EVERY = 10.0  # seconds between metadata copies while its disk is low on room
+# Seconds between metadata copies while one is wanted sooner than --metadata-copies-every: the
+# newest is on fewer keepers than it went to (one died, was drained, or lost its disk), or the
+# master's disk is low on room.
+COPY_SOON = 10.0
 JOURNAL_MAX = 1_000_000  # changes kept for the keepers at most (~200 MB); older ones are dropped
 
 
@@ -51,6 +54,7 @@ class MasterServer:
             self.cluster.copy_taken_ns = 0  # no garbage is deleted before the first copy
         self.pool = ChannelPool()
         self._copied_seq = -1  # the journal's end at the last copy stored
+        self._copy_holders: dict[str, str] = {}  # address -> keeper id of the keepers that took it
         self._pruned_seq = 0  # the journal holds no change up to this seq
         self.shipper = JournalShipper(self.store, self.pool)
         self.cluster.changes_unsent = self.shipper.unshipped
@@ -138,29 +142,44 @@ class MasterServer:
                 log.exception("sending metadata changes failed")
 
     def _copy_loop(self) -> None:
-        # The first copy once the keepers have had time to register, then one every copy_every s;
-        # while the metadata's disk is low on room, every LOW_ROOM_COPY_EVERY s: the journal
-        # keeps every change since the last copy, so the pages that deletions free are used again
-        # only after the next.
+        # The first copy once the keepers have had time to register, then one every copy_every s,
+        # or every COPY_SOON s while the newest is on fewer keepers than it went to (it would
+        # otherwise wait for the next change and copy_every, however few hold it), or the
+        # metadata's disk is low on room (the journal keeps every change since the last copy,
+        # so the pages deletions free are used again only after the next).
         first, last = time.monotonic() + self.settings.dead_after + TICK, -math.inf
         while not self._stop.wait(TICK):
             now = time.monotonic()
-            every = min(self.copy_every, LOW_ROOM_COPY_EVERY) if self.service.low_on_room else self.copy_every
+            holders, wanted = self.copy_holders()
+            self.cluster.copy_keepers = holders
+            lost = bool(self._copy_holders) and holders < wanted
+            every = min(self.copy_every, COPY_SOON) if lost or self.service.low_on_room else self.copy_every
             if now < first or now - last < every:
                 continue
             last = now
+            if lost:
+                log.warning("the newest metadata copy is on %d keepers now, not %d: taking another", holders, wanted)
             try:
-                self.copy_metadata()
+                self.copy_metadata(again=lost)
             except Exception:  # keep trying
                 log.exception("metadata copy failed")
                 self._copies_failing()
 
-    def copy_metadata(self) -> list[str]:
+    def copy_holders(self) -> tuple[int, int]:
+        """How many keepers hold the newest copy (the same keepers as took it: alive, not drained,
+        taking its changes), and how many should (as many as can, up to COPIES)."""
+        placeable = self.cluster.placeable()
+        alive = {(k.address, k.keeper_id) for k in placeable}
+        failing = self.shipper.failing()
+        holders = sum((a, k) in alive and a not in failing for a, k in self._copy_holders.items())
+        return holders, min(COPIES, len(placeable))
+
+    def copy_metadata(self, again: bool = False) -> list[str]:
         """Sends a copy of the metadata to the keepers with the most free space, on as many
-        machines (failure domains) as there are (if anything changed since the last); returns
-        the addresses that stored it."""
+        machines (failure domains) as there are (if anything changed since the last, or again);
+        returns the addresses that stored it."""
         changes = self.store.journal_end()
-        if changes == self._copied_seq:
+        if changes == self._copied_seq and not again:
             return []
         placeable = self.cluster.placeable()
         answering = [k for k in placeable if not k.stalled] or placeable  # (not a disk that hangs)
@@ -180,6 +199,8 @@ class MasterServer:
             snapshot.unlink(missing_ok=True)
         if stored:
             self._copied_seq = seq
+            ids = {k.address: k.keeper_id for k in alive}
+            self._copy_holders = {address: ids[address] for address in stored}
             self.shipper.follow(taken, seq, stored)
             self.cluster.copy_taken_ns = self.cluster.last_copy_ns = taken
             self.cluster.copy_keepers = len(stored)
