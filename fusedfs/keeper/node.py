@@ -16,6 +16,7 @@ import errno
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 COPY_TIMEOUT = 300.0
 MIN_HEARTBEAT_GAP = 0.05  # early heartbeats (after copies) come at most this often
+UNREACHABLE_SAID_EVERY = 60.0  # seconds between log lines while the master does not answer
 PROBE_EVERY = 1.0  # seconds between two probes of the disk
 
 
@@ -134,6 +136,8 @@ class KeeperNode:
         registered = False
         refused = None  # the master's last refusal, logged once
         gone = False  # left the cluster: the disk does not answer
+        unreachable: float | None = None  # since when the master has not answered (said once a minute)
+        said = 0.0
         while not self._stop.is_set():
             waiting = self.store.watch.waiting_for()
             if waiting >= self.disk_timeout:
@@ -155,6 +159,7 @@ class KeeperNode:
                     registered = True
                     log.info("registered with master %s", self.master)
                 registered = self._heartbeat()
+                unreachable = None
             except grpc.RpcError as e:
                 code = e.code() if isinstance(e, grpc.Call) else None
                 if code == grpc.StatusCode.FAILED_PRECONDITION:  # another cluster's master: keep asking
@@ -162,8 +167,13 @@ class KeeperNode:
                     if details != refused:
                         log.error("master %s refused this keeper: %s", self.master, details)
                     refused = details
-                elif registered:
-                    log.warning("master %s unreachable: %s", self.master, code or e)
+                else:  # (also before it ever answered: a wrong address must not go unsaid)
+                    now = time.monotonic()
+                    unreachable = now if unreachable is None else unreachable
+                    if now - said >= UNREACHABLE_SAID_EVERY or unreachable == now:
+                        waited = f" for {now - unreachable:.0f} s" if now > unreachable else ""
+                        log.warning("master %s unreachable%s (%s); trying on", self.master, waited, code or e)
+                        said = now
                 registered = False
             except Exception:  # a bug must not silence the keeper; keep heartbeating
                 log.exception("heartbeat failed")

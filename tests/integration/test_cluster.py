@@ -261,6 +261,20 @@ def test_a_master_started_on_empty_metadata_never_wipes_the_keepers(make_cluster
     assert download(files, "/precious") == data
 
 
+def test_a_keeper_given_a_wrong_master_says_so(tmp_path: Path) -> None:
+    """A keeper pointed at an address no master answers on logs that it cannot reach it (it said
+    nothing at all but that it was serving, unless it had been registered before)."""
+    log_path = tmp_path / "keeper.log"
+    master, listen = free_port("127.0.0.1"), free_port("127.0.0.1")
+    command = [sys.executable, "-m", "fusedfs", "keeper", f"127.0.0.1:{master}", "--listen", f"127.0.0.1:{listen}"]
+    with open(log_path, "wb") as log, subprocess.Popen([*command, "--data", str(tmp_path / "k")], stderr=log) as keeper:
+        try:
+            wait_for(lambda: b"unreachable" in log_path.read_bytes(), 10, "the keeper saying it cannot reach it")
+        finally:
+            keeper.terminate()
+    assert f"master 127.0.0.1:{master} unreachable" in log_path.read_text()
+
+
 def newest_copy_taken(cluster: LocalCluster, keeper: int) -> int:
     """When the newest metadata copy on a keeper was taken (wall ns; 0: it holds none)."""
     names = sorted(p.name for p in (cluster.keeper_dir(keeper) / "metadata").glob("*.sqlite3"))
