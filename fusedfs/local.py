@@ -6,6 +6,7 @@ use LocalCluster. Each process logs to <data>/logs/<name>.log.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from fusedfs.client.master import MasterClient
+from fusedfs.datadir import in_use
 from fusedfs.errors import FsError
 from fusedfs.rpc import common_pb2 as cp
 
@@ -143,6 +145,8 @@ class LocalCluster:
     def mount(self, mountpoint: Path, extra_args: list[str] | None = None, timeout: float = 20.0) -> Path:
         """Mounts the cluster at mountpoint with a `fusedfs mount` process; waits until mounted."""
         mountpoint.mkdir(parents=True, exist_ok=True)
+        if os.path.ismount(mountpoint):  # (someone else's: never to be taken for ours, or unmounted)
+            raise FsError(errno.EBUSY, f"{mountpoint} is already a mount point")
         proc = self._spawn(
             f"mount-{mountpoint.name}",
             [
@@ -167,7 +171,7 @@ class LocalCluster:
         """Unmounts cleanly (SIGTERM saves open files first), lazily and by force if that fails."""
         proc = self.mounts.pop(mountpoint, None)
         self._end(proc, signal.SIGTERM)
-        if os.path.ismount(mountpoint):
+        if proc is not None and os.path.ismount(mountpoint):
             subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False, capture_output=True)
 
     # --- whole cluster ---------------------------------------------------------------------------
@@ -177,6 +181,8 @@ class LocalCluster:
             # (`with LocalCluster(...).start()` did so once: a second master that failed to
             # listen, 3 more keepers, and the first master left running after stop())
             raise RuntimeError("this cluster is already running")
+        if in_use(self.data_dir / "master"):  # (its master would fail, and the other answer for it)
+            raise FsError(errno.EBUSY, f"fusedfs is already running on {self.data_dir} (another process's master)")
         self.start_master()
         for _ in range(self._initial_keepers):
             self.start_keeper()
@@ -206,8 +212,11 @@ class LocalCluster:
 
     def _check_running(self) -> None:
         if self.master_proc is not None and self.master_proc.poll() is not None:
-            log = (self.data_dir / "logs" / "master.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"master exited with {self.master_proc.returncode}:\n{log}")
+            path = self.data_dir / "logs" / "master.log"
+            said = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+            last = said[-1] if said else "(nothing)"
+            status = self.master_proc.returncode
+            raise FsError(errno.EIO, f"the master exited with status {status}: {last} (log: {path})")
 
     def pids(self) -> dict[str, int]:
         procs = {"master": self.master_proc} | {f"keeper{i}": p for i, p in enumerate(self.keeper_procs)}

@@ -32,7 +32,7 @@ import pytest
 from fusedfs.chunks import MiB
 from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
-from fusedfs.local import LocalCluster
+from fusedfs.local import LocalCluster, free_port
 from fusedfs.master.sessions import SESSION_TIMEOUT
 from fusedfs.master.store import Inode, SqliteStore
 from fusedfs.rpc import common_pb2 as cp
@@ -847,6 +847,28 @@ def test_write_back_cache_is_bounded_and_each_mount_has_its_own(make_cluster: Ma
     cluster.unmount(small)
     cluster.unmount(other)
     assert list(cache.iterdir()) == []  # clean unmounts leave nothing behind
+
+
+def test_fusedfs_up_runs_the_embedded_cluster_once_per_data_folder(tmp_path: Path) -> None:
+    """`fusedfs up` (what the README's run command starts) mounts a working cluster and stops it
+    on SIGTERM. Started again on the same folder, it says in one line that it is running, and
+    leaves the first alone (it used to take the first's mount for its own, and unmount it)."""
+    data, mnt, port = tmp_path / "data", tmp_path / "mnt", free_port("127.0.0.1")
+    command = [sys.executable, "-m", "fusedfs", "up", "--data", str(data), "--mount", str(mnt)]
+    with subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.PIPE, text=True) as first:
+        try:
+            assert first.stdout is not None and "fusedfs is running" in first.stdout.readline()
+            assert os.path.ismount(mnt)
+            (mnt / "hello.txt").write_text("hello")
+            for again in ([*command, "--port", str(port)], [*command, "--port", str(port + 10)]):
+                second = subprocess.run(again, capture_output=True, text=True, timeout=60)
+                assert second.returncode == 1 and second.stderr.count("\n") == 1, second.stderr
+                assert "already running" in second.stderr, second.stderr
+                assert (mnt / "hello.txt").read_text() == "hello"  # the first's mount, still there
+        finally:
+            first.terminate()
+            assert first.wait(timeout=60) == 0
+    assert not os.path.ismount(mnt)
 
 
 def test_sigterm_saves_what_an_open_file_holds_and_daemon_mode(make_cluster: MakeCluster, tmp_path: Path) -> None:
