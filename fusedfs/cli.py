@@ -346,11 +346,12 @@ def run_mount(args: argparse.Namespace) -> int:
         raise FsError(16, f"{args.mountpoint} is already a mount point")
     if args.daemon and os.fork():
         # Parent: report success once the child has mounted, or its failure.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + args.wait + 30  # (the child waits up to --wait for the master)
         while not os.path.ismount(args.mountpoint):
             pid, _ = os.waitpid(-1, os.WNOHANG)
             if pid or time.monotonic() > deadline:
-                raise FsError(5, f"mounting {args.mountpoint} failed; run without --daemon to see why")
+                log_path = args.cache_dir / "mount.log"
+                raise FsError(5, f"mounting {args.mountpoint} failed; see {log_path}, or run without --daemon")
             time.sleep(0.05)
         return 0
     if args.daemon:

@@ -25,6 +25,7 @@ from fusedfs.errors import FsError
 from fusedfs.metrics import serve_metrics
 from fusedfs.mount.operations import Operations, translate_errors
 from fusedfs.mount.writeback import WriteBack, left_behind
+from fusedfs.rpc import common_pb2 as cp
 
 log = logging.getLogger(__name__)
 _HANDLER_CODE = translate_errors(Operations.read).__code__  # the wrapper around every request handler
@@ -187,6 +188,12 @@ def _keep_malloc_from_hoarding() -> None:
 def run_mount(options: MountOptions) -> int:
     _keep_malloc_from_hoarding()
     client = MasterClient(options.master, wait=options.wait)
+    try:  # Nothing is mounted unless the master answers (as MooseFS's mfsmount): a mount that
+        # answers every request with EIO from the start helps nobody, and looks mounted.
+        client.call("GetConfig", cp.Empty())
+    except FsError as e:
+        client.pool.close()
+        raise FsError(e.errno, f"not mounted: {e.message}") from None
     session_id = uuid.uuid4().hex
     writeback = WriteBack(options.cache_dir / f"mount-{session_id}", options.writeback_bytes)
     lock = lock_data_dir(writeback.folder, "mount")  # (held while this mount lives: see left_behind)

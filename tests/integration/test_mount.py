@@ -871,6 +871,26 @@ def test_fusedfs_up_runs_the_embedded_cluster_once_per_data_folder(tmp_path: Pat
     assert not os.path.ismount(mnt)
 
 
+def test_a_mount_whose_master_does_not_answer_is_not_left_mounted(tmp_path: Path) -> None:
+    """No master answers: `fusedfs mount` fails after --wait in one line, with and without
+    --daemon, and nothing is left mounted (it mounted, answered EIO to everything, and --daemon
+    reported a failure while the mount and its process stayed)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    command = [sys.executable, "-m", "fusedfs", "mount", f"127.0.0.1:{free_port('127.0.0.1')}", str(mnt)]
+    for extra in ([], ["--daemon"]):
+        run = subprocess.run(
+            [*command, "--wait", "2", "--cache-dir", str(tmp_path / "cache"), *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+        assert ("did not answer" if not extra else "mounting") in run.stderr, run.stderr
+        assert not os.path.ismount(mnt)
+    assert "not mounted: master" in (tmp_path / "cache" / "mount.log").read_text()
+
+
 def test_sigterm_saves_what_an_open_file_holds_and_daemon_mode(make_cluster: MakeCluster, tmp_path: Path) -> None:
     cluster = make_cluster()
     mnt = cluster.mount(tmp_path / "mnt")
