@@ -161,6 +161,11 @@ class Cluster:
         self, keeper_id: str, address: str, capacity: int, used: int, free: int, chunk_ids: list[str], domain: str = ""
     ) -> None:
         with self._lock:
+            for gone in [r for r in self.keepers.values() if r.address == address and r.keeper_id != keeper_id]:
+                if not gone.alive:  # its disk replaced (or moved): a keeper of another id took its place
+                    self._forget_replicas(gone)
+                    del self.keepers[gone.keeper_id]
+                    log.info("dead keeper %s forgotten: keeper %s took its address", gone.keeper_id, keeper_id)
             record = self.keepers.get(keeper_id)
             if record is not None:
                 self._forget_replicas(record)

@@ -75,6 +75,23 @@ def test_dead_keeper_triggers_copies_after_startup_grace() -> None:
     assert beat(cluster, "c").reregister  # a dead keeper must register again
 
 
+def test_a_dead_keeper_whose_address_a_new_one_took_is_forgotten() -> None:
+    """A keeper's disk replaced: it comes back under a new id at the same address. The old one,
+    dead, went on being listed (DEAD, with its old figures) until the master restarted."""
+    cluster, clock = make([live(1)])
+    for k in ("a", "b", "c"):
+        register(cluster, k, [1])
+    clock.now += 4.0
+    for k in ("a", "b"):
+        beat(cluster, k)
+    assert cluster.check_keepers() == ["c"]
+    cluster.register("c2", "c:1", 100 * GiB, 0, 100 * GiB, [])
+    assert sorted(r.keeper_id for r in cluster.keeper_records()) == ["a", "b", "c2"]
+    assert cluster.health().under_replicated == 1  # (its copy went with it)
+    cluster.register("d", "a:1", 100 * GiB, 0, 100 * GiB, [])  # an alive keeper's address: both kept
+    assert len(cluster.keeper_records()) == 4
+
+
 def test_a_copy_done_is_not_made_again_before_its_target_reports_it() -> None:
     # The source reports a copy done in the heartbeat it sends at once; the target's next
     # heartbeat comes up to a second later. Planned in between, the chunk must not look short.
