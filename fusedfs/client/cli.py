@@ -561,10 +561,16 @@ def _status(master: MasterClient, as_json: bool) -> None:
                 "it takes no new chunks, and leaves the cluster if that lasts a minute"
             )
         if k.draining and k.alive:
+            others = sum(o.alive and not o.draining for o in reply.keepers)
+            short = (
+                f" (only {others} other keepers for a goal of {reply.goal}: it finishes once another keeper joins)"
+                if others < reply.goal
+                else ""
+            )
             print(
                 f"keeper {k.keeper_id} at {k.address}: "
                 + (
-                    f"draining, {k.chunks_to_move} of its chunks still to be copied elsewhere"
+                    f"draining, {k.chunks_to_move} of its chunks still to be copied elsewhere{short}"
                     if k.chunks_to_move
                     else "drained: every chunk it holds has the goal's worth of copies elsewhere, safe to stop"
                 )

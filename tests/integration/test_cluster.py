@@ -507,6 +507,11 @@ def test_a_drained_keeper_is_taken_away_with_every_chunk_still_at_the_goal(make_
     for path, content in {**data, **more}.items():
         assert download(files, path) == content, path
     files.master.pool.close()
+    # Another drained with 3 keepers left for a goal of 3: it cannot finish, and status says why.
+    second = cluster.keeper_address(next(i for i in range(4) if i != victim))
+    assert run_cli("client", cluster.master_address, "drain", second).returncode == 0
+    shown = run_cli("client", cluster.master_address, "status").stdout.decode()
+    assert "(only 2 other keepers for a goal of 3: it finishes once another keeper joins)" in shown, shown
 
 
 def test_a_folders_goal_keeps_its_files_at_that_many_copies(make_cluster: MakeCluster) -> None:
