@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -17,6 +18,12 @@ from fusedfs.grpcutil import ChannelPool, parse_address
 from fusedfs.rpc import master_pb2_grpc
 
 DEFAULT_WAIT = 30.0
+
+
+@dataclass(frozen=True)
+class Deadline:
+    at: float  # time.monotonic()
+    wait: float  # the seconds it allowed (what a failure says it waited)
 
 
 class MasterClient:
@@ -42,23 +49,24 @@ class MasterClient:
 
     # The retry rules, shared with callers that make the call themselves (the mount's async calls).
 
-    def deadline(self, wait: float | None = None) -> float:
-        return time.monotonic() + (self.wait if wait is None else wait)
+    def deadline(self, wait: float | None = None) -> Deadline:
+        wait = self.wait if wait is None else wait
+        return Deadline(time.monotonic() + wait, wait)
 
-    def remaining(self, deadline: float) -> float:
+    def remaining(self, deadline: Deadline) -> float:
         """Seconds left before deadline; EIO once it has passed."""
-        remaining = deadline - time.monotonic()
+        remaining = deadline.at - time.monotonic()
         if remaining <= 0:
-            raise FsError(errno.EIO, f"master {self.address} did not answer within {self.wait:g} s")
+            raise FsError(errno.EIO, f"master {self.address} did not answer within {deadline.wait:g} s")
         return remaining
 
-    def retry_delay(self, error: grpc.RpcError, deadline: float) -> float:
+    def retry_delay(self, error: grpc.RpcError, deadline: Deadline) -> float:
         """How long to wait before calling again after `error`; raises it (as FsError) if final."""
         code = error.code() if isinstance(error, grpc.Call) else None
         # A connection dropped mid-call: try again. Not the master's own answer, though: its EIO
         # ("too few keepers; retry later") has that code too, and the caller decides what next.
         if code == grpc.StatusCode.UNAVAILABLE and sent_errno(error) is None:
-            return min(0.2, max(0.0, deadline - time.monotonic()))
+            return min(0.2, max(0.0, deadline.at - time.monotonic()))
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise FsError(errno.EIO, f"master {self.address} did not answer within {self.wait:g} s") from None
+            raise FsError(errno.EIO, f"master {self.address} did not answer within {deadline.wait:g} s") from None
         raise from_rpc_error(error) from None
