@@ -31,18 +31,24 @@ def _ephemeral_ports() -> range:
     return range(low, high + 1)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free to listen on, outside the range the kernel picks outgoing connections' ports
     from: a process restarted on its port could otherwise find it taken by a connection, even
-    by a caller's attempt to reach it that met itself (TCP's simultaneous open on loopback)."""
+    by a caller's attempt to reach it that met itself (TCP's simultaneous open on loopback).
+    Never one this process handed out before: the process it was for may not listen on it yet
+    (a cluster's keepers got one port twice, and one of them could not start)."""
     ephemeral = _ephemeral_ports()
-    candidates = [port for port in range(10_000, 65_536) if port not in ephemeral]
+    candidates = [port for port in range(10_000, 65_536) if port not in ephemeral and port not in _HANDED_OUT]
     for port in random.sample(candidates, min(len(candidates), 200)):
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     with socket.socket() as s:  # (a machine whose whole range is for outgoing connections)
         s.bind((host, 0))
