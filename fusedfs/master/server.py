@@ -33,6 +33,7 @@ SHIP_EVERY = 0.1  # seconds between sending the metadata's changes to the keeper
 # newest is on fewer keepers than it went to (one died, was drained, or lost its disk), or the
 # master's disk is low on room.
 COPY_SOON = 10.0
+COPY_RETRY = 60.0  # seconds between attempts while no keeper takes a copy
 JOURNAL_MAX = 1_000_000  # changes kept for the keepers at most (~200 MB); older ones are dropped
 
 
@@ -55,6 +56,7 @@ class MasterServer:
         self.pool = ChannelPool()
         self._copied_seq = -1  # the journal's end at the last copy stored
         self._copy_holders: dict[str, str] = {}  # address -> keeper id of the keepers that took it
+        self._copy_failed = False  # no keeper took the last copy
         self._pruned_seq = 0  # the journal holds no change up to this seq
         self.shipper = JournalShipper(self.store, self.pool)
         self.cluster.changes_unsent = self.shipper.unshipped
@@ -150,29 +152,29 @@ class MasterServer:
         first, last = time.monotonic() + self.settings.dead_after + TICK, -math.inf
         while not self._stop.wait(TICK):
             now = time.monotonic()
-            holders, wanted = self.copy_holders()
-            self.cluster.copy_keepers = holders
-            lost = bool(self._copy_holders) and holders < wanted
+            holders = self.cluster.copy_keepers = self.copy_holders()
+            lost = holders < len(self._copy_holders)
             every = min(self.copy_every, COPY_SOON) if lost or self.service.low_on_room else self.copy_every
+            if self._copy_failed:  # (no keeper took the last: a snapshot every few seconds would not help)
+                every = max(every, COPY_RETRY)
             if now < first or now - last < every:
                 continue
             last = now
             if lost:
-                log.warning("the newest metadata copy is on %d keepers now, not %d: taking another", holders, wanted)
+                took = len(self._copy_holders)
+                log.warning("the newest metadata copy is on %d of the %d keepers that took it: another", holders, took)
             try:
                 self.copy_metadata(again=lost)
             except Exception:  # keep trying
                 log.exception("metadata copy failed")
                 self._copies_failing()
 
-    def copy_holders(self) -> tuple[int, int]:
-        """How many keepers hold the newest copy (the same keepers as took it: alive, not drained,
-        taking its changes), and how many should (as many as can, up to COPIES)."""
-        placeable = self.cluster.placeable()
-        alive = {(k.address, k.keeper_id) for k in placeable}
+    def copy_holders(self) -> int:
+        """How many of the keepers that took the newest copy hold it still: alive under the same
+        id (not one whose disk was replaced), not drained, taking its changes."""
+        alive = {(k.address, k.keeper_id) for k in self.cluster.placeable()}
         failing = self.shipper.failing()
-        holders = sum((a, k) in alive and a not in failing for a, k in self._copy_holders.items())
-        return holders, min(COPIES, len(placeable))
+        return sum((a, k) in alive and a not in failing for a, k in self._copy_holders.items())
 
     def copy_metadata(self, again: bool = False) -> list[str]:
         """Sends a copy of the metadata to the keepers with the most free space, on as many
@@ -204,6 +206,7 @@ class MasterServer:
             self.shipper.follow(taken, seq, stored)
             self.cluster.copy_taken_ns = self.cluster.last_copy_ns = taken
             self.cluster.copy_keepers = len(stored)
+            self._copy_failed = False
             log.info("metadata copy (%d bytes) stored on %s", size, ", ".join(stored))
         else:
             self._copies_failing()
@@ -212,6 +215,7 @@ class MasterServer:
     def _copies_failing(self) -> None:
         # Garbage must not wait for a copy that cannot be stored: full keepers would never get
         # their space back. Until a copy is stored again, a restore may miss some old chunks.
+        self._copy_failed = True
         if self.cluster.copy_taken_ns is not None:
             log.warning("no keeper took the metadata copy: garbage is collected without waiting for one meanwhile")
         self.cluster.copy_taken_ns = None
