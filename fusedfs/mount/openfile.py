@@ -170,7 +170,6 @@ class OpenFile:
             if oldest is not None:
                 owner = oldest.owner
                 assert isinstance(owner, OpenFile)
-                owner.append_at = None  # (its appends go in more than one commit)
                 owner._start_upload(oldest.index, nursery)
             if time.monotonic() > deadline:  # uploads keep failing: say so, rather than wait forever
                 raise FsError(errno.EIO, "the write-back cache is full and cannot be uploaded")
@@ -204,12 +203,15 @@ class OpenFile:
             done += span.length
             self.size = max(self.size, offset + done)
             if slot.length == self.chunk_size and not slot.uploading:
-                self.append_at = None  # (its appends go in more than one commit)
                 self._start_upload(span.index, nursery)
         self.written_ns = time.time_ns()
         return len(data)
 
-    def _start_upload(self, index: int, nursery: trio.Nursery) -> None:
+    def _start_upload(self, index: int, nursery: trio.Nursery, whole_burst: bool = False) -> None:
+        """whole_burst: flush uploads the one slot this burst of appends wrote, so its commit may
+        carry the append's condition (only flush appends again when it is refused)."""
+        if not whole_burst:
+            self.append_at = None
         done = trio.Event()
         self.uploads[index] = done
         self.dirty[index].uploading = True
@@ -289,12 +291,10 @@ class OpenFile:
             raise error
 
     async def _upload_all(self, nursery: trio.Nursery) -> None:
-        if len(self.dirty) > 1:
-            self.append_at = None  # (its appends go in more than one commit)
         while self.dirty or self.uploads:
             for index in list(self.dirty):
                 if index not in self.uploads:
-                    self._start_upload(index, nursery)
+                    self._start_upload(index, nursery, whole_burst=len(self.dirty) == 1)
             for event in list(self.uploads.values()):
                 await event.wait()
             if self.error is not None:
