@@ -219,6 +219,45 @@ class ChunkTransfer:
             self.abandon([a.chunk_id for a in attempts])
             raise
 
+    def derive(
+        self, index: int, base: str, base_kept: int, length: int, patches: list[tuple[int, bytes]], goal: int = 0
+    ) -> mp.NewChunk:
+        """Stores a new chunk for slot `index`, made on each keeper holding chunk `base` from its
+        first base_kept bytes, zeros up to `length` and the patches (offset, bytes) written over:
+        a small write into a big chunk sends its bytes, not the chunk. FsError when that cannot
+        be done on a goal's worth of those keepers: the caller writes the chunk whole instead."""
+        request = mp.AllocateChunksRequest(length=length, goal=goal, derive_from=base)
+        allocation = self.master.call("AllocateChunks", request).chunks[0]
+        message = kp.DeriveChunkRequest(
+            chunk_id=allocation.chunk_id,
+            length=length,
+            base_chunk_id=base,
+            base_kept=base_kept,
+            patches=[kp.ChunkPatch(offset=offset, data=data, crc32c=crc32c(data)) for offset, data in patches],
+        )
+        timeout = transfer_timeout(length)
+        calls = [self.keeper(k.address).DeriveChunk.future(message, timeout=timeout) for k in allocation.pipeline]
+        wait_but_for_a_laggard(calls, LAGGARD_WAIT)
+        crcs, stored_on, failures = set(), [], []
+        for keeper, call in zip(allocation.pipeline, calls, strict=True):
+            if not call.done():
+                call.cancel()
+                failures.append(f"{keeper.address} did not answer")
+                continue
+            try:
+                reply = call.result()
+            except grpc.RpcError as e:
+                failures.append(f"{keeper.address}: {e.details() if isinstance(e, grpc.Call) else e}")
+                continue
+            crcs.add(reply.crc32c)
+            stored_on.extend(reply.stored_on)
+        if failures or len(crcs) != 1:
+            self.abandon([allocation.chunk_id])
+            raise FsError(errno.EIO, "; ".join(failures) or "the keepers' derived chunks differ")
+        return mp.NewChunk(
+            index=index, chunk_id=allocation.chunk_id, length=length, crc32c=crcs.pop(), stored_on=stored_on
+        )
+
     def _accept(self, chosen: _Attempt, attempts: list[_Attempt], index: int, data: bytes, crc: int) -> mp.NewChunk:
         self.abandon([a.chunk_id for a in attempts if a is not chosen])
         return mp.NewChunk(

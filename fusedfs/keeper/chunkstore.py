@@ -24,9 +24,10 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as StepTimeout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -45,7 +46,7 @@ from fusedfs.chunkfile import (
     read_header,
     read_pieces,
 )
-from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, crc32c, is_valid_chunk_id
+from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, PIECE_SIZE, crc32c, is_valid_chunk_id
 from fusedfs.errors import FsError
 from fusedfs.fileio import disk_error, pwrite_all
 from fusedfs.keeper.diskwatch import DiskWatch
@@ -76,9 +77,10 @@ def _check_id(chunk_id: str) -> None:
 
 
 class ChunkWriter:
-    """Receives one chunk's bytes in order, then commits it atomically (or aborts)."""
+    """Receives one chunk's bytes in order, then commits it atomically (or aborts). The chunk's
+    CRC-32C is the writer's, checked at the end, or (None) the one its bytes have."""
 
-    def __init__(self, store: ChunkStore, chunk_id: str, length: int, crc: int) -> None:
+    def __init__(self, store: ChunkStore, chunk_id: str, length: int, crc: int | None) -> None:
         self._store = store
         self.chunk_id = chunk_id
         self.length = length
@@ -121,6 +123,8 @@ class ChunkWriter:
         try:
             if self._written != self.length:
                 raise FsError(errno.EINVAL, f"chunk {self.chunk_id}: got {self._written} of {self.length} bytes")
+            if self.crc is None:
+                self.crc = self._running_crc
             if self._running_crc != self.crc:
                 raise FsError(errno.EINVAL, f"chunk {self.chunk_id}: checksum mismatch, data damaged in transit")
             if self._block_fill:
@@ -145,6 +149,29 @@ class ChunkWriter:
             os.close(self._fd)
             self._fd = -1
         self._tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Bytes to write over a derived chunk (ChunkStore.derive), with the writer's CRC-32C."""
+
+    offset: int
+    data: bytes
+    crc: int
+
+
+def patched(offset: int, data: bytes, patches: Sequence[Patch]) -> bytes:
+    """data (the bytes at `offset` of a chunk) with the patches that overlap it written over."""
+    end = offset + len(data)
+    touching = [p for p in patches if p.offset < end and p.offset + len(p.data) > offset]
+    if not touching:
+        return data
+    out = bytearray(data)
+    for p in touching:
+        start = max(p.offset, offset)
+        stop = min(p.offset + len(p.data), end)
+        out[start - offset : stop - offset] = p.data[start - p.offset : stop - p.offset]
+    return bytes(out)
 
 
 def fsync_dir(path: Path) -> None:
@@ -241,7 +268,7 @@ class ChunkStore:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def begin_write(self, chunk_id: str, length: int, crc: int) -> ChunkWriter:
+    def begin_write(self, chunk_id: str, length: int, crc: int | None) -> ChunkWriter:
         _check_id(chunk_id)
         if not 0 < length <= MAX_CHUNK_SIZE:
             raise FsError(errno.EINVAL, f"chunk length {length} is out of range (1..{MAX_CHUNK_SIZE})")
@@ -251,6 +278,41 @@ class ChunkStore:
             raise FsError(errno.ENOSPC, "keeper disk is full")
         self.check_disk_answers()
         return ChunkWriter(self, chunk_id, length, crc)
+
+    def derive(self, chunk_id: str, length: int, base_id: str, base_kept: int, patches: Sequence[Patch]) -> int:
+        """Stores chunk_id: the first base_kept bytes of chunk base_id (checked as they are read),
+        zeros from there to `length`, the patches written over them; returns its CRC-32C.
+        Streams a piece at a time. ENOENT without the base here; CorruptChunk when the base
+        fails its checksums; EINVAL for a patch that fails its own or lies outside the chunk."""
+        _check_id(base_id)
+        if sum(len(p.data) for p in patches) > PIECE_SIZE:
+            raise FsError(errno.EINVAL, f"patches of more than {PIECE_SIZE} bytes: write the chunk whole")
+        for patch in patches:
+            if patch.offset + len(patch.data) > length:
+                raise FsError(errno.EINVAL, f"a patch at {patch.offset} ends past the chunk's length {length}")
+            if crc32c(patch.data) != patch.crc:
+                raise FsError(errno.EINVAL, f"chunk {chunk_id}: a patch fails its checksum, damaged in transit")
+        kept = min(base_kept, length)
+        header, pieces = self.open_chunk(base_id, 0, kept)  # (its file closes with the pieces)
+        if header.length < kept:
+            raise FsError(errno.EINVAL, f"chunk {base_id} holds {header.length} bytes, not {kept}")
+        writer = self.begin_write(chunk_id, length, None)
+        try:
+            pos = 0
+            for piece in pieces if kept else ():  # (a length of 0 reads to the end)
+                data = piece.data[: kept - pos]
+                writer.write(patched(pos, data, patches))
+                pos += len(data)
+            while pos < length:
+                size = min(PIECE_SIZE, length - pos)
+                writer.write(patched(pos, bytes(size), patches))
+                pos += size
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        assert writer.crc is not None
+        return writer.crc
 
     def answered(self, step: Callable[[], T]) -> T:
         """step() (disk work of a write) in one of the store's disk threads, waited for at most

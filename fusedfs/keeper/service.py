@@ -22,7 +22,7 @@ from fusedfs.chunkfile import CorruptChunk
 from fusedfs.chunks import MAX_GOAL, PIECE_SIZE, MiB
 from fusedfs.errors import FsError, abort_with
 from fusedfs.grpcutil import ChannelPool
-from fusedfs.keeper.chunkstore import ChunkStore, ChunkWriter, DiskNotAnswering
+from fusedfs.keeper.chunkstore import ChunkStore, ChunkWriter, DiskNotAnswering, Patch
 from fusedfs.keeper.metacopies import MetadataCopies
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp
@@ -200,6 +200,21 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
     def WriteSmallChunk(self, request: kp.WriteChunkMessage, context: grpc.ServicerContext) -> kp.WriteChunkReply:
         return self.WriteChunk(iter([request]), context)
 
+    def DeriveChunk(self, request: kp.DeriveChunkRequest, context: grpc.ServicerContext) -> kp.WriteChunkReply:
+        # In the request's thread: the writer's timeout bounds it on a disk that hangs (the
+        # writer then writes the chunk whole elsewhere); reads of the base check its blocks.
+        patches = [Patch(p.offset, p.data, p.crc32c) for p in request.patches]
+        with self.load:
+            try:
+                crc = self.store.derive(
+                    request.chunk_id, request.length, request.base_chunk_id, request.base_kept, patches
+                )
+            except FsError as e:
+                abort_with(context, e)
+            except CorruptChunk as e:
+                abort_with(context, self._bad_replica(request.base_chunk_id, e))
+        return kp.WriteChunkReply(stored_on=[self.keeper_id], crc32c=crc)
+
     def ReadChunk(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> Iterator[kp.ChunkPiece]:
         with self.load:
             yield from self._pieces(request, context)
@@ -274,10 +289,13 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
         except FsError as e:
             abort_with(context, e)
         except CorruptChunk as e:
-            # Never serve it again; the master sees it removed and re-replicates from a good copy.
-            log.warning("%s; deleting this replica", e)
-            self.store.delete(request.chunk_id)
-            abort_with(context, FsError(errno.EBADMSG, str(e)))
+            abort_with(context, self._bad_replica(request.chunk_id, e))
+
+    def _bad_replica(self, chunk_id: str, e: CorruptChunk) -> FsError:
+        """Never served again: the master sees it removed and re-replicates from a good copy."""
+        log.warning("%s; deleting this replica", e)
+        self.store.delete(chunk_id)
+        return FsError(errno.EBADMSG, str(e))
 
 
 def _changes(header: kp.MetadataCopyHeader, entries: list[kp.JournalEntry]) -> kp.MetadataJournal:

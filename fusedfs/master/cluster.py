@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from fusedfs.chunks import is_valid_chunk_id, parse_chunk_id
+from fusedfs.chunks import format_chunk_id, is_valid_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError
 from fusedfs.master.placement import KeeperView, choose_keepers, failure_domain
 from fusedfs.master.replication import plan_balance, plan_repairs
@@ -339,6 +339,18 @@ class Cluster:
                 full += f" (the trash keeps deleted files {hours:g} h: `trash purge /` frees them)"
             raise FsError(errno.ENOSPC, full)
         raise FsError(errno.EIO, "too few healthy keepers for this write; retry later")
+
+    def derive_pipeline(self, base: int, exclude: Iterable[str], length: int, goal: int = 0) -> list[KeeperView]:
+        """Keepers for a chunk derived from chunk `base` on the keepers holding it: a goal's
+        worth of its holders (alive, not drained, with room), or EAGAIN when fewer hold it (the
+        writer then writes the chunk whole, to keepers chosen as for any new chunk)."""
+        goal = goal or self.settings.goal
+        with self._lock:
+            holders = [self.keepers[k].view() for k in self._counted_holders(base)]
+        chosen = choose_keepers(holders, goal, length or self.settings.chunk_size, set(exclude), self.rng)
+        if len(chosen) < goal or any(k.stalled for k in chosen):
+            raise FsError(errno.EAGAIN, f"chunk {format_chunk_id(base)} is on too few sound keepers to derive from")
+        return chosen
 
     def placeable(self) -> list[KeeperView]:
         """Keepers new chunks (and metadata copies) may go to: alive and not being drained."""

@@ -316,8 +316,12 @@ class MasterService(master_pb2_grpc.MasterServicer):
             raise FsError(errno.EINVAL, f"at most {MAX_ALLOCATIONS} chunks at once, not {count}")
         if request.goal > MAX_GOAL:
             raise FsError(errno.EINVAL, f"goal {request.goal} is out of range (1..{MAX_GOAL}, or 0 for the cluster's)")
-        goal = request.goal or self.cluster.settings.goal
-        pipelines = [self.cluster.choose_pipeline(request.exclude_keepers, request.length, goal) for _ in range(count)]
+        goal, exclude = request.goal or self.cluster.settings.goal, request.exclude_keepers
+        if request.derive_from:
+            base = _chunk_number(request.derive_from)
+            pipelines = [self.cluster.derive_pipeline(base, exclude, request.length, goal)] * count
+        else:
+            pipelines = [self.cluster.choose_pipeline(exclude, request.length, goal) for _ in range(count)]
         now = self.ns.clock()
         with self.store.transaction():
             chunks = [self.store.new_chunk(now) for _ in range(count)]

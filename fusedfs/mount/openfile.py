@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from fusedfs.chunks import all_zeros, spans
+from fusedfs.chunks import PIECE_SIZE, all_zeros, spans
 from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
@@ -34,6 +34,9 @@ from fusedfs.rpc import master_pb2 as mp
 log = logging.getLogger(__name__)
 
 READ_AHEAD_CHUNKS = 3  # a sequential reader has the next 3 chunks (24 MiB) fetched in the background
+# A chunk longer than this, of which a few ranges were written, goes as those ranges: its keepers
+# make the new chunk from their copy of the old (smaller ones go whole, in one message anyway).
+DERIVE_ABOVE = 256 << 10
 APPEND_ATTEMPTS = 100  # appends overtaken by other mounts' this many times in a row: EIO
 
 
@@ -112,10 +115,14 @@ class OpenFile:
 
     async def _chunk(self, index: int) -> ChunkData:
         """The committed data of slot index (possibly shorter than the slot; empty for a hole)."""
+        return (await self._chunk_and_id(index))[0]
+
+    async def _chunk_and_id(self, index: int) -> tuple[ChunkData, str | None]:
+        """_chunk, and the id of the chunk it is (None for a hole)."""
         ref = (await self._refs()).get(index)
         if ref is None:
-            return EMPTY
-        return (await self.shared.chunks.load(self.inode, ref)).limited(ref.length)
+            return EMPTY, None
+        return (await self.shared.chunks.load(self.inode, ref)).limited(ref.length), ref.chunk_id
 
     async def _read_ahead(self, index: int, nursery: trio.Nursery) -> None:
         refs = await self._refs()
@@ -191,13 +198,14 @@ class OpenFile:
             slot = self.dirty.get(span.index)
             if slot is None:
                 await self._make_room(self.chunk_size, nursery)
-                existing = b""
+                existing, base = b"", None
                 slot_start = span.index * self.chunk_size
                 if span.length < self.chunk_size and slot_start < self.size:
-                    existing = (await self._chunk(span.index)).slice(0, self.chunk_size)  # keep the rest
+                    chunk, base = await self._chunk_and_id(span.index)
+                    existing = chunk.slice(0, self.chunk_size)  # keep the rest
                 slot = self.dirty.get(span.index)  # (another write may have made it meanwhile)
                 if slot is None:
-                    slot = self.dirty[span.index] = writeback.create(self, self.inode, span.index, existing)
+                    slot = self.dirty[span.index] = writeback.create(self, self.inode, span.index, existing, base)
             writeback.write(slot, span.offset, view[done : done + span.length])
             self.writes += 1
             done += span.length
@@ -240,6 +248,15 @@ class OpenFile:
                 def store() -> mp.NewChunk | None:
                     # Read in the worker thread: a write meanwhile changes the version, so the slot
                     # stays dirty and goes again; what was read is never taken for the current state.
+                    derived = None
+                    if length > DERIVE_ABOVE:
+                        derived = writeback.patches(slot, length, limit=min(PIECE_SIZE, length // 2))
+                    if derived is not None:  # a few ranges of a big chunk: sent alone
+                        base, kept, patches = derived
+                        try:
+                            return self.shared.transfer.derive(index, base, kept, length, patches, goal)
+                        except FsError as e:
+                            log.info("slot %d of inode %d goes whole: %s", index, self.inode, e.message)
                     data = writeback.read(slot, 0, length)
                     return None if hole and all_zeros(data) else self.shared.transfer.write(index, data, goal)
 

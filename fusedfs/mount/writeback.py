@@ -7,6 +7,10 @@ oldest idle slot of the mount uploaded and waits for room, as S3QL's cache does.
 
 Holes read as zeros: a slot file is extended sparsely, and truncated with ftruncate.
 
+A slot that began as a copy of the chunk already committed (a partial write into it) remembers
+that chunk and the ranges written since: while they are few, its upload sends just them, and the
+keepers holding that chunk make the new one from their copy (`patches`, Keeper.DeriveChunk).
+
 A slot starts in memory and moves to its file once it grows past `memory_slot_bytes` (or the
 mount's slots in memory would pass `memory_bytes`): a small file is written, uploaded and
 dropped without creating, reading and deleting a file of its own.
@@ -31,6 +35,7 @@ LEFT_AFTER = 60.0  # seconds a folder no mount holds must be left alone before i
 
 MEMORY_SLOT_BYTES = 256 << 10
 MEMORY_BYTES = 32 << 20
+MAX_PATCH_RANGES = 256  # written ranges a slot tracks for a derived upload, before it is uploaded whole
 
 
 class DirtySlot:
@@ -44,6 +49,23 @@ class DirtySlot:
         self.version = 0  # bumped by every change, so an upload of an older state is not taken as current
         self.uploading = False  # an upload is reading it: closing waits for that (see drop)
         self.dropped = False
+        # The committed chunk the slot began as a copy of (None: uploaded whole), how many of its
+        # bytes still stand, and the ranges written since (sorted, apart).
+        self.base: str | None = None
+        self.base_kept = 0
+        self.changed: list[tuple[int, int]] = []
+
+
+def merged(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """Sorted, disjoint ranges with [start, end) added (touching ranges become one)."""
+    out: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if b < start or a > end:
+            out.append((a, b))
+        else:
+            start, end = min(a, start), max(b, end)
+    out.append((start, end))
+    return sorted(out)
 
 
 class WriteBack:
@@ -64,12 +86,27 @@ class WriteBack:
         self._changed = trio.Event()
         folder.mkdir(parents=True, exist_ok=True)
 
-    def create(self, owner: object, inode: int, index: int, initial: bytes) -> DirtySlot:
+    def create(self, owner: object, inode: int, index: int, initial: bytes, base: str | None = None) -> DirtySlot:
+        """A slot holding `initial`: the data of chunk `base` (None: no chunk, or not to be derived from)."""
         slot = DirtySlot(owner, inode, index)
         self._slots[(inode, index)] = slot
         if initial:
             self.write(slot, 0, initial)
+        if base is not None:
+            slot.base, slot.base_kept = base, len(initial)
         return slot
+
+    def patches(self, slot: DirtySlot, length: int, limit: int) -> tuple[str, int, list[tuple[int, bytes]]] | None:
+        """(base chunk, its bytes kept, [(offset, bytes)]) that make the slot's first `length`
+        bytes from its base chunk, if it has one and they come to `limit` bytes at most."""
+        base, kept, changed = slot.base, slot.base_kept, slot.changed
+        if base is None or sum(min(end, length) - start for start, end in changed if start < length) > limit:
+            return None
+        return (
+            base,
+            kept,
+            [(start, self.read(slot, start, min(end, length))) for start, end in changed if start < length],
+        )
 
     def _to_file(self, slot: DirtySlot) -> None:
         assert slot.memory is not None
@@ -109,6 +146,10 @@ class WriteBack:
             self.used += end - slot.length
             slot.length = end
         slot.version += 1
+        if slot.base is not None and end > offset:
+            slot.changed = merged(slot.changed, offset, end)
+            if len(slot.changed) > MAX_PATCH_RANGES:
+                slot.base = None
 
     def _error(self, e: OSError) -> FsError:
         return disk_error(e, f"the write cache's disk ({self.folder})")
@@ -131,6 +172,8 @@ class WriteBack:
             self.used -= slot.length - length
             slot.length = length
             slot.version += 1
+            slot.base_kept = min(slot.base_kept, length)
+            slot.changed = [(a, min(b, length)) for a, b in slot.changed if a < length]
 
     def drop(self, slot: DirtySlot) -> None:
         """The slot is on the cluster (or cut away): its file goes."""

@@ -108,12 +108,38 @@ class PipelineFailure(_message.Message):
     def __init__(self, keeper: _Optional[_Union[_common_pb2.KeeperRef, _Mapping]] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class WriteChunkReply(_message.Message):
-    __slots__ = ("stored_on", "failures")
+    __slots__ = ("stored_on", "failures", "crc32c")
     STORED_ON_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
     stored_on: _containers.RepeatedScalarFieldContainer[str]
     failures: _containers.RepeatedCompositeFieldContainer[PipelineFailure]
-    def __init__(self, stored_on: _Optional[_Iterable[str]] = ..., failures: _Optional[_Iterable[_Union[PipelineFailure, _Mapping]]] = ...) -> None: ...
+    crc32c: int
+    def __init__(self, stored_on: _Optional[_Iterable[str]] = ..., failures: _Optional[_Iterable[_Union[PipelineFailure, _Mapping]]] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class ChunkPatch(_message.Message):
+    __slots__ = ("offset", "data", "crc32c")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    crc32c: int
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class DeriveChunkRequest(_message.Message):
+    __slots__ = ("chunk_id", "length", "base_chunk_id", "base_kept", "patches")
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    BASE_CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_KEPT_FIELD_NUMBER: _ClassVar[int]
+    PATCHES_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    length: int
+    base_chunk_id: str
+    base_kept: int
+    patches: _containers.RepeatedCompositeFieldContainer[ChunkPatch]
+    def __init__(self, chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., base_chunk_id: _Optional[str] = ..., base_kept: _Optional[int] = ..., patches: _Optional[_Iterable[_Union[ChunkPatch, _Mapping]]] = ...) -> None: ...
 
 class ReadChunkRequest(_message.Message):
     __slots__ = ("chunk_id", "offset", "length")

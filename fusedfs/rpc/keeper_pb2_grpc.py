@@ -45,6 +45,11 @@ class KeeperStub:
                 request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkMessage.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.FromString,
                 _registered_method=True)
+        self.DeriveChunk = channel.unary_unary(
+                '/fusedfs.rpc.Keeper/DeriveChunk',
+                request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.DeriveChunkRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.FromString,
+                _registered_method=True)
         self.ReadChunk = channel.unary_stream(
                 '/fusedfs.rpc.Keeper/ReadChunk',
                 request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.ReadChunkRequest.SerializeToString,
@@ -92,6 +97,16 @@ class KeeperServicer:
     def WriteSmallChunk(self, request, context):
         """WriteChunk for a chunk that fits in one message (header and all its data): a plain call
         costs client and keeper far less than a stream, which is what small files need.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeriveChunk(self, request, context):
+        """Stores a new chunk made from a chunk this keeper holds, with a few ranges changed: a small
+        write into a big chunk (a database page) sends those bytes, not the whole chunk. No
+        forwarding: the writer asks each keeper of the base chunk. The reply carries the new
+        chunk's CRC-32C, which every keeper must agree on. NOT_FOUND without the base chunk here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,6 +174,11 @@ def add_KeeperServicer_to_server(servicer, server):
             'WriteSmallChunk': grpc.unary_unary_rpc_method_handler(
                     servicer.WriteSmallChunk,
                     request_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkMessage.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.SerializeToString,
+            ),
+            'DeriveChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeriveChunk,
+                    request_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.DeriveChunkRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.SerializeToString,
             ),
             'ReadChunk': grpc.unary_stream_rpc_method_handler(
@@ -245,6 +265,33 @@ class Keeper:
             target,
             '/fusedfs.rpc.Keeper/WriteSmallChunk',
             fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkMessage.SerializeToString,
+            fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeriveChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Keeper/DeriveChunk',
+            fusedfs_dot_rpc_dot_keeper__pb2.DeriveChunkRequest.SerializeToString,
             fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.FromString,
             options,
             channel_credentials,

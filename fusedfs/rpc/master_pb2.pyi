@@ -230,16 +230,18 @@ class GetChunksReply(_message.Message):
     def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[ChunkRef, _Mapping]]] = ...) -> None: ...
 
 class AllocateChunksRequest(_message.Message):
-    __slots__ = ("exclude_keepers", "length", "count", "goal")
+    __slots__ = ("exclude_keepers", "length", "count", "goal", "derive_from")
     EXCLUDE_KEEPERS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     GOAL_FIELD_NUMBER: _ClassVar[int]
+    DERIVE_FROM_FIELD_NUMBER: _ClassVar[int]
     exclude_keepers: _containers.RepeatedScalarFieldContainer[str]
     length: int
     count: int
     goal: int
-    def __init__(self, exclude_keepers: _Optional[_Iterable[str]] = ..., length: _Optional[int] = ..., count: _Optional[int] = ..., goal: _Optional[int] = ...) -> None: ...
+    derive_from: str
+    def __init__(self, exclude_keepers: _Optional[_Iterable[str]] = ..., length: _Optional[int] = ..., count: _Optional[int] = ..., goal: _Optional[int] = ..., derive_from: _Optional[str] = ...) -> None: ...
 
 class ChunkAllocation(_message.Message):
     __slots__ = ("chunk_id", "pipeline")

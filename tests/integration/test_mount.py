@@ -197,26 +197,55 @@ def test_one_gib_file_reads_back_cold_with_sha256sum(mounted: tuple[LocalCluster
     assert sh("sha256sum", str(cold / "big")).split()[0] == digest.hexdigest()
 
 
-def test_small_overwrite_rewrites_one_chunk(mounted: tuple[LocalCluster, Path]) -> None:
-    cluster, mnt = mounted
+def test_a_small_overwrite_sends_its_bytes_alone_and_rewrites_one_chunk(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    metrics = ["--metrics", "127.0.0.1:0"]
+    cluster = make_cluster(keepers=4, keeper_args=metrics)
+    mnt = cluster.mount(tmp_path / "mnt")
     path = mnt / "three-chunks"
     data = bytearray(os.urandom(24 * MiB))
     path.write_bytes(data)
     master = MasterClient(cluster.master_address)
     inode = path.stat().st_ino
 
-    def chunk_ids() -> list[str]:
-        return [c.chunk_id for c in master.call("GetChunks", mp.GetChunksRequest(inode=inode)).chunks]
+    def chunks() -> list[mp.ChunkRef]:
+        return list(master.call("GetChunks", mp.GetChunksRequest(inode=inode)).chunks)
 
-    before = chunk_ids()
+    def derived() -> float:  # chunks the keepers made from a copy they held, with a few bytes sent
+        logs = cluster.data_dir / "logs"
+        return sum(scrape(logs / f"keeper{i}.log").get(DERIVED, 0.0) for i in range(4) if i in alive)
+
+    alive = {0, 1, 2, 3}
+    before = chunks()
     with open(path, "r+b") as f:
         f.seek(9 * MiB)
         f.write(b"x" * 4096)
     data[9 * MiB : 9 * MiB + 4096] = b"x" * 4096
-    after = chunk_ids()
-    assert [b == a for b, a in zip(before, after, strict=True)] == [True, False, True]
-    assert path.read_bytes() == data
+    after = chunks()
+    assert [b.chunk_id == a.chunk_id for b, a in zip(before, after, strict=True)] == [True, False, True]
+    assert derived() == 3  # on each keeper of the chunk it replaced, not sent whole down a pipeline
+    assert sorted(r.keeper_id for r in after[1].replicas) == sorted(r.keeper_id for r in before[1].replicas)
+    other = cluster.mount(tmp_path / "other")  # read cold, elsewhere
+    assert sha256_file(other / "three-chunks") == hashlib.sha256(data).hexdigest()
+
+    # A keeper of that chunk dies (the master has not noticed yet): the chunk goes whole instead.
+    holder = next(i for i in range(4) if cluster.keeper_address(i) in {r.address for r in after[1].replicas})
+    cluster.kill_keeper(holder)
+    alive.discard(holder)
+    with open(path, "r+b") as f:
+        f.seek(10 * MiB + 5)
+        f.write(b"y" * 100)
+    data[10 * MiB + 5 : 10 * MiB + 105] = b"y" * 100
+    assert chunks()[1].chunk_id != after[1].chunk_id
+    assert "goes whole" in (cluster.data_dir / "logs" / "mount-mnt.log").read_text()
+    cluster.unmount(other)
+    cluster.mount(other)
+    assert sha256_file(other / "three-chunks") == hashlib.sha256(data).hexdigest()
     master.pool.close()
+
+
+DERIVED = 'fusedfs_rpc_seconds_count{code="OK",method="DeriveChunk"}'
 
 
 def test_files_written_in_a_folder_with_a_goal_of_one_are_written_once(mounted: tuple[LocalCluster, Path]) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fusedfs.chunkfile import CorruptChunk
+from fusedfs.chunkfile import CorruptChunk, chunk_path, data_offset
 from fusedfs.chunks import BLOCK_SIZE, crc32c
 from fusedfs.errors import FsError
-from fusedfs.keeper.chunkstore import ChunkStore
+from fusedfs.keeper.chunkstore import ChunkStore, Patch
 
 ID = "00000000000000a1"
 
@@ -159,3 +159,45 @@ def test_a_short_write_on_a_filling_disk_stores_no_chunk(tmp_path: Path, monkeyp
     writer.abort()
     assert info.value.errno == errno.ENOSPC
     assert not store.has(ID) and not list((tmp_path / "tmp").iterdir())
+
+
+def _patch(offset: int, data: bytes) -> Patch:
+    return Patch(offset, data, crc32c(data))
+
+
+def test_a_derived_chunk_is_its_base_with_the_patches_and_zeros_past_what_is_kept(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    base = os.urandom(3 * BLOCK_SIZE + 100)
+    store_chunk(store, base)
+    new_id, expected = "00000000000000b2", bytearray(base[:BLOCK_SIZE]) + bytes(3 * BLOCK_SIZE)
+    expected[10:13] = b"abc"
+    expected[BLOCK_SIZE - 2 : BLOCK_SIZE + 2] = b"wxyz"  # across a block boundary
+    expected[-5:] = b"!" * 5
+    patches = [_patch(10, b"abc"), _patch(BLOCK_SIZE - 2, b"wxyz"), _patch(len(expected) - 5, b"!" * 5)]
+    crc = store.derive(new_id, len(expected), ID, BLOCK_SIZE, patches)  # the base kept up to a truncate
+    assert crc == crc32c(bytes(expected)) and store.verify(new_id)
+    assert b"".join(p.data for p in store.read(new_id)) == expected
+    assert b"".join(p.data for p in store.read(ID)) == base  # the base is left as it was
+
+
+def test_deriving_refuses_damaged_patches_and_bases_and_leaves_nothing(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    base = os.urandom(2 * BLOCK_SIZE)
+    store_chunk(store, base)
+    new_id = "00000000000000b2"
+    with pytest.raises(FsError) as e:
+        store.derive(new_id, len(base), ID, len(base), [Patch(5, b"abc", crc32c(b"abd"))])
+    assert e.value.errno == errno.EINVAL and "checksum" in str(e.value)
+    with pytest.raises(FsError) as e:
+        store.derive(new_id, len(base), ID, len(base), [_patch(len(base) - 1, b"ab")])
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(FsError) as e:
+        store.derive(new_id, len(base), "00000000000000c3", len(base), [])
+    assert e.value.errno == errno.ENOENT
+    path = chunk_path(tmp_path, ID)
+    with open(path, "r+b") as f:  # bit rot in the base's second block
+        f.seek(data_offset(len(base)) + BLOCK_SIZE + 7)
+        f.write(b"\xff")
+    with pytest.raises(CorruptChunk):
+        store.derive(new_id, len(base), ID, len(base), [_patch(0, b"x")])
+    assert not store.has(new_id) and not list((tmp_path / "tmp").iterdir())

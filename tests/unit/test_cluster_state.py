@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 from typing import Any
 
@@ -220,6 +221,25 @@ def test_pipeline_needs_min_copies() -> None:
     assert len(cluster.choose_pipeline([], 0)) == 2
     with pytest.raises(FsError):
         cluster.choose_pipeline(["a"], 0)
+
+
+def test_a_chunk_is_derived_on_a_goals_worth_of_sound_holders_of_its_base_or_not_at_all() -> None:
+    cluster, clock = make([live(1)], goal=2)
+    for k, chunks in (("a", [1]), ("b", [1]), ("c", [1]), ("d", [])):
+        register(cluster, k, chunks)
+    clock.now += 4.0
+    for _ in range(20):
+        chosen = {k.keeper_id for k in cluster.derive_pipeline(1, [], 10)}
+        assert len(chosen) == 2 and chosen <= {"a", "b", "c"}
+    assert {k.keeper_id for k in cluster.derive_pipeline(1, ["a"], 10, goal=2)} == {"b", "c"}
+    cluster.set_draining("b", True)
+    with pytest.raises(FsError) as e:  # the writer writes the chunk whole instead
+        cluster.derive_pipeline(1, ["a"], 10)
+    assert e.value.errno == errno.EAGAIN
+    with pytest.raises(FsError):
+        cluster.derive_pipeline(1, [], 10, goal=3)
+    with pytest.raises(FsError):
+        cluster.derive_pipeline(2, [], 10)  # a chunk no keeper holds
 
 
 def test_over_replication_is_trimmed_and_a_report_racing_the_trim_is_not_counted() -> None:

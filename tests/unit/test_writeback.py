@@ -10,7 +10,7 @@ import pytest
 
 from fusedfs.datadir import lock_data_dir
 from fusedfs.errors import FsError
-from fusedfs.mount.writeback import LEFT_AFTER, WriteBack, left_behind
+from fusedfs.mount.writeback import LEFT_AFTER, MAX_PATCH_RANGES, WriteBack, left_behind, merged
 
 
 @pytest.mark.parametrize("memory_slot_bytes", [0, 1000])  # slots in files, slots in memory
@@ -97,3 +97,35 @@ def test_folders_of_mounts_that_did_not_unmount_are_found_and_empty_ones_removed
     assert not empty.exists() and fresh.exists() and live.exists()
     for lock in held:
         lock.close()
+
+
+def test_ranges_merge_when_they_overlap_or_touch() -> None:
+    ranges = merged([], 10, 20)
+    ranges = merged(ranges, 30, 40)
+    assert ranges == [(10, 20), (30, 40)]
+    assert merged(ranges, 20, 25) == [(10, 25), (30, 40)]  # touching
+    assert merged(ranges, 0, 5) == [(0, 5), (10, 20), (30, 40)]
+    assert merged(ranges, 15, 35) == [(10, 40)]
+
+
+def test_a_slot_made_from_a_chunk_uploads_as_patches_while_they_are_few(tmp_path: Path) -> None:
+    cache = WriteBack(tmp_path / "mount-1", limit_bytes=1 << 20, memory_slot_bytes=0)
+    base = bytes(range(256)) * 4
+    slot = cache.create(owner=None, inode=7, index=0, initial=base, base="00000000000000a1")
+    assert cache.patches(slot, slot.length, limit=100) == ("00000000000000a1", 1024, [])
+    cache.write(slot, 10, b"abc")
+    cache.write(slot, 13, b"de")  # joins the range before it
+    cache.write(slot, 1030, b"xy")  # past the base's end: the chunk grows
+    assert cache.patches(slot, slot.length, limit=100) == ("00000000000000a1", 1024, [(10, b"abcde"), (1030, b"xy")])
+    assert cache.patches(slot, 1031, limit=100) == ("00000000000000a1", 1024, [(10, b"abcde"), (1030, b"x")])
+    assert cache.patches(slot, slot.length, limit=6) is None  # too many bytes changed: uploaded whole
+    cache.truncate(slot, 12)  # the base counts up to the cut only; a write past it leaves zeros between
+    cache.write(slot, 20, b"z")
+    assert cache.patches(slot, slot.length, limit=100) == ("00000000000000a1", 12, [(10, b"ab"), (20, b"z")])
+    assert cache.read(slot, 0, 100) == base[:10] + b"ab" + bytes(8) + b"z"
+    for offset in range(30, 30 + 2 * (MAX_PATCH_RANGES + 1), 2):  # too many ranges to track: whole
+        cache.write(slot, offset, b"-")
+    assert slot.base is None and cache.patches(slot, slot.length, limit=1 << 20) is None
+    fresh = cache.create(owner=None, inode=8, index=0, initial=b"")  # no chunk to start from
+    cache.write(fresh, 0, b"a")
+    assert cache.patches(fresh, fresh.length, limit=100) is None
