@@ -15,6 +15,7 @@ import importlib.util
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -131,6 +132,27 @@ def run(target: Target, size: int, small_files: int, tree: Path) -> None:
                 os.pread(fd, 4096, rng.randrange(0, size - 4096) & ~4095)
     finally:
         os.close(fd)
+    # What a database does: small writes into a big file, each made durable.
+    writes = 200
+    block = os.urandom(4096)
+    fd = os.open(big, os.O_WRONLY)
+    try:
+        with timed(results, "4 KiB random writes + fsync", writes, "IOPS"):
+            for _ in range(writes):
+                os.pwrite(fd, block, rng.randrange(0, size - 4096) & ~4095)
+                os.fsync(fd)
+    finally:
+        os.close(fd)
+    inserts = 500
+    db = sqlite3.connect(root / "bench.db", isolation_level=None)  # (autocommit: a transaction each)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+        with timed(results, "SQLite inserts (WAL, 1 per commit)", inserts, "inserts/s"):
+            for i in range(inserts):
+                db.execute("INSERT INTO t (v) VALUES (?)", (f"row {i:06} " * 8,))
+    finally:
+        db.close()
 
     small = root / "small"
     small.mkdir()
