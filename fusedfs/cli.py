@@ -385,6 +385,9 @@ def run_up(args: argparse.Namespace) -> int:
     return run_local_cluster(args.data, args.port, args.keepers, args.mount if str(args.mount) else None)
 
 
+FSCK_COULD_NOT_CHECK = 8
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -402,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args))
     except FsError as e:
         print(f"fusedfs: error: {e.message}", file=sys.stderr)
-        return 1
+        # fsck's 1 says chunks are lost; not being able to check at all is fsck(8)'s "operational error".
+        return FSCK_COULD_NOT_CHECK if args.part == "client" and getattr(args, "command", "") == "fsck" else 1
     except ValueError as e:  # bad addresses and similar argument mistakes found late
         print(f"fusedfs: error: {e}", file=sys.stderr)
         return 2

@@ -60,7 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     info.add_argument("name", metavar="NAME")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     fsck = commands.add_parser(
-        "fsck", help="the files with chunks below the goal, lost ones first (exit status 1 if any chunk is lost)"
+        "fsck",
+        help="the files with chunks below the goal, lost ones first (exit status 1 if any chunk is lost, "
+        "8 if the master could not be asked)",
     )
     fsck.add_argument("--limit", type=int, default=1000, help="files to list at most (default 1000)")
     fsck.add_argument("--json", action="store_true", help="machine-readable output")
