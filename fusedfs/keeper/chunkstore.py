@@ -76,6 +76,11 @@ def _check_id(chunk_id: str) -> None:
         raise FsError(errno.EINVAL, f"invalid chunk id {chunk_id[:40]!r}: must be 16 lowercase hex digits")
 
 
+def _check_length(length: int) -> None:
+    if not 0 < length <= MAX_CHUNK_SIZE:
+        raise FsError(errno.EINVAL, f"chunk length {length} is out of range (1..{MAX_CHUNK_SIZE})")
+
+
 class ChunkWriter:
     """Receives one chunk's bytes in order, then commits it atomically (or aborts). The chunk's
     CRC-32C is the writer's, checked at the end, or (None) the one its bytes have."""
@@ -270,8 +275,7 @@ class ChunkStore:
 
     def begin_write(self, chunk_id: str, length: int, crc: int | None) -> ChunkWriter:
         _check_id(chunk_id)
-        if not 0 < length <= MAX_CHUNK_SIZE:
-            raise FsError(errno.EINVAL, f"chunk length {length} is out of range (1..{MAX_CHUNK_SIZE})")
+        _check_length(length)
         if self.has(chunk_id):  # chunks are immutable: a second write is a bug or an attack
             raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here")
         if self.free_bytes() < length + ALIGN:
@@ -284,7 +288,9 @@ class ChunkStore:
         zeros from there to `length`, the patches written over them; returns its CRC-32C.
         Streams a piece at a time. ENOENT without the base here; CorruptChunk when the base
         fails its checksums; EINVAL for a patch that fails its own or lies outside the chunk."""
+        _check_id(chunk_id)
         _check_id(base_id)
+        _check_length(length)
         if sum(len(p.data) for p in patches) > PIECE_SIZE:
             raise FsError(errno.EINVAL, f"patches of more than {PIECE_SIZE} bytes: write the chunk whole")
         for patch in patches:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import trio
+from prometheus_client import Counter
 
 from fusedfs.chunks import PIECE_SIZE, all_zeros, spans
 from fusedfs.client.master import MasterClient
@@ -38,6 +39,13 @@ READ_AHEAD_CHUNKS = 3  # a sequential reader has the next 3 chunks (24 MiB) fetc
 # make the new chunk from their copy of the old (smaller ones go whole, in one message anyway).
 DERIVE_ABOVE = 256 << 10
 APPEND_ATTEMPTS = 100  # appends overtaken by other mounts' this many times in a row: EIO
+
+UPLOADS = Counter(
+    "fusedfs_mount_uploads",
+    "chunks this mount stored: sent whole, or derived by the keepers of the chunk they replace (its changes sent)",
+    ["how"],
+)
+WHOLE_UPLOADS, DERIVED_UPLOADS = UPLOADS.labels("whole"), UPLOADS.labels("derived")
 
 
 @dataclass
@@ -254,11 +262,17 @@ class OpenFile:
                     if derived is not None:  # a few ranges of a big chunk: sent alone
                         base, kept, patches = derived
                         try:
-                            return self.shared.transfer.derive(index, base, kept, length, patches, goal)
+                            chunk = self.shared.transfer.derive(index, base, kept, length, patches, goal)
+                            DERIVED_UPLOADS.inc()
+                            return chunk
                         except FsError as e:
                             log.info("slot %d of inode %d goes whole: %s", index, self.inode, e.message)
                     data = writeback.read(slot, 0, length)
-                    return None if hole and all_zeros(data) else self.shared.transfer.write(index, data, goal)
+                    if hole and all_zeros(data):
+                        return None
+                    chunk = self.shared.transfer.write(index, data, goal)
+                    WHOLE_UPLOADS.inc()
+                    return chunk
 
                 chunk = await run(store)
                 writes = self.writes

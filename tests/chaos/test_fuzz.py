@@ -13,7 +13,9 @@ A real master and three real keepers (LocalCluster, through the integration fixt
    pipelines to addresses that are not keepers, longer than MAX_PIPELINE or naming a keeper
    twice or the receiver itself, write streams without a header, with fewer or more bytes than
    declared or a wrong checksum, writes of chunks already stored, streams cancelled or timed out
-   half-way, and replayed and concurrent duplicates of the same request.
+   half-way, replayed and concurrent duplicates of the same request, and chunks derived from
+   chunks the keeper does not hold, past their end, or with patches out of range, too big or
+   failing their checksums (a derive that succeeds must hold exactly base + zeros + patches).
 
 Every answer must be a clear status within CALL_TIMEOUT: never UNKNOWN or INTERNAL (an exception
 the server did not handle), never DEADLINE_EXCEEDED (a hang), and every process keeps serving.
@@ -765,7 +767,14 @@ def test_every_rpc_is_fuzzed() -> None:
     assert {r.name for r in MASTER_RPCS} == classified, "classify the new master RPC above"
     # Metadata copies and changes: fuzzed as raw bytes (they are taken only with this cluster's
     # id, which the fuzzers never send); chunk RPCs also as well-typed hostile messages.
-    known = {kp.WriteChunkMessage, kp.ReadChunkRequest, kp.MetadataCopyPiece, kp.MetadataJournal, cp.Empty}
+    known = {
+        kp.WriteChunkMessage,
+        kp.DeriveChunkRequest,
+        kp.ReadChunkRequest,
+        kp.MetadataCopyPiece,
+        kp.MetadataJournal,
+        cp.Empty,
+    }
     assert {r.request for r in KEEPER_RPCS} <= known, "a new keeper RPC"
 
 
@@ -1005,6 +1014,7 @@ def test_hostile_keeper_requests(protected: Protected) -> None:
     tally = Tally()
     writes = [r for r in KEEPER_RPCS if r.request is kp.WriteChunkMessage]
     reads = [r for r in KEEPER_RPCS if r.request is kp.ReadChunkRequest]
+    derives = [r for r in KEEPER_RPCS if r.request is kp.DeriveChunkRequest]
     stored: dict[tuple[int, str], bytes] = {}  # (keeper, chunk id) -> what the fuzzer stored there
 
     @settings(FUZZ, max_examples=150)
@@ -1112,10 +1122,83 @@ def test_hostile_keeper_requests(protected: Protected) -> None:
                 assert list(piece.block_crc32c) == crcs, request
         servers.assert_serving()
 
+    @settings(FUZZ, max_examples=100)
+    @given(data=st.data())
+    def fuzz_derives(data: st.DataObject) -> None:
+        rpc = data.draw(st.sampled_from(derives), label="rpc")
+        k = data.draw(st.integers(0, KEEPERS - 1), label="keeper")
+        faults = data.draw(st.sets(st.sampled_from(DERIVE_FAULTS), max_size=2), label="faults")
+        event(f"derive faults: {len(faults)}")
+        # (stored is left as fuzz_writes left it: hypothesis replays examples, which must draw alike)
+        ours = sorted(c for j, c in stored if j == k)
+        bases = hostile.real_chunks | (st.sampled_from(ours) if ours else st.nothing())
+        base_id = data.draw(CHUNK_IDS if "base" in faults else bases, label="base")
+        base = protected.chunks.get(base_id, stored.get((k, base_id)))
+        size = len(base) if base is not None else 0
+        chunk_id = f"{next(hostile.new_ids):016x}"
+        if "chunk id" in faults:
+            chunk_id = data.draw(st.sampled_from(MALFORMED_CHUNK_IDS) | hostile.real_chunks, label="id")
+        lengths = [1, max(size - 1, 1), size, size + 1, size + BLOCK_SIZE + 3]
+        if "length" in faults:
+            lengths = [0, MAX_CHUNK_SIZE + 1, INT64_MAX, UINT64_MAX]
+        length = data.draw(st.sampled_from(lengths), label="length")
+        kept = data.draw(u64() if "kept" in faults else st.sampled_from([0, 1, size]), label="base_kept")
+        offsets = u64() if "patch" in faults else st.integers(0, max(length - 1, 0))
+        patches = [
+            kp.ChunkPatch(offset=offset, data=piece[: max(length - offset, 0)] if "patch" not in faults else piece)
+            for offset, piece in data.draw(st.lists(st.tuples(offsets, st.binary(max_size=300)), max_size=3), label="p")
+        ]
+        for patch in patches:
+            patch.crc32c = crc32c(patch.data) ^ data.draw(st.sampled_from([0, 1]) if "patch" in faults else st.just(0))
+        if "patch" in faults and data.draw(st.booleans(), label="oversized"):
+            patches.append(kp.ChunkPatch(offset=0, data=bytes(PIECE_SIZE + 1), crc32c=crc32c(bytes(PIECE_SIZE + 1))))
+        request = kp.DeriveChunkRequest(
+            chunk_id=chunk_id, length=length, base_chunk_id=base_id, base_kept=kept, patches=patches
+        )
+        before = [read_whole(stub, chunk_id) for stub in servers.keeper_stubs] if is_valid_chunk_id(chunk_id) else []
+        outcome = call_typed(servers.keepers[k], rpc, [request])
+        event(f"{rpc}: {outcome.code.name}")
+        expect_clear(rpc, outcome, request, tally)
+        wait_for(lambda: not tmp_files(cluster), 5, "no partial write left behind")
+        # The keeper's checks, in its order: the ids, the length, the patches, the base, the id taken.
+        bad_ids = not (is_valid_chunk_id(chunk_id) and is_valid_chunk_id(base_id))
+        too_much = sum(len(p.data) for p in patches) > PIECE_SIZE
+        bad_patch = any(p.offset + len(p.data) > length or crc32c(p.data) != p.crc32c for p in patches)
+        if bad_ids or not 0 < length <= MAX_CHUNK_SIZE or too_much or bad_patch:
+            code = INVALID
+        elif base is None:
+            code = NOT_FOUND
+        elif min(kept, length) > size:
+            code = INVALID
+        elif before[k] is not None:
+            code = EXISTS
+        else:
+            code = OK
+        assert outcome.code == code, (rpc, k, request, outcome)
+        servers.assert_serving()
+        if not before:
+            return
+        after = [read_whole(stub, chunk_id) for stub in servers.keeper_stubs]
+        assert after[:k] + after[k + 1 :] == before[:k] + before[k + 1 :], "another keeper's chunks changed"
+        if code != OK:
+            assert after[k] == before[k], f"a refused derive changed chunk {chunk_id}: {request}"
+            return
+        assert base is not None
+        expected = bytearray(base[: min(kept, length)]) + bytes(length - min(kept, length))
+        for p in patches:
+            expected[p.offset : p.offset + len(p.data)] = p.data
+        assert after[k] == bytes(expected), request
+        reply = kp.WriteChunkReply.FromString(outcome.replies[0])
+        assert list(reply.stored_on) == [protected.keeper_id_of[k]] and reply.crc32c == crc32c(bytes(expected))
+
     fuzz_writes()
     fuzz_reads()
+    fuzz_derives()
     print(tally.summary())
     protected.assert_intact()
+
+
+DERIVE_FAULTS = ["chunk id", "base", "length", "kept", "patch"]
 
 
 def piece_starts(size: int, offset: int, length: int) -> list[int]:

@@ -1099,6 +1099,7 @@ def test_each_process_serves_its_metrics(make_cluster: MakeCluster, tmp_path: Pa
     assert mount['fusedfs_mount_request_seconds_count{op="write"}'] >= 1
     assert mount['fusedfs_mount_errors_total{errno="ENOTEMPTY",op="rmdir"}'] == 1
     assert mount["fusedfs_mount_writeback_bytes"] == 0 and mount["fusedfs_mount_open_files"] == 0
+    assert mount['fusedfs_mount_uploads_total{how="whole"}'] == 1
 
     wait_for(lambda: scrape(logs / "master.log")['fusedfs_chunks{health="total"}'] == 1, 10, "the chunk counted")
     master = scrape(logs / "master.log")
@@ -1117,3 +1118,7 @@ def test_each_process_serves_its_metrics(make_cluster: MakeCluster, tmp_path: Pa
         v for k in keepers for name, v in k.items() if name.startswith("fusedfs_rpc_seconds_count{") and "Write" in name
     )
     assert writes >= 1
+    with open(mnt / "f", "r+b") as f:  # a few bytes into the 3 MiB chunk: only they are sent
+        f.seek(MiB)
+        f.write(b"changed")
+    assert scrape(logs / "mount-mnt.log")['fusedfs_mount_uploads_total{how="derived"}'] == 1
