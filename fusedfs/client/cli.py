@@ -521,6 +521,7 @@ def _status(master: MasterClient, as_json: bool) -> None:
                         "repairs_in_flight": reply.chunks.repairs_in_flight,
                         "garbage": reply.chunks.garbage,
                         "misplaced": reply.chunks.misplaced,
+                        "pending": reply.chunks.pending,
                     },
                     "files": reply.files,
                     "directories": reply.directories,
@@ -581,7 +582,8 @@ def _status(master: MasterClient, as_json: bool) -> None:
     print(
         f"\nchunks: {c.total} in files, goal {reply.goal} copies: {c.under_replicated} under-replicated, "
         f"{c.over_replicated} over-replicated, {c.lost} lost, {c.repairs_in_flight} repairs in flight, "
-        f"{c.garbage} garbage" + (f", {c.misplaced} on too few machines (failure domains)" if c.misplaced else "")
+        f"{c.garbage} garbage, {c.pending} reserved for uploads"
+        + (f", {c.misplaced} on too few machines (failure domains)" if c.misplaced else "")
     )
     print(
         f"files: {reply.files}, directories: {reply.directories}; mounts: {reply.mounts}, "

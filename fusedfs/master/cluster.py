@@ -101,6 +101,7 @@ class Health:
     repairs_in_flight: int
     garbage: int
     misplaced: int  # copies enough, but in fewer failure domains than there are
+    pending: int  # reserved for uploads not yet committed
 
 
 class Cluster:
@@ -566,7 +567,8 @@ class Cluster:
                 else:
                     over += n > goal
                     misplaced += len(self._counted_domains(chunk)) < min(goal, domains)
-            return Health(len(self.live), under, over, lost, len(self.in_flight), len(self.garbage), misplaced)
+            garbage, pending = len(self.garbage), len(self.pending)
+            return Health(len(self.live), under, over, lost, len(self.in_flight), garbage, misplaced, pending)
 
     def damaged(self) -> dict[int, int]:
         """Chunks of files with fewer copies counting towards the goal than it: chunk -> alive

@@ -386,7 +386,7 @@ class DrainReply(_message.Message):
     def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class ChunkHealth(_message.Message):
-    __slots__ = ("total", "under_replicated", "over_replicated", "lost", "repairs_in_flight", "garbage", "misplaced")
+    __slots__ = ("total", "under_replicated", "over_replicated", "lost", "repairs_in_flight", "garbage", "misplaced", "pending")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     OVER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
@@ -394,6 +394,7 @@ class ChunkHealth(_message.Message):
     REPAIRS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     GARBAGE_FIELD_NUMBER: _ClassVar[int]
     MISPLACED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
     total: int
     under_replicated: int
     over_replicated: int
@@ -401,7 +402,8 @@ class ChunkHealth(_message.Message):
     repairs_in_flight: int
     garbage: int
     misplaced: int
-    def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ..., misplaced: _Optional[int] = ...) -> None: ...
+    pending: int
+    def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ..., misplaced: _Optional[int] = ..., pending: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id", "metadata_copy_taken_ns", "metadata_copy_keepers", "metadata_changes_unsent", "trash_files", "trash_bytes", "trash_hours", "metadata_room_bytes", "metadata_reserve_bytes")

@@ -88,8 +88,14 @@ def test_cli_roundtrip_100_mib(cluster: LocalCluster, tmp_path: Path) -> None:
     assert piped.returncode == 141 and piped.stderr == b"", piped.stderr
     assert status["chunks"]["total"] == 13  # 100 MiB in 8 MiB chunks
     assert status["chunks"]["under_replicated"] == 0 and status["chunks"]["lost"] == 0
+    assert status["chunks"]["pending"] == 0  # every chunk the upload reserved was committed
     assert [k["alive"] for k in status["keepers"]] == [True, True, True]
     assert all(k["chunks"] == 13 for k in status["keepers"])
+    master = MasterClient(cluster.master_address)
+    master.call("AllocateChunks", mp.AllocateChunksRequest(length=10))  # an upload that never commits
+    shown = run_cli("client", cluster.master_address, "status").stdout.decode()
+    assert "0 garbage, 1 reserved for uploads" in shown, shown
+    master.pool.close()
 
 
 def test_cli_uploads_and_downloads_a_folder_with_r(cluster: LocalCluster, tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def test_a_copy_done_is_not_made_again_before_its_target_reports_it() -> None:
     assert target.keeper_id not in cluster.replicas[1]  # (counted once its holder says so)
     beat(cluster, target.keeper_id, added=[1])
     assert cluster.health() == Health(
-        total=1, under_replicated=0, over_replicated=0, lost=0, repairs_in_flight=0, garbage=0, misplaced=0
+        total=1, under_replicated=0, over_replicated=0, lost=0, repairs_in_flight=0, garbage=0, misplaced=0, pending=0
     )
     assert not cluster.landed
 
@@ -206,7 +206,7 @@ def test_pending_chunks_are_safe_until_their_lease_ends() -> None:
     register(cluster, "a", [7])
     cluster.plan()
     assert beat(cluster, "a").deletes == []
-    assert cluster.expired_pending() == []
+    assert cluster.expired_pending() == [] and cluster.health().pending == 1  # (status shows it)
     clock.now = 101.0
     assert cluster.expired_pending() == [7]
 
