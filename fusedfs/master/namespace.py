@@ -498,6 +498,7 @@ class Namespace:
                     changes.garbage.append(chunk.id)
                 elif keep < chunk.length:
                     self.store.set_chunk_length(chunk.id, keep)
+            inode.stored = self.store.stored_bytes(inode.id)
         inode.size = size
 
     # --- file contents ---------------------------------------------------------------------------
@@ -532,6 +533,7 @@ class Namespace:
             changes.live.append(chunk.chunk_id)
             if inode.goal:
                 changes.goals[chunk.chunk_id] = inode.goal
+        inode.stored = self.store.stored_bytes(inode.id)
 
     def commit_chunks(
         self, ino: int, size: int, chunks: list[CommittedChunk], mtime_ns: int | None, appended_at: int | None = None

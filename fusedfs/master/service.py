@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import functools
 import logging
+import stat
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -82,6 +83,7 @@ def to_attr(inode: Inode) -> mp.Attr:
         has_xattrs=inode.has_xattrs,
         rdev=device_number(inode),
         goal=inode.goal,
+        stored_bytes=inode.stored if stat.S_ISREG(inode.mode) else None,
     )
 
 

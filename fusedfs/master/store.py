@@ -98,6 +98,9 @@ class Inode:
     target: bytes | None = None
     has_xattrs: bool | None = None  # filled by get_inode and list_dentries (not a column: from xattrs)
     goal: int = 0  # its own goal, 0: none (not a column: from goals; filled by get_inode and list_dentries)
+    # Bytes of a file that its live chunks hold (not a column: the sum of their lengths; filled by
+    # get_inode and list_dentries, and by whatever changes the chunks, for the attributes it returns)
+    stored: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ class MetadataStore(Protocol):
     def room_bytes(self) -> int: ...
     def cluster_id(self) -> str: ...
     def get_inode(self, ino: int) -> Inode | None: ...
+    def stored_bytes(self, ino: int) -> int: ...
     def insert_inode(self, inode: Inode) -> int: ...
     def update_inode(self, inode: Inode) -> None: ...
     def delete_inode(self, ino: int) -> None: ...
@@ -199,6 +203,7 @@ _INODE_COLUMNS = "id, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns,
 _CHUNK_COLUMNS = "id, state, inode, idx, length, stored_length, crc, since_ns"
 _GOAL = "COALESCE((SELECT goal FROM goals WHERE goals.inode = {}.id), 0)"  # an inode's own goal (0: none)
 _HAS_XATTRS = "EXISTS (SELECT 1 FROM xattrs WHERE xattrs.inode = {}.id)"
+_STORED = "(SELECT COALESCE(SUM(length), 0) FROM chunks WHERE chunks.inode = {} AND state = 1)"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -508,16 +513,18 @@ class SqliteStore:
 
     def get_inode(self, ino: int) -> Inode | None:
         row = self._db.execute(
-            f"SELECT {_INODE_COLUMNS}, {_HAS_XATTRS.format('inodes')}, {_GOAL.format('inodes')}"
-            " FROM inodes WHERE id = ?",
+            f"SELECT {_INODE_COLUMNS}, {_HAS_XATTRS.format('inodes')}, {_GOAL.format('inodes')},"
+            f" {_STORED.format('inodes.id')} FROM inodes WHERE id = ?",
             (ino,),
         ).fetchone()
         if not row:
             return None
-        inode = _inode(row[:-2])
-        inode.has_xattrs = bool(row[-2])
-        inode.goal = row[-1]
+        inode = _inode(row[:-3])
+        inode.has_xattrs, inode.goal, inode.stored = bool(row[-3]), row[-2], row[-1]
         return inode
+
+    def stored_bytes(self, ino: int) -> int:
+        return int(self._db.execute(f"SELECT {_STORED.format('?')}", (ino,)).fetchone()[0])
 
     def insert_inode(self, inode: Inode) -> int:
         cur = self._db.execute(
@@ -558,14 +565,13 @@ class SqliteStore:
     def list_dentries(self, parent: int, after: int, limit: int) -> list[tuple[Dentry, Inode]]:
         rows = self._db.execute(
             f"SELECT d.id, d.name, d.inode, {', '.join('i.' + c.strip() for c in _INODE_COLUMNS.split(','))},"
-            f" {_HAS_XATTRS.format('i')}, {_GOAL.format('i')} FROM dentries d JOIN inodes i ON i.id = d.inode"
-            " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?",
+            f" {_HAS_XATTRS.format('i')}, {_GOAL.format('i')}, {_STORED.format('i.id')}"
+            " FROM dentries d JOIN inodes i ON i.id = d.inode WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?",
             (parent, after, limit),
         ).fetchall()
-        listed = [(Dentry(*row[:3]), _inode(row[3:-2])) for row in rows]
+        listed = [(Dentry(*row[:3]), _inode(row[3:-3])) for row in rows]
         for (_, inode), row in zip(listed, rows, strict=True):
-            inode.has_xattrs = bool(row[-2])
-            inode.goal = row[-1]
+            inode.has_xattrs, inode.goal, inode.stored = bool(row[-3]), row[-2], row[-1]
         return listed
 
     def has_children(self, ino: int) -> bool:

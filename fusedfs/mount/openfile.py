@@ -103,7 +103,8 @@ class OpenFile:
         if attr.ctime_ns >= self.attr.ctime_ns:
             self.attr = attr
 
-    def _clean(self) -> bool:
+    def clean(self) -> bool:
+        """Nothing written here that the master does not have yet."""
         return not self.dirty and not self.uploads and self.writes == self.committed_writes
 
     def _committed(self, attr: mp.Attr, writes: int) -> None:
@@ -197,7 +198,7 @@ class OpenFile:
     async def write(self, offset: int, data: bytes, nursery: trio.Nursery, append: bool = False) -> int:
         if not append:
             self.append_at = None
-        elif self.append_at is None and self._clean():
+        elif self.append_at is None and self.clean():
             self.append_at = self.size
         view = memoryview(data)
         writeback = self.shared.writeback

@@ -172,7 +172,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         size = open_file.size if open_file is not None else attr.size
         entry.st_size = size
         entry.st_blksize = 128 * 1024
-        entry.st_blocks = -(-size // BLOCK)
+        entry.st_blocks = -(-self._stored(attr, open_file, size) // BLOCK)
         entry.st_atime_ns = attr.atime_ns
         entry.st_mtime_ns = attr.mtime_ns
         entry.st_ctime_ns = attr.ctime_ns
@@ -180,6 +180,19 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             entry.st_mtime_ns = entry.st_ctime_ns = open_file.written_ns  # our writes, not yet committed
         self.dircache.xattrs.saw(attr, entry.attr_timeout)
         return entry
+
+    @staticmethod
+    def _stored(attr: mp.Attr, open_file: OpenFile | None, size: int) -> int:
+        """Bytes of the file that take room: what its chunks hold, as the master says (holes take
+        none), unless this mount has changes the master has not seen yet; then all of it, as a
+        sparse file that is not really one costs a copier only a scan for zeros, while one that
+        looks emptier than it is can be archived as holes (tar --sparse takes 0 blocks for
+        all-hole)."""
+        if not attr.HasField("stored_bytes"):
+            return size
+        if open_file is not None and (not open_file.clean() or open_file.size != attr.size):
+            return size
+        return min(attr.stored_bytes, size)
 
     @translate_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:

@@ -155,6 +155,40 @@ def test_sparse_and_large_files(mounted: tuple[LocalCluster, Path]) -> None:
         assert f.read() == b"\0\0tail"
 
 
+def test_du_cp_and_tar_count_holes_as_holes(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    """st_blocks counts the bytes a file's chunks hold, so `du` shows what a sparse file takes
+    and `cp --sparse=auto` copies it out sparse. While a mount has changes the master has not
+    seen, it counts the whole size: a file must never look emptier than it is (tar --sparse
+    archives a file of 0 blocks as all holes)."""
+    _, mnt = mounted
+    sparse = mnt / "sparse"
+    sh("truncate", "-s", "100M", str(sparse))
+    assert sparse.stat().st_blocks == 0
+    data = os.urandom(MiB)
+    with open(sparse, "r+b") as f:
+        f.seek(48 * MiB)  # where a chunk starts (8 MiB chunks)
+        f.write(data)
+        assert os.fstat(f.fileno()).st_blocks * 512 == 100 * MiB  # not saved yet: all of it
+    # (the kernel may keep the attributes it had for up to --attr-timeout, 1 s)
+    wait_for(lambda: sparse.stat().st_blocks * 512 == MiB, 5, "st_blocks of the saved chunk alone")
+    assert sh("du", "-B1", str(sparse)).split()[0] == str(MiB)
+    dense = mnt / "dense"
+    dense.write_bytes(os.urandom(3 * MiB + 5))
+    assert dense.stat().st_blocks == -(-(3 * MiB + 5) // 512)
+    copied = tmp_path / "copied"
+    sh("cp", "--sparse=auto", str(sparse), str(copied))
+    assert copied.stat().st_blocks * 512 <= 2 * MiB and sha256_file(copied) == sha256_file(sparse)
+    # Archived straight after writing (the attributes the kernel keeps are the mount's while it had
+    # unsaved changes): every byte comes back.
+    (mnt / "fresh").write_bytes(data)
+    sh("tar", "--sparse", "-cf", str(tmp_path / "a.tar"), "-C", str(mnt), "sparse", "dense", "fresh")
+    (tmp_path / "x").mkdir()
+    sh("tar", "-xf", str(tmp_path / "a.tar"), "-C", str(tmp_path / "x"))
+    for name in ("sparse", "dense", "fresh"):
+        assert sha256_file(tmp_path / "x" / name) == sha256_file(mnt / name), name
+    assert (tmp_path / "a.tar").stat().st_size < 6 * MiB  # the holes were not archived as zeros
+
+
 def test_zeros_written_where_a_file_has_no_chunk_stay_a_hole(mounted: tuple[LocalCluster, Path]) -> None:
     """Chunks of zeros written where the file has none (posix_fallocate writes its range, `dd
     if=/dev/zero`, a copied sparse file) are not stored: they read as zeros all the same (the

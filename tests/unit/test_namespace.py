@@ -182,6 +182,31 @@ def test_chunks_commit_truncate_and_replace(ns: Namespace) -> None:
     assert ns.abandon([c3]).garbage == []  # live chunks cannot be abandoned
 
 
+def test_a_file_counts_as_stored_only_the_bytes_its_chunks_hold(ns: Namespace) -> None:
+    """What st_blocks (du) shows, and cp and tar take a file to be sparse by: holes hold nothing,
+    and every reply after a change counts what the change left (a stale 0 would make a file
+    with data look all holes)."""
+    f = ns.create(ROOT_INODE, b"sparse", 0o644, 0, 0, True).node
+    assert f.stored == 0
+    inode, _ = ns.setattr(f.id, size=10 * CHUNK)  # truncate -s: all hole
+    assert (inode.size, inode.stored) == (10 * CHUNK, 0)
+    c1, c7 = pending(ns), pending(ns)
+    inode, _ = ns.commit_chunks(
+        f.id, 10 * CHUNK, [CommittedChunk(1, c1, CHUNK, 0), CommittedChunk(7, c7, 100, 0)], None
+    )
+    assert (inode.size, inode.stored) == (10 * CHUNK, CHUNK + 100)
+    assert ns.getattr(f.id).stored == CHUNK + 100
+    inode, _ = ns.setattr(f.id, size=CHUNK + 10)  # drops slot 7, keeps 10 bytes of slot 1
+    assert inode.stored == 10 == ns.getattr(f.id).stored
+    inode, _ = ns.setattr(f.id, mode=0o600)  # a change that moves no chunk keeps the count
+    assert inode.stored == 10
+    dense = pending(ns)
+    put, _ = ns.put_file(ROOT_INODE, b"dense", 0o644, 0, 0, 5, CHUNK, [CommittedChunk(0, dense, 5, 0)], None)
+    assert put.stored == 5
+    listed = {name: node.stored for _, name, node in ns.readdir(ROOT_INODE, 0, 10)[0]}
+    assert listed == {b"sparse": 10, b"dense": 5}
+
+
 def test_an_append_is_committed_only_at_the_size_it_was_made_at(ns: Namespace) -> None:
     f = ns.create(ROOT_INODE, b"log", 0o644, 0, 0, True).node
     first, second = pending(ns), pending(ns)
