@@ -68,6 +68,7 @@ class OpenFile:
     shared: MountShared
     refs: dict[int, mp.ChunkRef] | None = None  # slot -> chunk, fetched lazily
     dirty: dict[int, DirtySlot] = field(default_factory=dict)
+    saved: dict[int, DirtySlot] = field(default_factory=dict)  # uploaded slots kept as the chunk they made
     uploads: dict[int, trio.Event] = field(default_factory=dict)
     error: FsError | None = None  # a background upload failed: reported by the next flush
     writes: int = 0  # writes so far ...
@@ -100,6 +101,7 @@ class OpenFile:
             self.size = attr.size
             self.chunk_end = max(self.chunk_end, attr.size)
             self.refs = None  # (a chunk id names the same bytes for ever: cached data stays right)
+            self._drop_saved()  # (they may hold chunks the other mount replaced)
         if attr.ctime_ns >= self.attr.ctime_ns:
             self.attr = attr
 
@@ -164,7 +166,7 @@ class OpenFile:
         self.next_read = end
         parts = []
         for span in spans(offset, max(0, end - offset), self.chunk_size):
-            slot = self.dirty.get(span.index)
+            slot = self.dirty.get(span.index) or self.saved.get(span.index)
             if slot is not None:
                 piece = self.shared.writeback.read(slot, span.offset, span.offset + span.length)
             elif sequential:
@@ -186,6 +188,10 @@ class OpenFile:
             if oldest is not None:
                 owner = oldest.owner
                 assert isinstance(owner, OpenFile)
+                if oldest.saved:
+                    del owner.saved[oldest.index]
+                    writeback.drop(oldest)
+                    continue
                 owner._start_upload(oldest.index, nursery)
             if time.monotonic() > deadline:  # uploads keep failing: say so, rather than wait forever
                 raise FsError(errno.EIO, "the write-back cache is full and cannot be uploaded")
@@ -205,6 +211,13 @@ class OpenFile:
         done = 0
         for span in spans(offset, len(data), self.chunk_size):
             slot = self.dirty.get(span.index)
+            if slot is None and span.index in self.saved:  # our last upload there: start from it
+                slot = self.saved.pop(span.index)
+                if writeback.reuse(slot):
+                    self.dirty[span.index] = slot
+                else:
+                    writeback.drop(slot)
+                    slot = None
             if slot is None:
                 await self._make_room(self.chunk_size, nursery)
                 existing, base = b"", None
@@ -290,7 +303,11 @@ class OpenFile:
                 self.refs = None  # the new chunk's replicas come with the next GetChunks
                 if self.dirty.get(index) is slot and slot.version == version:
                     del self.dirty[index]
-                    writeback.drop(slot)
+                    # A file still open may well be written there again (a database, a log).
+                    if chunk and self.handles and writeback.keep_saved(slot, chunk.chunk_id):
+                        self.saved[index] = slot
+                    else:
+                        writeback.drop(slot)
         except FsError as e:
             if e.errno != errno.EAGAIN:  # (see flush)
                 log.warning("upload of slot %d of inode %d failed: %s", index, self.inode, e.message)
@@ -345,6 +362,7 @@ class OpenFile:
         for slot in self.dirty.values():
             writeback.drop(slot)
         self.dirty.clear()
+        self._drop_saved()
         reply = await call_master(self.shared.master, "GetChunks", mp.GetChunksRequest(inode=self.inode))
         self.attr, self.size = reply.attr, reply.attr.size
         self.chunk_end = max(self.chunk_end, self.size)
@@ -361,6 +379,7 @@ class OpenFile:
         self.append_at = None
         self.shared.dircache.forget_inode(self.inode)
         self.refs = None
+        self._drop_saved()
         writeback = self.shared.writeback
         for index, slot in list(self.dirty.items()):
             start = index * self.chunk_size
@@ -370,8 +389,14 @@ class OpenFile:
             else:
                 writeback.truncate(slot, size - start)
 
+    def _drop_saved(self) -> None:
+        for slot in self.saved.values():
+            self.shared.writeback.drop(slot)
+        self.saved.clear()
+
     def forget(self) -> None:
         """The file is closed for good: nothing of it stays in the write-back cache."""
         for slot in self.dirty.values():
             self.shared.writeback.drop(slot)
+        self._drop_saved()
         self.dirty.clear()

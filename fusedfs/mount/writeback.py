@@ -14,11 +14,19 @@ keepers holding that chunk make the new one from their copy (`patches`, Keeper.D
 A slot starts in memory and moves to its file once it grows past `memory_slot_bytes` (or the
 mount's slots in memory would pass `memory_bytes`): a small file is written, uploaded and
 dropped without creating, reading and deleting a file of its own.
+
+An uploaded slot of a file still open is kept as *saved* (its file renamed `<inode>-<slot>.saved`):
+it holds exactly the chunk just committed, so the file's next write there (a database's next
+commit, a log's next line) starts from it and goes as changes to that chunk, where a new slot
+would first fetch the whole chunk and copy it in again. Saved slots count towards the limit and
+are the first to go when room is needed; they go with the file's close, and are never reported
+as left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -31,11 +39,14 @@ from fusedfs.datadir import in_use
 from fusedfs.errors import FsError
 from fusedfs.fileio import disk_error, pwrite_all
 
+log = logging.getLogger(__name__)
+
 LEFT_AFTER = 60.0  # seconds a folder no mount holds must be left alone before it counts as left behind
 
 MEMORY_SLOT_BYTES = 256 << 10
 MEMORY_BYTES = 32 << 20
 MAX_PATCH_RANGES = 256  # written ranges a slot tracks for a derived upload, before it is uploaded whole
+SAVED_SUFFIX = ".saved"  # a slot file that holds only what is on the cluster already
 
 
 class DirtySlot:
@@ -49,6 +60,7 @@ class DirtySlot:
         self.version = 0  # bumped by every change, so an upload of an older state is not taken as current
         self.uploading = False  # an upload is reading it: closing waits for that (see drop)
         self.dropped = False
+        self.saved = False  # holds just the chunk `base`, as committed: nothing to upload
         # The committed chunk the slot began as a copy of (None: uploaded whole), how many of its
         # bytes still stand, and the ranges written since (sorted, apart).
         self.base: str | None = None
@@ -108,9 +120,36 @@ class WriteBack:
             [(start, self.read(slot, start, min(end, length))) for start, end in changed if start < length],
         )
 
+    def _path(self, slot: DirtySlot) -> Path:
+        return self.folder / f"{slot.inode}-{slot.index}{SAVED_SUFFIX if slot.saved else ''}"
+
+    def _set_saved(self, slot: DirtySlot, saved: bool) -> bool:
+        """Marks the slot saved or not (renaming its file, if it has one); False if it cannot be."""
+        if slot.memory is None:
+            old = self._path(slot)
+            try:
+                os.rename(old, old.with_name(f"{slot.inode}-{slot.index}{SAVED_SUFFIX if saved else ''}"))
+            except OSError as e:
+                log.warning("cannot rename %s in the write cache: %s", old, e)
+                return False
+        slot.saved = saved
+        return True
+
+    def keep_saved(self, slot: DirtySlot, chunk_id: str) -> bool:
+        """The slot was uploaded and committed as chunk `chunk_id`: it stays, as that chunk's
+        data. False if it cannot (then drop it)."""
+        if not self._set_saved(slot, True):
+            return False
+        slot.base, slot.base_kept, slot.changed = chunk_id, slot.length, []
+        return True
+
+    def reuse(self, slot: DirtySlot) -> bool:
+        """A saved slot is to be written again: it becomes dirty. False if it cannot (then drop it)."""
+        return self._set_saved(slot, False)
+
     def _to_file(self, slot: DirtySlot) -> None:
-        assert slot.memory is not None
-        path = self.folder / f"{slot.inode}-{slot.index}"
+        assert slot.memory is not None and not slot.saved
+        path = self._path(slot)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         except OSError as e:
@@ -126,6 +165,7 @@ class WriteBack:
         slot.memory = None
 
     def write(self, slot: DirtySlot, offset: int, data: bytes | memoryview) -> None:
+        assert not slot.saved, "reuse() a saved slot before writing to it"
         end = offset + len(data)
         memory = slot.memory
         if memory is not None:
@@ -186,7 +226,7 @@ class WriteBack:
             self.in_memory -= len(slot.memory)  # (an upload reading it keeps its own reference)
         else:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.folder / f"{slot.inode}-{slot.index}")
+                os.unlink(self._path(slot))
             if not slot.uploading:
                 os.close(slot.fd)
         self.wake()
@@ -206,14 +246,17 @@ class WriteBack:
         return self.used > 0 and self.used + incoming > self.limit
 
     def oldest_idle(self) -> DirtySlot | None:
-        return next((slot for slot in self._slots.values() if not slot.uploading), None)
+        """The slot to make room with: a saved one (dropping it costs nothing), else the oldest
+        not being uploaded."""
+        slots = self._slots.values()
+        return next((s for s in slots if s.saved), None) or next((s for s in slots if not s.uploading), None)
 
     async def changed(self) -> None:
         await self._changed.wait()
 
     def close(self) -> bool:
         """Removes the folder if nothing is left to upload; False (keeping it) otherwise."""
-        if self._slots:
+        if any(not slot.saved for slot in self._slots.values()):
             return False
         shutil.rmtree(self.folder, ignore_errors=True)
         return True
@@ -231,7 +274,7 @@ def left_behind(cache_dir: Path, own: Path) -> list[tuple[Path, int, int]]:
                 continue
             if in_use(folder):
                 continue
-            slots = [path for path in folder.iterdir() if path.name != "lock"]
+            slots = [path for path in folder.iterdir() if path.name != "lock" and not path.name.endswith(SAVED_SUFFIX)]
             if not slots:
                 shutil.rmtree(folder, ignore_errors=True)
                 continue

@@ -283,6 +283,42 @@ def test_a_small_overwrite_sends_its_bytes_alone_and_rewrites_one_chunk(
 DERIVED = 'fusedfs_rpc_seconds_count{code="OK",method="DeriveChunk"}'
 
 
+def test_a_database_s_commits_each_start_from_the_chunk_the_last_one_made(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """Small writes into one chunk of a file kept open, each fsynced (a database's commits, a
+    log's lines): each goes as its bytes, derived from the chunk the one before made, which the
+    mount kept; it neither asks the master for the chunk list again nor fetches the chunk."""
+    cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
+    mnt = cluster.mount(tmp_path / "mnt", ["--metrics", "127.0.0.1:0"])
+    model = bytearray(os.urandom(12 * MiB))
+    path = mnt / "db"
+    path.write_bytes(model)
+    logs = cluster.data_dir / "logs"
+
+    def get_chunks() -> float:
+        return scrape(logs / "master.log").get('fusedfs_rpc_seconds_count{code="OK",method="GetChunks"}', 0.0)
+
+    rng = random.Random(5)
+    with open(path, "r+b", buffering=0) as f:
+        asked = get_chunks()  # (the open's)
+        for _ in range(20):
+            offset, block = rng.randrange(100, 8 * MiB - 9000), os.urandom(rng.choice([100, 4096, 9000]))
+            f.seek(offset)
+            f.write(block)
+            os.fsync(f.fileno())
+            model[offset : offset + len(block)] = block
+            f.seek(offset - 50)
+            assert f.read(len(block) + 100) == model[offset - 50 : offset + len(block) + 50]
+        assert get_chunks() - asked <= 1  # (20 more without the kept chunk)
+        assert len(list((cluster.data_dir / "cache").glob("*/*.saved"))) == 1  # the chunk, kept
+    uploads = scrape(logs / "mount-mnt.log")
+    assert uploads['fusedfs_mount_uploads_total{how="derived"}'] >= 20
+    assert not list((cluster.data_dir / "cache").glob("*/*.saved"))  # (gone with the close)
+    other = cluster.mount(tmp_path / "other")  # read cold, elsewhere
+    assert sha256_file(other / "db") == hashlib.sha256(bytes(model)).hexdigest()
+
+
 def test_small_writes_and_fsyncs_while_a_keeper_dies_lose_nothing(make_cluster: MakeCluster, tmp_path: Path) -> None:
     # A database's pattern (small writes, each made durable) while a keeper holding its chunks
     # is killed: derives in flight fail, later ones meet the dead keeper until the master notices

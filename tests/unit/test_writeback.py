@@ -129,3 +129,38 @@ def test_a_slot_made_from_a_chunk_uploads_as_patches_while_they_are_few(tmp_path
     fresh = cache.create(owner=None, inode=8, index=0, initial=b"")  # no chunk to start from
     cache.write(fresh, 0, b"a")
     assert cache.patches(fresh, fresh.length, limit=100) is None
+
+
+@pytest.mark.parametrize("memory_slot_bytes", [0, 1000])  # slots in files, slots in memory
+def test_an_uploaded_slot_is_kept_as_the_chunk_it_made_until_room_is_needed(
+    tmp_path: Path, memory_slot_bytes: int
+) -> None:
+    folder = tmp_path / "mount-1"
+    cache = WriteBack(folder, limit_bytes=100, memory_slot_bytes=memory_slot_bytes)
+    a = cache.create(owner=None, inode=7, index=0, initial=b"0123456789")
+    b = cache.create(owner=None, inode=8, index=0, initial=b"b")
+    assert cache.keep_saved(a, "00000000000000aa")
+    assert a.saved and (a.base, a.base_kept, a.changed) == ("00000000000000aa", 10, [])
+    assert cache.read(a, 0, 100) == b"0123456789" and cache.used == 11  # still there, still counted
+    if not memory_slot_bytes:  # its file is named apart: not data a crash leaves unsaved
+        assert not (folder / "7-0").exists() and (folder / "7-0.saved").exists()
+    assert cache.oldest_idle() is a  # dropped first when room is needed (nothing to upload)
+    with pytest.raises(AssertionError):
+        cache.write(a, 0, b"x")  # (written again only once reused)
+    assert cache.reuse(a) and not a.saved
+    cache.write(a, 2, b"xy")
+    assert a.changed == [(2, 4)] and cache.patches(a, 10, limit=100) == ("00000000000000aa", 10, [(2, b"xy")])
+    assert cache.oldest_idle() is a  # (oldest)
+    assert cache.keep_saved(a, "00000000000000ab") and cache.keep_saved(b, "00000000000000bb")
+    lock = lock_data_dir(folder, "mount")  # held while the mount lives
+    assert left_behind(tmp_path, tmp_path / "other") == []
+    os.utime(folder, (0, 0))
+    lock.close()  # the mount was killed: saved slots are no data left behind
+    assert left_behind(tmp_path, tmp_path / "other") == [] and not folder.exists()
+
+
+def test_a_cache_holding_saved_slots_alone_closes_clean(tmp_path: Path) -> None:
+    cache = WriteBack(tmp_path / "mount-1", limit_bytes=100, memory_slot_bytes=0)
+    a = cache.create(owner=None, inode=7, index=0, initial=b"abc")
+    assert cache.keep_saved(a, "00000000000000aa")
+    assert cache.close() and not (tmp_path / "mount-1").exists()
