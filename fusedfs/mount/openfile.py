@@ -1,8 +1,8 @@
 """The data of one file while this mount has it open: reads, write-back, uploads.
 
 Writes land in the mount's write-back cache, one dirty slot per chunk's range of the file
-(writeback.py). A slot that is full is uploaded in the background right away; flush()/fsync()
-upload the rest and wait.
+(writeback.py). A slot that a write fills up to the chunk's end is uploaded in the background
+right away; flush()/fsync() upload the rest and wait.
 Each uploaded chunk is committed to the master at once (one CommitChunks per chunk), so only
 chunks that a write touched are ever re-uploaded. A partial write to a slot that already has
 data first reads that chunk (read-modify-write of one chunk, never of the file).
@@ -228,11 +228,17 @@ class OpenFile:
                 slot = self.dirty.get(span.index)  # (another write may have made it meanwhile)
                 if slot is None:
                     slot = self.dirty[span.index] = writeback.create(self, self.inode, span.index, existing, base)
+            was_full = slot.length == self.chunk_size
             writeback.write(slot, span.offset, view[done : done + span.length])
             self.writes += 1
             done += span.length
             self.size = max(self.size, offset + done)
-            if slot.length == self.chunk_size and not slot.uploading:
+            # A write that filled the slot, or reached the chunk's end (a sequential writer, of a
+            # new file or over an old one), is done with it: it uploads while the next is written.
+            # A write elsewhere in a full slot (a database's page) waits for the flush, with any
+            # other writes there: each would otherwise upload the chunk again.
+            ends_chunk = span.offset + span.length == self.chunk_size
+            if slot.length == self.chunk_size and (ends_chunk or not was_full) and not slot.uploading:
                 self._start_upload(span.index, nursery)
         self.written_ns = time.time_ns()
         return len(data)
@@ -266,14 +272,17 @@ class OpenFile:
                 goal = self.attr.goal
                 # Zeros where the file has no chunk stay a hole (posix_fallocate, zeroed ranges).
                 hole = index * self.chunk_size >= self.chunk_end or (self.refs is not None and index not in self.refs)
+                few_changes = False  # to a chunk the slot began as: it may well be changed again
 
                 def store() -> mp.NewChunk | None:
+                    nonlocal few_changes
                     # Read in the worker thread: a write meanwhile changes the version, so the slot
                     # stays dirty and goes again; what was read is never taken for the current state.
                     derived = None
                     if length > DERIVE_ABOVE:
                         derived = writeback.patches(slot, length, limit=min(PIECE_SIZE, length // 2))
                     if derived is not None:  # a few ranges of a big chunk: sent alone
+                        few_changes = True
                         base, kept, patches = derived
                         try:
                             chunk = self.shared.transfer.derive(index, base, kept, length, patches, goal)
@@ -303,8 +312,10 @@ class OpenFile:
                 self.refs = None  # the new chunk's replicas come with the next GetChunks
                 if self.dirty.get(index) is slot and slot.version == version:
                     del self.dirty[index]
-                    # A file still open may well be written there again (a database, a log).
-                    if chunk and self.handles and writeback.keep_saved(slot, chunk.chunk_id):
+                    # Small changes to a file still open are likely to go on there (a database, a
+                    # log); a slot that was written whole (a copy) would only take cache disk.
+                    keep = self.handles and (few_changes or slot.memory is not None)
+                    if chunk and keep and writeback.keep_saved(slot, chunk.chunk_id):
                         self.saved[index] = slot
                     else:
                         writeback.drop(slot)

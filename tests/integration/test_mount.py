@@ -313,7 +313,9 @@ def test_a_database_s_commits_each_start_from_the_chunk_the_last_one_made(
         assert get_chunks() - asked <= 1  # (20 more without the kept chunk)
         assert len(list((cluster.data_dir / "cache").glob("*/*.saved"))) == 1  # the chunk, kept
     uploads = scrape(logs / "mount-mnt.log")
-    assert uploads['fusedfs_mount_uploads_total{how="derived"}'] >= 20
+    # One each: a write the kernel splits in two (one not page-aligned) made two while the first
+    # half's upload started at once.
+    assert uploads['fusedfs_mount_uploads_total{how="derived"}'] == 20
     assert not list((cluster.data_dir / "cache").glob("*/*.saved"))  # (gone with the close)
     other = cluster.mount(tmp_path / "other")  # read cold, elsewhere
     assert sha256_file(other / "db") == hashlib.sha256(bytes(model)).hexdigest()
