@@ -97,13 +97,17 @@ class OpenFile:
         now on. While this mount has writes of its own not yet committed, its view stands."""
         if self.dirty or self.uploads or self.writes != self.committed_writes:
             return
+        # Every change moves ctime on. Not newer: what this mount knows already, or a reply that
+        # left the master before our last commit and arrived after it (taking its size would
+        # shorten the file here, and our next commit would cut the master's copy to it).
+        if attr.ctime_ns <= self.attr.ctime_ns:
+            return
         if attr.size != self.size or attr.mtime_ns != self.attr.mtime_ns:
             self.size = attr.size
             self.chunk_end = max(self.chunk_end, attr.size)
             self.refs = None  # (a chunk id names the same bytes for ever: cached data stays right)
             self._drop_saved()  # (they may hold chunks the other mount replaced)
-        if attr.ctime_ns >= self.attr.ctime_ns:
-            self.attr = attr
+        self.attr = attr
 
     def clean(self) -> bool:
         """Nothing written here that the master does not have yet."""
