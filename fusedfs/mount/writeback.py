@@ -15,12 +15,13 @@ A slot starts in memory and moves to its file once it grows past `memory_slot_by
 mount's slots in memory would pass `memory_bytes`): a small file is written, uploaded and
 dropped without creating, reading and deleting a file of its own.
 
-An uploaded slot of a file still open is kept as *saved* (its file renamed `<inode>-<slot>.saved`):
-it holds exactly the chunk just committed, so the file's next write there (a database's next
-commit, a log's next line) starts from it and goes as changes to that chunk, where a new slot
-would first fetch the whole chunk and copy it in again. Saved slots count towards the limit and
-are the first to go when room is needed; they go with the file's close, and are never reported
-as left behind.
+An uploaded slot of a file still open may be kept as *saved* (its file renamed
+`<inode>-<slot>.saved`; the caller keeps those of small changes, and small ones): it holds
+exactly the chunk just committed, so the file's next write there (a database's next commit, a
+log's next line) starts from it and goes as changes to that chunk, where a new slot would first
+fetch the whole chunk and copy it in again. Saved slots count towards the limit and are the
+first to go when room is needed; they go with the file's close, and are never reported as left
+behind.
 """
 
 from __future__ import annotations
