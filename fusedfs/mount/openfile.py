@@ -38,6 +38,10 @@ READ_AHEAD_CHUNKS = 3  # a sequential reader has the next 3 chunks (24 MiB) fetc
 # A chunk longer than this, of which a few ranges were written, goes as those ranges: its keepers
 # make the new chunk from their copy of the old (smaller ones go whole, in one message anyway).
 DERIVE_ABOVE = 256 << 10
+# Uploaded slots an open file keeps (writeback.py, saved slots): a database's commits go to its
+# log's last chunk and a few hot pages; more would mostly hold chunks written once, on the cache
+# disk (the kernel writes a slot file out once it has lived 30 s).
+SAVED_PER_FILE = 4
 APPEND_ATTEMPTS = 100  # appends overtaken by other mounts' this many times in a row: EIO
 
 UPLOADS = Counter(
@@ -214,24 +218,7 @@ class OpenFile:
         writeback = self.shared.writeback
         done = 0
         for span in spans(offset, len(data), self.chunk_size):
-            slot = self.dirty.get(span.index)
-            if slot is None and span.index in self.saved:  # our last upload there: start from it
-                slot = self.saved.pop(span.index)
-                if writeback.reuse(slot):
-                    self.dirty[span.index] = slot
-                else:
-                    writeback.drop(slot)
-                    slot = None
-            if slot is None:
-                await self._make_room(self.chunk_size, nursery)
-                existing, base = b"", None
-                slot_start = span.index * self.chunk_size
-                if span.length < self.chunk_size and slot_start < self.size:
-                    chunk, base = await self._chunk_and_id(span.index)
-                    existing = chunk.slice(0, self.chunk_size)  # keep the rest
-                slot = self.dirty.get(span.index)  # (another write may have made it meanwhile)
-                if slot is None:
-                    slot = self.dirty[span.index] = writeback.create(self, self.inode, span.index, existing, base)
+            slot = await self._slot(span.index, span.length, nursery)
             was_full = slot.length == self.chunk_size
             writeback.write(slot, span.offset, view[done : done + span.length])
             self.writes += 1
@@ -246,6 +233,30 @@ class OpenFile:
                 self._start_upload(span.index, nursery)
         self.written_ns = time.time_ns()
         return len(data)
+
+    async def _slot(self, index: int, writing: int, nursery: trio.Nursery) -> DirtySlot:
+        """The dirty slot of slot index, for a write of `writing` bytes into it: the one there
+        is, the saved one of our last upload there, or a new one holding the chunk's data."""
+        writeback = self.shared.writeback
+        while True:
+            slot = self.dirty.get(index)
+            if slot is not None:
+                return slot
+            saved = self.saved.pop(index, None)
+            if saved is not None:  # our last upload there: start from it
+                if writeback.reuse(saved):
+                    self.dirty[index] = saved
+                    return saved
+                writeback.drop(saved)
+            await self._make_room(self.chunk_size, nursery)
+            existing, base = b"", None
+            if writing < self.chunk_size and index * self.chunk_size < self.size:
+                chunk, base = await self._chunk_and_id(index)
+                existing = chunk.slice(0, self.chunk_size)  # keep the rest
+            if index in self.dirty or index in self.saved:  # another write made one meanwhile: that one
+                continue
+            slot = self.dirty[index] = writeback.create(self, self.inode, index, existing, base)
+            return slot
 
     def _start_upload(self, index: int, nursery: trio.Nursery, whole_burst: bool = False) -> None:
         """whole_burst: flush uploads the one slot this burst of appends wrote, so its commit may
@@ -321,6 +332,8 @@ class OpenFile:
                     keep = self.handles and (few_changes or slot.memory is not None)
                     if chunk and keep and writeback.keep_saved(slot, chunk.chunk_id):
                         self.saved[index] = slot
+                        if len(self.saved) > SAVED_PER_FILE:  # the oldest goes
+                            writeback.drop(self.saved.pop(next(iter(self.saved))))
                     else:
                         writeback.drop(slot)
         except FsError as e:

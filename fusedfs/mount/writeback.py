@@ -101,6 +101,7 @@ class WriteBack:
 
     def create(self, owner: object, inode: int, index: int, initial: bytes, base: str | None = None) -> DirtySlot:
         """A slot holding `initial`: the data of chunk `base` (None: no chunk, or not to be derived from)."""
+        assert (inode, index) not in self._slots, "one slot per chunk's range"
         slot = DirtySlot(owner, inode, index)
         self._slots[(inode, index)] = slot
         if initial:

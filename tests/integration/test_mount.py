@@ -291,7 +291,7 @@ def test_a_database_s_commits_each_start_from_the_chunk_the_last_one_made(
     mount kept; it neither asks the master for the chunk list again nor fetches the chunk."""
     cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
     mnt = cluster.mount(tmp_path / "mnt", ["--metrics", "127.0.0.1:0"])
-    model = bytearray(os.urandom(12 * MiB))
+    model = bytearray(os.urandom(44 * MiB))  # 6 chunks
     path = mnt / "db"
     path.write_bytes(model)
     logs = cluster.data_dir / "logs"
@@ -312,10 +312,16 @@ def test_a_database_s_commits_each_start_from_the_chunk_the_last_one_made(
             assert f.read(len(block) + 100) == model[offset - 50 : offset + len(block) + 50]
         assert get_chunks() - asked <= 1  # (20 more without the kept chunk)
         assert len(list((cluster.data_dir / "cache").glob("*/*.saved"))) == 1  # the chunk, kept
+        for index in range(1, 6):  # one write into each other chunk: the file keeps the last 4
+            f.seek(index * 8 * MiB + 100)
+            f.write(b"z" * 100)
+            os.fsync(f.fileno())
+            model[index * 8 * MiB + 100 : index * 8 * MiB + 200] = b"z" * 100
+        assert len(list((cluster.data_dir / "cache").glob("*/*.saved"))) == 4
     uploads = scrape(logs / "mount-mnt.log")
     # One each: a write the kernel splits in two (one not page-aligned) made two while the first
     # half's upload started at once.
-    assert uploads['fusedfs_mount_uploads_total{how="derived"}'] == 20
+    assert uploads['fusedfs_mount_uploads_total{how="derived"}'] == 25
     assert not list((cluster.data_dir / "cache").glob("*/*.saved"))  # (gone with the close)
     other = cluster.mount(tmp_path / "other")  # read cold, elsewhere
     assert sha256_file(other / "db") == hashlib.sha256(bytes(model)).hexdigest()
@@ -351,6 +357,47 @@ def test_small_writes_and_fsyncs_while_a_keeper_dies_lose_nothing(make_cluster: 
     assert "goes whole" in (cluster.data_dir / "logs" / "mount-mnt.log").read_text()
     other = cluster.mount(tmp_path / "other")  # read cold, elsewhere
     assert sha256_file(other / "db") == hashlib.sha256(model).hexdigest()
+
+
+def test_threads_writing_and_fsyncing_one_file_at_once_lose_nothing(
+    mounted: tuple[LocalCluster, Path], tmp_path: Path
+) -> None:
+    """Four threads write small blocks into the same chunks of one open file, each its own
+    blocks, fsyncing now and then: slots are made, uploaded, kept and taken up again under
+    each other's feet (a slot made while another write waited for the chunk, one saved while
+    a write waited for room). The file ends as the writes made it, on this mount and another."""
+    cluster, mnt = mounted
+    size = 20 * MiB  # 3 chunks, the last partial
+    model = bytearray(os.urandom(size))
+    path = mnt / "shared"
+    path.write_bytes(model)
+    fd = os.open(path, os.O_RDWR)
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        rng = random.Random(k)
+        try:
+            for i in range(60):
+                block = rng.randrange(size // 4096 // 4 - 1) * 4 + k  # the blocks of thread k
+                data = os.urandom(rng.choice([100, 4096]))
+                os.pwrite(fd, data, block * 4096 + 7)
+                model[block * 4096 + 7 : block * 4096 + 7 + len(data)] = data
+                if i % 5 == k % 5:
+                    os.fsync(fd)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    os.fsync(fd)
+    assert os.pread(fd, size, 0) == model
+    os.close(fd)
+    assert not errors
+    other = cluster.mount(tmp_path / "other")  # read cold, elsewhere
+    assert sha256_file(other / "shared") == hashlib.sha256(bytes(model)).hexdigest()
 
 
 def test_files_written_in_a_folder_with_a_goal_of_one_are_written_once(mounted: tuple[LocalCluster, Path]) -> None:

@@ -1,18 +1,23 @@
-"""An open file's view of the master's attributes: what it takes from a getattr, and what not."""
+"""An open file's logic that needs no cluster: what it takes from a getattr, which slot a write goes to."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
+import trio
+
+from fusedfs.mount.cache import ChunkData
 from fusedfs.mount.openfile import MountShared, OpenFile
 from fusedfs.mount.writeback import WriteBack
 from fusedfs.rpc import master_pb2 as mp
 
 
 def open_file(tmp_path: Path, attr: mp.Attr) -> OpenFile:
-    none = cast(Any, None)  # (seen() uses none of the cluster clients)
-    shared = MountShared(none, none, none, WriteBack(tmp_path / "mount-1", 1 << 20), none, none)
+    none = cast(Any, None)  # (what is tested here asks no keeper or master anything)
+    master = cast(Any, SimpleNamespace(wait=30.0))
+    shared = MountShared(master, none, none, WriteBack(tmp_path / "mount-1", 64 << 20), none, none)
     return OpenFile.from_attr(attr, shared)
 
 
@@ -34,3 +39,31 @@ def test_our_own_unsaved_writes_stand_against_any_getattr(tmp_path: Path) -> Non
     f.writes, f.size = 1, 150  # written here, not committed yet
     f.seen(mp.Attr(inode=5, size=80, mtime_ns=30, ctime_ns=30))
     assert f.size == 150
+
+
+def test_a_slot_saved_while_a_write_waited_for_its_chunk_is_the_one_written(tmp_path: Path) -> None:
+    """A write that found no slot waits for the chunk's data; meanwhile another write made the
+    slot and an fsync uploaded it, keeping it as saved. The waiting write takes that slot (a
+    second one for the same range would shadow it, and its upload would be lost track of)."""
+    f = open_file(tmp_path, mp.Attr(inode=5, size=3 << 20, mtime_ns=10, ctime_ns=10, chunk_size=1 << 20))
+    writeback = f.shared.writeback
+    made = []
+
+    async def chunk_and_id(index: int) -> tuple[ChunkData, str | None]:
+        theirs = writeback.create(f, 5, index, b"theirs")  # (another write, its upload ended meanwhile)
+        assert writeback.keep_saved(theirs, "00000000000000aa")
+        f.saved[index] = theirs
+        made.append(theirs)
+        return ChunkData([memoryview(b"old")]), "0000000000000001"
+
+    f._chunk_and_id = chunk_and_id  # type: ignore[method-assign]
+    taken: list[object] = []
+
+    async def write() -> None:
+        async with trio.open_nursery() as nursery:
+            taken.append(await f._slot(1, 10, nursery))
+
+    trio.run(write)
+    [theirs] = made
+    assert taken == [theirs] and f.dirty == {1: theirs} and not f.saved and not theirs.saved
+    assert writeback.read(theirs, 0, 100) == b"theirs" and writeback.used == 6
