@@ -322,7 +322,8 @@ def test_a_database_s_commits_each_start_from_the_chunk_the_last_one_made(
     # One each: a write the kernel splits in two (one not page-aligned) made two while the first
     # half's upload started at once.
     assert uploads['fusedfs_mount_uploads_total{how="derived"}'] == 25
-    assert not list((cluster.data_dir / "cache").glob("*/*.saved"))  # (gone with the close)
+    # Gone with the file's release (which the kernel sends after close() has returned).
+    wait_for(lambda: not list((cluster.data_dir / "cache").glob("*/*.saved")), 10, "saved slots to go")
     other = cluster.mount(tmp_path / "other")  # read cold, elsewhere
     assert sha256_file(other / "db") == hashlib.sha256(bytes(model)).hexdigest()
 
