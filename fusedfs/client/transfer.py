@@ -116,17 +116,23 @@ class _ReservedAhead:
 
     def take(self) -> tuple[_Reservation | None, list[str]]:
         """A fresh reservation (None when out), and the ids that grew too old to use."""
+        stale = self.stale()
         with self._lock:
-            now = time.monotonic()
-            stale = [r.chunk_id for r in self._ready if now - r.made > RESERVATION_MAX_AGE]
-            self._ready = [r for r in self._ready if now - r.made <= RESERVATION_MAX_AGE]
-            if stale:
-                self.batch = max(1, self.batch // 2)
             if self._ready:
                 return self._ready.pop(), stale
             if not stale:
                 self.batch = min(self.limit, self.batch * 2)
             return None, stale
+
+    def stale(self) -> list[str]:
+        """Takes out the reservations grown too old to use and returns their ids (to give back)."""
+        with self._lock:
+            now = time.monotonic()
+            stale = [r.chunk_id for r in self._ready if now - r.made > RESERVATION_MAX_AGE]
+            if stale:
+                self._ready = [r for r in self._ready if now - r.made <= RESERVATION_MAX_AGE]
+                self.batch = max(1, self.batch // 2)
+            return stale
 
     def keep(self, reservations: Iterable[_Reservation]) -> None:
         with self._lock:
@@ -283,6 +289,11 @@ class ChunkTransfer:
         if ahead is not None:
             ahead.keep(made[1:])
         return made[0]
+
+    def stale_reservations(self) -> list[str]:
+        """The chunk ids reserved ahead that grew too old to use, taken out: for abandon(). (A
+        writer that stopped leaves them; the master counts them as uploads in progress.)"""
+        return self._ahead.stale() if self._ahead is not None else []
 
     def close(self) -> None:
         """Gives back the chunk ids reserved ahead and not used."""

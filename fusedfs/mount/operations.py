@@ -24,7 +24,7 @@ from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
 from fusedfs.metrics import LATENCY_BUCKETS, Gauge
-from fusedfs.mount.blocking import call_master, read_parts
+from fusedfs.mount.blocking import call_master, read_parts, run
 from fusedfs.mount.cache import ChunkCache, ChunkLoader
 from fusedfs.mount.dircache import DirCache
 from fusedfs.mount.openfile import MountShared, OpenFile
@@ -575,10 +575,14 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             await self.announce()
 
     async def keep_session(self) -> None:
-        """Runs for the life of the mount: the session's heartbeat, once a second."""
+        """Runs for the life of the mount: the session's heartbeat, once a second; and chunk ids
+        reserved for small files and left unused go back to the master."""
         while True:
             try:
                 await self.announce(wait=SESSION_INTERVAL * 5)
+                stale = self.shared.transfer.stale_reservations()
+                if stale:
+                    await run(self.shared.transfer.abandon, stale)
             except FsError as e:
                 log.warning("cannot reach the master for the mount session: %s", e.message)
             await trio.sleep(SESSION_INTERVAL)

@@ -401,6 +401,24 @@ def test_threads_writing_and_fsyncing_one_file_at_once_lose_nothing(
     assert sha256_file(other / "shared") == hashlib.sha256(bytes(model)).hexdigest()
 
 
+def test_chunk_ids_a_mount_reserved_ahead_and_left_unused_are_given_back(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """A writer of many small files has chunk ids reserved in batches; those left when it stops
+    go back to the master once too old to use, so `status` does not go on counting them as
+    uploads in progress (they were held until the mount ended)."""
+    cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
+    mnt = cluster.mount(tmp_path / "mnt")
+    for i in range(40):
+        (mnt / f"f{i}").write_bytes(b"x" * 100)
+
+    def reserved() -> float:
+        return scrape(cluster.data_dir / "logs" / "master.log")['fusedfs_chunks{health="pending"}']
+
+    assert reserved() > 0  # (the rest of the last batch)
+    wait_for(lambda: reserved() == 0, 15, "the unused reservations to be given back")
+
+
 def test_files_written_in_a_folder_with_a_goal_of_one_are_written_once(mounted: tuple[LocalCluster, Path]) -> None:
     cluster, mnt = mounted
     (mnt / "scratch").mkdir()

@@ -49,3 +49,16 @@ def test_the_batch_grows_while_used_up_in_time_and_shrinks_when_ids_go_stale(mon
     now[0] += RESERVATION_MAX_AGE + 1  # then the writer pauses: the last 7 go stale
     taken, stale = ahead.take()
     assert taken is None and len(stale) == 7 and ahead.batch == 4
+
+
+def test_ids_grown_stale_are_taken_out_without_a_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a mount's session loop gives back each second once its writer has stopped."""
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    ahead = _ReservedAhead(limit=8)
+    ahead.batch = 8
+    ahead.keep([reservation(str(i), ["a", "b"], now[0]) for i in range(3)])
+    assert ahead.stale() == []  # still fresh: kept for the writer
+    now[0] += RESERVATION_MAX_AGE + 0.1
+    assert sorted(ahead.stale()) == ["0", "1", "2"] and ahead.batch == 4
+    assert ahead.stale() == [] and ahead.take() == (None, [])
