@@ -122,17 +122,18 @@ class WriteBack:
             [(start, self.read(slot, start, min(end, length))) for start, end in changed if start < length],
         )
 
-    def _path(self, slot: DirtySlot) -> Path:
-        return self.folder / f"{slot.inode}-{slot.index}{SAVED_SUFFIX if slot.saved else ''}"
+    def _path(self, slot: DirtySlot, saved: bool | None = None) -> Path:
+        """The slot's file (as it is named while saved or not; by default, as the slot is now)."""
+        saved = slot.saved if saved is None else saved
+        return self.folder / f"{slot.inode}-{slot.index}{SAVED_SUFFIX if saved else ''}"
 
     def _set_saved(self, slot: DirtySlot, saved: bool) -> bool:
         """Marks the slot saved or not (renaming its file, if it has one); False if it cannot be."""
         if slot.memory is None:
-            old = self._path(slot)
             try:
-                os.rename(old, old.with_name(f"{slot.inode}-{slot.index}{SAVED_SUFFIX if saved else ''}"))
+                os.rename(self._path(slot), self._path(slot, saved))
             except OSError as e:
-                log.warning("cannot rename %s in the write cache: %s", old, e)
+                log.warning("cannot rename %s in the write cache: %s", self._path(slot), e)
                 return False
         slot.saved = saved
         return True
