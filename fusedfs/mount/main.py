@@ -200,7 +200,8 @@ def run_mount(options: MountOptions) -> int:
     for folder, files, size in left_behind(options.cache_dir, writeback.folder):
         log.warning(
             "%s was left by a mount that did not unmount: %d slot file(s), %.1f MiB written and never closed "
-            "or fsynced, so not on the cluster (file INODE-SLOT holds that chunk's range of the inode's data); "
+            "or fsynced, so not on the cluster (file INODE-SLOT holds what was written into that chunk's range "
+            "of the inode, and zeros where its data was not fetched); "
             "delete it when you no longer need it",
             folder,
             files,

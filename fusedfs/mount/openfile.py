@@ -4,8 +4,10 @@ Writes land in the mount's write-back cache, one dirty slot per chunk's range of
 (writeback.py). A slot that a write fills up to the chunk's end is uploaded in the background
 right away; flush()/fsync() upload the rest and wait.
 Each uploaded chunk is committed to the master at once (one CommitChunks per chunk), so only
-chunks that a write touched are ever re-uploaded. A partial write to a slot that already has
-data first reads that chunk (read-modify-write of one chunk, never of the file).
+chunks that a write touched are ever re-uploaded. A partial write into a chunk the file has
+starts a slot of that chunk: a small chunk is read into it at once; a big one stays unfetched
+(writeback.py) and is read only if the slot is read where it was not written, or must go whole
+(read-modify-write of one chunk at most, never of the file).
 
 Appends (O_APPEND) of up to a chunk at a time are committed on the condition that the file has
 not grown meanwhile: when another mount appended first, the master refuses (EAGAIN) and ours
@@ -150,6 +152,35 @@ class OpenFile:
             if ref is not None and self.shared.chunks.wanted(ref.chunk_id):
                 nursery.start_soon(self.shared.chunks.prefetch, self.inode, ref)
 
+    async def _fill(self, slot: DirtySlot) -> None:
+        """Fetches what an unfetched slot does not hold of its chunk: it is read there, or goes whole."""
+        chunk = slot.unfetched
+        if chunk is None:
+            return
+        try:
+            if self.shared.writeback.unfilled(slot, 0, slot.base_kept):
+                data = (await self.shared.chunks.load(self.inode, chunk)).limited(chunk.length)
+            else:
+                data = EMPTY  # (written all over, as by an overwrite: nothing of it is needed)
+        except FsError as e:
+            if e.errno != errno.ESTALE:
+                raise
+            # Not the file's any more: another mount replaced it meanwhile. Where we did not
+            # write, the file's chunk now holds; so the slot goes whole (derived, it would undo theirs).
+            self.refs = None
+            data = await self._chunk(slot.index)
+            if slot.unfetched is chunk:
+                slot.base = None
+        self.shared.writeback.fill(slot, chunk, data.slice)
+
+    async def _written(self, index: int, start: int, end: int) -> DirtySlot | None:
+        """The slot that holds what this mount wrote in slot index, filled in [start, end); None if none."""
+        while True:
+            slot = self.dirty.get(index) or self.saved.get(index)
+            if slot is None or not self.shared.writeback.unfilled(slot, start, end):
+                return slot
+            await self._fill(slot)  # (then look again: the slot may have gone, or moved on, meanwhile)
+
     async def _range(self, index: int, offset: int, length: int) -> bytes:
         """Just the blocks of slot index that hold [offset, offset + length): for random reads.
         A range within one checksum block keeps that block in the chunk cache."""
@@ -174,7 +205,7 @@ class OpenFile:
         self.next_read = end
         parts = []
         for span in spans(offset, max(0, end - offset), self.chunk_size):
-            slot = self.dirty.get(span.index) or self.saved.get(span.index)
+            slot = await self._written(span.index, span.offset, span.offset + span.length)
             if slot is not None:
                 piece = self.shared.writeback.read(slot, span.offset, span.offset + span.length)
             elif sequential:
@@ -249,13 +280,21 @@ class OpenFile:
                     return saved
                 writeback.drop(saved)
             await self._make_room(self.chunk_size, nursery)
-            existing, base = b"", None
-            if writing < self.chunk_size and index * self.chunk_size < self.size:
-                chunk, base = await self._chunk_and_id(index)
-                existing = chunk.slice(0, self.chunk_size)  # keep the rest
+            existing, base, big = b"", None, None
+            if writing < self.chunk_size and index * self.chunk_size < self.size:  # the rest is kept
+                ref = (await self._refs()).get(index)
+                if ref is not None and min(ref.length, self.chunk_size) > DERIVE_ABOVE:
+                    big = ref  # fetched only if it must be
+                else:
+                    chunk, base = await self._chunk_and_id(index)
+                    existing = chunk.slice(0, self.chunk_size)
             if index in self.dirty or index in self.saved:  # another write made one meanwhile: that one
                 continue
-            slot = self.dirty[index] = writeback.create(self, self.inode, index, existing, base)
+            if big is not None:
+                slot = writeback.create_unfetched(self, self.inode, index, big, min(big.length, self.chunk_size))
+            else:
+                slot = writeback.create(self, self.inode, index, existing, base)
+            self.dirty[index] = slot
             return slot
 
     def _start_upload(self, index: int, nursery: trio.Nursery, whole_burst: bool = False) -> None:
@@ -287,24 +326,29 @@ class OpenFile:
                 goal = self.attr.goal
                 # Zeros where the file has no chunk stay a hole (posix_fallocate, zeroed ranges).
                 hole = index * self.chunk_size >= self.chunk_end or (self.refs is not None and index not in self.refs)
-                few_changes = False  # to a chunk the slot began as: it may well be changed again
+                # A few ranges written into a big chunk the slot began as: they go alone (and the
+                # file may well be changed there again).
+                few_changes = length > DERIVE_ABOVE and writeback.derivable(slot, length, min(PIECE_SIZE, length // 2))
 
-                def store() -> mp.NewChunk | None:
-                    nonlocal few_changes
-                    # Read in the worker thread: a write meanwhile changes the version, so the slot
-                    # stays dirty and goes again; what was read is never taken for the current state.
-                    derived = None
-                    if length > DERIVE_ABOVE:
-                        derived = writeback.patches(slot, length, limit=min(PIECE_SIZE, length // 2))
-                    if derived is not None:  # a few ranges of a big chunk: sent alone
-                        few_changes = True
-                        base, kept, patches = derived
-                        try:
-                            chunk = self.shared.transfer.derive(index, base, kept, length, patches, goal)
-                            DERIVED_UPLOADS.inc()
-                            return chunk
-                        except FsError as e:
-                            log.info("slot %d of inode %d goes whole: %s", index, self.inode, e.message)
+                # Each reads the slot in the worker thread: a write meanwhile changes the version,
+                # so the slot stays dirty and goes again; what was read is never taken for the
+                # current state.
+                def derive() -> mp.NewChunk | None:
+                    """The slot as its changes to its base chunk; None if that cannot be done."""
+                    derived = writeback.patches(slot, length, limit=min(PIECE_SIZE, length // 2))
+                    if derived is None:  # (written more meanwhile)
+                        return None
+                    base, kept, patches = derived
+                    try:
+                        chunk = self.shared.transfer.derive(index, base, kept, length, patches, goal)
+                    except FsError as e:
+                        log.info("slot %d of inode %d goes whole: %s", index, self.inode, e.message)
+                        return None
+                    DERIVED_UPLOADS.inc()
+                    return chunk
+
+                def whole() -> mp.NewChunk | None:
+                    """The slot sent whole; None for zeros where the file has a hole (nothing to store)."""
                     data = writeback.read(slot, 0, length)
                     if hole and all_zeros(data):
                         return None
@@ -312,7 +356,12 @@ class OpenFile:
                     WHOLE_UPLOADS.inc()
                     return chunk
 
-                chunk = await run(store)
+                chunk = await run(derive) if few_changes else None
+                if chunk is None:
+                    await self._fill(slot)
+                    if self.dirty.get(index) is not slot:  # cut away by a truncate meanwhile
+                        return
+                    chunk = await run(whole)
                 writes = self.writes
                 try:
                     request = self._commit_request([chunk] if chunk else [])
@@ -330,7 +379,7 @@ class OpenFile:
                     # Small changes to a file still open are likely to go on there (a database, a
                     # log); a slot that was written whole (a copy) would only take cache disk.
                     keep = self.handles and (few_changes or slot.memory is not None)
-                    if chunk and keep and writeback.keep_saved(slot, chunk.chunk_id):
+                    if chunk and keep and writeback.keep_saved(slot, self._made(chunk, slot.unfetched)):
                         self.saved[index] = slot
                         if len(self.saved) > SAVED_PER_FILE:  # the oldest goes
                             writeback.drop(self.saved.pop(next(iter(self.saved))))
@@ -347,6 +396,20 @@ class OpenFile:
             del self.uploads[index]
             done.set()
             writeback.upload_ended(slot)
+
+    @staticmethod
+    def _made(chunk: mp.NewChunk, base: mp.ChunkRef | None) -> mp.ChunkRef:
+        """The chunk just stored, as a chunk list names it. Its replicas are those of `base` it
+        was derived on (its keepers made it from their copy); a read finds the others itself."""
+        replicas = [r for r in base.replicas if r.keeper_id in chunk.stored_on] if base is not None else []
+        return mp.ChunkRef(
+            index=chunk.index,
+            chunk_id=chunk.chunk_id,
+            length=chunk.length,
+            stored_length=chunk.length,
+            crc32c=chunk.crc32c,
+            replicas=replicas,
+        )
 
     async def flush(self, nursery: trio.Nursery) -> None:
         """Uploads and commits every change; raises the first failure since the last flush."""

@@ -10,6 +10,9 @@ Holes read as zeros: a slot file is extended sparsely, and truncated with ftrunc
 A slot that began as a copy of the chunk already committed (a partial write into it) remembers
 that chunk and the ranges written since: while they are few, its upload sends just them, and the
 keepers holding that chunk make the new one from their copy (`patches`, Keeper.DeriveChunk).
+A slot of a big chunk starts *unfetched*: it holds only what was written, and the chunk's other
+bytes are fetched (`fill`) only when they are read, or when the slot must go whole: a random
+writer, `rsync --inplace` or an overwrite never reads a chunk it only changes.
 
 A slot starts in memory and moves to its file once it grows past `memory_slot_bytes` (or the
 mount's slots in memory would pass `memory_bytes`): a small file is written, uploaded and
@@ -32,6 +35,7 @@ import os
 import shutil
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -39,6 +43,7 @@ import trio
 from fusedfs.datadir import in_use
 from fusedfs.errors import FsError
 from fusedfs.fileio import disk_error, pwrite_all
+from fusedfs.rpc import master_pb2 as mp
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,10 @@ class DirtySlot:
         self.base: str | None = None
         self.base_kept = 0
         self.changed: list[tuple[int, int]] = []
+        # The chunk whose bytes the slot does not hold yet: below base_kept and outside `changed`,
+        # the slot's data is that chunk's (the file has zeros there until `fill`). None: it holds
+        # all its data.
+        self.unfetched: mp.ChunkRef | None = None
 
 
 def merged(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
@@ -79,6 +88,22 @@ def merged(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[in
             start, end = min(a, start), max(b, end)
     out.append((start, end))
     return sorted(out)
+
+
+def gaps(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of [start, end) that the sorted, disjoint ranges leave uncovered."""
+    out = []
+    for a, b in ranges:
+        if b <= start:
+            continue
+        if a >= end:
+            break
+        if a > start:
+            out.append((start, a))
+        start = max(start, b)
+    if start < end:
+        out.append((start, end))
+    return out
 
 
 class WriteBack:
@@ -110,16 +135,65 @@ class WriteBack:
             slot.base, slot.base_kept = base, len(initial)
         return slot
 
+    def create_unfetched(self, owner: object, inode: int, index: int, chunk: mp.ChunkRef, length: int) -> DirtySlot:
+        """A slot holding the first `length` bytes of a committed chunk, none of them fetched yet."""
+        assert (inode, index) not in self._slots, "one slot per chunk's range"
+        slot = DirtySlot(owner, inode, index)
+        path = self._path(slot)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as e:
+            raise self._error(e) from e
+        try:
+            os.ftruncate(fd, length)  # (sparse: takes no disk until written)
+        except OSError as e:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise self._error(e) from e
+        slot.memory, slot.fd = None, fd
+        slot.length = slot.base_kept = length
+        slot.base, slot.unfetched = chunk.chunk_id, chunk
+        self._slots[(inode, index)] = slot
+        self.used += length
+        return slot
+
+    def unfilled(self, slot: DirtySlot, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of [start, end) whose data the slot does not hold yet (see fill)."""
+        if slot.unfetched is None:
+            return []
+        return gaps(slot.changed, start, min(end, slot.base_kept))
+
+    def fill(self, slot: DirtySlot, chunk: mp.ChunkRef, data: Callable[[int, int], bytes]) -> None:
+        """Writes the bytes of `chunk` (data(start, end) gives them) where the slot has not been
+        written since it began as that chunk, which it then holds whole. Nothing changes that a
+        reader could see: the version stays. (Left alone if the slot went, or moved on to
+        another chunk, while they were fetched.)"""
+        if slot.dropped or slot.unfetched is not chunk:
+            return
+        for start, end in self.unfilled(slot, 0, slot.base_kept):
+            try:
+                pwrite_all(slot.fd, data(start, end), start)
+            except OSError as e:
+                raise self._error(e) from e
+        slot.unfetched = None
+        if slot.base is None:
+            slot.changed = []  # (kept while unfetched only)
+
+    def derivable(self, slot: DirtySlot, length: int, limit: int) -> bool:
+        """The slot's first `length` bytes can go as changes to its base chunk: it has one, and
+        the bytes written since come to `limit` at most."""
+        changed = sum(min(end, length) - start for start, end in slot.changed if start < length)
+        return slot.base is not None and changed <= limit
+
     def patches(self, slot: DirtySlot, length: int, limit: int) -> tuple[str, int, list[tuple[int, bytes]]] | None:
         """(base chunk, its bytes kept, [(offset, bytes)]) that make the slot's first `length`
-        bytes from its base chunk, if it has one and they come to `limit` bytes at most."""
-        base, kept, changed = slot.base, slot.base_kept, slot.changed
-        if base is None or sum(min(end, length) - start for start, end in changed if start < length) > limit:
+        bytes from its base chunk, if they are derivable."""
+        if slot.base is None or not self.derivable(slot, length, limit):
             return None
         return (
-            base,
-            kept,
-            [(start, self.read(slot, start, min(end, length))) for start, end in changed if start < length],
+            slot.base,
+            slot.base_kept,
+            [(start, self.read(slot, start, min(end, length))) for start, end in slot.changed if start < length],
         )
 
     def _path(self, slot: DirtySlot, saved: bool | None = None) -> Path:
@@ -138,12 +212,15 @@ class WriteBack:
         slot.saved = saved
         return True
 
-    def keep_saved(self, slot: DirtySlot, chunk_id: str) -> bool:
-        """The slot was uploaded and committed as chunk `chunk_id`: it stays, as that chunk's
-        data. False if it cannot (then drop it)."""
+    def keep_saved(self, slot: DirtySlot, chunk: mp.ChunkRef) -> bool:
+        """The slot was uploaded and committed as `chunk`: it stays, as that chunk's data (and
+        what it has not fetched of it, it will fetch from there). False if it cannot (then drop
+        it)."""
         if not self._set_saved(slot, True):
             return False
-        slot.base, slot.base_kept, slot.changed = chunk_id, slot.length, []
+        slot.base, slot.base_kept, slot.changed = chunk.chunk_id, slot.length, []
+        if slot.unfetched is not None:
+            slot.unfetched = chunk
         return True
 
     def reuse(self, slot: DirtySlot) -> bool:
@@ -189,19 +266,23 @@ class WriteBack:
             self.used += end - slot.length
             slot.length = end
         slot.version += 1
-        if slot.base is not None and end > offset:
+        if (slot.base is not None or slot.unfetched is not None) and end > offset:
             slot.changed = merged(slot.changed, offset, end)
             if len(slot.changed) > MAX_PATCH_RANGES:
-                slot.base = None
+                slot.base = None  # (an unfetched slot keeps the ranges: they tell what to fill)
+                if slot.unfetched is None:
+                    slot.changed = []
 
     def _error(self, e: OSError) -> FsError:
         return disk_error(e, f"the write cache's disk ({self.folder})")
 
     def read(self, slot: DirtySlot, start: int, end: int) -> bytes:
-        """Bytes [start, end) of the slot, as far as it holds data."""
+        """Bytes [start, end) of the slot, as far as it holds data (which must be filled there)."""
         end = min(end, slot.length)
         if end <= start:
             return b""
+        # Zeros in place of the chunk's data would be stored as the file's: never let one through.
+        assert not self.unfilled(slot, start, end), f"slot {slot.inode}-{slot.index}: [{start}, {end}) is not filled"
         memory = slot.memory
         return bytes(memory[start:end]) if memory is not None else os.pread(slot.fd, end - start, start)
 

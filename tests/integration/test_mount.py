@@ -328,6 +328,93 @@ def test_a_database_s_commits_each_start_from_the_chunk_the_last_one_made(
     assert sha256_file(other / "db") == hashlib.sha256(bytes(model)).hexdigest()
 
 
+def test_writes_into_a_big_file_fetch_none_of_its_chunks_unless_read(make_cluster: MakeCluster, tmp_path: Path) -> None:
+    """A partial write into a chunk of a file (a database's page, `rsync --inplace`, `dd
+    conv=notrunc`) and an overwrite fetch nothing of the chunks they change; reading the file
+    where it was not written fetches them then, and the content is right everywhere."""
+    cluster = make_cluster(keeper_args=["--metrics", "127.0.0.1:0"])
+    mnt = cluster.mount(tmp_path / "mnt", ["--no-short-circuit"])  # (every read asks a keeper)
+    model = bytearray(os.urandom(30 * MiB))  # chunks of 8 MiB: the last one 6 MiB long
+    path = mnt / "big"
+    path.write_bytes(model)
+    cluster.unmount(mnt)
+    cluster.mount(mnt, ["--no-short-circuit"])  # (nothing of the file in its cache)
+    logs = cluster.data_dir / "logs"
+
+    def reads() -> float:
+        samples = [scrape(logs / f"keeper{i}.log") for i in range(3)]
+        return sum(
+            s.get(f'fusedfs_rpc_seconds_count{{code="OK",method="{method}"}}', 0.0)
+            for s in samples
+            for method in ("ReadChunk", "ReadSmallRange")
+        )
+
+    before = reads()
+    with open(path, "r+b", buffering=0) as f:
+        for offset, data in [(8 * MiB + 5000, b"page" * 1024), (8 * MiB + 20, b"x"), (16 * MiB - 3, b"across" * 99)]:
+            f.seek(offset)
+            f.write(data)
+            model[offset : offset + len(data)] = data
+        os.fsync(f.fileno())
+        f.seek(0)
+        for _ in range(8):  # an overwrite of the first chunk, 1 MiB at a time
+            block = os.urandom(MiB)
+            model[f.tell() : f.tell() + MiB] = block
+            f.write(block)
+        f.truncate(28 * MiB)  # into the last chunk, written in; then grown past it
+        del model[28 * MiB :]
+        f.seek(29 * MiB)
+        f.write(b"end")
+        model.extend(bytes(MiB) + b"end")
+        os.fsync(f.fileno())
+        assert reads() == before  # nothing fetched
+        f.seek(8 * MiB + 4990)  # around what was written: the chunk is fetched, once
+        assert f.read(5000) == model[8 * MiB + 4990 : 8 * MiB + 9990]
+        assert reads() > before
+        f.seek(0)
+        assert f.read() == model
+    other = cluster.mount(tmp_path / "other")  # read cold, elsewhere
+    assert sha256_file(other / "big") == hashlib.sha256(bytes(model)).hexdigest()
+    assert sha256_file(path) == hashlib.sha256(bytes(model)).hexdigest()
+
+
+def test_one_open_file_written_read_truncated_and_fsynced_at_random_reads_like_a_local_one(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """The same random writes, reads, truncates and fsyncs through one descriptor of a file in the
+    mount and of a local one: every read equal. (1 MiB chunks: the steps cross them; the file
+    is big enough for slots that begin unfetched, and small ones that begin as a copy.)"""
+    cluster = make_cluster(master_args=["--chunk-size", "1"])
+    mnt = cluster.mount(tmp_path / "mnt")
+    start = os.urandom(5 * MiB + 300)
+    (tmp_path / "local").write_bytes(start)
+    (mnt / "file").write_bytes(start)
+    rng = random.Random(11)
+    size = len(start)
+    with open(mnt / "file", "r+b", buffering=0) as ours, open(tmp_path / "local", "r+b", buffering=0) as local:
+        for step in range(400):
+            action = rng.choices(["write", "read", "truncate", "fsync"], [10, 8, 1, 2])[0]
+            offset = rng.randrange(0, size + MiB)
+            if action == "write":
+                data = os.urandom(rng.choice([1, 100, 4096, 70_000, 600_000]))
+                for f in (ours, local):
+                    os.pwrite(f.fileno(), data, offset)
+                size = max(size, offset + len(data))
+            elif action == "read":
+                length = rng.choice([1, 4096, 300_000, 2 * MiB])
+                assert os.pread(ours.fileno(), length, offset) == os.pread(local.fileno(), length, offset), step
+            elif action == "truncate":
+                for f in (ours, local):
+                    os.ftruncate(f.fileno(), offset)
+                size = offset
+            else:
+                os.fsync(ours.fileno())
+    expected = hashlib.sha256((tmp_path / "local").read_bytes()).hexdigest()
+    assert sha256_file(mnt / "file") == expected
+    other = cluster.mount(tmp_path / "other")
+    assert sha256_file(other / "file") == expected
+
+
 def test_small_writes_and_fsyncs_while_a_keeper_dies_lose_nothing(make_cluster: MakeCluster, tmp_path: Path) -> None:
     # A database's pattern (small writes, each made durable) while a keeper holding its chunks
     # is killed: derives in flight fail, later ones meet the dead keeper until the master notices

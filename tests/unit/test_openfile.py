@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -51,12 +52,13 @@ def test_a_slot_saved_while_a_write_waited_for_its_chunk_is_the_one_written(tmp_
 
     async def chunk_and_id(index: int) -> tuple[ChunkData, str | None]:
         theirs = writeback.create(f, 5, index, b"theirs")  # (another write, its upload ended meanwhile)
-        assert writeback.keep_saved(theirs, "00000000000000aa")
+        assert writeback.keep_saved(theirs, mp.ChunkRef(chunk_id="00000000000000aa"))
         f.saved[index] = theirs
         made.append(theirs)
         return ChunkData([memoryview(b"old")]), "0000000000000001"
 
     f._chunk_and_id = chunk_and_id  # type: ignore[method-assign]
+    f.refs = {i: mp.ChunkRef(index=i, chunk_id="0000000000000001", length=3) for i in range(3)}
     taken: list[object] = []
 
     async def write() -> None:
@@ -67,3 +69,32 @@ def test_a_slot_saved_while_a_write_waited_for_its_chunk_is_the_one_written(tmp_
     [theirs] = made
     assert taken == [theirs] and f.dirty == {1: theirs} and not f.saved and not theirs.saved
     assert writeback.read(theirs, 0, 100) == b"theirs" and writeback.used == 6
+
+
+def test_a_write_into_a_big_chunk_fetches_it_only_where_the_slot_is_read(tmp_path: Path) -> None:
+    """A partial write into a big chunk of the file keeps the chunk unfetched; reading back what
+    was written needs nothing of it; reading elsewhere in the slot fetches it, once."""
+    chunk = os.urandom(1 << 20)
+    ref = mp.ChunkRef(index=1, chunk_id="00000000000000c1", length=len(chunk))
+    f = open_file(tmp_path, mp.Attr(inode=5, size=2 << 20, mtime_ns=10, ctime_ns=10, chunk_size=1 << 20))
+    f.refs = {1: ref}
+    loads: list[str] = []
+
+    async def load(inode: int, wanted: mp.ChunkRef) -> ChunkData:
+        loads.append(wanted.chunk_id)
+        return ChunkData([memoryview(chunk)])
+
+    f.shared.chunks = cast(Any, SimpleNamespace(load=load))
+
+    async def main() -> tuple[bytes, bytes]:
+        async with trio.open_nursery() as nursery:
+            await f.write((1 << 20) + 100, b"new", nursery)
+            assert loads == [] and f.dirty[1].unfetched is ref
+            written = await f.read((1 << 20) + 100, 3, nursery)
+            assert loads == []
+            around = await f.read((1 << 20) + 90, 20, nursery)
+            return written, around
+
+    written, around = trio.run(main)
+    assert written == b"new" and around == chunk[90:100] + b"new" + chunk[103:110]
+    assert loads == [ref.chunk_id] and f.dirty[1].unfetched is None

@@ -10,7 +10,8 @@ import pytest
 
 from fusedfs.datadir import lock_data_dir
 from fusedfs.errors import FsError
-from fusedfs.mount.writeback import LEFT_AFTER, MAX_PATCH_RANGES, WriteBack, left_behind, merged
+from fusedfs.mount.writeback import LEFT_AFTER, MAX_PATCH_RANGES, WriteBack, gaps, left_behind, merged
+from fusedfs.rpc import master_pb2 as mp
 
 
 @pytest.mark.parametrize("memory_slot_bytes", [0, 1000])  # slots in files, slots in memory
@@ -139,7 +140,7 @@ def test_an_uploaded_slot_is_kept_as_the_chunk_it_made_until_room_is_needed(
     cache = WriteBack(folder, limit_bytes=100, memory_slot_bytes=memory_slot_bytes)
     a = cache.create(owner=None, inode=7, index=0, initial=b"0123456789")
     b = cache.create(owner=None, inode=8, index=0, initial=b"b")
-    assert cache.keep_saved(a, "00000000000000aa")
+    assert cache.keep_saved(a, mp.ChunkRef(chunk_id="00000000000000aa"))
     assert a.saved and (a.base, a.base_kept, a.changed) == ("00000000000000aa", 10, [])
     assert cache.read(a, 0, 100) == b"0123456789" and cache.used == 11  # still there, still counted
     if not memory_slot_bytes:  # its file is named apart: not data a crash leaves unsaved
@@ -151,7 +152,9 @@ def test_an_uploaded_slot_is_kept_as_the_chunk_it_made_until_room_is_needed(
     cache.write(a, 2, b"xy")
     assert a.changed == [(2, 4)] and cache.patches(a, 10, limit=100) == ("00000000000000aa", 10, [(2, b"xy")])
     assert cache.oldest_idle() is a  # (oldest)
-    assert cache.keep_saved(a, "00000000000000ab") and cache.keep_saved(b, "00000000000000bb")
+    assert cache.keep_saved(a, mp.ChunkRef(chunk_id="00000000000000ab")) and cache.keep_saved(
+        b, mp.ChunkRef(chunk_id="00000000000000bb")
+    )
     lock = lock_data_dir(folder, "mount")  # held while the mount lives
     assert left_behind(tmp_path, tmp_path / "other") == []
     os.utime(folder, (0, 0))
@@ -162,5 +165,87 @@ def test_an_uploaded_slot_is_kept_as_the_chunk_it_made_until_room_is_needed(
 def test_a_cache_holding_saved_slots_alone_closes_clean(tmp_path: Path) -> None:
     cache = WriteBack(tmp_path / "mount-1", limit_bytes=100, memory_slot_bytes=0)
     a = cache.create(owner=None, inode=7, index=0, initial=b"abc")
-    assert cache.keep_saved(a, "00000000000000aa")
+    assert cache.keep_saved(a, mp.ChunkRef(chunk_id="00000000000000aa"))
     assert cache.close() and not (tmp_path / "mount-1").exists()
+
+
+def test_gaps_are_what_ranges_leave_uncovered() -> None:
+    ranges = [(10, 20), (30, 40)]
+    assert gaps(ranges, 0, 50) == [(0, 10), (20, 30), (40, 50)]
+    assert gaps(ranges, 12, 35) == [(20, 30)]
+    assert gaps(ranges, 10, 20) == [] and gaps([], 5, 8) == [(5, 8)] and gaps(ranges, 7, 7) == []
+
+
+def test_an_unfetched_slot_holds_what_was_written_until_filled_from_its_chunk(tmp_path: Path) -> None:
+    cache = WriteBack(tmp_path / "mount-1", limit_bytes=1 << 30)
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+    ref = mp.ChunkRef(index=2, chunk_id="00000000000000c1", length=len(chunk))
+    slot = cache.create_unfetched(owner=None, inode=7, index=2, chunk=ref, length=len(chunk))
+    assert (slot.length, slot.base, slot.base_kept, cache.used, cache.in_memory) == (
+        len(chunk),
+        ref.chunk_id,
+        len(chunk),
+        len(chunk),
+        0,
+    )
+    assert os.fstat(slot.fd).st_blocks == 0  # nothing of the chunk fetched, nor stored
+    cache.write(slot, 1000, b"abc")
+    cache.write(slot, len(chunk) - 2, b"xyz")  # past the chunk's end: it grows
+    assert cache.unfilled(slot, 0, 2000) == [(0, 1000), (1003, 2000)]
+    assert cache.unfilled(slot, 1000, 1003) == [] and cache.read(slot, 1000, 1003) == b"abc"
+    with pytest.raises(AssertionError):  # zeros in place of the chunk's bytes never pass
+        cache.read(slot, 999, 1003)
+    assert cache.patches(slot, slot.length, limit=100) == (
+        ref.chunk_id,
+        len(chunk),
+        [(1000, b"abc"), (len(chunk) - 2, b"xyz")],
+    )
+    version = slot.version
+    fetched: list[tuple[int, int]] = []
+
+    def data(start: int, end: int) -> bytes:
+        fetched.append((start, end))
+        return chunk[start:end]
+
+    cache.fill(slot, ref, data)
+    assert fetched == [(0, 1000), (1003, len(chunk) - 2)]  # what was written stays as written
+    assert slot.unfetched is None and slot.version == version  # (no reader sees a change)
+    expected = chunk[:1000] + b"abc" + chunk[1003:-2] + b"xyz"
+    assert cache.read(slot, 0, slot.length) == expected
+    cache.fill(slot, ref, data)  # (filled: nothing more to do)
+    assert len(fetched) == 2
+
+
+def test_an_unfetched_slot_keeps_track_of_every_range_and_of_its_cut(tmp_path: Path) -> None:
+    cache = WriteBack(tmp_path / "mount-1", limit_bytes=1 << 30)
+    chunk = os.urandom(1 << 20)
+    ref = mp.ChunkRef(index=0, chunk_id="00000000000000c1", length=len(chunk))
+    slot = cache.create_unfetched(owner=None, inode=7, index=0, chunk=ref, length=len(chunk))
+    model = bytearray(chunk)
+    for offset in range(0, 4 * (MAX_PATCH_RANGES + 1), 4):  # too many to derive: still known, to fill
+        cache.write(slot, offset, b"-")
+        model[offset] = ord("-")
+    assert slot.base is None and len(slot.changed) == MAX_PATCH_RANGES + 1
+    cache.truncate(slot, 500_000)  # the chunk counts up to the cut; past it, zeros
+    cache.write(slot, 600_000, b"end")
+    model[500_000:] = bytes(100_000) + b"end"
+    assert cache.unfilled(slot, 499_990, 600_003) == [(499_990, 500_000)]
+    cache.fill(slot, ref, lambda start, end: chunk[start:end])
+    assert cache.read(slot, 0, slot.length) == model and slot.changed == []
+
+
+def test_a_saved_unfetched_slot_fetches_from_the_chunk_it_made(tmp_path: Path) -> None:
+    cache = WriteBack(tmp_path / "mount-1", limit_bytes=1 << 30)
+    ref = mp.ChunkRef(index=0, chunk_id="00000000000000c1", length=1 << 20)
+    slot = cache.create_unfetched(owner=None, inode=7, index=0, chunk=ref, length=1 << 20)
+    cache.write(slot, 10, b"abc")
+    made = mp.ChunkRef(index=0, chunk_id="00000000000000c2", length=1 << 20)
+    assert cache.keep_saved(slot, made)
+    assert slot.unfetched is made and slot.base == made.chunk_id and cache.unfilled(slot, 0, 20) == [(0, 20)]
+    cache.fill(
+        slot, ref, lambda start, end: b"old" * (end - start)
+    )  # fetched meanwhile from the chunk before: not taken
+    assert slot.unfetched is made
+    cache.drop(slot)
+    cache.fill(slot, made, lambda start, end: b"x" * (end - start))  # gone meanwhile: left alone
+    assert slot.unfetched is made
