@@ -6,8 +6,9 @@ right away; flush()/fsync() upload the rest and wait.
 Each uploaded chunk is committed to the master at once (one CommitChunks per chunk), so only
 chunks that a write touched are ever re-uploaded. A partial write into a chunk the file has
 starts a slot of that chunk: a small chunk is read into it at once; a big one stays unfetched
-(writeback.py) and is read only if the slot is read where it was not written, or must go whole
-(read-modify-write of one chunk at most, never of the file).
+(writeback.py): a read of the slot where it was not written fetches just those blocks, and the
+whole chunk is fetched only if the slot must go whole (read-modify-write of one chunk at most,
+never of the file).
 
 Appends (O_APPEND) of up to a chunk at a time are committed on the condition that the file has
 not grown meanwhile: when another mount appended first, the master refuses (EAGAIN) and ours
@@ -153,7 +154,7 @@ class OpenFile:
                 nursery.start_soon(self.shared.chunks.prefetch, self.inode, ref)
 
     async def _fill(self, slot: DirtySlot) -> None:
-        """Fetches what an unfetched slot does not hold of its chunk: it is read there, or goes whole."""
+        """Fetches what an unfetched slot does not hold of its chunk, which must go whole."""
         chunk = slot.unfetched
         if chunk is None:
             return
@@ -173,20 +174,32 @@ class OpenFile:
                 slot.base = None
         self.shared.writeback.fill(slot, chunk, data.slice)
 
-    async def _written(self, index: int, start: int, end: int) -> DirtySlot | None:
-        """The slot that holds what this mount wrote in slot index, filled in [start, end); None if none."""
+    async def _written(self, index: int, start: int, end: int) -> bytes | None:
+        """[start, end) of slot index as this mount wrote it (None: it holds no slot there),
+        with its chunk's bytes where it was not written: just those blocks are fetched."""
+        writeback = self.shared.writeback
         while True:
             slot = self.dirty.get(index) or self.saved.get(index)
-            if slot is None or not self.shared.writeback.unfilled(slot, start, end):
-                return slot
-            await self._fill(slot)  # (then look again: the slot may have gone, or moved on, meanwhile)
+            if slot is None:
+                return None
+            holes = writeback.unfilled(slot, start, end)
+            if not holes:
+                return writeback.read(slot, start, end)
+            chunk = slot.unfetched
+            assert chunk is not None
+            fetched = [(a, b, await self._blocks(chunk, a, b - a)) for a, b in holes]
+            if (self.dirty.get(index) or self.saved.get(index)) is slot and slot.unfetched is chunk:
+                return writeback.read(slot, start, end, fetched)
+            # (else it went, was filled or moved on to another chunk meanwhile: look again)
 
     async def _range(self, index: int, offset: int, length: int) -> bytes:
-        """Just the blocks of slot index that hold [offset, offset + length): for random reads.
-        A range within one checksum block keeps that block in the chunk cache."""
+        """Just the blocks of slot index that hold [offset, offset + length): for random reads."""
         ref = (await self._refs()).get(index)
-        if ref is None:
-            return b""
+        return b"" if ref is None else await self._blocks(ref, offset, length)
+
+    async def _blocks(self, ref: mp.ChunkRef, offset: int, length: int) -> bytes:
+        """[offset, offset + length) of a chunk, fetching just the blocks that hold it. A range
+        within one checksum block keeps that block in the chunk cache."""
         cache = self.shared.chunks.cache
         cached = cache.get(ref.chunk_id)
         if cached is not None:
@@ -205,9 +218,9 @@ class OpenFile:
         self.next_read = end
         parts = []
         for span in spans(offset, max(0, end - offset), self.chunk_size):
-            slot = await self._written(span.index, span.offset, span.offset + span.length)
-            if slot is not None:
-                piece = self.shared.writeback.read(slot, span.offset, span.offset + span.length)
+            written = await self._written(span.index, span.offset, span.offset + span.length)
+            if written is not None:
+                piece = written
             elif sequential:
                 await self._read_ahead(span.index, nursery)
                 piece = (await self._chunk(span.index)).slice(span.offset, span.offset + span.length)

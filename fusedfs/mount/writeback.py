@@ -10,9 +10,10 @@ Holes read as zeros: a slot file is extended sparsely, and truncated with ftrunc
 A slot that began as a copy of the chunk already committed (a partial write into it) remembers
 that chunk and the ranges written since: while they are few, its upload sends just them, and the
 keepers holding that chunk make the new one from their copy (`patches`, Keeper.DeriveChunk).
-A slot of a big chunk starts *unfetched*: it holds only what was written, and the chunk's other
-bytes are fetched (`fill`) only when they are read, or when the slot must go whole: a random
-writer, `rsync --inplace` or an overwrite never reads a chunk it only changes.
+A slot of a big chunk starts *unfetched*: it holds only what was written; a read of it elsewhere
+takes the chunk's bytes there from the cluster (`read`'s `fetched`), and they are fetched into
+the slot (`fill`) only when it must go whole: a random writer, `rsync --inplace` or an overwrite
+never fetches a chunk it only changes.
 
 A slot starts in memory and moves to its file once it grows past `memory_slot_bytes` (or the
 mount's slots in memory would pass `memory_bytes`): a small file is written, uploaded and
@@ -35,7 +36,7 @@ import os
 import shutil
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
@@ -276,15 +277,25 @@ class WriteBack:
     def _error(self, e: OSError) -> FsError:
         return disk_error(e, f"the write cache's disk ({self.folder})")
 
-    def read(self, slot: DirtySlot, start: int, end: int) -> bytes:
-        """Bytes [start, end) of the slot, as far as it holds data (which must be filled there)."""
+    def read(self, slot: DirtySlot, start: int, end: int, fetched: Sequence[tuple[int, int, bytes]] = ()) -> bytes:
+        """Bytes [start, end) of the slot, as far as it holds data. Where it is unfilled, the
+        chunk's bytes must be among `fetched`: (start, end, bytes) read from it (short past its end)."""
         end = min(end, slot.length)
         if end <= start:
             return b""
-        # Zeros in place of the chunk's data would be stored as the file's: never let one through.
-        assert not self.unfilled(slot, start, end), f"slot {slot.inode}-{slot.index}: [{start}, {end}) is not filled"
         memory = slot.memory
-        return bytes(memory[start:end]) if memory is not None else os.pread(slot.fd, end - start, start)
+        data = bytes(memory[start:end]) if memory is not None else os.pread(slot.fd, end - start, start)
+        holes = self.unfilled(slot, start, end)
+        if not holes:
+            return data
+        out = bytearray(data)
+        for a, b in holes:
+            # Zeros in place of the chunk's data would be stored as the file's: never let one through.
+            offset, piece = next(((f, p) for f, t, p in fetched if f <= a and b <= t), (-1, b""))
+            assert offset >= 0, f"slot {slot.inode}-{slot.index}: [{a}, {b}) is neither filled nor fetched"
+            part = piece[a - offset : b - offset]
+            out[a - start : b - start] = part + bytes(b - a - len(part))  # (past the chunk's end: zeros)
+        return bytes(out)
 
     def truncate(self, slot: DirtySlot, length: int) -> None:
         if length < slot.length:

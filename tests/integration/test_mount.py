@@ -368,7 +368,7 @@ def test_writes_into_a_big_file_fetch_none_of_its_chunks_unless_read(make_cluste
         model.extend(bytes(MiB) + b"end")
         os.fsync(f.fileno())
         assert reads() == before  # nothing fetched
-        f.seek(8 * MiB + 4990)  # around what was written: the chunk is fetched, once
+        f.seek(8 * MiB + 4990)  # around what was written: the blocks there are fetched
         assert f.read(5000) == model[8 * MiB + 4990 : 8 * MiB + 9990]
         assert reads() > before
         f.seek(0)

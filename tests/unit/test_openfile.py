@@ -71,30 +71,35 @@ def test_a_slot_saved_while_a_write_waited_for_its_chunk_is_the_one_written(tmp_
     assert writeback.read(theirs, 0, 100) == b"theirs" and writeback.used == 6
 
 
-def test_a_write_into_a_big_chunk_fetches_it_only_where_the_slot_is_read(tmp_path: Path) -> None:
+def test_a_write_into_a_big_chunk_fetches_nothing_and_a_read_of_its_slot_just_the_blocks_read(tmp_path: Path) -> None:
     """A partial write into a big chunk of the file keeps the chunk unfetched; reading back what
-    was written needs nothing of it; reading elsewhere in the slot fetches it, once."""
+    was written needs nothing of it; reading around it fetches just the ranges not written."""
     chunk = os.urandom(1 << 20)
     ref = mp.ChunkRef(index=1, chunk_id="00000000000000c1", length=len(chunk))
     f = open_file(tmp_path, mp.Attr(inode=5, size=2 << 20, mtime_ns=10, ctime_ns=10, chunk_size=1 << 20))
     f.refs = {1: ref}
-    loads: list[str] = []
+    fetched: list[tuple[str, int, int]] = []
 
     async def load(inode: int, wanted: mp.ChunkRef) -> ChunkData:
-        loads.append(wanted.chunk_id)
+        fetched.append((wanted.chunk_id, 0, len(chunk)))
         return ChunkData([memoryview(chunk)])
 
+    async def blocks(wanted: mp.ChunkRef, offset: int, length: int) -> bytes:
+        fetched.append((wanted.chunk_id, offset, length))
+        return chunk[offset : offset + length]
+
     f.shared.chunks = cast(Any, SimpleNamespace(load=load))
+    f._blocks = blocks  # type: ignore[method-assign,assignment]
 
     async def main() -> tuple[bytes, bytes]:
         async with trio.open_nursery() as nursery:
             await f.write((1 << 20) + 100, b"new", nursery)
-            assert loads == [] and f.dirty[1].unfetched is ref
+            assert fetched == [] and f.dirty[1].unfetched is ref
             written = await f.read((1 << 20) + 100, 3, nursery)
-            assert loads == []
+            assert fetched == []
             around = await f.read((1 << 20) + 90, 20, nursery)
             return written, around
 
     written, around = trio.run(main)
     assert written == b"new" and around == chunk[90:100] + b"new" + chunk[103:110]
-    assert loads == [ref.chunk_id] and f.dirty[1].unfetched is None
+    assert fetched == [(ref.chunk_id, 90, 10), (ref.chunk_id, 103, 7)] and f.dirty[1].unfetched is ref

@@ -195,6 +195,11 @@ def test_an_unfetched_slot_holds_what_was_written_until_filled_from_its_chunk(tm
     assert cache.unfilled(slot, 1000, 1003) == [] and cache.read(slot, 1000, 1003) == b"abc"
     with pytest.raises(AssertionError):  # zeros in place of the chunk's bytes never pass
         cache.read(slot, 999, 1003)
+    pieces = [(990, 1000, chunk[990:1000]), (1003, 1010, chunk[1003:1010]), (len(chunk) - 5, len(chunk), chunk[-5:])]
+    assert cache.read(slot, 990, 1010, pieces) == chunk[990:1000] + b"abc" + chunk[1003:1010]
+    assert cache.read(slot, len(chunk) - 5, len(chunk) + 1, pieces) == chunk[-5:-2] + b"xyz"
+    with pytest.raises(AssertionError):
+        cache.read(slot, 985, 1010, pieces)  # (one byte short)
     assert cache.patches(slot, slot.length, limit=100) == (
         ref.chunk_id,
         len(chunk),
