@@ -187,7 +187,13 @@ class OpenFile:
                 return writeback.read(slot, start, end)
             chunk = slot.unfetched
             assert chunk is not None
-            fetched = [(a, b, await self._blocks(chunk, a, b - a)) for a, b in holes]
+            try:
+                fetched = [(a, b, await self._blocks(chunk, a, b - a)) for a, b in holes]
+            except FsError as e:
+                if e.errno != errno.ESTALE:
+                    raise
+                await self._fill(slot)  # (gone from the cluster: the file's chunk now fills it)
+                continue
             if (self.dirty.get(index) or self.saved.get(index)) is slot and slot.unfetched is chunk:
                 return writeback.read(slot, start, end, fetched)
             # (else it went, was filled or moved on to another chunk meanwhile: look again)

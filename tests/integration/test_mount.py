@@ -378,6 +378,38 @@ def test_writes_into_a_big_file_fetch_none_of_its_chunks_unless_read(make_cluste
     assert sha256_file(path) == hashlib.sha256(bytes(model)).hexdigest()
 
 
+def test_a_chunk_another_mount_replaced_under_our_unfetched_write_fills_it_instead(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """Two machines write into one chunk of a file at once (no locking: a race, as on NFS). Ours
+    holds only its bytes; when the chunk it began as is gone from the cluster (the other's
+    replaced it and it was collected), the other's chunk fills the rest: our read shows both
+    writes, and so does the file after our close."""
+    cluster = make_cluster(master_args=["--gc-grace", "0", "--trash-hours", "0"])
+    ours, theirs = cluster.mount(tmp_path / "ours"), cluster.mount(tmp_path / "theirs")
+    (ours / "f").write_bytes(os.urandom(24 * MiB))
+    master = MasterClient(cluster.master_address)
+    inode = (ours / "f").stat().st_ino
+    before = master.call("GetChunks", mp.GetChunksRequest(inode=inode)).chunks[1].chunk_id
+    replacement = os.urandom(8 * MiB)
+    with open(ours / "f", "r+b", buffering=0) as f:
+        f.seek(8 * MiB + 100)
+        f.write(b"ours")
+        with open(theirs / "f", "r+b") as g:
+            g.seek(8 * MiB)
+            g.write(replacement)
+        chunk_files = [cluster.keeper_dir(i) / "chunks" / before[-2:] / before for i in range(3)]
+        wait_for(lambda: not any(path.exists() for path in chunk_files), 30, "the replaced chunk to be collected")
+        f.seek(8 * MiB)
+        assert f.read(200) == replacement[:100] + b"ours" + replacement[104:200]
+    expected = replacement[:100] + b"ours" + replacement[104:]
+    other = cluster.mount(tmp_path / "other")
+    with open(other / "f", "rb") as f:
+        f.seek(8 * MiB)
+        assert f.read(8 * MiB) == expected
+    master.pool.close()
+
+
 def test_one_open_file_written_read_truncated_and_fsynced_at_random_reads_like_a_local_one(
     make_cluster: MakeCluster, tmp_path: Path
 ) -> None:
