@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from fusedfs.chunks import MAX_GOAL
+from fusedfs.chunks import MAX_CHUNK_SIZE, MAX_GOAL, MiB
 from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
 from fusedfs.errors import FsError
@@ -80,6 +80,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     goal.add_argument("name", metavar="PATH")
     goal.add_argument("goal", metavar="COPIES", nargs="?", help=f"1 to {MAX_GOAL}, or default")
     goal.add_argument("-r", "--recursive", action="store_true", help="also everything below the folder")
+    chunk_size = commands.add_parser(
+        "chunksize",
+        help="the chunk size of files made in a folder: show it, or set it in MiB (-r: and of every folder "
+        "below; 'default': the cluster's again). Small chunks suit databases: each change copies less",
+    )
+    chunk_size.add_argument("name", metavar="PATH")
+    chunk_size.add_argument("size", metavar="MiB", nargs="?", help=f"1 to {MAX_CHUNK_SIZE // MiB}, or default")
+    chunk_size.add_argument("-r", "--recursive", action="store_true", help="also every folder below")
     drain = commands.add_parser(
         "drain", help="empty a keeper before taking it away: its chunks are copied to the others (see status)"
     )
@@ -115,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     master = MasterClient(master_address(args.master), wait=args.wait)
     files = FileClient(master)
     name = getattr(args, "name", "/")
-    named = ("upload", "download", "rm", "mkdir", "ls", "info", "trash", "du", "goal")
+    named = ("upload", "download", "rm", "mkdir", "ls", "info", "trash", "du", "goal", "chunksize")
     if args.command in named and name and name[0] != "/":
         name = "/" + name
     if args.command == "upload" and args.recursive:
@@ -155,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         _du(master, name, args.limit, args.json)
     elif args.command == "goal":
         _goal(master, name, args.goal, args.recursive)
+    elif args.command == "chunksize":
+        _chunk_size(files, name, args.size, args.recursive)
     elif args.command == "drain":
         reply = master.call("Drain", mp.DrainRequest(keeper=args.keeper, undo=args.undo))
         if args.undo:
@@ -184,6 +194,28 @@ def _goal(master: MasterClient, path: str, copies: str | None, recursive: bool) 
         f"{path}: {what} for {changed.files} file(s) and {changed.folders} folder(s); "
         f"their {changed.chunks} chunk(s) are being copied or trimmed to it"
     )
+
+
+def _chunk_size(files: FileClient, path: str, size: str | None, recursive: bool) -> None:
+    master = files.master
+    if size is None:
+        if recursive:
+            raise FsError(errno.EINVAL, "-r sets a chunk size: give MiB too")
+        attr, cluster = files.stat(path), master.call("GetConfig", cp.Empty()).chunk_size
+        if not stat.S_ISDIR(attr.mode):
+            print(f"{path}: {_size(attr.chunk_size)} chunks (fixed when it was made)")
+            return
+        whose = "its own" if attr.chunk_size else "the cluster's"
+        chosen = _size(attr.chunk_size or cluster)
+        print(f"{path}: {chosen} chunks for files made in it ({whose}; the cluster's is {_size(cluster)})")
+        return
+    most = MAX_CHUNK_SIZE // MiB
+    if size != "default" and not (size.isdigit() and 1 <= int(size) <= most):
+        raise FsError(errno.EINVAL, f"chunk size {size!r}: give 1 to {most} MiB, or default")
+    number = 0 if size == "default" else int(size) * MiB
+    reply = master.call("SetChunkSize", mp.SetChunkSizeRequest(path=path, chunk_size=number, recursive=recursive))
+    what = f"{_size(number)} chunks" if number else "the cluster's chunk size"
+    print(f"{path}: {what} for files made from now on in {reply.folders} folder(s) (files made before keep theirs)")
 
 
 def _copies(count: int) -> str:

@@ -111,11 +111,11 @@ class FileClient:
     ) -> mp.Attr:
         """Stores everything readable from source as the file at path (missing folders are made).
 
-        Chunks are the cluster's configured size unless chunk_size says otherwise.
+        Chunks are the folder's chunk size (its own, or the cluster's) unless chunk_size says otherwise.
         """
         parent, name = self._parent(path, create=True)
         if chunk_size is None:
-            chunk_size = self.master.call("GetConfig", cp.Empty()).chunk_size
+            chunk_size = parent.chunk_size or self.master.call("GetConfig", cp.Empty()).chunk_size
         committed: list[mp.NewChunk] = []
         in_flight: deque[Future[mp.NewChunk]] = deque()
         size = 0

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, replace
 
-from fusedfs.chunks import MAX_CHUNK_SIZE, MAX_GOAL, PIECE_SIZE, chunk_count
+from fusedfs.chunks import MAX_CHUNK_SIZE, MAX_GOAL, PIECE_SIZE, MiB, chunk_count
 from fusedfs.errors import FsError
 from fusedfs.master.sessions import SESSION_TIMEOUT
 from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore, TrashRow, Usage
@@ -220,7 +220,8 @@ class Namespace:
             before = parent_inode.ctime_ns
             self._free_name(parent, name)
             mode, gid = _owned_in(parent_inode, stat.S_IFDIR | (mode & 0o7777), gid)
-            inode = self._new_inode(mode, uid, gid, 2, now)
+            # (a folder's chunk size: of the files made in it; it passes on, as a goal does)
+            inode = self._new_inode(mode, uid, gid, 2, now, chunk_size=parent_inode.chunk_size)
             self._inherit_goal(parent_inode, inode)
             self.store.insert_dentry(parent, name, inode.id)
             parent_inode.nlink += 1
@@ -243,7 +244,8 @@ class Namespace:
                     raise FsError(errno.EISDIR, f"{name.decode(errors='replace')!r} is a directory")
                 return Added(existing, parent_inode, before)
             mode, gid = _owned_in(parent_inode, stat.S_IFREG | (mode & 0o7777), gid)
-            inode = self._new_inode(mode, uid, gid, 1, now, chunk_size=self.default_chunk_size)
+            chunk_size = parent_inode.chunk_size or self.default_chunk_size
+            inode = self._new_inode(mode, uid, gid, 1, now, chunk_size=chunk_size)
             self._inherit_goal(parent_inode, inode)
             self.store.insert_dentry(parent, name, inode.id)
             self._touch(parent_inode, now)
@@ -745,6 +747,29 @@ class Namespace:
                 folders += stat.S_ISDIR(mode)
             chunks = {c.id: goal for ino in inodes for c in self.store.file_chunks(ino)}
             return GoalChange(files, folders, chunks)
+
+    # --- chunk sizes ------------------------------------------------------------------------------
+
+    def set_chunk_size(self, path: str, chunk_size: int, recursive: bool) -> int:
+        """Gives the folder at path (and with recursive, every folder below it) the chunk size
+        of files made in it from then on, in whole MiB; 0: the cluster's again. Returns how
+        many folders. (Small chunks suit a database: each change copies less; HDFS sets its
+        block size per file the same way, when the file is made.)"""
+        if chunk_size % MiB or not 0 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise FsError(
+                errno.EINVAL,
+                f"chunk size {chunk_size} is not 1 to {MAX_CHUNK_SIZE // MiB} whole MiB (or 0: the cluster's)",
+            )
+        with self.store.transaction():
+            top = self.resolve(path)
+            if not stat.S_ISDIR(top.mode):
+                raise FsError(errno.ENOTDIR, f"{path}: a file's chunk size is fixed when it is made; set its folder's")
+            folders = [top] + [self._inode(ino) for ino in (self.store.subtree(top.id) if recursive else [])]
+            folders = [f for f in folders if stat.S_ISDIR(f.mode)]
+            for folder in folders:
+                folder.chunk_size = chunk_size
+                self.store.update_inode(folder)
+            return len(folders)
 
     def file_chunks(self, ino: int, first: int, count: int):  # type: ignore[no-untyped-def]
         with self.store.transaction():

@@ -476,6 +476,10 @@ class MasterService(master_pb2_grpc.MasterServicer):
         self.cluster.set_goals(change.chunks)
         return mp.SetGoalReply(files=change.files, folders=change.folders, chunks=len(change.chunks))
 
+    @handler
+    def SetChunkSize(self, request: mp.SetChunkSizeRequest, context: grpc.ServicerContext) -> mp.SetChunkSizeReply:
+        return mp.SetChunkSizeReply(folders=self.ns.set_chunk_size(request.path, request.chunk_size, request.recursive))
+
     # --- the trash -------------------------------------------------------------------------------
 
     @handler

@@ -11,7 +11,9 @@ Schema (every column and sentinel explained here, and only here):
       mode          st_mode, file type bits included
       uid, gid, nlink, size
       atime_ns, mtime_ns, ctime_ns   nanoseconds since the epoch
-      chunk_size    bytes per chunk slot, fixed when the file is created; 0 for non-files
+      chunk_size    bytes per chunk slot, fixed when the file is created; a folder's: of the
+                    files made in it, passed on to folders made in it (0: the cluster's); 0 for
+                    anything else
       target        symlink target; NULL for other types
 
     dentries    one row per name in a directory

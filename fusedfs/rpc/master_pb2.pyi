@@ -541,6 +541,22 @@ class SetGoalReply(_message.Message):
     chunks: int
     def __init__(self, files: _Optional[int] = ..., folders: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
 
+class SetChunkSizeRequest(_message.Message):
+    __slots__ = ("path", "chunk_size", "recursive")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    chunk_size: int
+    recursive: bool
+    def __init__(self, path: _Optional[str] = ..., chunk_size: _Optional[int] = ..., recursive: _Optional[bool] = ...) -> None: ...
+
+class SetChunkSizeReply(_message.Message):
+    __slots__ = ("folders",)
+    FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    folders: int
+    def __init__(self, folders: _Optional[int] = ...) -> None: ...
+
 class TrashEntry(_message.Message):
     __slots__ = ("inode", "path", "size", "deleted_ns", "expires_ns")
     INODE_FIELD_NUMBER: _ClassVar[int]

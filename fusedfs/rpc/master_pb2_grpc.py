@@ -210,6 +210,11 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.SetGoalRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetGoalReply.FromString,
                 _registered_method=True)
+        self.SetChunkSize = channel.unary_unary(
+                '/fusedfs.rpc.Master/SetChunkSize',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeReply.FromString,
+                _registered_method=True)
         self.Drain = channel.unary_unary(
                 '/fusedfs.rpc.Master/Drain',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.DrainRequest.SerializeToString,
@@ -463,6 +468,15 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetChunkSize(self, request, context):
+        """The chunk size files made in a folder get (Attr.chunk_size of the folder shows it), and
+        folders made in it inherit; recursively, also every folder below. 0: the cluster's again.
+        A file's own is fixed when it is made (ENOTDIR for a file).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Drain(self, request, context):
         """Empties a keeper before it is taken away (HDFS's decommissioning): its chunks get the goal's
         worth of copies on other keepers, and it gets no new ones. Status shows when it is done.
@@ -660,6 +674,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.SetGoal,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetGoalRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_master__pb2.SetGoalReply.SerializeToString,
+            ),
+            'SetChunkSize': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetChunkSize,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeReply.SerializeToString,
             ),
             'Drain': grpc.unary_unary_rpc_method_handler(
                     servicer.Drain,
@@ -1622,6 +1641,33 @@ class Master:
             '/fusedfs.rpc.Master/SetGoal',
             fusedfs_dot_rpc_dot_master__pb2.SetGoalRequest.SerializeToString,
             fusedfs_dot_rpc_dot_master__pb2.SetGoalReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetChunkSize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/SetChunkSize',
+            fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -164,6 +164,7 @@ NAMESPACE_CHANGES = {
     "RestoreTrash",  # (adds names)
     "PurgeTrash",  # (frees deleted files)
     "SetGoal",  # (copies kept of a file's chunks)
+    "SetChunkSize",  # (of the files made in a folder)
 }
 # Calls that change no file: reserving chunk ids, giving them back, reporting a replica bad, and a
 # mount's session (holding files open keeps them, it does not change them).
@@ -467,7 +468,7 @@ class Protected:
         if rpc.name in CLUSTER_CHANGES:
             named = message.keeper  # type: ignore[attr-defined]
             return named in self.keeper_addresses or any(k.startswith(named) for k in self.keeper_ids)
-        if rpc.name == "SetGoal" and message.recursive:  # type: ignore[attr-defined]
+        if rpc.name in ("SetGoal", "SetChunkSize") and message.recursive:  # type: ignore[attr-defined]
             return True  # (the root's, or any folder's that may lead to the protected files)
         for fd, value in walk(message):
             if rpc.name in KEEPER_REPORTS and value in self.keeper_ids | self.chunk_ids:

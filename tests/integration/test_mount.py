@@ -555,6 +555,42 @@ def test_files_written_in_a_folder_with_a_goal_of_one_are_written_once(mounted: 
     master.pool.close()
 
 
+def test_files_made_in_a_folder_with_a_chunk_size_of_its_own_get_it(
+    mounted: tuple[LocalCluster, Path], tmp_path: Path
+) -> None:
+    """`chunksize /db 1`: files made in /db, through a mount or uploaded, and in folders made
+    there, have 1 MiB chunks; files made before keep theirs; the setting survives a restart."""
+    cluster, mnt = mounted
+    (mnt / "db").mkdir()
+    data = os.urandom(2 * MiB + 5)
+    (mnt / "db" / "before").write_bytes(data)
+    cli = run_cli("client", cluster.master_address, "chunksize", "/db", "1")
+    assert cli.returncode == 0 and b"1.0 MiB chunks for files made from now on in 1 folder" in cli.stdout
+    (mnt / "db" / "sub").mkdir()
+    (mnt / "db" / "sub" / "made").write_bytes(data)
+    local = tmp_path / "local"
+    local.write_bytes(data)
+    assert run_cli("client", cluster.master_address, "upload", "/db/uploaded", str(local)).returncode == 0
+    master = MasterClient(cluster.master_address)
+
+    def chunks(path: str) -> list[int]:
+        inode = master.call("ResolvePath", mp.PathRequest(path=path)).inode
+        return [c.length for c in master.call("GetChunks", mp.GetChunksRequest(inode=inode)).chunks]
+
+    assert chunks("/db/sub/made") == chunks("/db/uploaded") == [MiB, MiB, 5]
+    assert chunks("/db/before") == [2 * MiB + 5]  # (the cluster's: 8 MiB)
+    cluster.kill_master()  # (SIGKILL: what the master acknowledged is on its disk)
+    cluster.start_master()
+    cluster.wait_ready(3)
+    shown = run_cli("client", cluster.master_address, "chunksize", "/db/sub")
+    assert b"/db/sub: 1.0 MiB chunks for files made in it (its own; the cluster's is 8.0 MiB)" in shown.stdout
+    assert (mnt / "db" / "sub" / "made").read_bytes() == data
+    refused = run_cli("client", cluster.master_address, "chunksize", "/db/before", "2")
+    assert refused.returncode != 0 and b"fixed when it is made" in refused.stderr
+    assert b"Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    master.pool.close()
+
+
 def test_cp_tar_rsync_mv_rm(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     _, mnt = mounted
     source = Path(shutil.__file__).parent / "email"  # a real source tree from the standard library

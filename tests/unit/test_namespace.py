@@ -496,3 +496,34 @@ def test_goals_are_set_on_a_folder_inherited_below_and_go_with_their_inode(ns: N
     assert errno_of(ns.set_goal, "/data", 17, False) == errno.EINVAL
     assert errno_of(ns.set_goal, "/nope", 2, False) == errno.ENOENT
     assert put.id
+
+
+def test_a_folders_chunk_size_is_what_files_made_in_it_get_and_folders_made_in_it_inherit(
+    ns: Namespace, store: SqliteStore, tmp_path: Path
+) -> None:
+    MiB = 1 << 20
+    db = ns.mkdir(ROOT_INODE, b"db", 0o755, 0, 0).node
+    before = ns.create(db.id, b"before", 0o644, 0, 0, exclusive=True).node
+    assert db.chunk_size == 0 and before.chunk_size == CHUNK  # the cluster's
+    assert ns.set_chunk_size("/db", MiB, recursive=False) == 1
+    assert ns.resolve("/db").chunk_size == MiB  # (a folder's Attr shows it)
+    made = ns.create(db.id, b"made", 0o644, 0, 0, exclusive=True).node
+    sub = ns.mkdir(db.id, b"sub", 0o755, 0, 0).node
+    deeper = ns.create(sub.id, b"deeper", 0o644, 0, 0, exclusive=True).node
+    assert (made.chunk_size, sub.chunk_size, deeper.chunk_size) == (MiB, MiB, MiB)
+    assert ns.resolve("/db/before").chunk_size == CHUNK  # a file's is fixed when it is made
+    assert ns.create(ROOT_INODE, b"elsewhere", 0o644, 0, 0, exclusive=True).node.chunk_size == CHUNK
+    ns.mkdir(sub.id, b"other", 0o755, 0, 0)
+    ns.set_chunk_size("/db/sub/other", 2 * MiB, recursive=False)
+    assert ns.set_chunk_size("/db", 4 * MiB, recursive=True) == 3  # db, sub, other: files keep theirs
+    assert {ns.resolve(p).chunk_size for p in ("/db", "/db/sub", "/db/sub/other")} == {4 * MiB}
+    assert ns.resolve("/db/made").chunk_size == MiB
+    assert ns.set_chunk_size("/db", 0, recursive=False) == 1  # the cluster's again
+    assert ns.create(db.id, b"later", 0o644, 0, 0, exclusive=True).node.chunk_size == CHUNK
+    assert errno_of(ns.set_chunk_size, "/db/made", MiB, False) == errno.ENOTDIR
+    assert errno_of(ns.set_chunk_size, "/db", MiB + 1, False) == errno.EINVAL
+    assert errno_of(ns.set_chunk_size, "/db", 512 * MiB, False) == errno.EINVAL
+    assert errno_of(ns.set_chunk_size, "/nope", MiB, False) == errno.ENOENT
+    store.close()
+    reopened = SqliteStore(store.path, 0o755, 0)  # durable: a column of the folder's inode
+    assert Namespace(reopened, CHUNK).resolve("/db/sub").chunk_size == 4 * MiB
