@@ -140,18 +140,8 @@ class WriteBack:
         """A slot holding the first `length` bytes of a committed chunk, none of them fetched yet."""
         assert (inode, index) not in self._slots, "one slot per chunk's range"
         slot = DirtySlot(owner, inode, index)
-        path = self._path(slot)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        except OSError as e:
-            raise self._error(e) from e
-        try:
-            os.ftruncate(fd, length)  # (sparse: takes no disk until written)
-        except OSError as e:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise self._error(e) from e
-        slot.memory, slot.fd = None, fd
+        slot.fd = self._new_file(slot, lambda fd: os.ftruncate(fd, length))  # (sparse: no disk until written)
+        slot.memory = None
         slot.length = slot.base_kept = length
         slot.base, slot.unfetched = chunk.chunk_id, chunk
         self._slots[(inode, index)] = slot
@@ -228,21 +218,26 @@ class WriteBack:
         """A saved slot is to be written again: it becomes dirty. False if it cannot (then drop it)."""
         return self._set_saved(slot, False)
 
-    def _to_file(self, slot: DirtySlot) -> None:
-        assert slot.memory is not None and not slot.saved
+    def _new_file(self, slot: DirtySlot, prepare: Callable[[int], object]) -> int:
+        """The slot's file, made and given its data by prepare(fd); on a failure, none is left."""
         path = self._path(slot)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         except OSError as e:
             raise self._error(e) from e
         try:
-            pwrite_all(fd, slot.memory, 0)
-        except OSError as e:  # the slot stays in memory, as it was
+            prepare(fd)
+        except OSError as e:
             os.close(fd)
             path.unlink(missing_ok=True)
             raise self._error(e) from e
-        slot.fd = fd
-        self.in_memory -= len(slot.memory)
+        return fd
+
+    def _to_file(self, slot: DirtySlot) -> None:
+        memory = slot.memory
+        assert memory is not None and not slot.saved
+        slot.fd = self._new_file(slot, lambda fd: pwrite_all(fd, memory, 0))  # (failing, it stays in memory)
+        self.in_memory -= len(memory)
         slot.memory = None
 
     def write(self, slot: DirtySlot, offset: int, data: bytes | memoryview) -> None:
