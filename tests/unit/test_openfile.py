@@ -103,3 +103,40 @@ def test_a_write_into_a_big_chunk_fetches_nothing_and_a_read_of_its_slot_just_th
     written, around = trio.run(main)
     assert written == b"new" and around == chunk[90:100] + b"new" + chunk[103:110]
     assert fetched == [(ref.chunk_id, 90, 10), (ref.chunk_id, 103, 7)] and f.dirty[1].unfetched is ref
+
+
+def test_a_write_into_an_unfetched_slot_while_its_blocks_are_fetched_for_a_read_is_what_the_read_sees(
+    tmp_path: Path,
+) -> None:
+    """A read of an unfetched slot fetches the ranges not written; a write there meanwhile wins
+    over what was fetched (the slot is read after the fetch)."""
+    chunk = os.urandom(1 << 20)
+    ref = mp.ChunkRef(index=0, chunk_id="00000000000000c1", length=len(chunk))
+    f = open_file(tmp_path, mp.Attr(inode=5, size=1 << 20, mtime_ns=10, ctime_ns=10, chunk_size=1 << 20))
+    f.refs = {0: ref}
+    fetching = trio.Event()
+    go_on = trio.Event()
+
+    async def blocks(wanted: mp.ChunkRef, offset: int, length: int) -> bytes:
+        fetching.set()
+        await go_on.wait()
+        return chunk[offset : offset + length]
+
+    f._blocks = blocks  # type: ignore[method-assign,assignment]
+
+    async def main() -> bytes:
+        async with trio.open_nursery() as nursery:
+            await f.write(100, b"first", nursery)
+            result = []
+
+            async def read() -> None:
+                result.append(await f.read(0, 200, nursery))
+
+            nursery.start_soon(read)
+            await fetching.wait()
+            await f.write(150, b"during", nursery)  # into a range being fetched
+            go_on.set()
+        return result[0]
+
+    got = trio.run(main)
+    assert got == chunk[:100] + b"first" + chunk[105:150] + b"during" + chunk[156:200]
