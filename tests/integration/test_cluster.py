@@ -297,6 +297,9 @@ def test_a_metadata_copy_its_keeper_lost_is_taken_again(make_cluster: MakeCluste
     upload(files, "/kept", b"the namespace must outlive the master's disk")
     files.master.pool.close()
     wait_for(lambda: all(newest_copy_taken(cluster, i) for i in range(3)), 15, "a copy on every keeper")
+    # ... and the master has heard so (a keeper killed between writing the copy and answering
+    # would leave it on 2 as far as the master knows: not the case this test is about).
+    wait_for(lambda: cluster.status().metadata_copy_keepers == 3, 10, "status: the copy on 3 keepers")
     cluster.kill_keeper(1)
     wait_for(lambda: cluster.status().metadata_copy_keepers == 2, 10, "status: the copy on 2 keepers")
     shutil.rmtree(cluster.keeper_dir(1))
