@@ -347,14 +347,15 @@ class OpenFile:
                 hole = index * self.chunk_size >= self.chunk_end or (self.refs is not None and index not in self.refs)
                 # A few ranges written into a big chunk the slot began as: they go alone (and the
                 # file may well be changed there again).
-                few_changes = length > DERIVE_ABOVE and writeback.derivable(slot, length, min(PIECE_SIZE, length // 2))
+                limit = min(PIECE_SIZE, length // 2)  # changed bytes a derive takes at most
+                few_changes = length > DERIVE_ABOVE and writeback.derivable(slot, length, limit)
 
                 # Each reads the slot in the worker thread: a write meanwhile changes the version,
                 # so the slot stays dirty and goes again; what was read is never taken for the
                 # current state.
                 def derive() -> mp.NewChunk | None:
                     """The slot as its changes to its base chunk; None if that cannot be done."""
-                    derived = writeback.patches(slot, length, limit=min(PIECE_SIZE, length // 2))
+                    derived = writeback.patches(slot, length, limit)
                     if derived is None:  # (written more meanwhile)
                         return None
                     base, kept, patches = derived
