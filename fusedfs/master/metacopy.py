@@ -43,6 +43,28 @@ MIN_COPY_RATE = 4 * MiB  # bytes/s a keeper taking a copy must keep up
 FETCH_TIMEOUT = 3600.0
 SHIP_BATCH = 500  # changes per call to a keeper (rows of a few hundred bytes; an xattr's 64 KiB at most)
 SHIP_TIMEOUT = 5.0  # seconds a keeper gets to store a batch
+# Seconds between copies while one is wanted sooner than --metadata-copies-every: the newest is
+# on fewer keepers than it should be, or the master's disk is low on room.
+COPY_SOON = 10.0
+COPY_RETRY = 60.0  # seconds between attempts while no keeper takes a copy
+
+
+def copy_interval(copy_every: float, *, short: bool, short_tries: int, low_on_room: bool, failed: bool) -> float:
+    """Seconds between metadata copies. copy_every; COPY_SOON while the newest copy is `short`
+    (on fewer keepers than COPIES, or than there are: one died, was drained, lost its disk,
+    refused to take it, or more keepers joined since), doubling with each copy taken for that
+    which fell short again (`short_tries`), so that a keeper that keeps refusing does not cost
+    a snapshot every few seconds; COPY_SOON while the master's disk is low on room (the journal
+    keeps every change since the last copy, so the pages deletions free are used again only
+    after the next); COPY_RETRY at least while no keeper took the last (`failed`)."""
+    every = copy_every
+    if short:
+        every = min(every, COPY_SOON * 2 ** min(short_tries, 16))
+    if low_on_room:
+        every = min(every, COPY_SOON)
+    if failed:
+        every = max(every, COPY_RETRY)
+    return every
 
 
 def copy_timeout(length: int) -> float:

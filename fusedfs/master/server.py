@@ -17,9 +17,9 @@ from pathlib import Path
 
 from fusedfs.grpcutil import ChannelPool, make_server
 from fusedfs.master.cluster import Cluster, Settings
-from fusedfs.master.metacopy import COPIES, METADATA_FILE, JournalShipper, send_copy
+from fusedfs.master.metacopy import COPIES, METADATA_FILE, JournalShipper, copy_interval, send_copy
 from fusedfs.master.namespace import Namespace
-from fusedfs.master.placement import spread_first
+from fusedfs.master.placement import KeeperView, spread_first
 from fusedfs.master.service import MasterService
 from fusedfs.master.sessions import MountSessions
 from fusedfs.master.store import SqliteStore
@@ -29,11 +29,6 @@ log = logging.getLogger(__name__)
 
 TICK = 0.5
 SHIP_EVERY = 0.1  # seconds between sending the metadata's changes to the keepers
-# Seconds between metadata copies while one is wanted sooner than --metadata-copies-every: the
-# newest is on fewer keepers than it went to (one died, was drained, or lost its disk), or the
-# master's disk is low on room.
-COPY_SOON = 10.0
-COPY_RETRY = 60.0  # seconds between attempts while no keeper takes a copy
 JOURNAL_MAX = 1_000_000  # changes kept for the keepers at most (~200 MB); older ones are dropped
 
 
@@ -57,6 +52,7 @@ class MasterServer:
         self._copied_seq = -1  # the journal's end at the last copy stored
         self._copy_holders: dict[str, str] = {}  # address -> keeper id of the keepers that took it
         self._copy_failed = False  # no keeper took the last copy
+        self._short_tries = 0  # copies taken in a row because the newest was on too few keepers
         self._pruned_seq = 0  # the journal holds no change up to this seq
         self.shipper = JournalShipper(self.store, self.pool)
         self.cluster.changes_unsent = self.shipper.unshipped
@@ -144,30 +140,34 @@ class MasterServer:
                 log.exception("sending metadata changes failed")
 
     def _copy_loop(self) -> None:
-        # The first copy once the keepers have had time to register, then one every copy_every s,
-        # or every COPY_SOON s while the newest is on fewer keepers than it went to (it would
-        # otherwise wait for the next change and copy_every, however few hold it), or the
-        # metadata's disk is low on room (the journal keeps every change since the last copy,
-        # so the pages deletions free are used again only after the next).
+        # The first copy once the keepers have had time to register, then as copy_interval says.
         first, last = time.monotonic() + self.settings.dead_after + TICK, -math.inf
         while not self._stop.wait(TICK):
             now = time.monotonic()
             holders = self.cluster.copy_keepers = self.copy_holders()
-            lost = holders < len(self._copy_holders)
-            every = min(self.copy_every, COPY_SOON) if lost or self.service.low_on_room else self.copy_every
-            if self._copy_failed:  # (no keeper took the last: a snapshot every few seconds would not help)
-                every = max(every, COPY_RETRY)
+            wanted = min(COPIES, len(self._copy_targets()))
+            short = holders < wanted
+            if not short:
+                self._short_tries = 0
+            every = copy_interval(
+                self.copy_every,
+                short=short,
+                short_tries=self._short_tries,
+                low_on_room=self.service.low_on_room,
+                failed=self._copy_failed,
+            )
             if now < first or now - last < every:
                 continue
             last = now
-            if lost:
-                took = len(self._copy_holders)
-                log.warning("the newest metadata copy is on %d of the %d keepers that took it: another", holders, took)
+            if short and self._copy_holders:
+                log.warning("the newest metadata copy is on %d keepers, not %d: another", holders, wanted)
             try:
-                self.copy_metadata(again=lost)
+                self.copy_metadata(again=short)
             except Exception:  # keep trying
                 log.exception("metadata copy failed")
                 self._copies_failing()
+            if short:
+                self._short_tries += 1
 
     def copy_holders(self) -> int:
         """How many of the keepers that took the newest copy hold it still: alive under the same
@@ -183,9 +183,7 @@ class MasterServer:
         changes = self.store.journal_end()
         if changes == self._copied_seq and not again:
             return []
-        placeable = self.cluster.placeable()
-        answering = [k for k in placeable if not k.stalled] or placeable  # (not a disk that hangs)
-        alive = spread_first(sorted(answering, key=lambda k: -k.free_bytes))
+        alive = self._copy_targets()
         if not alive:
             log.warning("no keeper alive to take a copy of the metadata")
             return []
@@ -211,6 +209,13 @@ class MasterServer:
         else:
             self._copies_failing()
         return stored
+
+    def _copy_targets(self) -> list[KeeperView]:
+        """The keepers a copy may go to, the best first: those with the most free space, on as
+        many machines (failure domains) as there are, and not one whose disk hangs."""
+        placeable = self.cluster.placeable()
+        answering = [k for k in placeable if not k.stalled] or placeable
+        return spread_first(sorted(answering, key=lambda k: -k.free_bytes))
 
     def _copies_failing(self) -> None:
         # Garbage must not wait for a copy that cannot be stored: full keepers would never get

@@ -308,6 +308,19 @@ def test_a_metadata_copy_its_keeper_lost_is_taken_again(make_cluster: MakeCluste
     wait_for(lambda: cluster.status().metadata_copy_keepers == 3, 5, "status: the copy on 3 keepers")
 
 
+def test_a_metadata_copy_on_fewer_keepers_than_there_are_is_taken_again(make_cluster: MakeCluster) -> None:
+    """The first copy goes to the one keeper there is; two more join: the master takes another
+    copy within seconds, though nothing changed since. (It waited for a change and
+    --metadata-copies-every, 600 s here: the same as a copy one of its keepers refused.)"""
+    cluster = make_cluster(keepers=1, master_args=["--metadata-copies-every", "600"])
+    wait_for(lambda: cluster.status().metadata_copy_keepers == 1, 15, "status: the first copy on the keeper")
+    for _ in range(2):
+        cluster.start_keeper()
+    cluster.wait_ready(3)
+    wait_for(lambda: cluster.status().metadata_copy_keepers == 3, 20, "status: a copy on 3 keepers")
+    assert all(newest_copy_taken(cluster, i) for i in range(3))
+
+
 def test_the_metadata_outlives_the_masters_disk(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(master_args=["--metadata-copies-every", "30", "--chunk-size", "1"])
     files = FileClient(MasterClient(cluster.master_address))

@@ -1,5 +1,5 @@
 """The master's change journal: a copy of the store plus the changes made after it, replayed,
-is the store; a journal cut short replays whole transactions only."""
+is the store; a journal cut short replays whole transactions only. And when copies are taken."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
-from fusedfs.master.metacopy import _entry, _message
+from fusedfs.master.metacopy import COPY_RETRY, COPY_SOON, _entry, _message, copy_interval
 from fusedfs.master.namespace import RENAME_EXCHANGE, CommittedChunk, Namespace
 from fusedfs.master.store import COMMIT_MARK, JOURNALED, ROOT_INODE, JournalEntry, SqliteStore
 
@@ -103,3 +103,17 @@ def test_a_change_that_does_not_fit_ends_the_replay(tmp_path: Path) -> None:
     assert store.apply_journal(bad) == start + 2
     assert store.apply_journal([JournalEntry(start + 1, "inodes", False, (1, 2))]) == 0  # too few columns
     store.close()
+
+
+def test_a_copy_on_too_few_keepers_is_taken_again_soon_then_less_and_less_often() -> None:
+    def every(short: bool = False, tries: int = 0, low: bool = False, failed: bool = False) -> float:
+        return copy_interval(600.0, short=short, short_tries=tries, low_on_room=low, failed=failed)
+
+    assert every() == 600.0
+    # Short of keepers: soon, then backing off while it stays short (a keeper that keeps
+    # refusing), never less often than the copies every 600 s.
+    assert [every(short=True, tries=n) for n in range(8)] == [10, 20, 40, 80, 160, 320, 600, 600]
+    assert every(short=True, tries=10**6) == 600.0
+    assert every(low=True) == every(short=True, tries=5, low=True) == COPY_SOON  # room is wanted now
+    assert every(failed=True) == 600.0 and every(short=True, failed=True) == COPY_RETRY
+    assert copy_interval(5.0, short=True, short_tries=3, low_on_room=False, failed=False) == 5.0
