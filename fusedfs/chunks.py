@@ -30,6 +30,7 @@ PIECE_SIZE = 1 * MiB
 DEFAULT_CHUNK_SIZE = 8 * MiB
 MAX_CHUNK_SIZE = 256 * MiB
 MAX_GOAL = 16  # copies of a chunk at most (the cluster's goal, or a file's or folder's)
+MAX_LINKS = 10_000  # chunks a keeper links in one call (LinkChunks: a snapshot's)
 
 _CHUNK_ID = re.compile(r"[0-7][0-9a-f]{15}")  # ids are positive signed 64-bit numbers (SQLite's INTEGER)
 

@@ -88,6 +88,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     chunk_size.add_argument("name", metavar="PATH")
     chunk_size.add_argument("size", metavar="MiB", nargs="?", help=f"1 to {MAX_CHUNK_SIZE // MiB}, or default")
     chunk_size.add_argument("-r", "--recursive", action="store_true", help="also every folder below")
+    snapshot = commands.add_parser(
+        "snapshot",
+        help="make DEST a copy of SOURCE (a file, or a folder with all it holds) as it is now, at once and at "
+        "no cost of space: the copy shares the source's chunks until either changes",
+    )
+    snapshot.add_argument("name", metavar="SOURCE")
+    snapshot.add_argument("destination", metavar="DEST", help="must not exist yet; its folder must")
     drain = commands.add_parser(
         "drain", help="empty a keeper before taking it away: its chunks are copied to the others (see status)"
     )
@@ -114,6 +121,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.set_defaults(run=run)
 
 
+SNAPSHOT_WAIT = 600.0  # seconds a snapshot may take (a big tree: a hard link per chunk on each keeper)
+
+
 def master_address(text: str) -> str:
     host, port = parse_address(text, DEFAULT_MASTER_PORT)
     return format_address(host, port)
@@ -123,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     master = MasterClient(master_address(args.master), wait=args.wait)
     files = FileClient(master)
     name = getattr(args, "name", "/")
-    named = ("upload", "download", "rm", "mkdir", "ls", "info", "trash", "du", "goal", "chunksize")
+    named = ("upload", "download", "rm", "mkdir", "ls", "info", "trash", "du", "goal", "chunksize", "snapshot")
     if args.command in named and name and name[0] != "/":
         name = "/" + name
     if args.command == "upload" and args.recursive:
@@ -165,6 +175,12 @@ def run(args: argparse.Namespace) -> int:
         _goal(master, name, args.goal, args.recursive)
     elif args.command == "chunksize":
         _chunk_size(files, name, args.size, args.recursive)
+    elif args.command == "snapshot":
+        destination = args.destination if args.destination.startswith("/") else "/" + args.destination
+        request = mp.SnapshotRequest(source=name, destination=destination)
+        reply = master.call("Snapshot", request, wait=max(master.wait, SNAPSHOT_WAIT))
+        made = f"{reply.files} files, {reply.folders} folders, {reply.chunks} chunks"
+        print(f"{destination}: a snapshot of {name} ({made})")
     elif args.command == "drain":
         reply = master.call("Drain", mp.DrainRequest(keeper=args.keeper, undo=args.undo))
         if args.undo:

@@ -320,6 +320,40 @@ class ChunkStore:
         assert writer.crc is not None
         return writer.crc
 
+    def link(self, links: Sequence[tuple[str, str]]) -> list[str]:
+        """Stores each (chunk_id, source_id) as a further name of the source's file: the same
+        bytes at no cost of space, since a chunk file never changes once written (a snapshot's
+        chunks). Returns the chunk ids stored, durably; a source not held here is skipped. The
+        new chunks' blocks are checked as any chunk's are, when read and by the scrub."""
+        for chunk_id, source_id in links:
+            _check_id(chunk_id)
+            _check_id(source_id)
+        self.check_disk_answers()
+        made: dict[str, int] = {}
+        try:
+            with self.watch.op():
+                for chunk_id, source_id in links:
+                    with self._lock:
+                        size = self._sizes.get(source_id)
+                    if size is None or chunk_id in made or self.has(chunk_id):
+                        continue
+                    try:
+                        os.link(self._path(source_id), self._path(chunk_id))
+                    except FileNotFoundError:  # (deleted meanwhile)
+                        continue
+                    made[chunk_id] = size
+                for folder in {self._path(c).parent for c in made}:
+                    fsync_dir(folder)
+        except OSError as e:  # (a name not made durable is taken back: the caller hears of none)
+            for chunk_id in made:
+                self._path(chunk_id).unlink(missing_ok=True)
+            raise _disk_error(e) from e
+        with self._lock:
+            self._sizes.update(made)
+            self._added.update(made)
+            self._removed.difference_update(made)
+        return list(made)
+
     def answered(self, step: Callable[[], T]) -> T:
         """step() (disk work of a write) in one of the store's disk threads, waited for at most
         the watch's stall_after; DiskNotAnswering after that."""

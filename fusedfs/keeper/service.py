@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import grpc
 
 from fusedfs.chunkfile import CorruptChunk
-from fusedfs.chunks import MAX_GOAL, PIECE_SIZE, MiB
+from fusedfs.chunks import MAX_GOAL, MAX_LINKS, PIECE_SIZE, MiB
 from fusedfs.errors import FsError, abort_with
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.keeper.chunkstore import ChunkStore, ChunkWriter, DiskNotAnswering, Patch
@@ -214,6 +214,16 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
             except CorruptChunk as e:
                 abort_with(context, self._bad_replica(request.base_chunk_id, e))
         return kp.WriteChunkReply(stored_on=[self.keeper_id], crc32c=crc)
+
+    def LinkChunks(self, request: kp.LinkChunksRequest, context: grpc.ServicerContext) -> kp.LinkChunksReply:
+        if len(request.links) > MAX_LINKS:
+            abort_with(context, FsError(errno.EINVAL, f"at most {MAX_LINKS} links at once, not {len(request.links)}"))
+        with self.load:
+            try:
+                linked = self.store.link([(link.chunk_id, link.source_id) for link in request.links])
+            except FsError as e:
+                abort_with(context, e)
+        return kp.LinkChunksReply(linked=linked)
 
     def ReadChunk(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> Iterator[kp.ChunkPiece]:
         with self.load:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import stat
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, replace
 
@@ -62,6 +63,25 @@ class Added:
     node: Inode
     folder: Inode
     folder_ctime_before_ns: int
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    """A name in a tree read for a snapshot: the node it names, as it was, and its xattrs."""
+
+    parent: int  # index of its folder among the tree's nodes (-1: the tree's top)
+    name: bytes
+    inode: Inode
+    xattrs: list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A file, or a folder with all it holds, as read at one moment: every name (each folder
+    before the names in it) and the live chunks of each file."""
+
+    nodes: list[TreeNode]
+    chunks: dict[int, list[ChunkRow]]  # inode -> its live chunks
 
 
 @dataclass(frozen=True)
@@ -403,15 +423,15 @@ class Namespace:
                 self._touch(dst_parent, now)
         return changes
 
-    def _refuse_move_into_itself(self, dir_ino: int, new_parent: int) -> None:
+    def _refuse_move_into_itself(self, dir_ino: int, new_parent: int, verb: str = "move") -> None:
         ino: int | None = new_parent
         while ino is not None and ino != ROOT_INODE:
             if ino == dir_ino:
-                raise FsError(errno.EINVAL, "cannot move a directory into itself")
+                raise FsError(errno.EINVAL, f"cannot {verb} a directory into itself")
             named = self.store.name_of(ino)
             ino = named[0] if named else None
         if dir_ino == ROOT_INODE:
-            raise FsError(errno.EBUSY, "cannot move the root")
+            raise FsError(errno.EBUSY, f"cannot {verb} the root")
 
     # --- attributes ------------------------------------------------------------------------------
 
@@ -770,6 +790,107 @@ class Namespace:
                 folder.chunk_size = chunk_size
                 self.store.update_inode(folder)
             return len(folders)
+
+    # --- snapshots -------------------------------------------------------------------------------
+
+    def read_tree(self, path: str) -> Tree:
+        """The node at path and, for a folder, everything below it, as they are now (one
+        transaction: a consistent moment)."""
+        with self.store.transaction():
+            top = self.resolve(path)
+            parts = split_path(path)
+            nodes = [TreeNode(-1, parts[-1] if parts else b"", top, self._xattrs(top))]
+            chunks: dict[int, list[ChunkRow]] = {}
+            for index, node in enumerate(nodes):  # (grows as it goes: breadth first)
+                inode = node.inode
+                if stat.S_ISREG(inode.mode) and inode.id not in chunks:
+                    chunks[inode.id] = self.store.file_chunks(inode.id)
+                if not stat.S_ISDIR(inode.mode):
+                    continue
+                after = 0
+                while page := self.store.list_dentries(inode.id, after, 1000):
+                    for dentry, child in page:
+                        nodes.append(TreeNode(index, dentry.name, child, self._xattrs(child)))
+                    after = page[-1][0].cursor
+            return Tree(nodes, chunks)
+
+    def _xattrs(self, inode: Inode) -> list[tuple[bytes, bytes]]:
+        if inode.has_xattrs is False:
+            return []
+        return [(name, self.store.get_xattr(inode.id, name) or b"") for name in self.store.list_xattrs(inode.id)]
+
+    def put_tree(self, tree: Tree, path: str, new_chunks: dict[int, int]) -> tuple[int, int, ChunkChanges]:
+        """Makes path a copy of the tree: the same modes, owners, times (but ctime), targets,
+        xattrs, own goals and chunk sizes, with hard links within the tree kept as such, and
+        each chunk of its files replaced by new_chunks[chunk] (reserved chunks holding the same
+        bytes). Returns the files and folders made, and the chunks that went live."""
+        parts = split_path(path)
+        if not parts:
+            raise FsError(errno.EEXIST, "/ already exists")
+        changes = ChunkChanges()
+        with self.store.transaction():
+            now = self.clock()
+            parent = self.resolve("/" + "/".join(p.decode(errors="surrogateescape") for p in parts[:-1]))
+            if not stat.S_ISDIR(parent.mode):
+                raise FsError(errno.ENOTDIR, f"the folder of {path} is not a folder")
+            if self.store.lookup(parent.id, parts[-1]) is not None:
+                raise FsError(errno.EEXIST, f"{path} already exists")
+            top = tree.nodes[0].inode
+            if stat.S_ISDIR(top.mode):
+                self._refuse_move_into_itself(top.id, parent.id, verb="copy")
+            names = Counter(node.inode.id for node in tree.nodes)
+            subfolders = Counter(node.parent for node in tree.nodes if stat.S_ISDIR(node.inode.mode))
+            made: dict[int, Inode] = {}  # the tree's inode -> its copy
+            copies: list[Inode] = []  # the copy of each of the tree's nodes, in order
+            files = folders = 0
+            for index, node in enumerate(tree.nodes):
+                folder = parent if node.parent < 0 else copies[node.parent]
+                copy = made.get(node.inode.id)
+                if copy is None:
+                    is_dir = stat.S_ISDIR(node.inode.mode)
+                    nlink = 2 + subfolders[index] if is_dir else names[node.inode.id]
+                    copy = made[node.inode.id] = self._copy_node(node, nlink, folder, now, changes, tree, new_chunks)
+                    folders += is_dir
+                    files += not is_dir
+                copies.append(copy)
+                self.store.insert_dentry(folder.id, parts[-1] if node.parent < 0 else node.name, copy.id)
+            if stat.S_ISDIR(top.mode):
+                parent.nlink += 1
+            self._touch(parent, now)
+            return files, folders, changes
+
+    def _copy_node(
+        self,
+        node: TreeNode,
+        nlink: int,
+        folder: Inode,
+        now: int,
+        changes: ChunkChanges,
+        tree: Tree,
+        new_chunks: dict[int, int],
+    ) -> Inode:
+        old = node.inode
+        copy = replace(old, id=0, nlink=nlink, ctime_ns=now, goal=0)  # (its own id from the insert)
+        self.store.insert_inode(copy)
+        if old.goal:
+            self.store.set_goal(copy.id, old.goal)
+            copy.goal = old.goal
+        else:
+            self._inherit_goal(folder, copy)
+        for name, value in node.xattrs:
+            self.store.set_xattr(copy.id, name, value)
+        for row in tree.chunks.get(old.id, []):
+            chunk = new_chunks.get(row.id, 0)
+            reserved = self.store.get_chunk(chunk)
+            if reserved is None or reserved.state != ChunkState.PENDING:
+                raise FsError(errno.EIO, f"chunk {row.id:016x} of the snapshot has no reserved copy")
+            self.store.make_live(chunk, copy.id, row.idx or 0, row.stored_length, row.crc, now)
+            if row.length < row.stored_length:
+                self.store.set_chunk_length(chunk, row.length)
+            changes.live.append(chunk)
+            if copy.goal:
+                changes.goals[chunk] = copy.goal
+        return copy
 
     def file_chunks(self, ino: int, first: int, count: int):  # type: ignore[no-untyped-def]
         with self.store.transaction():

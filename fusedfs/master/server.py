@@ -64,7 +64,7 @@ class MasterServer:
             trash_ns=int(settings.trash_seconds * 1e9),
         )
         self.server = make_server(max_workers=32)
-        self.service = MasterService(self.namespace, self.store, self.cluster, self.sessions)
+        self.service = MasterService(self.namespace, self.store, self.cluster, self.sessions, self.pool)
         master_pb2_grpc.add_MasterServicer_to_server(self.service, self.server)
         self.port = self.server.add_insecure_port(listen)
         if self.port == 0:

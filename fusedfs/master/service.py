@@ -18,9 +18,11 @@ import grpc
 
 from fusedfs.chunks import MAX_GOAL, format_chunk_id, is_valid_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError, abort_with
+from fusedfs.grpcutil import ChannelPool
 from fusedfs.master.cluster import Cluster, min_copies
 from fusedfs.master.namespace import Added, ChunkChanges, CommittedChunk, Namespace, device_number
 from fusedfs.master.sessions import MountSessions
+from fusedfs.master.snapshot import make_snapshot
 from fusedfs.master.store import ChunkRow, Inode, MetadataStore, TrashRow
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
@@ -103,8 +105,11 @@ def _committed(chunks: Any) -> tuple[list[CommittedChunk], dict[int, list[str]]]
 
 
 class MasterService(master_pb2_grpc.MasterServicer):
-    def __init__(self, namespace: Namespace, store: MetadataStore, cluster: Cluster, sessions: MountSessions) -> None:
+    def __init__(
+        self, namespace: Namespace, store: MetadataStore, cluster: Cluster, sessions: MountSessions, pool: ChannelPool
+    ) -> None:
         self.ns = namespace
+        self.pool = pool  # (channels to the keepers, for snapshots)
         self.store = store
         self.cluster = cluster
         self.sessions = sessions
@@ -481,6 +486,12 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return mp.SetChunkSizeReply(folders=self.ns.set_chunk_size(request.path, request.chunk_size, request.recursive))
 
     # --- the trash -------------------------------------------------------------------------------
+
+    @handler
+    @needs_room
+    def Snapshot(self, request: mp.SnapshotRequest, context: grpc.ServicerContext) -> mp.SnapshotReply:
+        made = make_snapshot(self.ns, self.store, self.cluster, self.pool, request.source, request.destination)
+        return mp.SnapshotReply(files=made.files, folders=made.folders, chunks=made.chunks)
 
     @handler
     def ListTrash(self, request: mp.ListTrashRequest, context: grpc.ServicerContext) -> mp.ListTrashReply:

@@ -141,6 +141,26 @@ class DeriveChunkRequest(_message.Message):
     patches: _containers.RepeatedCompositeFieldContainer[ChunkPatch]
     def __init__(self, chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., base_chunk_id: _Optional[str] = ..., base_kept: _Optional[int] = ..., patches: _Optional[_Iterable[_Union[ChunkPatch, _Mapping]]] = ...) -> None: ...
 
+class ChunkLink(_message.Message):
+    __slots__ = ("chunk_id", "source_id")
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    source_id: str
+    def __init__(self, chunk_id: _Optional[str] = ..., source_id: _Optional[str] = ...) -> None: ...
+
+class LinkChunksRequest(_message.Message):
+    __slots__ = ("links",)
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    links: _containers.RepeatedCompositeFieldContainer[ChunkLink]
+    def __init__(self, links: _Optional[_Iterable[_Union[ChunkLink, _Mapping]]] = ...) -> None: ...
+
+class LinkChunksReply(_message.Message):
+    __slots__ = ("linked",)
+    LINKED_FIELD_NUMBER: _ClassVar[int]
+    linked: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, linked: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ReadChunkRequest(_message.Message):
     __slots__ = ("chunk_id", "offset", "length")
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class KeeperStub:
                 request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.DeriveChunkRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.FromString,
                 _registered_method=True)
+        self.LinkChunks = channel.unary_unary(
+                '/fusedfs.rpc.Keeper/LinkChunks',
+                request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.LinkChunksRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.LinkChunksReply.FromString,
+                _registered_method=True)
         self.ReadChunk = channel.unary_stream(
                 '/fusedfs.rpc.Keeper/ReadChunk',
                 request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.ReadChunkRequest.SerializeToString,
@@ -107,6 +112,15 @@ class KeeperServicer:
         write into a big chunk (a database page) sends those bytes, not the whole chunk. No
         forwarding: the writer asks each keeper of the base chunk. The reply carries the new
         chunk's CRC-32C, which every keeper must agree on. NOT_FOUND without the base chunk here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LinkChunks(self, request, context):
+        """Stores chunks as further names of chunks this keeper holds (a hard link each: chunk files
+        never change once written, so two chunks can share one): what a snapshot's files are made
+        of, at no cost of space. Answers the new chunks stored; a source not held here is skipped.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,6 +194,11 @@ def add_KeeperServicer_to_server(servicer, server):
                     servicer.DeriveChunk,
                     request_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.DeriveChunkRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.SerializeToString,
+            ),
+            'LinkChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.LinkChunks,
+                    request_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.LinkChunksRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.LinkChunksReply.SerializeToString,
             ),
             'ReadChunk': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadChunk,
@@ -293,6 +312,33 @@ class Keeper:
             '/fusedfs.rpc.Keeper/DeriveChunk',
             fusedfs_dot_rpc_dot_keeper__pb2.DeriveChunkRequest.SerializeToString,
             fusedfs_dot_rpc_dot_keeper__pb2.WriteChunkReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LinkChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Keeper/LinkChunks',
+            fusedfs_dot_rpc_dot_keeper__pb2.LinkChunksRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_keeper__pb2.LinkChunksReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -557,6 +557,24 @@ class SetChunkSizeReply(_message.Message):
     folders: int
     def __init__(self, folders: _Optional[int] = ...) -> None: ...
 
+class SnapshotRequest(_message.Message):
+    __slots__ = ("source", "destination")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    destination: str
+    def __init__(self, source: _Optional[str] = ..., destination: _Optional[str] = ...) -> None: ...
+
+class SnapshotReply(_message.Message):
+    __slots__ = ("files", "folders", "chunks")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    files: int
+    folders: int
+    chunks: int
+    def __init__(self, files: _Optional[int] = ..., folders: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
+
 class TrashEntry(_message.Message):
     __slots__ = ("inode", "path", "size", "deleted_ns", "expires_ns")
     INODE_FIELD_NUMBER: _ClassVar[int]

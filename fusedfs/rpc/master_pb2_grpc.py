@@ -215,6 +215,11 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeReply.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_unary(
+                '/fusedfs.rpc.Master/Snapshot',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.SnapshotReply.FromString,
+                _registered_method=True)
         self.Drain = channel.unary_unary(
                 '/fusedfs.rpc.Master/Drain',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.DrainRequest.SerializeToString,
@@ -477,6 +482,16 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """Makes `destination` a copy of `source` (a file, or a folder with all it holds) as it is
+        now, at once and at no cost of space (MooseFS's mfsmakesnapshot): the copy's chunks are
+        further names of the source's on the same keepers, so changing either later leaves the
+        other as it was. The destination must not exist; its folder must.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Drain(self, request, context):
         """Empties a keeper before it is taken away (HDFS's decommissioning): its chunks get the goal's
         worth of copies on other keepers, and it gets no new ones. Status shows when it is done.
@@ -679,6 +694,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.SetChunkSize,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeReply.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.SnapshotRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.SnapshotReply.SerializeToString,
             ),
             'Drain': grpc.unary_unary_rpc_method_handler(
                     servicer.Drain,
@@ -1668,6 +1688,33 @@ class Master:
             '/fusedfs.rpc.Master/SetChunkSize',
             fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeRequest.SerializeToString,
             fusedfs_dot_rpc_dot_master__pb2.SetChunkSizeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/Snapshot',
+            fusedfs_dot_rpc_dot_master__pb2.SnapshotRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.SnapshotReply.FromString,
             options,
             channel_credentials,
             insecure,

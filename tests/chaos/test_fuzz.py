@@ -165,6 +165,7 @@ NAMESPACE_CHANGES = {
     "PurgeTrash",  # (frees deleted files)
     "SetGoal",  # (copies kept of a file's chunks)
     "SetChunkSize",  # (of the files made in a folder)
+    "Snapshot",  # (adds names; the source's chunks are only linked)
 }
 # Calls that change no file: reserving chunk ids, giving them back, reporting a replica bad, and a
 # mount's session (holding files open keeps them, it does not change them).
@@ -477,8 +478,8 @@ class Protected:
                 return True
             if fd.name in NAME_FIELDS and value == PROTECTED:
                 return True
-            if fd.name == "path" and PROTECTED.decode(errors="replace") in value:
-                return True  # (a restore into the protected folder)
+            if fd.name in ("path", "destination") and PROTECTED.decode(errors="replace") in value:
+                return True  # (a restore or a snapshot into the protected folder)
             if fd.name == "chunk_id" and reserved_maybe(value) and value not in self.chunk_ids:
                 return True  # maybe reserved by a fuzzed AllocateChunks and never written: a lost chunk
         return False
@@ -771,6 +772,7 @@ def test_every_rpc_is_fuzzed() -> None:
     known = {
         kp.WriteChunkMessage,
         kp.DeriveChunkRequest,
+        kp.LinkChunksRequest,
         kp.ReadChunkRequest,
         kp.MetadataCopyPiece,
         kp.MetadataJournal,

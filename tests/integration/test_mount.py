@@ -591,6 +591,91 @@ def test_files_made_in_a_folder_with_a_chunk_size_of_its_own_get_it(
     master.pool.close()
 
 
+def test_a_snapshot_is_a_copy_at_once_that_shares_the_chunks_until_either_changes(
+    mounted: tuple[LocalCluster, Path],
+) -> None:
+    """`snapshot /proj /snap`: the copy has the same tree (modes, times, xattrs, symlinks, a hard
+    link kept as one) and bytes, each of its chunks a hard link of the source's on the same
+    keepers (no space taken); changing or deleting either afterwards leaves the other as it was,
+    also after the master is SIGKILLed and restarted."""
+    cluster, mnt = mounted
+    proj = mnt / "proj"
+    proj.mkdir()
+    assert run_cli("client", cluster.master_address, "chunksize", "/proj", "1").returncode == 0
+    big, small = os.urandom(2 * MiB + 100), b"small file\n"
+    (proj / "big").write_bytes(big)
+    (proj / "sub").mkdir()
+    (proj / "sub" / "small").write_bytes(small)
+    (proj / "sub" / "empty").touch()
+    os.link(proj / "sub" / "small", proj / "linked")
+    os.symlink("sub/small", proj / "symlink")
+    os.chmod(proj / "big", 0o600)
+    os.setxattr(proj / "big", "user.origin", b"made before the snapshot")
+    os.utime(proj / "sub" / "small", ns=(1_000_000_000, 2_000_000_000))
+    made = run_cli("client", cluster.master_address, "snapshot", "/proj", "/snap")
+    assert made.returncode == 0, made.stderr
+    # (files: big, small with its second name, empty, symlink; chunks: 3 of big, 1 of small)
+    assert b"/snap: a snapshot of /proj (4 files, 2 folders, 4 chunks)" in made.stdout
+    snap = mnt / "snap"
+    sh("diff", "-r", "--no-dereference", str(proj), str(snap))
+    for name in ("big", "sub", "sub/small", "sub/empty", "symlink"):
+        was, now = os.lstat(proj / name), os.lstat(snap / name)
+        assert (now.st_mode, now.st_size, now.st_mtime_ns, now.st_nlink) == (
+            was.st_mode,
+            was.st_size,
+            was.st_mtime_ns,
+            was.st_nlink,
+        ), name
+    assert os.readlink(snap / "symlink") == "sub/small"
+    assert os.getxattr(snap / "big", "user.origin") == b"made before the snapshot"
+    assert os.stat(snap / "linked").st_ino == os.stat(snap / "sub" / "small").st_ino != os.stat(proj / "linked").st_ino
+    assert os.stat(snap / "linked").st_nlink == 2
+
+    def names_on_keepers() -> list[int]:
+        """The link count of every chunk file on the keepers."""
+        counts = []
+        for path in (p for i in range(3) for p in (cluster.keeper_dir(i) / "chunks").rglob("*")):
+            with contextlib.suppress(FileNotFoundError):  # (garbage being deleted)
+                if stat.S_ISREG((found := path.stat()).st_mode):
+                    counts.append(found.st_nlink)
+        return sorted(counts)
+
+    # On every keeper, each chunk of the snapshot is a second name of the source's file.
+    assert names_on_keepers() == [2] * 2 * 4 * 3
+    info = json.loads(run_cli("client", cluster.master_address, "info", "/snap/big", "--json").stdout)
+    assert [len(c["keepers"]) for c in info["chunks"]] == [3, 3, 3], info
+    # Changing either leaves the other as it was.
+    with open(proj / "big", "r+b") as f:
+        f.write(b"changed after")
+    (snap / "sub" / "small").write_bytes(b"snapshot changed")
+    assert (snap / "big").read_bytes() == big
+    assert (proj / "sub" / "small").read_bytes() == small
+    sh("rm", "-r", str(proj))
+    assert run_cli("client", cluster.master_address, "trash", "purge", "/proj").returncode == 0
+    # The source's chunks are deleted from the keepers: the snapshot's names alone are left.
+    # (big: 3 chunks; small: the one written into the snapshot)
+    wait_for(lambda: names_on_keepers() == [1] * 3 * 4, 30, "the source's chunk files deleted")
+    cluster.kill_master()
+    cluster.start_master()
+    cluster.wait_ready(3)
+    assert sha256_file(snap / "big") == hashlib.sha256(big).hexdigest()
+    other = run_cli("client", cluster.master_address, "download", "/snap/big", "-")
+    assert other.returncode == 0 and other.stdout == big
+    assert (snap / "linked").read_bytes() == b"snapshot changed"
+    # Mistakes are one readable line each, and change nothing.
+    for args, reason in (
+        (("/snap", "/snap/inside"), b"into itself"),
+        (("/snap/big", "/snap/sub"), b"already exists"),
+        (("/nothing", "/copy"), b"not found"),
+    ):
+        refused = run_cli("client", cluster.master_address, "snapshot", *args)
+        assert refused.returncode != 0 and reason in refused.stderr, refused.stderr
+        assert b"Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert sorted(os.listdir(mnt)) == ["snap"] and sorted(os.listdir(snap)) == sorted(
+        ["big", "sub", "linked", "symlink"]
+    )
+
+
 def test_cp_tar_rsync_mv_rm(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     _, mnt = mounted
     source = Path(shutil.__file__).parent / "email"  # a real source tree from the standard library

@@ -201,3 +201,32 @@ def test_deriving_refuses_damaged_patches_and_bases_and_leaves_nothing(tmp_path:
     with pytest.raises(CorruptChunk):
         store.derive(new_id, len(base), ID, len(base), [_patch(0, b"x")])
     assert not store.has(new_id) and not list((tmp_path / "tmp").iterdir())
+
+
+def test_a_linked_chunk_is_a_second_name_of_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ChunkStore(tmp_path)
+    data = os.urandom(2 * BLOCK_SIZE + 7)
+    store_chunk(store, data)
+    store.drain_changes()
+    other, third, missing = "00000000000000b2", "00000000000000c3", "00000000000000d4"
+    store_chunk(store, b"already here", chunk_id=third)
+    # A source not held is skipped, a chunk already stored is never replaced, one asked twice made once.
+    assert store.link([(other, ID), (other, ID), (third, ID), ("00000000000000e5", missing)]) == [other]
+    assert b"".join(p.data for p in store.read(other)) == data and store.verify(other)
+    assert b"".join(p.data for p in store.read(third)) == b"already here"
+    assert os.stat(chunk_path(tmp_path, other)).st_ino == os.stat(chunk_path(tmp_path, ID)).st_ino  # (no space)
+    assert sorted(store.drain_changes()[0]) == sorted([other, third])  # (the master hears of it)
+    store.delete(ID)  # the source goes: the link stays whole
+    assert b"".join(p.data for p in ChunkStore(tmp_path).read(other)) == data
+    with pytest.raises(FsError) as bad:
+        store.link([("not-an-id", other)])
+    assert bad.value.errno == errno.EINVAL
+
+    # A name that cannot be made durable is taken back: nothing is reported stored.
+    def failing(path: Path) -> None:
+        raise OSError(errno.EIO, "fsync failed")
+
+    monkeypatch.setattr("fusedfs.keeper.chunkstore.fsync_dir", failing)
+    with pytest.raises(FsError):
+        store.link([(ID, other)])
+    assert not store.has(ID) and not chunk_path(tmp_path, ID).exists()

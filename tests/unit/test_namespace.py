@@ -527,3 +527,49 @@ def test_a_folders_chunk_size_is_what_files_made_in_it_get_and_folders_made_in_i
     store.close()
     reopened = SqliteStore(store.path, 0o755, 0)  # durable: a column of the folder's inode
     assert Namespace(reopened, CHUNK).resolve("/db/sub").chunk_size == 4 * MiB
+
+
+def test_a_tree_copied_for_a_snapshot_is_the_same_tree_with_new_chunks(ns: Namespace) -> None:
+    top = ns.mkdir(ROOT_INODE, b"top", 0o750, 5, 6).node
+    sub = ns.mkdir(top.id, b"sub", 0o755, 5, 6).node
+    f = ns.create(sub.id, b"f", 0o640, 5, 6, True).node
+    c0, c1 = pending(ns), pending(ns)
+    ns.commit_chunks(f.id, CHUNK + 10, [CommittedChunk(0, c0, CHUNK, 1), CommittedChunk(1, c1, CHUNK, 2)], 77)
+    ns.link(f.id, top.id, b"second name")
+    ns.symlink(top.id, b"sym", b"sub/f", 5, 6)
+    ns.setxattr(f.id, b"user.a", b"value")
+    ns.set_goal("/top/sub/f", 2, recursive=False)
+    tree = ns.read_tree("/top")
+    assert [n.name for n in tree.nodes] == [b"top", b"sub", b"second name", b"sym", b"f"]
+    assert {row.id for rows in tree.chunks.values() for row in rows} == {c0, c1}
+    # The source changes after it was read: the copy is of the moment it was read.
+    ns.unlink(top.id, b"sym")
+    n0, n1 = pending(ns), pending(ns)
+    copy = ns.mkdir(ROOT_INODE, b"copies", 0o755, 0, 0).node
+    files, folders, changes = ns.put_tree(tree, "/copies/snap", {c0: n0, c1: n1})
+    assert (files, folders) == (2, 2) and sorted(changes.live) == [n0, n1] and changes.goals == {n0: 2, n1: 2}
+    snap = ns.resolve("/copies/snap")
+    assert (stat.S_IMODE(snap.mode), snap.uid, snap.gid, snap.nlink) == (0o750, 5, 6, 3)
+    assert ns.getattr(copy.id).nlink == 3
+    copied = ns.resolve("/copies/snap/sub/f")
+    assert copied.id != f.id and copied.id == ns.resolve("/copies/snap/second name").id
+    assert (copied.size, copied.mtime_ns, copied.nlink, copied.goal) == (CHUNK + 10, 77, 2, 2)
+    assert ns.getxattr(copied.id, b"user.a") == b"value"
+    assert ns.readlink(ns.resolve("/copies/snap/sym").id) == b"sub/f"
+    rows = ns.file_chunks(copied.id, 0, 0)[1]
+    assert [(r.id, r.idx, r.length, r.stored_length, r.crc) for r in rows] == [
+        (n0, 0, CHUNK, CHUNK, 1),
+        (n1, 1, 10, CHUNK, 2),  # (the file's end: as the source's, 10 bytes of the chunk's 1,024 used)
+    ]
+    # The source's chunks are untouched: deleting the copy frees its own alone.
+    assert [r.id for r in ns.file_chunks(f.id, 0, 0)[1]] == [c0, c1]
+    # Refused, and nothing made: an existing name, into itself, a missing folder, the root, a
+    # chunk without its reserved copy (all or nothing).
+    assert errno_of(ns.put_tree, tree, "/copies/snap", {c0: n0, c1: n1}) == errno.EEXIST
+    assert errno_of(ns.put_tree, tree, "/top/sub/inside", {c0: pending(ns), c1: pending(ns)}) == errno.EINVAL
+    assert errno_of(ns.put_tree, tree, "/nowhere/snap", {c0: pending(ns), c1: pending(ns)}) == errno.ENOENT
+    assert errno_of(ns.put_tree, ns.read_tree("/"), "/all", {}) == errno.EBUSY
+    assert errno_of(ns.put_tree, tree, "/copies/other", {c0: pending(ns)}) == errno.EIO
+    assert errno_of(ns.put_tree, tree, "/copies/other", {c0: n0, c1: pending(ns)}) == errno.EIO  # (n0: live)
+    assert errno_of(ns.lookup, copy.id, b"other") == errno.ENOENT
+    assert ns.getattr(copy.id).nlink == 3
