@@ -72,8 +72,8 @@ def make_snapshot(
         if unlinked:
             raise FsError(
                 errno.EIO,
-                f"{len(unlinked)} chunks of {source} (the first: {format_chunk_id(unlinked[0])}) are on no keeper"
-                " that answered: fsck lists the files with lost chunks",
+                f"{len(unlinked)} chunks of {source} (the first: {format_chunk_id(unlinked[0])}) could not be"
+                " linked on any keeper: their files changed meanwhile (try again), or they are lost (see fsck)",
             )
         files, folders, changes = namespace.put_tree(tree, destination, new_ids)
     except BaseException:
