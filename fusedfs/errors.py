@@ -21,6 +21,7 @@ _CODE_FOR_ERRNO = {
     errno_mod.EACCES: grpc.StatusCode.PERMISSION_DENIED,
     errno_mod.EPERM: grpc.StatusCode.PERMISSION_DENIED,
     errno_mod.ENOSPC: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errno_mod.EDQUOT: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errno_mod.EINVAL: grpc.StatusCode.INVALID_ARGUMENT,
     errno_mod.ENAMETOOLONG: grpc.StatusCode.INVALID_ARGUMENT,
     errno_mod.EIO: grpc.StatusCode.UNAVAILABLE,

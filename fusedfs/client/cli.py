@@ -88,6 +88,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     chunk_size.add_argument("name", metavar="PATH")
     chunk_size.add_argument("size", metavar="MiB", nargs="?", help=f"1 to {MAX_CHUNK_SIZE // MiB}, or default")
     chunk_size.add_argument("-r", "--recursive", action="store_true", help="also every folder below")
+    quota = commands.add_parser(
+        "quota",
+        help="a folder's quota: what it holds against its limits; or set them (--entries, --size; 0: no limit) "
+        "or take them away (--clear). A change that would pass one is refused: 'Disk quota exceeded'",
+    )
+    quota.add_argument("name", metavar="DIR")
+    quota.add_argument("--entries", type=int, metavar="N", help="files, folders and links below it, at most")
+    quota.add_argument("--size", metavar="SIZE", help="bytes of its files at most: 500M, 20G, 2T, ... (binary)")
+    quota.add_argument("--clear", action="store_true", help="no quota on the folder any more")
     snapshot = commands.add_parser(
         "snapshot",
         help="make DEST a copy of SOURCE (a file, or a folder with all it holds) as it is now, at once and at "
@@ -133,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     master = MasterClient(master_address(args.master), wait=args.wait)
     files = FileClient(master)
     name = getattr(args, "name", "/")
-    named = ("upload", "download", "rm", "mkdir", "ls", "info", "trash", "du", "goal", "chunksize", "snapshot")
+    named = ("upload", "download", "rm", "mkdir", "ls", "info", "trash", "du", "goal", "chunksize", "snapshot", "quota")
     if args.command in named and name and name[0] != "/":
         name = "/" + name
     if args.command == "upload" and args.recursive:
@@ -175,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         _goal(master, name, args.goal, args.recursive)
     elif args.command == "chunksize":
         _chunk_size(files, name, args.size, args.recursive)
+    elif args.command == "quota":
+        _quota(master, name, args.entries, args.size, args.clear)
     elif args.command == "snapshot":
         destination = args.destination if args.destination.startswith("/") else "/" + args.destination
         request = mp.SnapshotRequest(source=name, destination=destination)
@@ -210,6 +221,41 @@ def _goal(master: MasterClient, path: str, copies: str | None, recursive: bool) 
         f"{path}: {what} for {changed.files} file(s) and {changed.folders} folder(s); "
         f"their {changed.chunks} chunk(s) are being copied or trimmed to it"
     )
+
+
+def _quota(master: MasterClient, path: str, entries: int | None, size: str | None, clear: bool) -> None:
+    if clear and (entries is not None or size is not None):
+        raise FsError(errno.EINVAL, "--clear takes the quota away: give no limits with it")
+    if clear or entries is not None or size is not None:
+        old = master.call("GetQuota", mp.PathRequest(path=path))
+        limits = (
+            (0, 0)
+            if clear
+            else (
+                old.max_entries if entries is None else entries,
+                old.max_bytes if size is None else parse_size(size),
+            )
+        )
+        if min(limits) < 0:
+            raise FsError(errno.EINVAL, f"a limit must be 0 (none) or more, not {min(limits)}")
+        reply = master.call("SetQuota", mp.SetQuotaRequest(path=path, max_entries=limits[0], max_bytes=limits[1]))
+    else:
+        reply = master.call("GetQuota", mp.PathRequest(path=path))
+    entries_limit = f" of {reply.max_entries:,}" if reply.max_entries else ""
+    size_limit = f" of {_size(reply.max_bytes)}" if reply.max_bytes else ""
+    none = "" if reply.max_entries or reply.max_bytes else " (no quota)"
+    print(f"{path}: {reply.entries:,}{entries_limit} entries, {_size(reply.bytes)}{size_limit}{none}")
+
+
+def parse_size(text: str) -> int:
+    """Bytes in '500M', '20G', '2TiB', '4096' (binary units); EINVAL otherwise."""
+    units = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
+    number = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = number[-1:] if number[-1:].isalpha() else ""
+    digits = number[: len(number) - len(unit)]
+    if unit not in units or not digits.replace(".", "", 1).isdigit():
+        raise FsError(errno.EINVAL, f"size {text!r}: give a number of bytes, or one with K, M, G, T or P")
+    return int(float(digits) * (1 << units[unit]))
 
 
 def _chunk_size(files: FileClient, path: str, size: str | None, recursive: bool) -> None:

@@ -17,7 +17,7 @@ from dataclasses import astuple, dataclass, field, replace
 from fusedfs.chunks import MAX_CHUNK_SIZE, MAX_GOAL, PIECE_SIZE, MiB, chunk_count
 from fusedfs.errors import FsError
 from fusedfs.master.sessions import SESSION_TIMEOUT
-from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore, TrashRow, Usage
+from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore, Quota, TrashRow, Usage
 from fusedfs.names import PATH_MAX, split_path, validate_name, validate_xattr_name
 
 RENAME_NOREPLACE = 1
@@ -790,6 +790,24 @@ class Namespace:
                 folder.chunk_size = chunk_size
                 self.store.update_inode(folder)
             return len(folders)
+
+    # --- quotas ----------------------------------------------------------------------------------
+
+    def quota(self, path: str, limits: tuple[int, int] | None = None) -> Quota:
+        """The quota of the folder at path (limits 0: none) and what it holds now; with limits
+        (entries, bytes), sets them first (both 0: the folder has no quota any more). What it
+        holds is counted as every change is made (SqliteStore._charge): a change that would
+        take a folder past a limit is EDQUOT, as on a local file system with quotas."""
+        if limits is not None and (min(limits) < 0 or max(limits) >= 2**63):
+            raise FsError(errno.EINVAL, f"quota limits {limits} are out of range")
+        with self.store.transaction():
+            folder = self.resolve(path)
+            if not stat.S_ISDIR(folder.mode):
+                raise FsError(errno.ENOTDIR, f"{path} is not a folder: quotas are set on folders")
+            quota = self.store.quota(folder.id) if limits is None else self.store.set_quota(folder.id, *limits)
+            if quota is None:
+                return Quota(folder.id, 0, 0, *self.store.subtree_size(folder.id))
+            return quota
 
     # --- snapshots -------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from fusedfs.master.cluster import Cluster, min_copies
 from fusedfs.master.namespace import Added, ChunkChanges, CommittedChunk, Namespace, device_number
 from fusedfs.master.sessions import MountSessions
 from fusedfs.master.snapshot import make_snapshot
-from fusedfs.master.store import ChunkRow, Inode, MetadataStore, TrashRow
+from fusedfs.master.store import ChunkRow, Inode, MetadataStore, Quota, TrashRow
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 from fusedfs.rpc import master_pb2_grpc
@@ -102,6 +102,12 @@ def _committed(chunks: Any) -> tuple[list[CommittedChunk], dict[int, list[str]]]
         committed.append(CommittedChunk(c.index, number, c.length, c.crc32c))
         stored_on[number] = list(c.stored_on)
     return committed, stored_on
+
+
+def _quota_reply(quota: Quota) -> mp.QuotaReply:
+    return mp.QuotaReply(
+        max_entries=quota.max_entries, max_bytes=quota.max_bytes, entries=quota.entries, bytes=quota.bytes
+    )
 
 
 class MasterService(master_pb2_grpc.MasterServicer):
@@ -486,6 +492,15 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return mp.SetChunkSizeReply(folders=self.ns.set_chunk_size(request.path, request.chunk_size, request.recursive))
 
     # --- the trash -------------------------------------------------------------------------------
+
+    @handler
+    def GetQuota(self, request: mp.PathRequest, context: grpc.ServicerContext) -> mp.QuotaReply:
+        return _quota_reply(self.ns.quota(request.path))
+
+    @handler
+    @needs_room
+    def SetQuota(self, request: mp.SetQuotaRequest, context: grpc.ServicerContext) -> mp.QuotaReply:
+        return _quota_reply(self.ns.quota(request.path, (request.max_entries, request.max_bytes)))
 
     @handler
     @needs_room

@@ -67,7 +67,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Protocol
@@ -75,8 +75,10 @@ from typing import Protocol
 from fusedfs.errors import FsError
 
 ROOT_INODE = 1
-# 2 added xattrs and orphans, 3 the journal, 4 the trash, 5 goals (older stores are upgraded in place)
-SCHEMA_VERSION = 5
+# 2 added xattrs and orphans, 3 the journal, 4 the trash, 5 goals, 6 quotas (older stores are
+# upgraded in place)
+SCHEMA_VERSION = 6
+S_IFMT, S_IFREG = 0o170000, 0o100000  # (as stat's: a regular file's mode, in SQL too)
 
 
 class ChunkState(IntEnum):
@@ -134,6 +136,19 @@ class Usage:
     chunks: int = 0
     stored_bytes: int = 0  # the chunks' bytes on a keeper (one copy)
     kept_bytes: int = 0  # the chunks' bytes on all keepers together, each file's at its goal
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A folder's limits (0: none) and what is under it now, counted by name: every file,
+    folder, symlink or other node (a file with two names there counts twice, as `du -l` does),
+    and the sizes of the regular files among them."""
+
+    inode: int
+    max_entries: int
+    max_bytes: int
+    entries: int
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -199,6 +214,9 @@ class MetadataStore(Protocol):
     def chunk_goals(self) -> dict[int, int]: ...
     def subtree(self, ino: int) -> list[int]: ...
     def set_draining(self, keeper_id: str, draining: bool, now_ns: int) -> None: ...
+    def quota(self, ino: int) -> Quota | None: ...
+    def set_quota(self, ino: int, max_entries: int, max_bytes: int) -> Quota | None: ...
+    def subtree_size(self, ino: int) -> tuple[int, int]: ...
 
 
 _INODE_COLUMNS = "id, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, chunk_size, target"
@@ -237,6 +255,10 @@ CREATE TABLE IF NOT EXISTS orphans (inode INTEGER PRIMARY KEY, since_ns INTEGER 
 CREATE TABLE IF NOT EXISTS trash (inode INTEGER PRIMARY KEY, path BLOB NOT NULL, deleted_ns INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS trash_by_path ON trash (path);
 CREATE TABLE IF NOT EXISTS goals (inode INTEGER PRIMARY KEY, goal INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS quotas (
+    inode INTEGER PRIMARY KEY,
+    max_entries INTEGER NOT NULL, max_bytes INTEGER NOT NULL, entries INTEGER NOT NULL, bytes INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, deleted INTEGER NOT NULL,
     c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10
@@ -255,6 +277,7 @@ JOURNALED: dict[str, tuple[tuple[str, ...], int]] = {
     "orphans": (("inode", "since_ns"), 1),
     "trash": (("inode", "path", "deleted_ns"), 1),
     "goals": (("inode", "goal"), 1),
+    "quotas": (("inode", "max_entries", "max_bytes", "entries", "bytes"), 1),
 }
 
 
@@ -326,12 +349,13 @@ class SqliteStore:
             # (stores made before cluster ids get theirs now)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('cluster_id', ?)", (secrets.randbits(63),))
             version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-            if version in (1, 2, 3, 4):  # its new tables and triggers were just created
+            if version in (1, 2, 3, 4, 5):  # its new tables and triggers were just created
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
                 version = SCHEMA_VERSION
             if version != SCHEMA_VERSION:
                 raise RuntimeError(f"metadata schema version {version}; this master reads {SCHEMA_VERSION}")
         self._journal_end = _journal_end_of(self._db)
+        self._any_quota = self._has_quotas()
 
     def close(self) -> None:
         with self._lock:
@@ -447,6 +471,7 @@ class SqliteStore:
             if started:  # the changes of a transaction the journal does not hold whole
                 self._db.execute("ROLLBACK TO replayed")
                 self._db.execute("RELEASE replayed")
+            self._any_quota = self._has_quotas()
         return applied
 
     def skip_ids(self, count: int) -> None:
@@ -539,6 +564,13 @@ class SqliteStore:
         return cur.lastrowid
 
     def update_inode(self, inode: Inode) -> None:
+        if self._any_quota and inode.mode & S_IFMT == S_IFREG:
+            (size,) = self._db.execute("SELECT size FROM inodes WHERE id = ?", (inode.id,)).fetchone()
+            if inode.size != size:
+                for (parent,) in self._db.execute(
+                    "SELECT parent FROM dentries WHERE inode = ?", (inode.id,)
+                ).fetchall():
+                    self._charge(parent, 0, inode.size - size)
         self._db.execute(
             "UPDATE inodes SET mode=?, uid=?, gid=?, nlink=?, size=?, atime_ns=?, mtime_ns=?, ctime_ns=?,"
             " chunk_size=?, target=? WHERE id=?",
@@ -551,6 +583,8 @@ class SqliteStore:
         self._db.execute("DELETE FROM orphans WHERE inode = ?", (ino,))
         self._db.execute("DELETE FROM trash WHERE inode = ?", (ino,))
         self._db.execute("DELETE FROM goals WHERE inode = ?", (ino,))
+        if self._any_quota:
+            self._db.execute("DELETE FROM quotas WHERE inode = ?", (ino,))
 
     def lookup(self, parent: int, name: bytes) -> Dentry | None:
         row = self._db.execute(
@@ -559,9 +593,16 @@ class SqliteStore:
         return Dentry(*row) if row else None
 
     def insert_dentry(self, parent: int, name: bytes, ino: int) -> None:
+        if self._any_quota:
+            self._charge(parent, *self._weight(ino))
         self._db.execute("INSERT INTO dentries (parent, name, inode) VALUES (?, ?, ?)", (parent, name, ino))
 
     def delete_dentry(self, parent: int, name: bytes) -> None:
+        if self._any_quota:
+            entry = self.lookup(parent, name)
+            if entry is not None:
+                entries, size = self._weight(entry.inode)
+                self._charge(parent, -entries, -size)
         self._db.execute("DELETE FROM dentries WHERE parent = ? AND name = ?", (parent, name))
 
     def list_dentries(self, parent: int, after: int, limit: int) -> list[tuple[Dentry, Inode]]:
@@ -636,6 +677,8 @@ class SqliteStore:
             self._db.execute("INSERT OR REPLACE INTO goals VALUES (?, ?)", (ino, goal))
         else:
             self._db.execute("DELETE FROM goals WHERE inode = ?", (ino,))
+        if self._any_quota:
+            self._db.execute("DELETE FROM quotas WHERE inode = ?", (ino,))
 
     def chunk_goals(self) -> dict[int, int]:
         """Live chunk -> goal, for the chunks of files with a goal of their own."""
@@ -651,6 +694,83 @@ class SqliteStore:
             (ino,),
         )
         return [r[0] for r in rows]
+
+    # --- quotas: their counters follow every name and size change made through this store ---------
+
+    def _has_quotas(self) -> bool:
+        return bool(self._db.execute("SELECT EXISTS (SELECT 1 FROM quotas)").fetchone()[0])
+
+    def quota(self, ino: int) -> Quota | None:
+        row = self._db.execute("SELECT * FROM quotas WHERE inode = ?", (ino,)).fetchone()
+        return Quota(*row) if row else None
+
+    def set_quota(self, ino: int, max_entries: int, max_bytes: int) -> Quota | None:
+        """Gives folder ino these limits (0: none; both 0: no quota), counting what it holds now."""
+        if not max_entries and not max_bytes:
+            self._db.execute("DELETE FROM quotas WHERE inode = ?", (ino,))
+            self._any_quota = self._has_quotas()
+            return None
+        old = self.quota(ino)
+        entries, size = (old.entries, old.bytes) if old else self.subtree_size(ino)
+        quota = Quota(ino, max_entries, max_bytes, entries, size)
+        self._db.execute("INSERT OR REPLACE INTO quotas VALUES (?, ?, ?, ?, ?)", astuple(quota))
+        self._any_quota = True
+        return quota
+
+    def subtree_size(self, ino: int) -> tuple[int, int]:
+        """Names below folder ino, and the sizes of the regular files among them (by name)."""
+        return self._db.execute(
+            "WITH RECURSIVE under(inode) AS (SELECT inode FROM dentries WHERE parent = ?"
+            " UNION ALL SELECT d.inode FROM dentries d JOIN under ON d.parent = under.inode)"
+            " SELECT COUNT(*), CAST(TOTAL(CASE WHEN i.mode & ? = ? THEN i.size END) AS INTEGER)"
+            " FROM under JOIN inodes i ON i.id = under.inode",
+            (ino, S_IFMT, S_IFREG),
+        ).fetchone()
+
+    def _weight(self, ino: int) -> tuple[int, int]:
+        """What a name of ino counts: itself, and for a folder all below it."""
+        (mode, size) = self._db.execute("SELECT mode, size FROM inodes WHERE id = ?", (ino,)).fetchone()
+        if mode & S_IFMT == S_IFREG:
+            return 1, size
+        if mode & S_IFMT != 0o040000:
+            return 1, 0
+        own = self.quota(ino)
+        entries, size = (own.entries, own.bytes) if own else self.subtree_size(ino)
+        return 1 + entries, size
+
+    def _charge(self, folder: int, entries: int, size: int) -> None:
+        """Counts entries and bytes more (or fewer) in folder and in every folder above it with a
+        quota; EDQUOT, changing nothing, if that would take one past a limit (a change that
+        only lowers a count is always taken, even beyond one)."""
+        quotas = [
+            Quota(*row)
+            for row in self._db.execute(
+                "WITH RECURSIVE up(inode) AS (SELECT ? UNION ALL SELECT d.parent FROM dentries d"
+                f" JOIN up ON d.inode = up.inode WHERE up.inode != {ROOT_INODE})"
+                " SELECT q.* FROM quotas q JOIN up ON q.inode = up.inode",
+                (folder,),
+            )
+        ]
+        for q in quotas:
+            if (entries > 0 and q.max_entries and q.entries + entries > q.max_entries) or (
+                size > 0 and q.max_bytes and q.bytes + size > q.max_bytes
+            ):
+                raise FsError(
+                    errno.EDQUOT,
+                    f"over the quota of folder {self._path(q.inode)}: {q.entries} of {q.max_entries or 'any'} entries,"
+                    f" {q.bytes} of {q.max_bytes or 'any'} bytes used",
+                )
+        for q in quotas:
+            self._db.execute(
+                "UPDATE quotas SET entries = entries + ?, bytes = bytes + ? WHERE inode = ?", (entries, size, q.inode)
+            )
+
+    def _path(self, ino: int) -> str:
+        parts: list[bytes] = []
+        while ino != ROOT_INODE and (named := self.name_of(ino)) is not None and len(parts) < 4096:
+            ino, name = named
+            parts.append(name)
+        return "/" + "/".join(os.fsdecode(p) for p in reversed(parts))
 
     def draining_keepers(self) -> set[str]:
         rows = self._db.execute("SELECT key FROM meta WHERE key >= 'drain:' AND key < 'drain;'")

@@ -557,6 +557,28 @@ class SetChunkSizeReply(_message.Message):
     folders: int
     def __init__(self, folders: _Optional[int] = ...) -> None: ...
 
+class SetQuotaRequest(_message.Message):
+    __slots__ = ("path", "max_entries", "max_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    max_entries: int
+    max_bytes: int
+    def __init__(self, path: _Optional[str] = ..., max_entries: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class QuotaReply(_message.Message):
+    __slots__ = ("max_entries", "max_bytes", "entries", "bytes")
+    MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_entries: int
+    max_bytes: int
+    entries: int
+    bytes: int
+    def __init__(self, max_entries: _Optional[int] = ..., max_bytes: _Optional[int] = ..., entries: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
 class SnapshotRequest(_message.Message):
     __slots__ = ("source", "destination")
     SOURCE_FIELD_NUMBER: _ClassVar[int]

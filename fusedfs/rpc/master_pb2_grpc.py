@@ -220,6 +220,16 @@ class MasterStub:
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_master__pb2.SnapshotReply.FromString,
                 _registered_method=True)
+        self.GetQuota = channel.unary_unary(
+                '/fusedfs.rpc.Master/GetQuota',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.PathRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.QuotaReply.FromString,
+                _registered_method=True)
+        self.SetQuota = channel.unary_unary(
+                '/fusedfs.rpc.Master/SetQuota',
+                request_serializer=fusedfs_dot_rpc_dot_master__pb2.SetQuotaRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.QuotaReply.FromString,
+                _registered_method=True)
         self.Drain = channel.unary_unary(
                 '/fusedfs.rpc.Master/Drain',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.DrainRequest.SerializeToString,
@@ -492,6 +502,21 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQuota(self, request, context):
+        """A folder's quota (as MooseFS, HDFS and JuiceFS have): at most so many entries below it
+        (files, folders, symlinks, ...: each name once) and bytes (its files' sizes); a change
+        that would go past one is EDQUOT. GetQuota answers for any folder (limits 0: none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQuota(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Drain(self, request, context):
         """Empties a keeper before it is taken away (HDFS's decommissioning): its chunks get the goal's
         worth of copies on other keepers, and it gets no new ones. Status shows when it is done.
@@ -699,6 +724,16 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.SnapshotRequest.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_master__pb2.SnapshotReply.SerializeToString,
+            ),
+            'GetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuota,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.PathRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.QuotaReply.SerializeToString,
+            ),
+            'SetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuota,
+                    request_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetQuotaRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.QuotaReply.SerializeToString,
             ),
             'Drain': grpc.unary_unary_rpc_method_handler(
                     servicer.Drain,
@@ -1715,6 +1750,60 @@ class Master:
             '/fusedfs.rpc.Master/Snapshot',
             fusedfs_dot_rpc_dot_master__pb2.SnapshotRequest.SerializeToString,
             fusedfs_dot_rpc_dot_master__pb2.SnapshotReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/GetQuota',
+            fusedfs_dot_rpc_dot_master__pb2.PathRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.QuotaReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusedfs.rpc.Master/SetQuota',
+            fusedfs_dot_rpc_dot_master__pb2.SetQuotaRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_master__pb2.QuotaReply.FromString,
             options,
             channel_credentials,
             insecure,

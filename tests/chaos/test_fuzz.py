@@ -146,6 +146,7 @@ READ_ONLY = {
     "ListTrash",
     "Usage",
     "GetGoal",
+    "GetQuota",
 }
 NAMESPACE_CHANGES = {
     "SetAttr",
@@ -166,6 +167,7 @@ NAMESPACE_CHANGES = {
     "SetGoal",  # (copies kept of a file's chunks)
     "SetChunkSize",  # (of the files made in a folder)
     "Snapshot",  # (adds names; the source's chunks are only linked)
+    "SetQuota",  # (limits what may be added under a folder)
 }
 # Calls that change no file: reserving chunk ids, giving them back, reporting a replica bad, and a
 # mount's session (holding files open keeps them, it does not change them).
@@ -471,6 +473,8 @@ class Protected:
             return named in self.keeper_addresses or any(k.startswith(named) for k in self.keeper_ids)
         if rpc.name in ("SetGoal", "SetChunkSize") and message.recursive:  # type: ignore[attr-defined]
             return True  # (the root's, or any folder's that may lead to the protected files)
+        if rpc.name == "SetQuota" and (message.max_entries or message.max_bytes):  # type: ignore[attr-defined]
+            return True  # (a limit on a folder above the sandbox would refuse the fuzzer's own changes)
         for fd, value in walk(message):
             if rpc.name in KEEPER_REPORTS and value in self.keeper_ids | self.chunk_ids:
                 return True  # speaking for a real keeper, or claiming a real chunk

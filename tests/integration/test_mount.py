@@ -676,6 +676,60 @@ def test_a_snapshot_is_a_copy_at_once_that_shares_the_chunks_until_either_change
     )
 
 
+def test_a_folder_s_quota_refuses_what_would_pass_it_and_counts_what_it_holds(
+    mounted: tuple[LocalCluster, Path],
+) -> None:
+    """`quota /team --size 3M --entries 6`: through the mount, files fit until their sizes would
+    pass 3 MiB, then close() (or a write) is EDQUOT and what was there is intact; a name past 6
+    entries is EDQUOT at once, and so is a move into the folder; deleting makes room; the counts
+    survive a master restart; mistakes are one readable line."""
+    cluster, mnt = mounted
+    team = mnt / "team"
+    team.mkdir()
+    (mnt / "outside").write_bytes(os.urandom(2 * MiB))
+    quota = run_cli("client", cluster.master_address, "quota", "/team", "--size", "3M", "--entries", "6")
+    assert quota.returncode == 0 and b"/team: 0 of 6 entries, 0 B of 3.0 MiB" in quota.stdout, quota
+    first, second = os.urandom(MiB), os.urandom(2 * MiB)
+    (team / "first").write_bytes(first)
+    (team / "second").write_bytes(second)
+    with pytest.raises(OSError) as refused:
+        (team / "third").write_bytes(b"x" * (MiB // 2))
+    assert refused.value.errno == errno.EDQUOT
+    big = subprocess.run(
+        ["dd", "if=/dev/zero", f"of={team / 'big'}", "bs=1M", "count=20"], capture_output=True, check=False
+    )
+    assert big.returncode != 0 and b"quota exceeded" in big.stderr, big.stderr
+    assert (team / "first").read_bytes() == first and (team / "second").read_bytes() == second
+    with pytest.raises(OSError) as moved:
+        os.rename(mnt / "outside", team / "outside")
+    assert moved.value.errno == errno.EDQUOT
+    for name in ("third", "big"):
+        (team / name).unlink()
+    for i in range(4):  # first, second and these: 6 entries
+        (team / f"d{i}").mkdir()
+    with pytest.raises(OSError) as full:
+        (team / "d4").mkdir()
+    assert full.value.errno == errno.EDQUOT
+    (team / "second").unlink()
+    (team / "d0" / "small").write_bytes(b"fits now")
+    cluster.kill_master()
+    cluster.start_master()
+    cluster.wait_ready(3)
+    shown = run_cli("client", cluster.master_address, "quota", "/team")
+    assert b"/team: 6 of 6 entries, 1.0 MiB of 3.0 MiB" in shown.stdout, shown
+    cleared = run_cli("client", cluster.master_address, "quota", "/team", "--clear")
+    assert b"/team: 6 entries, 1.0 MiB (no quota)" in cleared.stdout, cleared
+    (team / "d4").mkdir()
+    for args, reason in (
+        (("/team/first", "--size", "1G"), b"not a folder"),
+        (("/team", "--size", "12X"), b"size '12X'"),
+        (("/team", "--entries", "-1"), b"0 (none) or more"),
+    ):
+        mistake = run_cli("client", cluster.master_address, "quota", *args)
+        assert mistake.returncode != 0 and reason in mistake.stderr, mistake.stderr
+        assert b"Traceback" not in mistake.stderr and len(mistake.stderr.strip().splitlines()) == 1
+
+
 def test_cp_tar_rsync_mv_rm(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     _, mnt = mounted
     source = Path(shutil.__file__).parent / "email"  # a real source tree from the standard library

@@ -24,8 +24,9 @@ def contents(path: Path) -> dict[str, list[tuple[object, ...]]]:
 
 
 def busy_day(ns: Namespace) -> None:
-    """Every kind of change: names, links, renames, chunks, truncation, xattrs, orphans."""
+    """Every kind of change: names, links, renames, chunks, truncation, xattrs, orphans, quotas."""
     docs = ns.mkdir(ROOT_INODE, b"docs", 0o755, 0, 0).node
+    ns.quota("/docs", (100, 10**6))
     f = ns.create(docs.id, b"f\xff", 0o644, 1000, 1000, exclusive=True).node
     with ns.store.transaction():
         chunks = [ns.store.new_chunk(0) for _ in range(3)]
@@ -44,6 +45,7 @@ def busy_day(ns: Namespace) -> None:
     ns.free_closed_orphans()
     ns.set_goal("/docs", 2, recursive=True)
     ns.set_goal("/docs/moved", 0, recursive=False)
+    assert ns.quota("/docs").entries == 3  # f, moved, link
     assert g.id
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from fusedfs.master.namespace import (
     Namespace,
     device_number,
 )
-from fusedfs.master.store import ROOT_INODE, ChunkState, SqliteStore, Usage
+from fusedfs.master.store import ROOT_INODE, ChunkState, Inode, Quota, SqliteStore, Usage
 
 CHUNK = 1024
 
@@ -573,3 +575,68 @@ def test_a_tree_copied_for_a_snapshot_is_the_same_tree_with_new_chunks(ns: Names
     assert errno_of(ns.put_tree, tree, "/copies/other", {c0: n0, c1: pending(ns)}) == errno.EIO  # (n0: live)
     assert errno_of(ns.lookup, copy.id, b"other") == errno.ENOENT
     assert ns.getattr(copy.id).nlink == 3
+
+
+def test_quotas_count_every_change_and_refuse_what_would_pass_a_limit(ns: Namespace) -> None:
+    """Random changes (names made, linked, renamed across quota folders, removed; sizes grown
+    and cut): after each, every quota's counts are what a count from scratch finds, and within
+    its limits; the changes refused are EDQUOT only for growth past one."""
+    rng = random.Random(7)
+    a = ns.mkdir(ROOT_INODE, b"a", 0o755, 0, 0).node.id
+    b = ns.mkdir(a, b"b", 0o755, 0, 0).node.id
+    c = ns.mkdir(ROOT_INODE, b"c", 0o755, 0, 0).node.id
+    limits = {a: (40, 50_000), b: (15, 0), c: (0, 20_000)}
+    for folder, path in ((a, "/a"), (b, "/a/b"), (c, "/c")):
+        set_now = ns.quota(path, limits[folder])
+        assert (set_now.entries, set_now.bytes) == ((1, 0) if folder == a else (0, 0))
+
+    def names() -> list[tuple[int, bytes, Inode]]:
+        found, folders = [], [ROOT_INODE]
+        for folder in folders:
+            for dentry, inode in ns.store.list_dentries(folder, 0, 10**6):
+                found.append((folder, dentry.name, inode))
+                if stat.S_ISDIR(inode.mode):
+                    folders.append(inode.id)
+        return found
+
+    refused = Counter[str]()
+    for step in range(600):
+        with ns.store.transaction():
+            every = names()
+        folders = [ROOT_INODE] + [i.id for _, _, i in every if stat.S_ISDIR(i.mode)]
+        files = [(p, n, i) for p, n, i in every if stat.S_ISREG(i.mode)]
+        op = rng.choice(["create", "create", "mkdir", "size", "size", "link", "unlink", "rmdir", "rename", "symlink"])
+        name = b"n%d" % step
+        try:
+            if op == "create":
+                ns.create(rng.choice(folders), name, 0o644, 0, 0, True)
+            elif op == "mkdir":
+                ns.mkdir(rng.choice(folders), name, 0o755, 0, 0)
+            elif op == "symlink":
+                ns.symlink(rng.choice(folders), name, b"target", 0, 0)
+            elif op == "size" and files:
+                ns.setattr(rng.choice(files)[2].id, size=rng.randrange(0, 6000))
+            elif op == "link" and files:
+                ns.link(rng.choice(files)[2].id, rng.choice(folders), name)
+            elif op == "unlink" and files:
+                parent, old, _ = rng.choice(files)
+                ns.unlink(parent, old)
+            elif op == "rmdir":
+                ns.rmdir(*rng.choice([(p, n) for p, n, i in every if stat.S_ISDIR(i.mode)]))
+            elif op == "rename" and every:
+                parent, old, _ = rng.choice(every)
+                ns.rename(parent, old, rng.choice(folders), rng.choice([name, old]), 0)
+        except FsError as e:
+            refused[f"{op} {errno.errorcode[e.errno]}"] += 1
+            assert e.errno != errno.EDQUOT or op in ("create", "mkdir", "symlink", "size", "link", "rename")
+        with ns.store.transaction():
+            for folder, (max_entries, max_bytes) in limits.items():
+                counted = ns.store.quota(folder)
+                if counted is None:  # (removed with its folder)
+                    continue
+                assert (counted.entries, counted.bytes) == ns.store.subtree_size(folder), (step, op)
+                assert counted.entries <= (max_entries or counted.entries)
+                assert counted.bytes <= (max_bytes or counted.bytes)
+    assert refused["create EDQUOT"] and refused["size EDQUOT"], refused  # (the limits were met)
+    assert ns.quota("/c", (0, 0)) == Quota(c, 0, 0, *ns.store.subtree_size(c))  # no quota any more
+    assert errno_of(ns.quota, "/a/b", (-1, 0)) == errno.EINVAL
