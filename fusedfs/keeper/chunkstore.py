@@ -331,18 +331,19 @@ class ChunkStore:
         self.check_disk_answers()
         made: dict[str, int] = {}
         try:
-            with self.watch.op():
-                for chunk_id, source_id in links:
-                    with self._lock:
-                        size = self._sizes.get(source_id)
-                    if size is None or chunk_id in made or self.has(chunk_id):
-                        continue
-                    try:
+            for chunk_id, source_id in links:
+                with self._lock:
+                    size = self._sizes.get(source_id)
+                if size is None or chunk_id in made or self.has(chunk_id):
+                    continue
+                try:
+                    with self.watch.op():  # (each one timed: a long batch is not a disk that hangs)
                         os.link(self._path(source_id), self._path(chunk_id))
-                    except FileNotFoundError:  # (deleted meanwhile)
-                        continue
-                    made[chunk_id] = size
-                for folder in {self._path(c).parent for c in made}:
+                except (FileNotFoundError, FileExistsError):  # (deleted, or that id written, meanwhile)
+                    continue
+                made[chunk_id] = size
+            for folder in {self._path(c).parent for c in made}:
+                with self.watch.op():
                     fsync_dir(folder)
         except OSError as e:  # (a name not made durable is taken back: the caller hears of none)
             for chunk_id in made:
