@@ -575,6 +575,10 @@ def test_a_tree_copied_for_a_snapshot_is_the_same_tree_with_new_chunks(ns: Names
     assert errno_of(ns.put_tree, tree, "/copies/other", {c0: n0, c1: pending(ns)}) == errno.EIO  # (n0: live)
     assert errno_of(ns.lookup, copy.id, b"other") == errno.ENOENT
     assert ns.getattr(copy.id).nlink == 3
+    # A snapshot counts towards the quota of the folder it is made in, as any new names do.
+    ns.quota("/copies", (7, 0))  # (snap and its 4 names below: 5 of 7)
+    assert errno_of(ns.put_tree, tree, "/copies/third", {c0: pending(ns), c1: pending(ns)}) == errno.EDQUOT
+    assert errno_of(ns.lookup, copy.id, b"third") == errno.ENOENT and ns.quota("/copies").entries == 5
 
 
 def test_quotas_count_every_change_and_refuse_what_would_pass_a_limit(ns: Namespace) -> None:
