@@ -1,12 +1,15 @@
 """MasterClient: every call to the master goes through `call`, which bounds the wait.
 
 While the master is down or restarting, calls wait for it (gRPC wait_for_ready) up to `wait`
-seconds, then fail with EIO; they never hang forever. Failures come back as FsError.
+seconds, then fail with EIO; they never hang forever. Failures come back as FsError. A change is
+sent with a request id (`identified`), the same on every attempt, so that the master makes it
+once however often it is sent (see Retries in master.proto).
 """
 
 from __future__ import annotations
 
 import errno
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +21,13 @@ from fusedfs.grpcutil import ChannelPool, parse_address
 from fusedfs.rpc import master_pb2_grpc
 
 DEFAULT_WAIT = 30.0
+
+
+def identified(request: Any) -> Any:
+    """The request, with a request id of its own if it takes one and has none yet."""
+    if "request_id" in request.DESCRIPTOR.fields_by_name and not request.request_id:
+        request.request_id = secrets.randbits(63) or 1
+    return request
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class MasterClient:
 
     def call(self, method: str, request: Any, wait: float | None = None) -> Any:
         """Calls Master.<method>, waiting at most `wait` seconds (default: self.wait) for an answer."""
+        identified(request)
         deadline = self.deadline(wait)
         rpc = getattr(self.stub, method)
         while True:

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 TICK = 0.5
 SHIP_EVERY = 0.1  # seconds between sending the metadata's changes to the keepers
 JOURNAL_MAX = 1_000_000  # changes kept for the keepers at most (~200 MB); older ones are dropped
+# Seconds the answers of changes are kept for clients that send them again (a client retries
+# within its --wait, 30 s by default) and between prunings of the older ones.
+REPLIES_KEPT = 600.0
+REPLIES_PRUNED_EVERY = 60.0
 
 
 class MasterServer:
@@ -54,6 +58,7 @@ class MasterServer:
         self._copy_failed = False  # no keeper took the last copy
         self._short_tries = 0  # copies taken in a row because the newest was on too few keepers
         self._pruned_seq = 0  # the journal holds no change up to this seq
+        self._replies_pruned = -math.inf
         self.shipper = JournalShipper(self.store, self.pool)
         self.cluster.changes_unsent = self.shipper.unshipped
         self.sessions = MountSessions(self.cluster.clock())
@@ -120,6 +125,9 @@ class MasterServer:
                 self.store.purge_chunks(purge)
             self.cluster.purged(purge)
         self._prune_journal()
+        if now - self._replies_pruned > REPLIES_PRUNED_EVERY:
+            self._replies_pruned = now
+            self.store.prune_replies(self.cluster.wall_clock() - int(REPLIES_KEPT * 1e9))
 
     def _prune_journal(self) -> None:
         """The journal keeps the changes the newest copy on the keepers lacks (none without

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from fusedfs.chunks import MAX_GOAL, format_chunk_id, is_valid_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError, abort_with
@@ -54,6 +55,32 @@ def handler(method: F) -> F:
             context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error (see the master's log)")
 
     return wrapper  # type: ignore[return-value]
+
+
+def once(reply_type: type[Message]) -> Callable[[F], F]:
+    """A change its client may send again, having got no answer (see Retries in master.proto):
+    made with a request_id, it is made once, and its answer is kept (in the transaction that
+    makes it, so a master killed in between has made both or neither) for every attempt after."""
+
+    def decorate(method: F) -> F:
+        name = method.__name__
+
+        @functools.wraps(method)
+        def wrapper(self: MasterService, request: Any, context: grpc.ServicerContext) -> Any:
+            request_id = request.request_id
+            if not request_id:
+                return method(self, request, context)
+            with self.store.transaction():
+                saved = self.store.saved_reply(request_id, name)
+                if saved is not None:
+                    return reply_type.FromString(saved)
+                reply = method(self, request, context)
+                self.store.save_reply(request_id, name, reply.SerializeToString(), self.ns.clock())
+                return reply
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def needs_room(method: F) -> F:
@@ -149,7 +176,12 @@ class MasterService(master_pb2_grpc.MasterServicer):
         stored_on: dict[int, list[str]] | None = None,
     ) -> None:
         lengths = {c.chunk_id: c.length for c in committed}
-        self.cluster.apply(changes.live, changes.garbage, lengths, stored_on or {}, changes.goals)
+        stored = stored_on or {}
+        # (once the change is durable: the cluster then deletes garbage, which a change rolled
+        # back after it was told, as one made for a request_id could be, would still name)
+        self.store.after_commit(
+            lambda: self.cluster.apply(changes.live, changes.garbage, lengths, stored, changes.goals)
+        )
 
     # --- namespace -------------------------------------------------------------------------------
 
@@ -166,6 +198,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return to_attr(self.ns.getattr(request.inode))
 
     @handler
+    @once(mp.Attr)
     @needs_room
     def SetAttr(self, request: mp.SetAttrRequest, context: grpc.ServicerContext) -> mp.Attr:
         now = self.ns.clock()
@@ -204,22 +237,26 @@ class MasterService(master_pb2_grpc.MasterServicer):
             ref.replicas.add(keeper_id=view.keeper_id, address=view.address)
 
     @handler
+    @once(mp.NodeReply)
     @needs_room
     def MakeDir(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         return self._node(self.ns.mkdir(request.parent, request.name, request.mode, request.uid, request.gid))
 
     @handler
+    @once(mp.NodeReply)
     @needs_room
     def CreateFile(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         added = self.ns.create(request.parent, request.name, request.mode, request.uid, request.gid, request.exclusive)
         return self._node(added)
 
     @handler
+    @once(mp.NodeReply)
     @needs_room
     def Symlink(self, request: mp.SymlinkRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         return self._node(self.ns.symlink(request.parent, request.name, request.target, request.uid, request.gid))
 
     @handler
+    @once(mp.NodeReply)
     @needs_room
     def MakeSpecial(self, request: mp.MakeNodeRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         args = (request.parent, request.name, request.mode, request.uid, request.gid, request.rdev)
@@ -230,6 +267,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return mp.ReadLinkReply(target=self.ns.readlink(request.inode))
 
     @handler
+    @once(mp.NodeReply)
     @needs_room
     def Link(self, request: mp.LinkRequest, context: grpc.ServicerContext) -> mp.NodeReply:
         return self._node(self.ns.link(request.inode, request.new_parent, request.new_name))
@@ -242,16 +280,19 @@ class MasterService(master_pb2_grpc.MasterServicer):
         )
 
     @handler
+    @once(mp.Attr)
     def Unlink(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> mp.Attr:
         self._apply(self.ns.unlink(request.parent, request.name))
         return to_attr(self.ns.getattr(request.parent))
 
     @handler
+    @once(mp.Attr)
     def RemoveDir(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> mp.Attr:
         self.ns.rmdir(request.parent, request.name)
         return to_attr(self.ns.getattr(request.parent))
 
     @handler
+    @once(cp.Empty)
     @needs_room
     def Rename(self, request: mp.RenameRequest, context: grpc.ServicerContext) -> cp.Empty:
         self._apply(self.ns.rename(request.parent, request.name, request.new_parent, request.new_name, request.flags))
@@ -270,6 +311,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         )
 
     @handler
+    @once(cp.Empty)
     @needs_room
     def SetXattr(self, request: mp.SetXattrRequest, context: grpc.ServicerContext) -> cp.Empty:
         self.ns.setxattr(request.inode, request.name, request.value, request.flags)
@@ -284,6 +326,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return mp.ListXattrReply(names=self.ns.listxattr(request.inode))
 
     @handler
+    @once(cp.Empty)
     def RemoveXattr(self, request: mp.XattrRequest, context: grpc.ServicerContext) -> cp.Empty:
         self.ns.removexattr(request.inode, request.name)
         return cp.Empty()
@@ -353,6 +396,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return cp.Empty()
 
     @handler
+    @once(mp.Attr)
     @needs_room
     def CommitChunks(self, request: mp.CommitChunksRequest, context: grpc.ServicerContext) -> mp.Attr:
         committed, stored_on = _committed(request.chunks)
@@ -363,6 +407,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return to_attr(inode)
 
     @handler
+    @once(mp.Attr)
     @needs_room
     def PutFile(self, request: mp.PutFileRequest, context: grpc.ServicerContext) -> mp.Attr:
         committed, stored_on = _committed(request.chunks)

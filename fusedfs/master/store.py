@@ -65,7 +65,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import astuple, dataclass
 from enum import IntEnum
@@ -75,8 +75,8 @@ from typing import Protocol
 from fusedfs.errors import FsError
 
 ROOT_INODE = 1
-# 2 added xattrs and orphans, 3 the journal, 4 the trash, 5 goals, 6 quotas (older stores are
-# upgraded in place)
+# 2 added xattrs and orphans, 3 the journal, 4 the trash, 5 goals, 6 quotas and the answers kept
+# for retries (older stores are upgraded in place)
 SCHEMA_VERSION = 6
 S_IFMT, S_IFREG = 0o170000, 0o100000  # (as stat's: a regular file's mode, in SQL too)
 
@@ -173,6 +173,7 @@ class MetadataStore(Protocol):
     """What the namespace needs from a storage engine; all calls inside transaction()."""
 
     def transaction(self) -> AbstractContextManager[None]: ...
+    def after_commit(self, callback: Callable[[], None]) -> None: ...
     def room_bytes(self) -> int: ...
     def cluster_id(self) -> str: ...
     def get_inode(self, ino: int) -> Inode | None: ...
@@ -215,6 +216,8 @@ class MetadataStore(Protocol):
     def subtree(self, ino: int) -> list[int]: ...
     def set_draining(self, keeper_id: str, draining: bool, now_ns: int) -> None: ...
     def quota(self, ino: int) -> Quota | None: ...
+    def saved_reply(self, request_id: int, method: str) -> bytes | None: ...
+    def save_reply(self, request_id: int, method: str, reply: bytes, now_ns: int) -> None: ...
     def set_quota(self, ino: int, max_entries: int, max_bytes: int) -> Quota | None: ...
     def subtree_size(self, ino: int) -> tuple[int, int]: ...
 
@@ -255,6 +258,9 @@ CREATE TABLE IF NOT EXISTS orphans (inode INTEGER PRIMARY KEY, since_ns INTEGER 
 CREATE TABLE IF NOT EXISTS trash (inode INTEGER PRIMARY KEY, path BLOB NOT NULL, deleted_ns INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS trash_by_path ON trash (path);
 CREATE TABLE IF NOT EXISTS goals (inode INTEGER PRIMARY KEY, goal INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS replies (
+    request_id INTEGER PRIMARY KEY, method TEXT NOT NULL, reply BLOB NOT NULL, at_ns INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS quotas (
     inode INTEGER PRIMARY KEY,
     max_entries INTEGER NOT NULL, max_bytes INTEGER NOT NULL, entries INTEGER NOT NULL, bytes INTEGER NOT NULL
@@ -333,6 +339,7 @@ class SqliteStore:
         self._depth = 0
         self._journal_end = 0  # the seq of the last change journaled (kept here: one connection writes)
         self._unjournaled = 0  # rows the transaction changed that the journal does not hold (pruned ones)
+        self._after_commit: list[Callable[[], None]] = []  # what to call once it is committed
         with self.transaction():
             for statement in _SCHEMA.split(";"):  # not executescript(): it would commit midway
                 if statement.strip():
@@ -493,8 +500,11 @@ class SqliteStore:
         """A transaction, committed (durably) on success and rolled back on any exception.
 
         Nested use joins the outer transaction. A transaction that changed anything ends its
-        changes in the journal with a COMMIT_MARK row.
+        changes in the journal with a COMMIT_MARK row. What after_commit was given is called
+        once it is committed, with the store free again (the callbacks take other locks, and
+        the cluster calls into the store under its own).
         """
+        committed: list[Callable[[], None]] = []
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -505,7 +515,7 @@ class SqliteStore:
                 return
             changes = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
-            self._depth, self._unjournaled = 1, 0
+            self._depth, self._unjournaled, self._after_commit = 1, 0, []
             try:
                 yield
                 journal_end = self._journal_end
@@ -522,8 +532,21 @@ class SqliteStore:
                 raise
             else:
                 self._journal_end = journal_end
+                committed = self._after_commit
             finally:
-                self._depth = 0
+                self._depth, self._after_commit = 0, []
+        for callback in committed:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Calls back once the transaction under way is committed (at once outside one; never
+        if it is rolled back): what is told to others of a change (the cluster's chunk states)
+        must not run ahead of the change being durable."""
+        with self._lock:
+            if self._depth:
+                self._after_commit.append(callback)
+                return
+        callback()
 
     def room_bytes(self) -> int:
         """Bytes the metadata can still grow by and leave room for a copy of itself (a metadata
@@ -694,6 +717,26 @@ class SqliteStore:
             (ino,),
         )
         return [r[0] for r in rows]
+
+    # --- answers kept for retries (not journaled: a restored master has lost them) ---------------
+
+    def saved_reply(self, request_id: int, method: str) -> bytes | None:
+        """The answer of the change made for this request, if one was (by this method)."""
+        row = self._db.execute(
+            "SELECT reply FROM replies WHERE request_id = ? AND method = ?", (request_id, method)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def save_reply(self, request_id: int, method: str, reply: bytes, now_ns: int) -> None:
+        saved = self._db.execute(
+            "INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?)", (request_id, method, reply, now_ns)
+        )
+        self._unjournaled += saved.rowcount
+
+    def prune_replies(self, before_ns: int) -> None:
+        with self.transaction():
+            pruned = self._db.execute("DELETE FROM replies WHERE at_ns < ?", (before_ns,))
+            self._unjournaled += pruned.rowcount
 
     # --- quotas: their counters follow every name and size change made through this store ---------
 

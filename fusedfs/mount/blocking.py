@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import grpc
 import trio
 
-from fusedfs.client.master import MasterClient
+from fusedfs.client.master import MasterClient, identified
 from fusedfs.client.transfer import ChunkTransfer, RangeRead, read_end, read_error, transfer_timeout
 from fusedfs.errors import FsError
 from fusedfs.rpc import master_pb2 as mp
@@ -54,6 +54,7 @@ async def wait_future(future: Any) -> Any:
 
 async def call_master(master: MasterClient, method: str, request: Any, wait: float | None = None) -> Any:
     """MasterClient.call for trio: the same retries and bound, without a thread."""
+    identified(request)
     deadline = master.deadline(wait)
     rpc = getattr(master.stub, method)
     while True:

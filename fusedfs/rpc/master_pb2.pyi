@@ -40,12 +40,14 @@ class Attr(_message.Message):
     def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., nlink: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., chunk_size: _Optional[int] = ..., has_xattrs: _Optional[bool] = ..., rdev: _Optional[int] = ..., goal: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
 
 class EntryRequest(_message.Message):
-    __slots__ = ("parent", "name")
+    __slots__ = ("parent", "name", "request_id")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ...) -> None: ...
+    request_id: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class PathRequest(_message.Message):
     __slots__ = ("path",)
@@ -60,7 +62,7 @@ class InodeRequest(_message.Message):
     def __init__(self, inode: _Optional[int] = ...) -> None: ...
 
 class SetAttrRequest(_message.Message):
-    __slots__ = ("inode", "mode", "uid", "gid", "size", "atime_ns", "mtime_ns", "atime_now", "mtime_now")
+    __slots__ = ("inode", "mode", "uid", "gid", "size", "atime_ns", "mtime_ns", "atime_now", "mtime_now", "request_id")
     INODE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +72,7 @@ class SetAttrRequest(_message.Message):
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     ATIME_NOW_FIELD_NUMBER: _ClassVar[int]
     MTIME_NOW_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     inode: int
     mode: int
     uid: int
@@ -79,7 +82,8 @@ class SetAttrRequest(_message.Message):
     mtime_ns: int
     atime_now: bool
     mtime_now: bool
-    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., atime_now: _Optional[bool] = ..., mtime_now: _Optional[bool] = ...) -> None: ...
+    request_id: int
+    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., atime_now: _Optional[bool] = ..., mtime_now: _Optional[bool] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class ReadDirRequest(_message.Message):
     __slots__ = ("inode", "after", "limit", "with_small_chunks")
@@ -116,7 +120,7 @@ class ReadDirReply(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., more: _Optional[bool] = ..., parent: _Optional[int] = ...) -> None: ...
 
 class MakeNodeRequest(_message.Message):
-    __slots__ = ("parent", "name", "mode", "uid", "gid", "exclusive", "rdev")
+    __slots__ = ("parent", "name", "mode", "uid", "gid", "exclusive", "rdev", "request_id")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +128,7 @@ class MakeNodeRequest(_message.Message):
     GID_FIELD_NUMBER: _ClassVar[int]
     EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
     RDEV_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     mode: int
@@ -131,7 +136,8 @@ class MakeNodeRequest(_message.Message):
     gid: int
     exclusive: bool
     rdev: int
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., exclusive: _Optional[bool] = ..., rdev: _Optional[int] = ...) -> None: ...
+    request_id: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., exclusive: _Optional[bool] = ..., rdev: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class NodeReply(_message.Message):
     __slots__ = ("attr", "folder", "folder_ctime_before_ns")
@@ -144,18 +150,20 @@ class NodeReply(_message.Message):
     def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., folder: _Optional[_Union[Attr, _Mapping]] = ..., folder_ctime_before_ns: _Optional[int] = ...) -> None: ...
 
 class SymlinkRequest(_message.Message):
-    __slots__ = ("parent", "name", "target", "uid", "gid")
+    __slots__ = ("parent", "name", "target", "uid", "gid", "request_id")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
     GID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     target: bytes
     uid: int
     gid: int
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., target: _Optional[bytes] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
+    request_id: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., target: _Optional[bytes] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class ReadLinkReply(_message.Message):
     __slots__ = ("target",)
@@ -164,28 +172,32 @@ class ReadLinkReply(_message.Message):
     def __init__(self, target: _Optional[bytes] = ...) -> None: ...
 
 class LinkRequest(_message.Message):
-    __slots__ = ("inode", "new_parent", "new_name")
+    __slots__ = ("inode", "new_parent", "new_name", "request_id")
     INODE_FIELD_NUMBER: _ClassVar[int]
     NEW_PARENT_FIELD_NUMBER: _ClassVar[int]
     NEW_NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     inode: int
     new_parent: int
     new_name: bytes
-    def __init__(self, inode: _Optional[int] = ..., new_parent: _Optional[int] = ..., new_name: _Optional[bytes] = ...) -> None: ...
+    request_id: int
+    def __init__(self, inode: _Optional[int] = ..., new_parent: _Optional[int] = ..., new_name: _Optional[bytes] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class RenameRequest(_message.Message):
-    __slots__ = ("parent", "name", "new_parent", "new_name", "flags")
+    __slots__ = ("parent", "name", "new_parent", "new_name", "flags", "request_id")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NEW_PARENT_FIELD_NUMBER: _ClassVar[int]
     NEW_NAME_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     new_parent: int
     new_name: bytes
     flags: int
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., new_parent: _Optional[int] = ..., new_name: _Optional[bytes] = ..., flags: _Optional[int] = ...) -> None: ...
+    request_id: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., new_parent: _Optional[int] = ..., new_name: _Optional[bytes] = ..., flags: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class StatFsReply(_message.Message):
     __slots__ = ("capacity_bytes", "free_bytes", "files")
@@ -282,21 +294,23 @@ class NewChunk(_message.Message):
     def __init__(self, index: _Optional[int] = ..., chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ..., stored_on: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CommitChunksRequest(_message.Message):
-    __slots__ = ("inode", "size", "chunks", "mtime_ns", "appended_at")
+    __slots__ = ("inode", "size", "chunks", "mtime_ns", "appended_at", "request_id")
     INODE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     APPENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     inode: int
     size: int
     chunks: _containers.RepeatedCompositeFieldContainer[NewChunk]
     mtime_ns: int
     appended_at: int
-    def __init__(self, inode: _Optional[int] = ..., size: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[NewChunk, _Mapping]]] = ..., mtime_ns: _Optional[int] = ..., appended_at: _Optional[int] = ...) -> None: ...
+    request_id: int
+    def __init__(self, inode: _Optional[int] = ..., size: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[NewChunk, _Mapping]]] = ..., mtime_ns: _Optional[int] = ..., appended_at: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class PutFileRequest(_message.Message):
-    __slots__ = ("parent", "name", "mode", "uid", "gid", "size", "chunk_size", "chunks", "mtime_ns")
+    __slots__ = ("parent", "name", "mode", "uid", "gid", "size", "chunk_size", "chunks", "mtime_ns", "request_id")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -306,6 +320,7 @@ class PutFileRequest(_message.Message):
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     mode: int
@@ -315,7 +330,8 @@ class PutFileRequest(_message.Message):
     chunk_size: int
     chunks: _containers.RepeatedCompositeFieldContainer[NewChunk]
     mtime_ns: int
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., chunk_size: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[NewChunk, _Mapping]]] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
+    request_id: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., chunk_size: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[NewChunk, _Mapping]]] = ..., mtime_ns: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class BadReplicaRequest(_message.Message):
     __slots__ = ("chunk_id", "keeper_id", "reason")
@@ -664,24 +680,28 @@ class PurgeTrashReply(_message.Message):
     def __init__(self, files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class SetXattrRequest(_message.Message):
-    __slots__ = ("inode", "name", "value", "flags")
+    __slots__ = ("inode", "name", "value", "flags", "request_id")
     INODE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     inode: int
     name: bytes
     value: bytes
     flags: int
-    def __init__(self, inode: _Optional[int] = ..., name: _Optional[bytes] = ..., value: _Optional[bytes] = ..., flags: _Optional[int] = ...) -> None: ...
+    request_id: int
+    def __init__(self, inode: _Optional[int] = ..., name: _Optional[bytes] = ..., value: _Optional[bytes] = ..., flags: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class XattrRequest(_message.Message):
-    __slots__ = ("inode", "name")
+    __slots__ = ("inode", "name", "request_id")
     INODE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     inode: int
     name: bytes
-    def __init__(self, inode: _Optional[int] = ..., name: _Optional[bytes] = ...) -> None: ...
+    request_id: int
+    def __init__(self, inode: _Optional[int] = ..., name: _Optional[bytes] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class XattrReply(_message.Message):
     __slots__ = ("value",)

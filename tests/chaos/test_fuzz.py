@@ -1402,6 +1402,33 @@ def test_duplicate_and_replayed_requests(protected: Protected) -> None:
     assert master.GetAttr(mp.InodeRequest(inode=file.inode), timeout=5).nlink == 1
     assert content("/dup2") == data2
 
+    # The same, sent with a request id (as clients send changes: see Retries in master.proto):
+    # every copy, one after another or eight at once, gets the first's answer, made once.
+    def answers(method: Callable[..., Any], request: Message, copies: int = 2) -> list[bytes]:
+        with ThreadPoolExecutor(copies) as pool:
+            return list(pool.map(lambda _: method(request, timeout=CALL_TIMEOUT).SerializeToString(), range(copies)))
+
+    data3 = os.urandom(3000)
+    put3 = mp.PutFileRequest(
+        parent=1, name=b"once", mode=0o644, size=len(data3), chunk_size=MiB, chunks=[transfer.write(0, data3)]
+    )
+    put3.request_id = 7_000_001
+    assert len(set(answers(master.PutFile, put3, copies=8))) == 1
+    ids = itertools.count(7_000_002)
+    for method, request in [
+        (master.MakeDir, mp.MakeNodeRequest(parent=1, name=b"once-dir", mode=0o755)),
+        (master.CreateFile, mp.MakeNodeRequest(parent=1, name=b"once-file", mode=0o644, exclusive=True)),
+        (master.Link, mp.LinkRequest(inode=file.inode, new_parent=1, new_name=b"once-link")),
+        (master.Rename, mp.RenameRequest(parent=1, name=b"once-link", new_parent=1, new_name=b"once-moved")),
+        (master.Rename, mp.RenameRequest(parent=1, name=b"once", new_parent=1, new_name=b"dup2", flags=2)),
+        (master.Unlink, mp.EntryRequest(parent=1, name=b"once-moved")),
+        (master.RemoveDir, mp.EntryRequest(parent=1, name=b"once-dir")),
+    ]:
+        request.request_id = next(ids)  # type: ignore[attr-defined]
+        assert len(set(answers(method, request, copies=3))) == 1, request
+    assert content("/dup2") == data3 and content("/once") == data2  # exchanged once, not back again
+    assert master.GetAttr(mp.InodeRequest(inode=file.inode), timeout=5).nlink == 1
+
     # The same chunk written twice (a client retry), then eight times at once: stored once, and every
     # later copy refused (chunks are immutable), the same bytes or not.
     for n, rpc in enumerate(r for r in KEEPER_RPCS if r.request is kp.WriteChunkMessage):

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -306,6 +307,45 @@ def test_a_metadata_copy_its_keeper_lost_is_taken_again(make_cluster: MakeCluste
     cluster.start_keeper(1)
     wait_for(lambda: newest_copy_taken(cluster, 1), 25, "a copy on the keeper with the new disk")
     wait_for(lambda: cluster.status().metadata_copy_keepers == 3, 5, "status: the copy on 3 keepers")
+
+
+def test_a_change_sent_again_to_a_restarted_master_is_made_once(make_cluster: MakeCluster) -> None:
+    """The master is SIGKILLed after making changes and before their answers arrive (a chaos
+    sweep did this 30 times under a mount): the client sends them again to the restarted
+    master and gets the first answers. Without request ids an append's commit was refused as
+    stale and made again (lines twice in the log), a commit was EINVAL, a rename ENOENT."""
+    cluster = make_cluster()
+    master = MasterClient(cluster.master_address)
+    transfer = ChunkTransfer(master)
+    log_file = master.call("CreateFile", mp.MakeNodeRequest(parent=1, name=b"log", mode=0o644)).attr
+    line = b"line 1\n"
+    append = mp.CommitChunksRequest(
+        inode=log_file.inode, size=len(line), chunks=[transfer.write(0, line)], appended_at=0
+    )
+    changes: list[tuple[str, Any]] = [
+        ("CommitChunks", append),
+        ("Rename", mp.RenameRequest(parent=1, name=b"log", new_parent=1, new_name=b"log.1")),
+        ("MakeDir", mp.MakeNodeRequest(parent=1, name=b"dir", mode=0o755)),
+        ("CreateFile", mp.MakeNodeRequest(parent=1, name=b"new", mode=0o644, exclusive=True)),
+    ]
+    first = [master.call(method, request).SerializeToString() for method, request in changes]
+    assert all(request.request_id for _, request in changes)  # (given by the client library)
+    cluster.kill_master()
+    cluster.start_master()
+    cluster.wait_ready(3)
+    again = [master.call(method, request).SerializeToString() for method, request in changes]
+    assert again == first
+    assert master.call("ResolvePath", mp.PathRequest(path="/log.1")).size == len(line)
+    sink = io.BytesIO()
+    FileClient(master).download("/log.1", sink)
+    assert sink.getvalue() == line
+    # A change sent again with a new id (or none) is made (or refused) anew.
+    rename = changes[1][1]
+    rename.request_id = 0
+    with pytest.raises(FsError) as refused:
+        master.call("Rename", rename)
+    assert refused.value.errno == errno.ENOENT
+    master.pool.close()
 
 
 def test_a_metadata_copy_on_fewer_keepers_than_there_are_is_taken_again(make_cluster: MakeCluster) -> None:
