@@ -62,6 +62,10 @@ class MasterServer:
         self.shipper = JournalShipper(self.store, self.pool)
         self.cluster.changes_unsent = self.shipper.unshipped
         self.sessions = MountSessions(self.cluster.clock())
+        with self.store.transaction():
+            saved = self.store.saved_sessions()
+        for session_id, open_inodes in saved.items():
+            self.sessions.restore(session_id, open_inodes, self.cluster.clock())
         self.namespace = Namespace(
             self.store,
             settings.chunk_size,
@@ -111,6 +115,7 @@ class MasterServer:
             self.cluster.apply([], changes.garbage, {}, {})
         now = self.cluster.clock()
         for session_id in self.sessions.expire(now):
+            self.store.save_session(session_id, None)
             log.info(
                 "mount session %s ended (silent for %g s): what it had open is let go",
                 session_id,

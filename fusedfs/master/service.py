@@ -337,8 +337,11 @@ class MasterService(master_pb2_grpc.MasterServicer):
             raise FsError(errno.EINVAL, "a session id is required")
         if request.ending:
             self.sessions.end(request.session_id)
+            self.store.save_session(request.session_id, None)
         else:
-            self.sessions.announce(request.session_id, frozenset(request.open_inodes), self.cluster.clock())
+            open_inodes = frozenset(request.open_inodes)
+            if self.sessions.announce(request.session_id, open_inodes, self.cluster.clock()):
+                self.store.save_session(request.session_id, open_inodes)  # (a restart takes them back)
         return mp.MountSessionReply(timeout_seconds=self.sessions.timeout)
 
     def _orphan_count(self) -> int:

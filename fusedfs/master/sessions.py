@@ -5,12 +5,14 @@ silent for `timeout` seconds is no longer counted as connected, yet what it had 
 for `sustain` seconds (as MooseFS sustains a session): a mount cut off from the master for a
 few minutes, or paused, comes back to find the unlinked files it has open. A mount that
 unmounts lets go at once. The namespace asks `is_open` when a file loses its last name: an
-open file is then kept as an orphan until no session holds it. After a master restart nobody
-holds anything until the mounts have had `timeout` seconds to announce themselves again, so
-orphans are not freed in that window (`settled`).
+open file is then kept as an orphan until no session holds it. The master keeps each mount's
+open files in its store as well (saved whenever they change: `announce` says so), and a
+restarted master takes them back (`restore`): a mount paused across the restart still holds
+what it had open for `sustain`. What was opened within a second before the restart may not be
+saved yet, so orphans are not freed until the mounts have had `timeout` seconds to announce
+themselves again (`settled`).
 
-In memory only, no I/O (the orphans themselves are in the metadata store); thread-safe, as the
-gRPC handlers and the maintenance loop share it.
+No I/O here; thread-safe, as the gRPC handlers and the maintenance loop share it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ SESSION_SUSTAIN = 3600.0  # seconds a silent mount's open files stay held
 class _Session:
     last_seen: float
     open_inodes: frozenset[int] = field(default_factory=frozenset)
+    heard: bool = True  # from this master (not only restored from before a restart)
 
 
 class MountSessions:
@@ -36,9 +39,18 @@ class MountSessions:
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
-    def announce(self, session_id: str, open_inodes: frozenset[int], now: float) -> None:
+    def announce(self, session_id: str, open_inodes: frozenset[int], now: float) -> bool:
+        """Records what a mount has open now; True if that is news (to be saved)."""
         with self._lock:
+            before = self._sessions.get(session_id)
             self._sessions[session_id] = _Session(now, open_inodes)
+        return before is None or before.open_inodes != open_inodes
+
+    def restore(self, session_id: str, open_inodes: frozenset[int], now: float) -> None:
+        """A session saved before a restart: held for `sustain` from now, though not counted as
+        connected until the mount is heard from."""
+        with self._lock:
+            self._sessions.setdefault(session_id, _Session(now, open_inodes, heard=False))
 
     def end(self, session_id: str) -> None:
         with self._lock:
@@ -63,4 +75,4 @@ class MountSessions:
     def count(self, now: float) -> int:
         """Mounts heard from within the timeout."""
         with self._lock:
-            return sum(1 for s in self._sessions.values() if now - s.last_seen <= self.timeout)
+            return sum(1 for s in self._sessions.values() if s.heard and now - s.last_seen <= self.timeout)

@@ -59,6 +59,7 @@ Schema (every column and sentinel explained here, and only here):
 
 from __future__ import annotations
 
+import array
 import errno
 import os
 import secrets
@@ -75,8 +76,8 @@ from typing import Protocol
 from fusedfs.errors import FsError
 
 ROOT_INODE = 1
-# 2 added xattrs and orphans, 3 the journal, 4 the trash, 5 goals, 6 quotas and the answers kept
-# for retries (older stores are upgraded in place)
+# 2 added xattrs and orphans, 3 the journal, 4 the trash, 5 goals, 6 quotas, the answers kept for
+# retries and the mounts' open files (older stores are upgraded in place)
 SCHEMA_VERSION = 6
 S_IFMT, S_IFREG = 0o170000, 0o100000  # (as stat's: a regular file's mode, in SQL too)
 
@@ -218,6 +219,7 @@ class MetadataStore(Protocol):
     def quota(self, ino: int) -> Quota | None: ...
     def saved_reply(self, request_id: int, method: str) -> bytes | None: ...
     def save_reply(self, request_id: int, method: str, reply: bytes, now_ns: int) -> None: ...
+    def save_session(self, session_id: str, open_inodes: frozenset[int] | None) -> None: ...
     def set_quota(self, ino: int, max_entries: int, max_bytes: int) -> Quota | None: ...
     def subtree_size(self, ino: int) -> tuple[int, int]: ...
 
@@ -258,6 +260,7 @@ CREATE TABLE IF NOT EXISTS orphans (inode INTEGER PRIMARY KEY, since_ns INTEGER 
 CREATE TABLE IF NOT EXISTS trash (inode INTEGER PRIMARY KEY, path BLOB NOT NULL, deleted_ns INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS trash_by_path ON trash (path);
 CREATE TABLE IF NOT EXISTS goals (inode INTEGER PRIMARY KEY, goal INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (session_id TEXT PRIMARY KEY, open_inodes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS replies (
     request_id INTEGER PRIMARY KEY, method TEXT NOT NULL, reply BLOB NOT NULL, at_ns INTEGER NOT NULL
 );
@@ -737,6 +740,24 @@ class SqliteStore:
         with self.transaction():
             pruned = self._db.execute("DELETE FROM replies WHERE at_ns < ?", (before_ns,))
             self._unjournaled += pruned.rowcount
+
+    # --- the files each mount has open (not journaled: a restored master has lost them) ----------
+
+    def save_session(self, session_id: str, open_inodes: frozenset[int] | None) -> None:
+        """Saves what a mount has open (None: it ended)."""
+        with self.transaction():
+            if open_inodes is None:
+                saved = self._db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+            else:
+                inodes = array.array("q", sorted(open_inodes)).tobytes()
+                saved = self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?)", (session_id, inodes))
+            self._unjournaled += saved.rowcount
+
+    def saved_sessions(self) -> dict[str, frozenset[int]]:
+        sessions = {}
+        for session_id, inodes in self._db.execute("SELECT session_id, open_inodes FROM sessions"):
+            sessions[session_id] = frozenset(array.array("q", bytes(inodes)))
+        return sessions
 
     # --- quotas: their counters follow every name and size change made through this store ---------
 

@@ -1161,25 +1161,56 @@ def test_a_file_unlinked_right_after_another_mount_opened_it_stays_readable(
 def test_a_mount_silent_past_its_session_timeout_keeps_its_unlinked_open_file(
     make_cluster: MakeCluster, tmp_path: Path
 ) -> None:
-    cluster = make_cluster(master_args=["--chunk-size", "1"])
+    """A mount paused with a file open that another removes: the file outlives the session
+    timeout, and a master restart meanwhile (SIGKILL), as the restarted master takes back what
+    the mounts had open (a chaos sweep found it freed 10 s after the restart). No trash, so
+    nothing else keeps it."""
+    cluster = make_cluster(master_args=["--chunk-size", "1", "--trash-hours", "0"])
     mnt = cluster.mount(tmp_path / "mnt", ["--cache-mib", "2"])
     pid = cluster.mounts[tmp_path / "mnt"].pid
     data = os.urandom(24 * MiB)
     (mnt / "f").write_bytes(data)
     files = FileClient(MasterClient(cluster.master_address))
-    with open(mnt / "f", "rb") as reader:
-        assert reader.read(1) == data[:1]
+    # The reader is a process of its own: a process spawned (the master, restarted) while this
+    # one held a file of the paused mount open would close it in the child, which waits for
+    # the mount.
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READ_WHEN_TOLD, str(mnt / "f")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert reader.stdout is not None and reader.stdin is not None
+    try:
+        assert reader.stdout.readline() == b"open\n"
         time.sleep(1.5)  # the mount has told the master it has the file open
         os.kill(pid, signal.SIGSTOP)  # then falls silent: a paused machine, a cut cable
         try:
             files.remove("/f")
+            cluster.kill_master()
+            cluster.start_master()
+            cluster.wait_ready(3)
             # Past the session timeout (10 s), the orphan grace (10 s), the garbage grace (1 s)
             # and a metadata copy: once a silent mount's open files counted for nothing then.
             time.sleep(SESSION_TIMEOUT + 4)
         finally:
             os.kill(pid, signal.SIGCONT)
-        assert reader.read() == data[1:]
+        read, _ = reader.communicate(b"read\n", timeout=60)
+        assert read.decode().split() == [hashlib.sha256(data).hexdigest()], read
+    finally:
+        reader.kill()
     files.master.pool.close()
+
+
+# Opens a file, says so, reads it whole when told (a line on stdin): its SHA-256, or the error.
+READ_WHEN_TOLD = """
+import hashlib, sys
+with open(sys.argv[1], "rb") as f:
+    first = f.read(1)
+    print("open", flush=True)
+    sys.stdin.readline()
+    try:
+        print(hashlib.sha256(first + f.read()).hexdigest())
+    except OSError as e:
+        print("error", e)
+"""
 
 
 def renameat2(src: Path, dst: Path, flags: int) -> None:
