@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     master.add_argument(
         "--restore-from",
-        metavar="KEEPER",
-        help="first fetch the newest metadata copy from this keeper (HOST:PORT) into an empty --data",
+        metavar="KEEPER[,KEEPER...]",
+        help="first fetch the newest metadata copy from these keepers (HOST:PORT, comma-separated: give every "
+        "keeper you have, the one with the most changes is taken) into an empty --data",
     )
     _add_metrics_option(master)
     master.set_defaults(run=run_master)
@@ -262,7 +263,7 @@ def _serve_until_signal(stop: object) -> None:
 def run_master(args: argparse.Namespace) -> int:
     from fusedfs.grpcutil import ChannelPool
     from fusedfs.master.cluster import Settings
-    from fusedfs.master.metacopy import fetch_copy
+    from fusedfs.master.metacopy import fetch_newest_copy
     from fusedfs.master.server import MasterServer
 
     if not 1 <= args.goal <= MAX_GOAL:
@@ -281,11 +282,15 @@ def run_master(args: argparse.Namespace) -> int:
     )
     lock = lock_data_dir(args.data, "master")
     if args.restore_from:
-        header, applied = fetch_copy(args.restore_from, args.data, ChannelPool())
+        keepers = [k.strip() for k in args.restore_from.split(",") if k.strip()]
+        keeper, header, applied, failed = fetch_newest_copy(keepers, args.data, ChannelPool())
+        for other, why in failed.items():
+            logging.getLogger("fusedfs").warning("no metadata copy from keeper %s: %s", other, why)
         logging.getLogger("fusedfs").warning(
-            "restored the metadata from keeper %s: the copy taken at %s and the %d changes made after it"
-            " that the keeper holds; changes made after those are lost",
-            args.restore_from,
+            "restored the metadata from keeper %s (the most changes of %d asked): the copy taken at %s and the"
+            " %d changes made after it that the keeper holds; changes made after those are lost",
+            keeper,
+            len(keepers),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(header.taken_ns / 1e9)),
             applied - header.journal_seq,
         )

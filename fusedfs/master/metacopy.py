@@ -18,6 +18,7 @@ import errno
 import itertools
 import logging
 import os
+import shutil
 import stat
 import threading
 import time
@@ -133,9 +134,12 @@ class JournalShipper:
             return set(self._failing)
 
     def unshipped(self) -> int:
-        """Changes made that not every keeper following the newest copy holds yet."""
+        """Changes made that not every keeper following the newest copy holds yet: of those
+        that take them (as copy holders are counted; one that failed, a keeper down, would
+        otherwise leave every change unsent for good), or of all when none does."""
         with self._lock:
-            held = min(self._held.values(), default=None)
+            taking = [seq for address, seq in self._held.items() if address not in self._failing]
+            held = min(taking or self._held.values(), default=None)
         return 0 if held is None else max(0, self.store.journal_end() - held)
 
     def ship(self) -> bool:
@@ -199,6 +203,41 @@ def _entry(message: kp.JournalEntry) -> JournalEntry:
         kind = value.WhichOneof("value")
         values.append(None if kind is None else getattr(value, kind))
     return JournalEntry(message.seq, message.table, message.deleted, tuple(values))
+
+
+def fetch_newest_copy(
+    keepers: list[str], data_dir: Path, pool: ChannelPool
+) -> tuple[str, kp.MetadataCopyHeader, int, dict[str, str]]:
+    """fetch_copy from each of these keepers, keeping the one that holds the most changes (the
+    newest copy, for one that holds as many): a keeper that was down while others took newer
+    copies and changes would give an older namespace, and the chunks written since would then
+    be collected as unknown. Returns the keeper chosen, its copy's header and last change, and
+    for each keeper that could not give one, why. FsError if none could."""
+    candidates: list[tuple[int, int, int, str, kp.MetadataCopyHeader]] = []
+    failed: dict[str, str] = {}
+    for i, keeper in enumerate(keepers):
+        folder = data_dir / f".restore-{i}"
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            header, applied = fetch_copy(keeper, folder, pool)
+        except FsError as e:
+            failed[keeper] = e.message
+            continue
+        candidates.append((applied, header.taken_ns, i, keeper, header))
+    try:
+        if not candidates:
+            raise FsError(
+                errno.ENOENT, "no keeper gave a metadata copy: " + "; ".join(f"{k}: {m}" for k, m in failed.items())
+            )
+        applied, _, i, keeper, header = max(candidates, key=lambda c: c[:2])
+        dest = data_dir / METADATA_FILE
+        if dest.exists():
+            raise FsError(errno.EEXIST, f"{data_dir} already holds metadata: restore into an empty folder")
+        os.replace(data_dir / f".restore-{i}" / METADATA_FILE, dest)
+        return keeper, header, applied, failed
+    finally:
+        for j in range(len(keepers)):
+            shutil.rmtree(data_dir / f".restore-{j}", ignore_errors=True)
 
 
 def fetch_copy(keeper: str, data_dir: Path, pool: ChannelPool) -> tuple[kp.MetadataCopyHeader, int]:
