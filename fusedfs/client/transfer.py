@@ -479,6 +479,16 @@ def read_error(error: grpc.RpcError) -> FsError:
     return FsError(errno.EBADMSG if code == grpc.StatusCode.DATA_LOSS else errno.EIO, f"{code}: {details}")
 
 
+def _not_this_chunk(first: kp.ChunkPiece | Piece, ref: mp.ChunkRef) -> bool:
+    """A keeper's first piece says what its file holds: another chunk's bytes, whole and agreeing
+    with their own block checksums (a file misplaced), must not pass for this chunk's. (A file
+    read here was checked so before it was read: shortcircuit.py.)"""
+    return isinstance(first, kp.ChunkPiece) and (first.chunk_length, first.chunk_crc32c) != (
+        ref.stored_length,
+        ref.crc32c,
+    )
+
+
 class RangeRead:
     """A read of bytes [offset, end) of a chunk from one replica: the request (whole checksum
     blocks) and the checks of what comes back."""
@@ -502,6 +512,8 @@ class RangeRead:
         for piece in pieces:
             if piece.offset != expected or piece.block_size != BLOCK_SIZE:
                 raise FsError(errno.EBADMSG, "keeper sent an unexpected piece")
+            if expected == start and _not_this_chunk(piece, ref):
+                raise FsError(errno.EBADMSG, f"the keeper's file of {ref.chunk_id} is not the chunk the master knows")
             view = memoryview(piece.data)
             crcs = piece.block_crc32c
             if len(crcs) != -(-len(view) // BLOCK_SIZE):
