@@ -245,6 +245,9 @@ CREATE TABLE IF NOT EXISTS dentries (
     UNIQUE (parent, name)
 );
 CREATE INDEX IF NOT EXISTS dentries_by_inode ON dentries (inode);
+-- A folder's names in the order ReadDir pages through them (by the (parent, name) index each
+-- page read every name of the folder and sorted them: a folder of 100,000 took 8 s to list).
+CREATE INDEX IF NOT EXISTS dentries_by_parent ON dentries (parent, id);
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
     state INTEGER NOT NULL, inode INTEGER, idx INTEGER,
