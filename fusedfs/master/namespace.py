@@ -543,8 +543,13 @@ class Namespace:
             ids.add(chunk.chunk_id)
 
     def _install_chunks(self, inode: Inode, chunks: list[CommittedChunk], now: int, changes: ChunkChanges) -> None:
-        new_slots = {c.index for c in chunks}
-        replaced = [c.id for c in self.store.file_chunks(inode.id) if c.idx in new_slots]
+        # The chunks now in those slots, each looked up alone: reading the file's every chunk made
+        # a close that commits a file's N chunks one by one take N^2 (4,000: 51 s).
+        replaced = []
+        for index in {c.index for c in chunks}:
+            row = next(iter(self.store.file_chunks(inode.id, index, 1)), None)
+            if row is not None and row.idx == index:
+                replaced.append(row.id)
         self.store.make_garbage(replaced, now)
         changes.garbage.extend(replaced)
         for chunk in chunks:
