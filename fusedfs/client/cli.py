@@ -21,6 +21,7 @@ from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
 from fusedfs.errors import FsError
 from fusedfs.grpcutil import format_address, parse_address
+from fusedfs.names import NAME_MAX
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 
@@ -451,10 +452,16 @@ def _download(files: FileClient, name: str, local: str, total: int) -> None:
     print(f"downloaded {name} to {local} ({_size(total)})", file=sys.stderr)
 
 
+PART_SUFFIX = ".fusedfs-part"  # a download's file until it is whole
+
+
 def _fetch(files: FileClient, name: str, local: str, total: int, progress: Callable[[int], None]) -> None:
     """NAME into the local file: into a temporary name first, so that a failed download never
     leaves a truncated file behind."""
-    partial = f"{local}.fusedfs-part"
+    folder, base = os.path.split(local)
+    if len(os.fsencode(base)) + len(PART_SUFFIX) > NAME_MAX:  # (a 255-byte name: "File name too long")
+        base = f".{os.getpid()}-{threading.get_ident()}"
+    partial = os.path.join(folder, base + PART_SUFFIX)
     try:
         with open(partial, "wb") as sink:
             if total:
