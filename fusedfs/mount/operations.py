@@ -42,6 +42,7 @@ LISTING_PAGES = 10  # a folder listed for the name cache: at most this many page
 SESSION_INTERVAL = 1.0  # seconds between the mount's heartbeats to the master
 FETCH_AHEAD_FILES = 8  # small files fetched ahead of a reader going through a folder in order
 RESERVE_AHEAD = 32  # at most this many chunk ids for small files reserved per master call
+SEEN_MAX = 100_000  # files whose state at their last close is kept (for the kernel's page cache)
 
 
 # The mount's metrics (served with `fusedfs mount --metrics HOST:PORT`).
@@ -522,7 +523,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         finally:
             del self.open_files[inode]
             open_file.forget()  # if the flush failed, close() has reported it
+        self.seen.pop(inode, None)  # (to the end: the oldest go first)
         self.seen[inode] = (open_file.attr.mtime_ns, open_file.attr.size)
+        if len(self.seen) > SEEN_MAX:
+            del self.seen[next(iter(self.seen))]
 
     # --- extended attributes ---------------------------------------------------------------------
 
