@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from fusedfs.chunks import MAX_CHUNK_SIZE, MAX_GOAL, MiB
 from fusedfs.client.files import FileClient
@@ -455,7 +455,14 @@ def _download(files: FileClient, name: str, local: str, total: int) -> None:
 PART_SUFFIX = ".fusedfs-part"  # a download's file until it is whole
 
 
-def _fetch(files: FileClient, name: str, local: str, total: int, progress: Callable[[int], None]) -> None:
+def _fetch(
+    files: FileClient,
+    name: str,
+    local: str,
+    total: int,
+    progress: Callable[[int], None],
+    attr: mp.Attr | None = None,
+) -> None:
     """NAME into the local file: into a temporary name first, so that a failed download never
     leaves a truncated file behind."""
     folder, base = os.path.split(local)
@@ -468,7 +475,7 @@ def _fetch(files: FileClient, name: str, local: str, total: int, progress: Calla
                 # Reserve the space up front: fails early on a full disk, and the kernel's block
                 # allocation is cheaper in one go than page by page.
                 os.posix_fallocate(sink.fileno(), 0, total)
-            files.download(name, sink, progress=progress)  # type: ignore[arg-type]
+            files.download(name, sink, progress=progress, attr=attr)  # type: ignore[arg-type]
         os.replace(partial, local)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -483,56 +490,65 @@ def _upload_tree(files: FileClient, name: str, local: str) -> None:
     root = Path(local)
     if not root.is_dir():
         raise FsError(errno.ENOTDIR, f"{local} is not a folder (upload without -r stores one file)")
-    regular: list[tuple[str, Path, int, int]] = []  # (name, local path, size, mode)
+    regular: list[tuple[str, Path, int, int, mp.Attr]] = []  # (name, local path, size, mode, its folder)
     skipped = 0
+    made: dict[str, mp.Attr] = {}  # local folder -> the folder made for it (each made from its parent's)
     for folder, subfolders, names in os.walk(root):
         relative = Path(folder).relative_to(root).as_posix()
         here = name.rstrip("/") + ("" if relative == "." else "/" + relative)
-        files.makedirs(here or "/")
+        if relative == ".":
+            attr = files.makedirs(here or "/")
+        else:
+            attr = files.folder_in(made[os.path.dirname(folder)], os.fsencode(os.path.basename(folder)))
+        made[folder] = attr
         for entry in sorted(names):
             st = os.lstat(os.path.join(folder, entry))
             if stat.S_ISREG(st.st_mode):
-                regular.append((f"{here}/{entry}", Path(folder) / entry, st.st_size, stat.S_IMODE(st.st_mode)))
+                regular.append((f"{here}/{entry}", Path(folder) / entry, st.st_size, stat.S_IMODE(st.st_mode), attr))
             else:
                 skipped += 1
         skipped += sum(1 for d in subfolders if os.path.islink(os.path.join(folder, d)))  # (not followed)
 
-    def one(item: tuple[str, Path, int, int], progress: Callable[[int], None]) -> None:
+    def one(item: tuple[str, Path, int, int, mp.Attr], progress: Callable[[int], None]) -> None:
         with open(item[1], "rb") as source:
-            files.upload(source, item[0], mode=item[3], progress=progress)
+            files.upload(source, item[0], mode=item[3], progress=progress, parent=item[4])
 
     _in_parallel(regular, one, f"upload {name}", f"uploaded {local} to {name}", skipped)
 
 
 def _download_tree(files: FileClient, name: str, local: str) -> None:
     """The folder NAME and everything in it, into the local folder (made as needed)."""
-    if not stat.S_ISDIR(files.stat(name).mode):
+    top = files.stat(name)
+    if not stat.S_ISDIR(top.mode):
         raise FsError(errno.ENOTDIR, f"{name} is not a folder (download without -r fetches one file)")
-    regular: list[tuple[str, Path, int, int]] = []
+    regular: list[tuple[str, Path, int, int, mp.Attr]] = []  # (name, local path, size, mode, its attributes)
     skipped = 0
-    pending = [(name.rstrip("/"), Path(local))]
-    while pending:
-        folder, into = pending.pop()
+    pending = [(name.rstrip("/"), Path(local), top)]
+    while pending:  # (by inode from the top: names need not be UTF-8, as a path in a request must)
+        folder, into, folder_attr = pending.pop()
         into.mkdir(parents=True, exist_ok=True)
-        for entry, attr in files.listdir(folder or "/"):
+        for entry, attr in files.entries(folder_attr):
             child, target = f"{folder}/{os.fsdecode(entry)}", into / os.fsdecode(entry)
             if stat.S_ISDIR(attr.mode):
-                pending.append((child, target))
+                pending.append((child, target, attr))
             elif stat.S_ISREG(attr.mode):
-                regular.append((child, target, attr.size, stat.S_IMODE(attr.mode)))
+                regular.append((child, target, attr.size, stat.S_IMODE(attr.mode), attr))
             else:
                 skipped += 1
 
-    def one(item: tuple[str, Path, int, int], progress: Callable[[int], None]) -> None:
-        _fetch(files, item[0], str(item[1]), item[2], progress)
+    def one(item: tuple[str, Path, int, int, mp.Attr], progress: Callable[[int], None]) -> None:
+        _fetch(files, item[0], str(item[1]), item[2], progress, attr=item[4])
         os.chmod(item[1], item[3])
 
     _in_parallel(regular, one, f"download {name}", f"downloaded {name} to {local}", skipped)
 
 
+Item = TypeVar("Item", bound=tuple[Any, ...])  # (name, local path, size, ...)
+
+
 def _in_parallel(
-    items: list[tuple[str, Path, int, int]],
-    move: Callable[[tuple[str, Path, int, int], Callable[[int], None]], None],
+    items: list[Item],
+    move: Callable[[Item, Callable[[int], None]], None],
     label: str,
     summary: str,
     skipped: int,

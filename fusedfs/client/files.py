@@ -49,17 +49,22 @@ class FileClient:
         """Creates path and any missing parents (like mkdir -p); returns the directory's attributes."""
         attr = self.master.call("GetAttr", mp.InodeRequest(inode=ROOT))
         for name in split_path(path):
-            try:
-                attr = self.master.call(
-                    "MakeDir",
-                    mp.MakeNodeRequest(parent=attr.inode, name=name, mode=0o755, uid=os.getuid(), gid=os.getgid()),
-                ).attr
-            except FsError as e:
-                if e.errno != errno.EEXIST:
-                    raise
-                attr = self.master.call("Lookup", mp.EntryRequest(parent=attr.inode, name=name))
-            if not stat.S_ISDIR(attr.mode):
-                raise FsError(errno.ENOTDIR, f"{name.decode(errors='replace')} is not a directory")
+            attr = self.folder_in(attr, name)
+        return attr
+
+    def folder_in(self, parent: mp.Attr, name: bytes) -> mp.Attr:
+        """The folder `name` in folder `parent`, made if missing."""
+        try:
+            attr = self.master.call(
+                "MakeDir",
+                mp.MakeNodeRequest(parent=parent.inode, name=name, mode=0o755, uid=os.getuid(), gid=os.getgid()),
+            ).attr
+        except FsError as e:
+            if e.errno != errno.EEXIST:
+                raise
+            attr = self.master.call("Lookup", mp.EntryRequest(parent=parent.inode, name=name))
+        if not stat.S_ISDIR(attr.mode):
+            raise FsError(errno.ENOTDIR, f"{name.decode(errors='replace')} is not a directory")
         return attr
 
     def mkdir(self, path: str) -> mp.Attr:
@@ -80,7 +85,11 @@ class FileClient:
         if not stat.S_ISDIR(attr.mode):
             yield os.fsencode(path.rstrip("/").rsplit("/", 1)[-1]), attr
             return
-        after = 0
+        yield from self.entries(attr)
+
+    def entries(self, folder: mp.Attr) -> Iterator[tuple[bytes, mp.Attr]]:
+        """Entries of the folder, fetched a page at a time (names as bytes: any a mount made)."""
+        attr, after = folder, 0
         while True:
             reply = self.master.call("ReadDir", mp.ReadDirRequest(inode=attr.inode, after=after))
             for entry in reply.entries:
@@ -108,12 +117,17 @@ class FileClient:
         mode: int = 0o644,
         progress: Progress = _no_progress,
         chunk_size: int | None = None,
+        parent: mp.Attr | None = None,
     ) -> mp.Attr:
-        """Stores everything readable from source as the file at path (missing folders are made).
+        """Stores everything readable from source as the file at path (missing folders are made;
+        or in folder `parent`, when the caller has it, under path's last name).
 
         Chunks are the folder's chunk size (its own, or the cluster's) unless chunk_size says otherwise.
         """
-        parent, name = self._parent(path, create=True)
+        if parent is None:
+            parent, name = self._parent(path, create=True)
+        else:
+            name = split_path(path)[-1]
         if chunk_size is None:
             chunk_size = parent.chunk_size or self.master.call("GetConfig", cp.Empty()).chunk_size
         committed: list[mp.NewChunk] = []
@@ -160,9 +174,12 @@ class FileClient:
             self.transfer.abandon([c.chunk_id for c in committed])
             raise
 
-    def download(self, path: str, sink: BinaryIO, progress: Progress = _no_progress) -> int:
-        """Writes the file at path to sink; returns the number of bytes written."""
-        attr = self.stat(path)
+    def download(
+        self, path: str, sink: BinaryIO, progress: Progress = _no_progress, attr: mp.Attr | None = None
+    ) -> int:
+        """Writes the file at path (or the one `attr` is of, when the caller has it) to sink;
+        returns the number of bytes written."""
+        attr = attr or self.stat(path)
         if stat.S_ISDIR(attr.mode):
             raise FsError(errno.EISDIR, f"{path} is a directory")
         if not stat.S_ISREG(attr.mode):

@@ -110,11 +110,14 @@ def test_cli_uploads_and_downloads_a_folder_with_r(cluster: LocalCluster, tmp_pa
     for i in range(20):
         (tree / "src" / f"small{i:02}.py").write_bytes(os.urandom(i * 100))
     (tree / ("n" * 255)).write_bytes(b"the longest name")  # (its download's temporary name is shorter)
+    not_utf8 = tree / os.fsdecode(b"folder \xfe")  # names a mount takes need not be UTF-8
+    not_utf8.mkdir()
+    (not_utf8 / os.fsdecode(b"file \xff")).write_bytes(b"in a folder whose name is no UTF-8")
     os.symlink("README", tree / "link")  # left out, and said so
     master = cluster.master_address
     up = run_cli("client", master, "upload", "-r", "/backup/project", str(tree))
     assert up.returncode == 0, up.stderr
-    assert b"24 files" in up.stderr and b"1 symlinks and special files left out" in up.stderr
+    assert b"25 files" in up.stderr and b"1 symlinks and special files left out" in up.stderr
     assert b"small07.py" in run_cli("client", master, "ls", "/backup/project/src").stdout
     back = tmp_path / "back"
     down = run_cli("client", master, "download", "-r", "/backup/project", str(back))
