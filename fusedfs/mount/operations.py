@@ -235,6 +235,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             if not reply.more or not reply.entries:
                 break
             after = reply.entries[-1].cursor
+        else:
+            self.dircache.listed_in_part(parent)
         self.dircache.remember_order(parent, order)
 
     @translate_errors

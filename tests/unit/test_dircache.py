@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fusedfs.mount.dircache import DirCache
+from fusedfs.mount.dircache import BIG_FOLDER_PAUSE, DirCache
 from fusedfs.rpc import master_pb2 as mp
 
 
@@ -30,6 +30,14 @@ def test_a_folder_is_listed_after_two_lookups_and_entries_expire() -> None:
     assert cache.get(1, b"missing") is None and cache.get(2, b"a") is None
     clock.now += 0.7
     assert cache.get(1, b"a") is None  # older than the kernel's own timeout: never handed out
+    # A folder too big to list whole: its first pages are not listed again every second.
+    assert not cache.worth_listing(1) and cache.worth_listing(1)  # (listed again once the ttl is over)
+    cache.listed_in_part(1)
+    for _ in range(3):
+        clock.now += BIG_FOLDER_PAUSE / 3 - 1
+        assert not cache.worth_listing(1) and not cache.worth_listing(1)
+    clock.now += 4
+    assert not cache.worth_listing(1) and cache.worth_listing(1)
 
 
 def test_our_changes_remove_what_they_touch_and_stale_listings_are_refused() -> None:
