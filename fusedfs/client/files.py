@@ -179,7 +179,7 @@ class FileClient:
     ) -> int:
         """Writes the file at path (or the one `attr` is of, when the caller has it) to sink;
         returns the number of bytes written."""
-        attr = attr or self.stat(path)
+        attr = attr if attr is not None else self.stat(path)
         if stat.S_ISDIR(attr.mode):
             raise FsError(errno.EISDIR, f"{path} is a directory")
         if not stat.S_ISREG(attr.mode):
