@@ -227,21 +227,13 @@ def _goal(master: MasterClient, path: str, copies: str | None, recursive: bool) 
 def _quota(master: MasterClient, path: str, entries: int | None, size: str | None, clear: bool) -> None:
     if clear and (entries is not None or size is not None):
         raise FsError(errno.EINVAL, "--clear takes the quota away: give no limits with it")
+    reply = master.call("GetQuota", mp.PathRequest(path=path))
     if clear or entries is not None or size is not None:
-        old = master.call("GetQuota", mp.PathRequest(path=path))
-        limits = (
-            (0, 0)
-            if clear
-            else (
-                old.max_entries if entries is None else entries,
-                old.max_bytes if size is None else parse_size(size),
-            )
-        )
+        given = reply.max_entries if entries is None else entries, reply.max_bytes if size is None else parse_size(size)
+        limits = (0, 0) if clear else given
         if min(limits) < 0:
             raise FsError(errno.EINVAL, f"a limit must be 0 (none) or more, not {min(limits)}")
         reply = master.call("SetQuota", mp.SetQuotaRequest(path=path, max_entries=limits[0], max_bytes=limits[1]))
-    else:
-        reply = master.call("GetQuota", mp.PathRequest(path=path))
     entries_limit = f" of {reply.max_entries:,}" if reply.max_entries else ""
     size_limit = f" of {_size(reply.max_bytes)}" if reply.max_bytes else ""
     none = "" if reply.max_entries or reply.max_bytes else " (no quota)"
