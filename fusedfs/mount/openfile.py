@@ -31,6 +31,7 @@ from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
 from fusedfs.mount.blocking import call_master, read_parts, run
 from fusedfs.mount.cache import EMPTY, ChunkData, ChunkLoader
+from fusedfs.mount.chunkmap import ChunkMap
 from fusedfs.mount.dircache import DirCache
 from fusedfs.mount.writeback import DirtySlot, WriteBack
 from fusedfs.rpc import master_pb2 as mp
@@ -73,7 +74,7 @@ class OpenFile:
     size: int
     chunk_size: int
     shared: MountShared
-    refs: dict[int, mp.ChunkRef] | None = None  # slot -> chunk, fetched lazily
+    chunk_map: ChunkMap = field(default_factory=ChunkMap)  # slot -> chunk, asked a window at a time
     dirty: dict[int, DirtySlot] = field(default_factory=dict)
     saved: dict[int, DirtySlot] = field(default_factory=dict)  # uploaded slots kept as the chunk they made
     uploads: dict[int, trio.Event] = field(default_factory=dict)
@@ -112,7 +113,7 @@ class OpenFile:
         if attr.size != self.size or attr.mtime_ns != self.attr.mtime_ns:
             self.size = attr.size
             self.chunk_end = max(self.chunk_end, attr.size)
-            self.refs = None  # (a chunk id names the same bytes for ever: cached data stays right)
+            self.chunk_map.reset()  # (a chunk id names the same bytes for ever: cached data stays right)
             self._drop_saved()  # (they may hold chunks the other mount replaced)
         self.attr = attr
 
@@ -129,11 +130,14 @@ class OpenFile:
 
     # --- reading ---------------------------------------------------------------------------------
 
-    async def _refs(self) -> dict[int, mp.ChunkRef]:
-        if self.refs is None:
-            reply = await call_master(self.shared.master, "GetChunks", mp.GetChunksRequest(inode=self.inode))
-            self.refs = {ref.index: ref for ref in reply.chunks}
-        return self.refs
+    async def _ref(self, index: int) -> mp.ChunkRef | None:
+        """The chunk in slot index (None: a hole), asked from the master unless known."""
+        chunk_map = self.chunk_map
+        while not chunk_map.known(index):  # (an answer older than a commit of ours meanwhile: again)
+            ask = chunk_map.ask(index)
+            request = mp.GetChunksRequest(inode=self.inode, first_index=ask.first, count=ask.count)
+            chunk_map.put(ask, list((await call_master(self.shared.master, "GetChunks", request)).chunks))
+        return chunk_map.ref(index)
 
     async def _chunk(self, index: int) -> ChunkData:
         """The committed data of slot index (possibly shorter than the slot; empty for a hole)."""
@@ -141,15 +145,16 @@ class OpenFile:
 
     async def _chunk_and_id(self, index: int) -> tuple[ChunkData, str | None]:
         """_chunk, and the id of the chunk it is (None for a hole)."""
-        ref = (await self._refs()).get(index)
+        ref = await self._ref(index)
         if ref is None:
             return EMPTY, None
         return (await self.shared.chunks.load(self.inode, ref)).limited(ref.length), ref.chunk_id
 
     async def _read_ahead(self, index: int, nursery: trio.Nursery) -> None:
-        refs = await self._refs()
         for ahead in range(index + 1, index + 1 + READ_AHEAD_CHUNKS):
-            ref = refs.get(ahead)
+            if ahead * self.chunk_size >= self.size:
+                break
+            ref = await self._ref(ahead)
             if ref is not None and self.shared.chunks.wanted(ref.chunk_id):
                 nursery.start_soon(self.shared.chunks.prefetch, self.inode, ref)
 
@@ -168,7 +173,7 @@ class OpenFile:
                 raise
             # Not the file's any more: another mount replaced it meanwhile. Where we did not
             # write, the file's chunk now holds; so the slot goes whole (derived, it would undo theirs).
-            self.refs = None
+            self.chunk_map.reset()
             data = await self._chunk(slot.index)
             if slot.unfetched is chunk:
                 slot.base = None
@@ -200,7 +205,7 @@ class OpenFile:
 
     async def _range(self, index: int, offset: int, length: int) -> bytes:
         """Just the blocks of slot index that hold [offset, offset + length): for random reads."""
-        ref = (await self._refs()).get(index)
+        ref = await self._ref(index)
         return b"" if ref is None else await self._blocks(ref, offset, length)
 
     async def _blocks(self, ref: mp.ChunkRef, offset: int, length: int) -> bytes:
@@ -301,7 +306,7 @@ class OpenFile:
             await self._make_room(self.chunk_size, nursery)
             existing, base, big = b"", None, None
             if writing < self.chunk_size and index * self.chunk_size < self.size:  # the rest is kept
-                ref = (await self._refs()).get(index)
+                ref = await self._ref(index)
                 if ref is not None and min(ref.length, self.chunk_size) > DERIVE_ABOVE:
                     big = ref  # fetched only if it must be
                 else:
@@ -344,7 +349,7 @@ class OpenFile:
                 version, length = slot.version, slot.length
                 goal = self.attr.goal
                 # Zeros where the file has no chunk stay a hole (posix_fallocate, zeroed ranges).
-                hole = index * self.chunk_size >= self.chunk_end or (self.refs is not None and index not in self.refs)
+                hole = index * self.chunk_size >= self.chunk_end or self.chunk_map.hole(index)
                 # A few ranges written into a big chunk the slot began as: they go alone (and the
                 # file may well be changed there again).
                 limit = min(PIECE_SIZE, length // 2)  # changed bytes a derive takes at most
@@ -393,7 +398,7 @@ class OpenFile:
                 self._committed(reply, writes)
                 if chunk:
                     self.chunk_end = max(self.chunk_end, (index + 1) * self.chunk_size)
-                self.refs = None  # the new chunk's replicas come with the next GetChunks
+                self.chunk_map.changed(index)  # (the new chunk's replicas come with the next GetChunks)
                 if self.dirty.get(index) is slot and slot.version == version:
                     del self.dirty[index]
                     # Small changes to a file still open are likely to go on there (a database, a
@@ -474,10 +479,10 @@ class OpenFile:
             writeback.drop(slot)
         self.dirty.clear()
         self._drop_saved()
-        reply = await call_master(self.shared.master, "GetChunks", mp.GetChunksRequest(inode=self.inode))
-        self.attr, self.size = reply.attr, reply.attr.size
+        self.chunk_map.reset()
+        self.attr = await call_master(self.shared.master, "GetAttr", mp.InodeRequest(inode=self.inode))
+        self.size = self.attr.size
         self.chunk_end = max(self.chunk_end, self.size)
-        self.refs = {ref.index: ref for ref in reply.chunks}
         self.append_at = self.size
         log.debug("inode %d: another mount appended first; appending %d bytes at %d", self.inode, len(ours), self.size)
         await self.write(self.size, ours, nursery, append=True)
@@ -489,7 +494,7 @@ class OpenFile:
         self.attr = attr
         self.append_at = None
         self.shared.dircache.forget_inode(self.inode)
-        self.refs = None
+        self.chunk_map.reset()
         self._drop_saved()
         writeback = self.shared.writeback
         for index, slot in list(self.dirty.items()):

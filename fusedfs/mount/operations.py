@@ -26,6 +26,7 @@ from fusedfs.errors import FsError
 from fusedfs.metrics import LATENCY_BUCKETS, Gauge
 from fusedfs.mount.blocking import call_master, read_parts, run
 from fusedfs.mount.cache import ChunkCache, ChunkLoader
+from fusedfs.mount.chunkmap import WINDOW
 from fusedfs.mount.dircache import DirCache
 from fusedfs.mount.openfile import MountShared, OpenFile
 from fusedfs.mount.writeback import WriteBack
@@ -467,12 +468,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             return self._register(attr, flags)
         # The chunk list comes with the attributes: a read after open needs no second call.
         generation = self.dircache.generation  # bumped by every change this mount makes
-        reply = await self.call("GetChunks", mp.GetChunksRequest(inode=inode))
+        reply = await self.call("GetChunks", mp.GetChunksRequest(inode=inode, count=WINDOW))
         # Usable only if no file of ours changed meanwhile (the reply might predate that change).
         fresh = inode not in self.open_files and generation == self.dircache.generation
         info = self._register(reply.attr, flags)
         if fresh:
-            self.open_files[inode].refs = {ref.index: ref for ref in reply.chunks}
+            chunk_map = self.open_files[inode].chunk_map
+            chunk_map.put(chunk_map.ask(0), list(reply.chunks))  # (a new map asks just that)
         self._fetch_ahead(inode)
         return info
 

@@ -10,6 +10,7 @@ from typing import Any, cast
 import trio
 
 from fusedfs.mount.cache import ChunkData
+from fusedfs.mount.chunkmap import Ask
 from fusedfs.mount.openfile import MountShared, OpenFile
 from fusedfs.mount.writeback import WriteBack
 from fusedfs.rpc import master_pb2 as mp
@@ -22,6 +23,11 @@ def open_file(tmp_path: Path, attr: mp.Attr) -> OpenFile:
     return OpenFile.from_attr(attr, shared)
 
 
+def know(f: OpenFile, *refs: mp.ChunkRef) -> None:
+    """The file's whole chunk list is known: these chunks, and holes elsewhere."""
+    f.chunk_map.put(Ask(first=0, count=0, epoch=0), list(refs))
+
+
 def test_a_getattr_answered_before_our_commit_does_not_shrink_the_file(tmp_path: Path) -> None:
     f = open_file(tmp_path, mp.Attr(inode=5, size=100, mtime_ns=10, ctime_ns=10, chunk_size=1 << 20))
     f.attr = mp.Attr(inode=5, size=200, mtime_ns=20, ctime_ns=20)  # our commit's reply ...
@@ -30,9 +36,9 @@ def test_a_getattr_answered_before_our_commit_does_not_shrink_the_file(tmp_path:
     assert f.size == 200 and f.attr.ctime_ns == 20
     f.seen(mp.Attr(inode=5, size=200, mtime_ns=20, ctime_ns=20))  # the same state: nothing to do
     assert f.size == 200
-    f.refs = {}
+    know(f)
     f.seen(mp.Attr(inode=5, size=50, mtime_ns=30, ctime_ns=30))  # another mount truncated it since
-    assert f.size == 50 and f.refs is None and f.attr.ctime_ns == 30
+    assert f.size == 50 and not f.chunk_map.known(0) and f.attr.ctime_ns == 30
 
 
 def test_our_own_unsaved_writes_stand_against_any_getattr(tmp_path: Path) -> None:
@@ -58,7 +64,7 @@ def test_a_slot_saved_while_a_write_waited_for_its_chunk_is_the_one_written(tmp_
         return ChunkData([memoryview(b"old")]), "0000000000000001"
 
     f._chunk_and_id = chunk_and_id  # type: ignore[method-assign]
-    f.refs = {i: mp.ChunkRef(index=i, chunk_id="0000000000000001", length=3) for i in range(3)}
+    know(f, *(mp.ChunkRef(index=i, chunk_id="0000000000000001", length=3) for i in range(3)))
     taken: list[object] = []
 
     async def write() -> None:
@@ -77,7 +83,7 @@ def test_a_write_into_a_big_chunk_fetches_nothing_and_a_read_of_its_slot_just_th
     chunk = os.urandom(1 << 20)
     ref = mp.ChunkRef(index=1, chunk_id="00000000000000c1", length=len(chunk))
     f = open_file(tmp_path, mp.Attr(inode=5, size=2 << 20, mtime_ns=10, ctime_ns=10, chunk_size=1 << 20))
-    f.refs = {1: ref}
+    know(f, ref)
     fetched: list[tuple[str, int, int]] = []
 
     async def load(inode: int, wanted: mp.ChunkRef) -> ChunkData:
@@ -113,7 +119,7 @@ def test_a_write_into_an_unfetched_slot_while_its_blocks_are_fetched_for_a_read_
     chunk = os.urandom(1 << 20)
     ref = mp.ChunkRef(index=0, chunk_id="00000000000000c1", length=len(chunk))
     f = open_file(tmp_path, mp.Attr(inode=5, size=1 << 20, mtime_ns=10, ctime_ns=10, chunk_size=1 << 20))
-    f.refs = {0: ref}
+    know(f, ref)
     fetching = trio.Event()
     go_on = trio.Event()
 
