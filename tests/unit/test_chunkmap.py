@@ -61,6 +61,12 @@ def test_answers_asked_before_a_reset_are_dropped() -> None:
     assert not chunk_map.known(0)
 
 
+def answer(master: dict[int, int], ask: Ask) -> list[mp.ChunkRef]:
+    """The master's answer to ask, from its file's slot -> chunk version."""
+    chunks = sorted(s for s in master if s >= ask.first)[: ask.count or None]
+    return [ref for s in chunks for ref in refs(s, version=master[s])]
+
+
 def test_random_asks_answers_and_commits_never_show_a_slot_older_than_our_last_commit_there() -> None:
     """A master's file and our commits to it, with asks answered at random moments and their
     answers (and our commits' answers) arriving late and out of order: a slot the map knows is
@@ -75,16 +81,12 @@ def test_random_asks_answers_and_commits_never_show_a_slot_older_than_our_last_c
         answers: list[tuple[Ask, list[mp.ChunkRef]]] = []  # answered, not arrived yet
         commits: list[tuple[int, int]] = []  # made on the master, their answers not arrived yet
 
-        def answer(ask: Ask) -> list[mp.ChunkRef]:
-            chunks = sorted(s for s in master if s >= ask.first)[: ask.count or None]
-            return [ref for s in chunks for ref in refs(s, version=master[s])]
-
         for _step in range(300):
             action = rng.random()
             if action < 0.25:
                 asked.append(chunk_map.ask(rng.randrange(slots)))
             elif action < 0.45 and asked:
-                answers.append((ask := asked.pop(rng.randrange(len(asked))), answer(ask)))
+                answers.append((ask := asked.pop(rng.randrange(len(asked))), answer(master, ask)))
             elif action < 0.7 and answers:
                 chunk_map.put(*answers.pop(rng.randrange(len(answers))))
             elif action < 0.85:
