@@ -4,6 +4,9 @@ Layout of the data folder:
     keeper-id            this keeper's identity (a UUID), made on first start
     chunks/XY/<id>       one file per chunk; XY is the id's last two hex digits (256-way fan-out)
     tmp/                 chunks being written; emptied at start, so an interrupted write leaves nothing
+    damaged/<id>.<time>  copies found damaged (time: when, unix seconds), kept DAMAGED_KEPT: no
+                         longer held or served, but what is left of a chunk whose every copy was
+                         damaged can be pieced together from them (each block has its checksum)
     disk-probe           rewritten every second to time the disk (diskwatch.py)
 
 The file format is chunkfile.py's. A chunk is written to tmp/, fsynced, then renamed into chunks/
@@ -17,6 +20,7 @@ writer upstream of it, until their timeouts.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -58,6 +62,7 @@ PROBE_FILE = "disk-probe"
 # its STALL_AFTER is the disk's alone. (One held by a disk that stopped answering is free again
 # when the disk answers; new writes are refused meanwhile.)
 DISK_THREADS = 64
+DAMAGED_KEPT = 7 * 24 * 3600.0  # seconds a copy found damaged stays in damaged/
 
 T = TypeVar("T")
 
@@ -192,6 +197,18 @@ def _disk_error(e: OSError) -> FsError:
     return disk_error(e, "keeper disk")
 
 
+def prune_damaged(folder: Path, now: float) -> None:
+    """Deletes the damaged copies set aside in folder more than DAMAGED_KEPT ago."""
+    try:
+        names = list(folder.iterdir())
+    except FileNotFoundError:
+        return
+    for path in names:
+        _, _, since = path.name.rpartition(".")
+        if since.isdigit() and now - int(since) > DAMAGED_KEPT:
+            path.unlink(missing_ok=True)
+
+
 class ChunkStore:
     """The chunks in one data folder, with a log of what changed since the master last heard."""
 
@@ -214,6 +231,7 @@ class ChunkStore:
                 made = True
         if made:
             fsync_dir(chunks)
+        prune_damaged(root / "damaged", time.time())
         tmp = root / "tmp"
         tmp.mkdir(exist_ok=True)
         for leftover in tmp.iterdir():  # interrupted writes: never acknowledged, so never needed
@@ -395,6 +413,23 @@ class ChunkStore:
         _check_id(chunk_id)
         with self.watch.op():
             self._path(chunk_id).unlink(missing_ok=True)
+        self._forget(chunk_id)
+
+    def set_aside(self, chunk_id: str, reason: str) -> None:
+        """A copy found damaged is no longer held or served (the master sees it go, and copies a
+        good one), but it is not deleted: the last copies of a chunk may all be damaged, each
+        elsewhere. It moves to damaged/ for DAMAGED_KEPT."""
+        _check_id(chunk_id)
+        damaged = self.root / "damaged"
+        with self.watch.op():
+            damaged.mkdir(exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # (gone already)
+                os.rename(self._path(chunk_id), damaged / f"{chunk_id}.{int(time.time())}")
+        self._forget(chunk_id)
+        log.warning("%s; this copy is set aside in %s", reason, damaged)
+        prune_damaged(damaged, time.time())
+
+    def _forget(self, chunk_id: str) -> None:
         with self._lock:
             if self._sizes.pop(chunk_id, None) is not None:
                 self._removed.add(chunk_id)

@@ -263,8 +263,7 @@ class KeeperNode:
                 raise rot[0]
             result.ok = True
         except CorruptChunk as e:
-            log.warning("%s; deleting this replica", e)
-            self.store.delete(command.chunk_id)
+            self.store.set_aside(command.chunk_id, str(e))
             result.error = str(e)
         except FsError as e:
             result.error = e.message
@@ -290,8 +289,7 @@ class KeeperNode:
     def _verify(self, chunk_id: str) -> None:
         try:
             if not self.store.verify(chunk_id):
-                log.warning("chunk %s fails its checksum; deleting this replica", chunk_id)
-                self.store.delete(chunk_id)
+                self.store.set_aside(chunk_id, f"chunk {chunk_id} fails its checksum")
         except FsError as e:
             if e.errno != errno.ENOENT:
                 log.warning("verify %s: %s", chunk_id, e.message)

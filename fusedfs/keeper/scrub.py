@@ -84,5 +84,4 @@ class Scrubber:
         self.stats.checked += 1
         if not good:
             self.stats.bad += 1
-            log.warning("scrub: chunk %s fails its checksum; deleting this replica", chunk_id)
-            self.store.delete(chunk_id)
+            self.store.set_aside(chunk_id, f"scrub: chunk {chunk_id} fails its checksum")

@@ -303,8 +303,7 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
 
     def _bad_replica(self, chunk_id: str, e: CorruptChunk) -> FsError:
         """Never served again: the master sees it removed and re-replicates from a good copy."""
-        log.warning("%s; deleting this replica", e)
-        self.store.delete(chunk_id)
+        self.store.set_aside(chunk_id, str(e))
         return FsError(errno.EBADMSG, str(e))
 
 

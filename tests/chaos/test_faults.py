@@ -761,7 +761,7 @@ def test_bit_rot_found_by_scrub(make_cluster: MakeCluster, report: ScenarioRepor
     for index in (first, second):
         checked, bad = scrub[cluster.keeper_address(index)]
         report.add(f"keeper {index} scrub checked / bad (damaged)", f"{checked} / {bad} ({len(damaged[index])})")
-    found_by_reads = log_lines(cluster, r"deleting this replica", 100)
+    found_by_reads = log_lines(cluster, r"this copy is set aside", 100)
     report.add("damage found by reads (not the scrub)", len([x for x in found_by_reads if "scrub:" not in x]))
     report.add("fault -> every counted replica whole, at goal", fmt(repaired))
     report_repair(report, monitor, fault, None if repaired is None else fault + repaired)

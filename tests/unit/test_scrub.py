@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
-from fusedfs.keeper.chunkstore import ChunkStore
+from fusedfs.keeper.chunkstore import DAMAGED_KEPT, ChunkStore, prune_damaged
 from fusedfs.keeper.scrub import Scrubber, pause_after_chunk
 from tests.unit.test_chunkstore import store_chunk
 
@@ -17,7 +18,7 @@ def test_pacing_spreads_a_pass_over_the_interval() -> None:
     assert pause_after_chunk(5.0, 0, spent=0.0) == 5.0
 
 
-def test_a_pass_deletes_rotten_replicas_and_forgets_vanished_ones(tmp_path: Path) -> None:
+def test_a_pass_sets_rotten_replicas_aside_and_forgets_vanished_ones(tmp_path: Path) -> None:
     store = ChunkStore(tmp_path)
     ids = [f"{n:016x}" for n in (1, 2, 3)]
     for chunk_id in ids:
@@ -35,3 +36,13 @@ def test_a_pass_deletes_rotten_replicas_and_forgets_vanished_ones(tmp_path: Path
     assert (scrubber.stats.checked, scrubber.stats.bad, scrubber.stats.missing, scrubber.stats.passes) == (2, 1, 1, 1)
     assert store.chunk_ids() == [ids[0]]
     assert sorted(store.drain_changes()[1]) == ids[1:]  # the next heartbeat reports both gone
+    # The rotten copy is kept aside, not served, and deleted only once it is DAMAGED_KEPT old.
+    assert not rotten.exists()
+    [aside] = (tmp_path / "damaged").iterdir()
+    assert aside.name.startswith(ids[1] + ".")
+    prune_damaged(tmp_path / "damaged", time.time() + DAMAGED_KEPT - 60)
+    assert aside.exists()
+    ChunkStore(tmp_path)  # (a start prunes too)
+    assert aside.exists()
+    prune_damaged(tmp_path / "damaged", time.time() + DAMAGED_KEPT + 60)
+    assert not aside.exists()
