@@ -367,6 +367,12 @@ class ChunkTransfer:
         deadline = time.monotonic() + self.master.wait
         errors: list[str] = []
         while True:
+            if ref.lost:  # (its keepers are not down: none has it, so no wait brings it back)
+                raise FsError(
+                    errno.EIO,
+                    f"chunk {ref.chunk_id} is lost: no keeper holds a good copy"
+                    f"{' (' + '; '.join(errors[-3:]) + ')' if errors else ''}; fsck lists the files it is in",
+                )
             pieces = self._read_hedged(self.replica_order(ref, wait=ASK_WAIT)[0], RangeRead(ref, offset, end), errors)
             if pieces is not None:
                 return pieces

@@ -28,6 +28,9 @@ from fusedfs.master.store import ChunkRow, ChunkState
 log = logging.getLogger(__name__)
 
 BALANCE_EVERY = 3.0  # seconds between balancing rounds (each waits for the last one's copies)
+# Seconds after a start before a chunk no keeper reported is called lost (keepers register again
+# within a heartbeat or two of a restart; one down then still counts as down, not as gone).
+LOST_AFTER_START = 10.0
 
 
 @dataclass
@@ -411,6 +414,12 @@ class Cluster:
         holders = [v for v in holders if not v.stalled] or holders
         self.rng.shuffle(holders)
         return sorted(holders, key=lambda v: v.load)
+
+    def lost(self, chunk: int) -> bool:
+        """No keeper, alive or dead, holds chunk: no wait brings it back. (Until LOST_AFTER_START
+        after a start, keepers may still be re-registering what they hold.)"""
+        with self._lock:
+            return chunk not in self.replicas and self.clock() - self.started >= LOST_AFTER_START
 
     def request_verify(self, chunk: int, keeper_id: str) -> None:
         with self._lock:

@@ -235,6 +235,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         ref.crc32c = row.crc
         for view in self.cluster.locations(row.id):
             ref.replicas.add(keeper_id=view.keeper_id, address=view.address)
+        ref.lost = not ref.replicas and self.cluster.lost(row.id)
 
     @handler
     @once(mp.NodeReply)

@@ -210,20 +210,22 @@ class StatFsReply(_message.Message):
     def __init__(self, capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., files: _Optional[int] = ...) -> None: ...
 
 class ChunkRef(_message.Message):
-    __slots__ = ("index", "chunk_id", "length", "stored_length", "crc32c", "replicas")
+    __slots__ = ("index", "chunk_id", "length", "stored_length", "crc32c", "replicas", "lost")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     STORED_LENGTH_FIELD_NUMBER: _ClassVar[int]
     CRC32C_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
     index: int
     chunk_id: str
     length: int
     stored_length: int
     crc32c: int
     replicas: _containers.RepeatedCompositeFieldContainer[_common_pb2.KeeperRef]
-    def __init__(self, index: _Optional[int] = ..., chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., stored_length: _Optional[int] = ..., crc32c: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_common_pb2.KeeperRef, _Mapping]]] = ...) -> None: ...
+    lost: bool
+    def __init__(self, index: _Optional[int] = ..., chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., stored_length: _Optional[int] = ..., crc32c: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_common_pb2.KeeperRef, _Mapping]]] = ..., lost: _Optional[bool] = ...) -> None: ...
 
 class GetChunksRequest(_message.Message):
     __slots__ = ("inode", "first_index", "count")

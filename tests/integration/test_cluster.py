@@ -30,6 +30,7 @@ from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
 from fusedfs.keeper.chunkstore import ChunkStore
 from fusedfs.local import LocalCluster, free_port
+from fusedfs.master.cluster import LOST_AFTER_START
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp
 from fusedfs.rpc import keeper_pb2_grpc, master_pb2_grpc
@@ -722,6 +723,41 @@ def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, fi
             if store.verify(chunk_id):
                 continue
             assert any(p.name == chunk_id for p in victims)  # only a never-read corrupt copy may remain
+
+
+def test_a_chunk_whose_every_copy_is_damaged_fails_its_reads_at_once_and_its_copies_are_kept(
+    cluster: LocalCluster, files: FileClient
+) -> None:
+    """Every copy damaged (each in another block, as rot does): a read fails with EIO in
+    seconds, where it waited the client's whole wait (20 s here) as for a cluster that is down;
+    each copy is set aside on its keeper, not deleted (what is left may be pieced together from
+    them); fsck says the file has a lost chunk."""
+    began = time.monotonic()  # (the master started before)
+    data = os.urandom(MiB)
+    upload(files, "/doomed", data)
+    copies = [chunk_files(cluster, i) for i in range(3)]
+    assert all(len(c) == 1 for c in copies), copies
+    sizes = []
+    for i, [path] in enumerate(copies):
+        sizes.append(path.stat().st_size)
+        with open(path, "r+b") as f:
+            f.seek(8192 + 70_000 * i)
+            old = f.read(16)
+            f.seek(8192 + 70_000 * i)
+            f.write(bytes(b ^ 0xFF for b in old))
+    time.sleep(max(0.0, LOST_AFTER_START - (time.monotonic() - began)))  # (none is lost before)
+    started = time.monotonic()
+    with pytest.raises(FsError) as failed:
+        download(files, "/doomed")
+    took = time.monotonic() - started
+    assert failed.value.errno == errno.EIO and "is lost" in failed.value.message, failed.value
+    assert took < 10, f"EIO after {took:.1f} s"
+    for i, [path] in enumerate(copies):
+        assert not path.exists()
+        [aside] = (cluster.keeper_dir(i) / "damaged").iterdir()
+        assert aside.name.startswith(path.name + ".") and aside.stat().st_size == sizes[i]
+    fsck = run_cli("client", cluster.master_address, "fsck")
+    assert fsck.returncode == 1 and b"/doomed" in fsck.stdout, fsck
 
 
 def test_chunks_on_this_machine_are_read_from_the_keepers_disk(cluster: LocalCluster, files: FileClient) -> None:
