@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, TypeVar
 from fusedfs.chunks import MAX_CHUNK_SIZE, MAX_GOAL, MiB
 from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
+from fusedfs.client.salvage import salvage
 from fusedfs.errors import FsError
 from fusedfs.grpcutil import format_address, parse_address
 from fusedfs.names import NAME_MAX
@@ -112,6 +113,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "keeper", metavar="KEEPER", help="its id (or 8 or more of its first characters) or HOST:PORT, as status shows"
     )
     drain.add_argument("--undo", action="store_true", help="stop draining it")
+    repair = commands.add_parser(
+        "repair",
+        help="piece a file's lost chunks together from the copies keepers set aside as damaged (kept a week): "
+        "each comes back whole when every block is intact in some copy (exit status 1 if one could not)",
+    )
+    repair.add_argument("name", metavar="PATH")
+    repair.add_argument(
+        "--zeros",
+        action="store_true",
+        help="also put back the chunks that cannot come back whole: what is intact, zeros elsewhere (the file "
+        "reads again, with those bytes lost)",
+    )
     trash = commands.add_parser("trash", help="deleted files kept for restoring: list, restore, purge")
     actions = trash.add_subparsers(dest="trash_action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="what the trash holds at PATH or under it, newest first")
@@ -143,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
     master = MasterClient(master_address(args.master), wait=args.wait)
     files = FileClient(master)
     name = getattr(args, "name", "/")
-    named = ("upload", "download", "rm", "mkdir", "ls", "info", "trash", "du", "goal", "chunksize", "snapshot", "quota")
+    named = (
+        "upload", "download", "rm", "mkdir", "ls", "info", "trash", "du", "goal", "chunksize", "snapshot", "quota",
+        "repair",
+    )  # fmt: skip
     if args.command in named and name and name[0] != "/":
         name = "/" + name
     if args.command == "upload" and args.recursive:
@@ -179,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
         return _fsck(master, args.limit, args.json)
     elif args.command == "trash":
         return _trash(master, args, name)
+    elif args.command == "repair":
+        return _repair(files, name, args.zeros)
     elif args.command == "du":
         _du(master, name, args.limit, args.json)
     elif args.command == "goal":
@@ -387,6 +405,48 @@ def _info(files: FileClient, name: str, as_json: bool) -> None:
             print(f"{len(chunks)} chunks, all at the goal of {goal}")
 
 
+def _repair(files: FileClient, name: str, zeros: bool) -> int:
+    attr = files.stat(name)
+    if not stat.S_ISREG(attr.mode):
+        raise FsError(errno.EINVAL, f"{name} is not a file")
+    reply = files.master.call("GetChunks", mp.GetChunksRequest(inode=attr.inode))
+    lost = [ref for ref in reply.chunks if ref.lost]
+    if not lost:
+        print(f"{name}: no chunk is lost, nothing to repair")
+        return 0
+    status: mp.StatusReply = files.master.call("Status", cp.Empty())
+    keepers = [files.transfer.keeper(k.address) for k in status.keepers if k.alive]
+    failed = 0
+    for ref in lost:
+        found = salvage(ref, keepers)
+        start = ref.index * attr.chunk_size
+        at = f"{name}: chunk {ref.index} ({_size(ref.length)} at byte {start:,})"
+        if found.whole:
+            news = f"whole again, from {found.copies} damaged copies"
+        else:
+            zeroed = sum(length for _, length in found.missing)
+            where = ", ".join(f"byte {start + o:,} ({_size(n)})" for o, n in found.missing[:5])
+            news = (
+                "no damaged copy is left (keepers keep them a week)"
+                if not found.copies
+                else f"{_size(zeroed)} intact in none of its {found.copies} damaged copies, at {where}"
+                + (" ..." if len(found.missing) > 5 else "")
+            )
+            if not zeros:
+                print(f"{at}: {news}; left as it is (--zeros puts it back with zeros there)")
+                failed += 1
+                continue
+            news += "; put back with zeros there"
+            failed += 1
+        chunk = files.transfer.write(ref.index, found.data[: ref.length], attr.goal)
+        request = mp.CommitChunksRequest(inode=attr.inode, size=reply.attr.size, chunks=[chunk])
+        if found.whole:
+            request.mtime_ns = reply.attr.mtime_ns  # (its bytes are as they were)
+        files.master.call("CommitChunks", request)
+        print(f"{at}: {news}")
+    return 1 if failed else 0
+
+
 def _fsck(master: MasterClient, limit: int, as_json: bool) -> int:
     reply = master.call("Damaged", mp.DamagedRequest(limit=max(1, limit)))
     if as_json:
@@ -425,6 +485,10 @@ def _fsck(master: MasterClient, limit: int, as_json: bool) -> int:
         if reply.lost_chunks:
             under = reply.under_replicated_chunks
             print(f"DAMAGED: {reply.lost_chunks} chunks lost (no keeper alive holds them), {under} below the goal")
+            print(
+                "(a keeper that is down brings its chunks back when it returns; a chunk whose copies were all found"
+                " damaged may be pieced together from them: `repair PATH`)"
+            )
         elif reply.under_replicated_chunks:
             print(
                 f"HEALTHY, but {reply.under_replicated_chunks} chunks are below the goal (the master is copying them)"

@@ -429,6 +429,23 @@ class ChunkStore:
         log.warning("%s; this copy is set aside in %s", reason, damaged)
         prune_damaged(damaged, time.time())
 
+    def open_damaged(self, chunk_id: str) -> tuple[Header, Iterator[Piece]]:
+        """The newest copy of chunk_id set aside as damaged: its header, and its pieces unchecked
+        (each with the checksums its file holds). ENOENT when there is none; CorruptChunk when
+        even its header cannot be read."""
+        _check_id(chunk_id)
+        copies = [p for p in (self.root / "damaged").glob(f"{chunk_id}.*") if p.suffix[1:].isdigit()]
+        if not copies:
+            raise FsError(errno.ENOENT, f"no damaged copy of chunk {chunk_id} here")
+        newest = max(copies, key=lambda p: int(p.suffix[1:]))
+        f = open(newest, "rb", buffering=0)  # noqa: SIM115 (read_pieces closes it)
+        try:
+            header = read_header(chunk_id, f)
+        except BaseException:
+            f.close()
+            raise
+        return header, read_pieces(chunk_id, f, header, 0, 0, verify=False)
+
     def _forget(self, chunk_id: str) -> None:
         with self._lock:
             if self._sizes.pop(chunk_id, None) is not None:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from fusedfs.chunkfile import CorruptChunk
+from fusedfs.chunkfile import CorruptChunk, Header, Piece
 from fusedfs.chunks import MAX_GOAL, MAX_LINKS, PIECE_SIZE, MiB
 from fusedfs.errors import FsError, abort_with
 from fusedfs.grpcutil import ChannelPool
@@ -283,19 +283,18 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
     def GetDataFolder(self, request: cp.Empty, context: grpc.ServicerContext) -> kp.DataFolder:
         return kp.DataFolder(keeper_id=self.keeper_id, path=str(self.store.root.resolve()))
 
+    def ReadDamagedChunk(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> Iterator[kp.ChunkPiece]:
+        with self.load:
+            try:
+                yield from _messages(*self.store.open_damaged(request.chunk_id))
+            except FsError as e:
+                abort_with(context, e)
+            except CorruptChunk as e:
+                abort_with(context, FsError(errno.EBADMSG, str(e)))
+
     def _pieces(self, request: kp.ReadChunkRequest, context: grpc.ServicerContext) -> Iterator[kp.ChunkPiece]:
         try:
-            info, pieces = self.store.open_chunk(request.chunk_id, request.offset, request.length)
-            first = True
-            for piece in pieces:
-                message = kp.ChunkPiece(
-                    offset=piece.offset, data=piece.data, block_crc32c=piece.block_crc32c, block_size=piece.block_size
-                )
-                if first:
-                    message.chunk_length = info.length
-                    message.chunk_crc32c = info.crc
-                    first = False
-                yield message
+            yield from _messages(*self.store.open_chunk(request.chunk_id, request.offset, request.length))
         except FsError as e:
             abort_with(context, e)
         except CorruptChunk as e:
@@ -305,6 +304,20 @@ class KeeperService(keeper_pb2_grpc.KeeperServicer):
         """Never served again: the master sees it removed and re-replicates from a good copy."""
         self.store.set_aside(chunk_id, str(e))
         return FsError(errno.EBADMSG, str(e))
+
+
+def _messages(header: Header, pieces: Iterator[Piece]) -> Iterator[kp.ChunkPiece]:
+    """A chunk's pieces as a reply streams them: the first also says the chunk's length and checksum."""
+    first = True
+    for piece in pieces:
+        message = kp.ChunkPiece(
+            offset=piece.offset, data=piece.data, block_crc32c=piece.block_crc32c, block_size=piece.block_size
+        )
+        if first:
+            message.chunk_length = header.length
+            message.chunk_crc32c = header.crc
+            first = False
+        yield message
 
 
 def _changes(header: kp.MetadataCopyHeader, entries: list[kp.JournalEntry]) -> kp.MetadataJournal:

@@ -85,6 +85,11 @@ class KeeperStub:
                 request_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.DataFolder.FromString,
                 _registered_method=True)
+        self.ReadDamagedChunk = channel.unary_stream(
+                '/fusedfs.rpc.Keeper/ReadDamagedChunk',
+                request_serializer=fusedfs_dot_rpc_dot_keeper__pb2.ReadChunkRequest.SerializeToString,
+                response_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.ChunkPiece.FromString,
+                _registered_method=True)
 
 
 class KeeperServicer:
@@ -177,6 +182,16 @@ class KeeperServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadDamagedChunk(self, request, context):
+        """The newest copy of a chunk this keeper set aside as damaged (kept a week), unchecked: each
+        piece with the block checksums its file holds, for `fusedfs client repair` to take the
+        blocks that match. The first piece says the chunk's length and checksum as its header has
+        them. NOT_FOUND when there is none; an error midway ends what can be read of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeeperServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -229,6 +244,11 @@ def add_KeeperServicer_to_server(servicer, server):
                     servicer.GetDataFolder,
                     request_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
                     response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.DataFolder.SerializeToString,
+            ),
+            'ReadDamagedChunk': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadDamagedChunk,
+                    request_deserializer=fusedfs_dot_rpc_dot_keeper__pb2.ReadChunkRequest.FromString,
+                    response_serializer=fusedfs_dot_rpc_dot_keeper__pb2.ChunkPiece.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -501,6 +521,33 @@ class Keeper:
             '/fusedfs.rpc.Keeper/GetDataFolder',
             fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
             fusedfs_dot_rpc_dot_keeper__pb2.DataFolder.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadDamagedChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fusedfs.rpc.Keeper/ReadDamagedChunk',
+            fusedfs_dot_rpc_dot_keeper__pb2.ReadChunkRequest.SerializeToString,
+            fusedfs_dot_rpc_dot_keeper__pb2.ChunkPiece.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,7 +23,8 @@ from typing import Any
 import grpc
 import pytest
 
-from fusedfs.chunks import MiB
+from fusedfs.chunkfile import data_offset
+from fusedfs.chunks import BLOCK_SIZE, MiB
 from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
@@ -725,39 +726,59 @@ def test_corrupt_replicas_are_read_around_and_repaired(cluster: LocalCluster, fi
             assert any(p.name == chunk_id for p in victims)  # only a never-read corrupt copy may remain
 
 
-def test_a_chunk_whose_every_copy_is_damaged_fails_its_reads_at_once_and_its_copies_are_kept(
+def test_a_chunk_whose_every_copy_is_damaged_fails_at_once_and_repair_pieces_it_together(
     cluster: LocalCluster, files: FileClient
 ) -> None:
-    """Every copy damaged (each in another block, as rot does): a read fails with EIO in
-    seconds, where it waited the client's whole wait (20 s here) as for a cluster that is down;
-    each copy is set aside on its keeper, not deleted (what is left may be pieced together from
-    them); fsck says the file has a lost chunk."""
+    """Every copy of a chunk damaged: a read fails with EIO in seconds, where it waited the
+    client's whole wait (20 s here) as for a cluster that is down; each copy is set aside on its
+    keeper, not deleted; fsck names the file. `repair` then takes each block from a copy that
+    holds it intact: damaged each in another block, the file comes back whole; a block damaged
+    in every copy is left as it is, or put back as zeros with --zeros."""
     began = time.monotonic()  # (the master started before)
-    data = os.urandom(MiB)
-    upload(files, "/doomed", data)
-    copies = [chunk_files(cluster, i) for i in range(3)]
-    assert all(len(c) == 1 for c in copies), copies
-    sizes = []
-    for i, [path] in enumerate(copies):
-        sizes.append(path.stat().st_size)
-        with open(path, "r+b") as f:
-            f.seek(8192 + 70_000 * i)
-            old = f.read(16)
-            f.seek(8192 + 70_000 * i)
-            f.write(bytes(b ^ 0xFF for b in old))
+    data = {"/doomed": os.urandom(MiB), "/worse": os.urandom(MiB)}
+    for name, content in data.items():
+        upload(files, name, content)
+    chunk_ids = {}
+    for name in data:
+        [ref] = files.master.call("GetChunks", mp.GetChunksRequest(inode=files.stat(name).inode)).chunks
+        chunk_ids[name] = ref.chunk_id
+    start = data_offset(MiB)
+    for i in range(3):
+        for name, block in (("/doomed", i), ("/worse", 5)):  # /doomed: block i in copy i; /worse: 5 in each
+            with open(cluster.keeper_dir(i) / "chunks" / chunk_ids[name][-2:] / chunk_ids[name], "r+b") as f:
+                f.seek(start + block * BLOCK_SIZE + 100)
+                old = f.read(16)
+                f.seek(start + block * BLOCK_SIZE + 100)
+                f.write(bytes(b ^ 0xFF for b in old))
     time.sleep(max(0.0, LOST_AFTER_START - (time.monotonic() - began)))  # (none is lost before)
-    started = time.monotonic()
-    with pytest.raises(FsError) as failed:
-        download(files, "/doomed")
-    took = time.monotonic() - started
-    assert failed.value.errno == errno.EIO and "is lost" in failed.value.message, failed.value
-    assert took < 10, f"EIO after {took:.1f} s"
-    for i, [path] in enumerate(copies):
-        assert not path.exists()
-        [aside] = (cluster.keeper_dir(i) / "damaged").iterdir()
-        assert aside.name.startswith(path.name + ".") and aside.stat().st_size == sizes[i]
+    for name in data:
+        started = time.monotonic()
+        with pytest.raises(FsError) as failed:
+            download(files, name)
+        took = time.monotonic() - started
+        assert failed.value.errno == errno.EIO and "is lost" in failed.value.message, failed.value
+        assert took < 10, f"EIO after {took:.1f} s"
+    for i in range(3):
+        aside = sorted(p.name.split(".")[0] for p in (cluster.keeper_dir(i) / "damaged").iterdir())
+        assert aside == sorted(chunk_ids.values()) and not chunk_files(cluster, i)
     fsck = run_cli("client", cluster.master_address, "fsck")
-    assert fsck.returncode == 1 and b"/doomed" in fsck.stdout, fsck
+    assert fsck.returncode == 1 and b"/doomed" in fsck.stdout and b"/worse" in fsck.stdout, fsck
+
+    repaired = run_cli("client", cluster.master_address, "repair", "/doomed")
+    assert repaired.returncode == 0 and b"whole again, from 3 damaged copies" in repaired.stdout, repaired
+    assert download(files, "/doomed") == data["/doomed"]
+    left = run_cli("client", cluster.master_address, "repair", "/worse")
+    assert left.returncode == 1 and b"intact in none of its 3 damaged copies" in left.stdout, left
+    assert b"left as it is" in left.stdout
+    zeroed = run_cli("client", cluster.master_address, "repair", "--zeros", "/worse")
+    assert zeroed.returncode == 1 and b"put back with zeros" in zeroed.stdout, zeroed
+    hole = slice(5 * BLOCK_SIZE, 6 * BLOCK_SIZE)
+    expected = bytearray(data["/worse"])
+    expected[hole] = bytes(BLOCK_SIZE)
+    assert download(files, "/worse") == expected
+    wait_for(lambda: run_cli("client", cluster.master_address, "fsck").returncode == 0, 20, "every chunk at its goal")
+    nothing = run_cli("client", cluster.master_address, "repair", "/doomed")
+    assert nothing.returncode == 0 and b"no chunk is lost" in nothing.stdout, nothing
 
 
 def test_chunks_on_this_machine_are_read_from_the_keepers_disk(cluster: LocalCluster, files: FileClient) -> None:
