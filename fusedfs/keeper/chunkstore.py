@@ -485,10 +485,13 @@ class ChunkStore:
         """open_chunk's pieces alone."""
         return self.open_chunk(chunk_id, offset, length)[1]
 
-    def verify(self, chunk_id: str) -> bool:
-        """Reads the whole chunk and checks every block and the chunk checksum."""
+    def verify(self, chunk_id: str, expected: tuple[int, int] | None = None) -> bool:
+        """Reads the whole chunk and checks every block and the chunk checksum; and, given the
+        (length, crc) the master knows the chunk by, that its header says those."""
         try:
             info, pieces = self.open_chunk(chunk_id)
+            if expected is not None and (info.length, info.crc) != expected:
+                return False  # (the pieces unread, their file is closed as they go)
             running = 0
             for piece in pieces:
                 running = crc32c(piece.data, running)

@@ -229,8 +229,8 @@ class KeeperNode:
             self._deletes.submit(self._delete, chunk_id)
         for command in reply.copy:
             self._copies.submit(self._copy, command)
-        for chunk_id in reply.verify:
-            self._copies.submit(self._verify, chunk_id)
+        for check in reply.verify:
+            self._copies.submit(self._verify, check)
         return True
 
     # --- commands ------------------------------------------------------------------------------
@@ -286,10 +286,13 @@ class KeeperNode:
         except (FsError, OSError) as e:  # (still listed here: the next full report has it deleted again)
             log.warning("delete %s: %s", chunk_id, e)
 
-    def _verify(self, chunk_id: str) -> None:
+    def _verify(self, check: mp.VerifyCommand) -> None:
+        chunk_id, expected = check.chunk_id, (check.length, check.crc32c) if check.length else None
         try:
-            if not self.store.verify(chunk_id):
-                self.store.set_aside(chunk_id, f"chunk {chunk_id} fails its checksum")
+            if not self.store.verify(chunk_id, expected):
+                self.store.set_aside(
+                    chunk_id, f"chunk {chunk_id} fails its checksums, or is not the chunk the master knows"
+                )
         except FsError as e:
             if e.errno != errno.ENOENT:
                 log.warning("verify %s: %s", chunk_id, e.message)

@@ -24,7 +24,7 @@ from fusedfs.master.cluster import Cluster, min_copies
 from fusedfs.master.namespace import Added, ChunkChanges, CommittedChunk, Namespace, device_number
 from fusedfs.master.sessions import MountSessions
 from fusedfs.master.snapshot import make_snapshot
-from fusedfs.master.store import ChunkRow, Inode, MetadataStore, Quota, TrashRow
+from fusedfs.master.store import ChunkRow, ChunkState, Inode, MetadataStore, Quota, TrashRow
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 from fusedfs.rpc import master_pb2_grpc
@@ -659,5 +659,14 @@ class MasterService(master_pb2_grpc.MasterServicer):
                 )
                 for c, v in commands.copies
             ],
-            verify=[format_chunk_id(c) for c in commands.verifies],
+            verify=[self._verify_command(c) for c in commands.verifies],
         )
+
+    def _verify_command(self, chunk: int) -> mp.VerifyCommand:
+        """A check of a keeper's copy, against what the chunk holds when the store knows it."""
+        command = mp.VerifyCommand(chunk_id=format_chunk_id(chunk))
+        with self.store.transaction():
+            row = self.store.get_chunk(chunk)
+        if row is not None and row.state == ChunkState.LIVE:
+            command.length, command.crc32c = row.stored_length, row.crc
+        return command

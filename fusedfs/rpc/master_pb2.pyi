@@ -803,6 +803,16 @@ class CopyCommand(_message.Message):
     target: _common_pb2.KeeperRef
     def __init__(self, chunk_id: _Optional[str] = ..., target: _Optional[_Union[_common_pb2.KeeperRef, _Mapping]] = ...) -> None: ...
 
+class VerifyCommand(_message.Message):
+    __slots__ = ("chunk_id", "length", "crc32c")
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    length: int
+    crc32c: int
+    def __init__(self, chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
 class HeartbeatReply(_message.Message):
     __slots__ = ("reregister", "delete", "copy", "verify")
     REREGISTER_FIELD_NUMBER: _ClassVar[int]
@@ -812,5 +822,5 @@ class HeartbeatReply(_message.Message):
     reregister: bool
     delete: _containers.RepeatedScalarFieldContainer[str]
     copy: _containers.RepeatedCompositeFieldContainer[CopyCommand]
-    verify: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, reregister: _Optional[bool] = ..., delete: _Optional[_Iterable[str]] = ..., copy: _Optional[_Iterable[_Union[CopyCommand, _Mapping]]] = ..., verify: _Optional[_Iterable[str]] = ...) -> None: ...
+    verify: _containers.RepeatedCompositeFieldContainer[VerifyCommand]
+    def __init__(self, reregister: _Optional[bool] = ..., delete: _Optional[_Iterable[str]] = ..., copy: _Optional[_Iterable[_Union[CopyCommand, _Mapping]]] = ..., verify: _Optional[_Iterable[_Union[VerifyCommand, _Mapping]]] = ...) -> None: ...

@@ -23,8 +23,8 @@ from typing import Any
 import grpc
 import pytest
 
-from fusedfs.chunkfile import data_offset
-from fusedfs.chunks import BLOCK_SIZE, MiB
+from fusedfs.chunkfile import data_offset, read_header
+from fusedfs.chunks import BLOCK_SIZE, MiB, crc32c
 from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
 from fusedfs.client.transfer import ChunkTransfer
@@ -779,6 +779,36 @@ def test_a_chunk_whose_every_copy_is_damaged_fails_at_once_and_repair_pieces_it_
     wait_for(lambda: run_cli("client", cluster.master_address, "fsck").returncode == 0, 20, "every chunk at its goal")
     nothing = run_cli("client", cluster.master_address, "repair", "/doomed")
     assert nothing.returncode == 0 and b"no chunk is lost" in nothing.stdout, nothing
+
+
+def test_a_keeper_file_holding_another_chunk_s_bytes_is_read_around_and_replaced(
+    cluster: LocalCluster, files: FileClient
+) -> None:
+    """A keeper's file of chunk B holds chunk A's bytes, sound in itself (a misplaced or restored
+    file): readers take another replica, and the keeper, asked to verify it, checks it against
+    the master's length and checksum too, so it is set aside and B copied back."""
+    data = {"/a": os.urandom(MiB), "/b": os.urandom(MiB)}
+    ids = {}
+    for name, content in data.items():
+        upload(files, name, content)
+        [ref] = files.master.call("GetChunks", mp.GetChunksRequest(inode=files.stat(name).inode)).chunks
+        ids[name] = ref.chunk_id
+    folder = cluster.keeper_dir(0) / "chunks"
+    wrong = folder / ids["/b"][-2:] / ids["/b"]
+    a_bytes = (folder / ids["/a"][-2:] / ids["/a"]).read_bytes()
+    wrong.write_bytes(a_bytes)
+
+    def set_aside() -> bool:
+        assert download(files, "/b") == data["/b"]  # (whichever replica it takes)
+        return (wrong.exists() and wrong.read_bytes() != a_bytes) or any((folder.parent / "damaged").glob("*"))
+
+    wait_for(set_aside, 30, "keeper 0's wrong file of /b set aside")
+    [aside] = (folder.parent / "damaged").iterdir()
+    assert aside.read_bytes() == a_bytes
+    wait_for(lambda: wrong.exists() and replicas_at_goal(cluster), 30, "/b copied back to keeper 0")
+    with open(wrong, "rb") as f:
+        header = read_header(ids["/b"], f)
+    assert (header.length, header.crc) == (MiB, crc32c(data["/b"]))
 
 
 def test_chunks_on_this_machine_are_read_from_the_keepers_disk(cluster: LocalCluster, files: FileClient) -> None:

@@ -32,6 +32,8 @@ def test_roundtrip_with_unaligned_pieces_and_partial_reads(tmp_path: Path) -> No
     assert [p.offset for p in pieces] == [BLOCK_SIZE]  # block-aligned, with that block's checksum
     assert pieces[0].data == data[BLOCK_SIZE : 2 * BLOCK_SIZE] and pieces[0].block_crc32c == [crc32c(pieces[0].data)]
     assert store.verify(ID) and store.open_chunk(ID)[0].crc == crc32c(data)
+    assert store.verify(ID, (len(data), crc32c(data)))  # what the master knows it by ...
+    assert not store.verify(ID, (len(data), crc32c(data) ^ 1))  # ... and another chunk's
     assert ChunkStore(tmp_path).chunk_ids() == [ID]  # found again after a restart
 
 
