@@ -9,10 +9,13 @@ import stat
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from fusedfs.chunks import MiB
 from fusedfs.errors import FsError
+from fusedfs.master import namespace as namespace_module
 from fusedfs.master.namespace import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
@@ -393,6 +396,39 @@ def test_the_trash_keeps_deleted_files_to_restore_until_their_time_is_up(store: 
     assert [r.inode for r in ns.purge_trash("/docs")] == [a]
     now[0] += 3
     assert ns.free_closed_orphans().garbage == [chunk_a] and ns.list_trash("/") == []
+
+
+def test_changes_over_a_whole_tree_go_a_batch_a_transaction(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """goal -r, chunksize -r and a restore from the trash change TREE_BATCH nodes per
+    transaction (other calls wait for one batch, not the tree), and come out as in one."""
+    monkeypatch.setattr(namespace_module, "TREE_BATCH", 7)
+    ns = Namespace(store, CHUNK, clock=lambda: 10, orphan_grace_ns=0, trash_ns=100)
+    top = ns.mkdir(ROOT_INODE, b"top", 0o755, 0, 0).node
+    folders = [ns.mkdir(top.id, b"d%d" % i, 0o755, 0, 0).node for i in range(3)]
+    files = [ns.create(d.id, b"f%d" % i, 0o644, 0, 0, exclusive=True).node for d in folders for i in range(10)]
+    opened = []
+    real = store.transaction
+
+    def counted() -> Any:
+        opened.append(1)
+        return real()
+
+    monkeypatch.setattr(store, "transaction", counted)
+    change = ns.set_goal("/top", 2, recursive=True)
+    assert (change.files, change.folders) == (30, 4) and len(opened) >= 1 + 34 // 7
+    assert all(store.get_inode(n.id).goal == 2 for n in [top, *folders, *files])  # type: ignore[union-attr]
+    opened.clear()
+    assert ns.set_chunk_size("/top", 2 * MiB, recursive=True) == 4 and len(opened) >= 1 + 34 // 7
+    assert all(store.get_inode(d.id).chunk_size == 2 * MiB for d in [top, *folders])  # type: ignore[union-attr]
+    for d in folders:
+        for i in range(10):
+            ns.unlink(d.id, b"f%d" % i)
+    opened.clear()
+    restored, skipped = ns.restore_trash("/top")
+    assert len(restored) == 30 and skipped == [] and len(opened) >= 1 + 30 // 7
+    assert sorted(ns.lookup(d.id, b"f3").id for d in folders) == sorted(f.id for f in files[3::10])
 
 
 def test_without_a_trash_time_nothing_is_kept(ns: Namespace) -> None:
