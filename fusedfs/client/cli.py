@@ -381,6 +381,7 @@ def _info(files: FileClient, name: str, as_json: bool) -> None:
                 "length": c.length,
                 "copies": len(c.replicas),
                 "keepers": [r.address for r in c.replicas],
+                "lost": c.lost,
             }
             for c in reply.chunks
         ]
@@ -392,7 +393,15 @@ def _info(files: FileClient, name: str, as_json: bool) -> None:
     kind = "directory" if stat.S_ISDIR(attr.mode) else "symlink" if stat.S_ISLNK(attr.mode) else "file"
     print(f"{name}: {kind}, inode {attr.inode}, {_size(attr.size)}, {attr.nlink} link(s)")
     for c in chunks:
-        health = "LOST" if not c["copies"] else "below goal" if c["copies"] < goal else "ok"
+        health = (
+            "LOST, no keeper has it: `repair` may piece it together"
+            if c["lost"]
+            else "LOST while its keepers are down"
+            if not c["copies"]
+            else "below goal"
+            if c["copies"] < goal
+            else "ok"
+        )
         where = ", ".join(c["keepers"]) or "-"
         size = _size(c["length"])
         print(f"  chunk {c['index']:>5} {c['chunk_id']} {size:>10}  {c['copies']}/{goal} ({health}): {where}")

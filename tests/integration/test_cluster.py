@@ -522,7 +522,7 @@ def test_fsck_names_the_files_a_dead_keeper_took_down_and_info_shows_where_chunk
     assert {f["path"] for f in report["files"] if f["lost_chunks"]} == lost and len(report["files"]) == 12
     victim = sorted(lost)[0]
     shown = run_cli("client", cluster.master_address, "info", victim).stdout.decode()
-    assert "0/2 (LOST): -" in shown and "1 chunks: 1 LOST, 0 below the goal of 2" in shown, shown
+    assert "0/2 (LOST while its keepers are down): -" in shown and "1 chunks: 1 LOST, 0 below the goal of 2" in shown
     survivor = sorted(set(chunk_of) - lost)[0]
     described = json.loads(run_cli("client", cluster.master_address, "info", survivor, "--json").stdout)
     assert described["chunks"][0]["keepers"] == [cluster.keeper_address(2)]
@@ -763,6 +763,8 @@ def test_a_chunk_whose_every_copy_is_damaged_fails_at_once_and_repair_pieces_it_
         assert aside == sorted(chunk_ids.values()) and not chunk_files(cluster, i)
     fsck = run_cli("client", cluster.master_address, "fsck")
     assert fsck.returncode == 1 and b"/doomed" in fsck.stdout and b"/worse" in fsck.stdout, fsck
+    info = run_cli("client", cluster.master_address, "info", "/worse")
+    assert b"LOST, no keeper has it: `repair` may piece it together" in info.stdout, info
 
     repaired = run_cli("client", cluster.master_address, "repair", "/doomed")
     assert repaired.returncode == 0 and b"whole again, from 3 damaged copies" in repaired.stdout, repaired
