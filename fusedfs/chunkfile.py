@@ -12,6 +12,7 @@ links it in) and never changes after: a reader needs no lock, only the checksums
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from collections.abc import Iterator
@@ -29,7 +30,16 @@ KEEPER_ID_FILE = "keeper-id"  # in a keeper's data folder: the keeper's identity
 
 
 class CorruptChunk(Exception):
-    """A chunk file does not match its checksums (bit rot, a torn or tampered file)."""
+    """A chunk file does not match its checksums (bit rot, a torn or tampered file), or its disk
+    cannot read it (a bad sector: EIO)."""
+
+
+def _unreadable(chunk_id: str, e: OSError) -> CorruptChunk | OSError:
+    """A read of a chunk file that failed: EIO is the disk failing under this copy (a bad sector,
+    the commonest disk fault), a damaged copy like any other; anything else stays what it is."""
+    if e.errno == errno.EIO:
+        return CorruptChunk(f"chunk {chunk_id}: its disk cannot read it ({e.strerror})")
+    return e
 
 
 @dataclass(frozen=True)
@@ -72,12 +82,16 @@ def header_fields(raw: bytes) -> tuple[int, int] | None:
 
 def read_header(chunk_id: str, f: BinaryIO) -> Header:
     """The header of an open chunk file (read from its start); CorruptChunk when it is bad."""
-    fields = header_fields(f.read(HEADER.size))
-    if fields is None:
-        raise CorruptChunk(f"chunk {chunk_id}: bad header")
-    length, crc = fields
-    blocks = -(-length // BLOCK_SIZE)
-    raw_crcs = f.read(4 * blocks)
+    try:
+        raw = f.read(HEADER.size)
+        fields = header_fields(raw)
+        if fields is None:
+            raise CorruptChunk(f"chunk {chunk_id}: bad header")
+        length, crc = fields
+        blocks = -(-length // BLOCK_SIZE)
+        raw_crcs = f.read(4 * blocks)
+    except OSError as e:
+        raise _unreadable(chunk_id, e) from None
     if len(raw_crcs) != 4 * blocks:
         raise CorruptChunk(f"chunk {chunk_id}: truncated checksums")
     return Header(length, crc, list(struct.unpack(f"<{blocks}I", raw_crcs)))
@@ -97,7 +111,10 @@ def read_pieces(
         fd = f.fileno()
         while pos < end:
             size = min(PIECE_SIZE, stored - pos, -(-(end - pos) // BLOCK_SIZE) * BLOCK_SIZE)
-            data = os.pread(fd, size, start + pos)
+            try:
+                data = os.pread(fd, size, start + pos)
+            except OSError as e:
+                raise _unreadable(chunk_id, e) from None
             if len(data) != size:
                 raise CorruptChunk(f"chunk {chunk_id}: file is shorter than its header says")
             first = pos // BLOCK_SIZE

@@ -421,13 +421,16 @@ class ChunkStore:
         elsewhere. It moves to damaged/ for DAMAGED_KEPT."""
         _check_id(chunk_id)
         damaged = self.root / "damaged"
-        with self.watch.op():
-            damaged.mkdir(exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):  # (gone already)
-                os.rename(self._path(chunk_id), damaged / f"{chunk_id}.{int(time.time())}")
+        try:
+            with self.watch.op():
+                damaged.mkdir(exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):  # (gone already)
+                    os.rename(self._path(chunk_id), damaged / f"{chunk_id}.{int(time.time())}")
+            log.warning("%s; this copy is set aside in %s", reason, damaged)
+            prune_damaged(damaged, time.time())
+        except OSError as e:  # (a failing disk: still no longer held, so it is copied elsewhere)
+            log.warning("%s; this copy is no longer held (it could not be set aside: %s)", reason, e)
         self._forget(chunk_id)
-        log.warning("%s; this copy is set aside in %s", reason, damaged)
-        prune_damaged(damaged, time.time())
 
     def open_damaged(self, chunk_id: str) -> tuple[Header, Iterator[Piece]]:
         """The newest copy of chunk_id set aside as damaged: its header, and its pieces unchecked
@@ -462,6 +465,10 @@ class ChunkStore:
                 if self._sizes.pop(chunk_id, None) is not None:  # deleted behind our back
                     self._removed.add(chunk_id)
             raise FsError(errno.ENOENT, f"chunk {chunk_id} is not on this keeper") from None
+        except OSError as e:
+            if e.errno == errno.EIO:  # (its disk cannot read its inode: as damaged as a bad block)
+                raise CorruptChunk(f"chunk {chunk_id}: its disk cannot open it ({e.strerror})") from None
+            raise
 
     def open_chunk(self, chunk_id: str, offset: int = 0, length: int = 0) -> tuple[Header, Iterator[Piece]]:
         """The chunk's header, and its verified, block-aligned pieces covering [offset, offset +

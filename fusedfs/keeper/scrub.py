@@ -81,6 +81,9 @@ class Scrubber:
                 self.stats.missing += 1
                 log.warning("scrub: chunk %s is gone from the disk; reported as lost here", chunk_id)
             return
+        except OSError as e:  # (the pass goes on: one file must not keep the others unchecked)
+            log.warning("scrub: chunk %s could not be checked: %s", chunk_id, e)
+            return
         self.stats.checked += 1
         if not good:
             self.stats.bad += 1
