@@ -436,7 +436,7 @@ def _repair(files: FileClient, name: str, zeros: bool) -> int:
             zeroed = sum(length for _, length in found.missing)
             where = ", ".join(f"byte {start + o:,} ({_size(n)})" for o, n in found.missing[:5])
             news = (
-                "no damaged copy is left (keepers keep them a week)"
+                f"none of the {len(keepers)} keepers up has a damaged copy of it (they keep them a week)"
                 if not found.copies
                 else f"{_size(zeroed)} intact in none of its {found.copies} damaged copies, at {where}"
                 + (" ..." if len(found.missing) > 5 else "")
