@@ -126,6 +126,7 @@ KEEPER_GAUGES = {
     "scrub_checked": "chunks the keeper's scrubber has re-read",
     "scrub_bad": "bad or missing replicas the keeper's scrubber found",
     "disk_stalled_seconds": "how long the keeper's disk has not answered (0: it answers)",
+    "damaged_copies": "copies the keeper found damaged and set aside (kept a week, for repair)",
 }
 
 

@@ -688,6 +688,7 @@ def _status(master: MasterClient, as_json: bool) -> None:
                             "seconds_since_heartbeat": round(k.seconds_since_heartbeat, 3),
                             "scrub_checked": k.scrub_checked,
                             "scrub_bad": k.scrub_bad,
+                            "damaged_copies": k.damaged_copies,
                             "failure_domain": k.failure_domain,
                             "draining": k.draining,
                             "chunks_to_move": k.chunks_to_move,
@@ -726,9 +727,10 @@ def _status(master: MasterClient, as_json: bool) -> None:
         )
         return
     header = (
-        "KEEPER", "ADDRESS", "DOMAIN", "STATE", "CAPACITY", "USED", "FREE", "CHUNKS", "LOAD", "SEEN", "SCRUBBED", "BAD"
+        "KEEPER", "ADDRESS", "DOMAIN", "STATE", "CAPACITY", "USED", "FREE", "CHUNKS", "LOAD", "SEEN", "SCRUBBED", "BAD",
+        "DAMAGED",
     )  # fmt: skip
-    print("{:<12} {:<22} {:<12} {:<7} {:>10} {:>10} {:>10} {:>7} {:>4} {:>6} {:>9} {:>4}".format(*header))
+    print("{:<12} {:<22} {:<12} {:<7} {:>10} {:>10} {:>10} {:>7} {:>4} {:>6} {:>9} {:>4} {:>7}".format(*header))
     for k in reply.keepers:
         state = "DEAD" if not k.alive else ("drained" if not k.chunks_to_move else "drain") if k.draining else "up"
         if k.alive and k.disk_stalled_seconds:
@@ -737,7 +739,7 @@ def _status(master: MasterClient, as_json: bool) -> None:
             f"{k.keeper_id[:12]:<12} {k.address:<22} {k.failure_domain[:12]:<12} {state:<7} "
             f"{_size(k.capacity_bytes):>10} "
             f"{_size(k.used_bytes):>10} {_size(k.free_bytes):>10} {k.chunks:>7} {k.load:>4} "
-            f"{k.seconds_since_heartbeat:>5.1f}s {k.scrub_checked:>9} {k.scrub_bad:>4}"
+            f"{k.seconds_since_heartbeat:>5.1f}s {k.scrub_checked:>9} {k.scrub_bad:>4} {k.damaged_copies:>7}"
         )
     for k in reply.keepers:
         if k.alive and k.disk_stalled_seconds:

@@ -432,6 +432,13 @@ class ChunkStore:
             log.warning("%s; this copy is no longer held (it could not be set aside: %s)", reason, e)
         self._forget(chunk_id)
 
+    def damaged_copies(self) -> int:
+        """How many copies damaged/ holds."""
+        try:
+            return sum(1 for _ in os.scandir(self.root / "damaged"))
+        except OSError:  # (none set aside yet; or the disk fails, which the keeper says otherwise)
+            return 0
+
     def open_damaged(self, chunk_id: str) -> tuple[Header, Iterator[Piece]]:
         """The newest copy of chunk_id set aside as damaged: its header, and its pieces unchecked
         (each with the checksums its file holds). ENOENT when there is none; CorruptChunk when

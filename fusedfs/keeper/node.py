@@ -207,6 +207,7 @@ class KeeperNode:
             "load": self.load.value,
             "scrub_checked": self.scrubber.stats.checked if self.scrubber else 0,
             "scrub_bad": (self.scrubber.stats.bad + self.scrubber.stats.missing) if self.scrubber else 0,
+            "damaged_copies": self.store.damaged_copies(),
         }
 
     def _heartbeat(self) -> bool:

@@ -47,6 +47,7 @@ class KeeperRecord:
     scrub_checked: int = 0  # as the keeper reports: chunks its background scrub verified ...
     scrub_bad: int = 0  # ... and found bad or missing
     disk_stalled: float = 0.0  # seconds its disk has not answered, as it said (0: it answers)
+    damaged_copies: int = 0  # copies it set aside as damaged, as it said
     chunks: set[int] = field(default_factory=set)
     # Commands waiting for the keeper's next heartbeat.
     deletes: set[int] = field(default_factory=set)
@@ -215,6 +216,7 @@ class Cluster:
         copies_done: list[tuple[str, str, bool]],
         scrub: tuple[int, int] = (0, 0),
         disk_stalled: float = 0.0,
+        damaged_copies: int = 0,
     ) -> Commands:
         with self._lock:
             record = self.keepers.get(keeper_id)
@@ -222,6 +224,7 @@ class Cluster:
                 return Commands(reregister=True)
             record.capacity_bytes, record.used_bytes, record.free_bytes, record.load = capacity, used, free, load
             record.scrub_checked, record.scrub_bad = scrub
+            record.damaged_copies = damaged_copies
             if (disk_stalled > 0) != (record.disk_stalled > 0):
                 news = f"has not answered for {disk_stalled:.0f} s" if disk_stalled else "answers again"
                 log.warning("keeper %s at %s: its disk %s", keeper_id, record.address, news)

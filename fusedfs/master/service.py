@@ -487,6 +487,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
                 draining=r.keeper_id in self.cluster.draining,
                 chunks_to_move=self.cluster.chunks_to_move(r.keeper_id),
                 disk_stalled_seconds=r.disk_stalled,
+                damaged_copies=r.damaged_copies,
             )
         return reply
 
@@ -649,6 +650,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             [(c.chunk_id, c.target_id, c.ok) for c in request.copies_done],
             scrub=(request.scrub_checked, request.scrub_bad),
             disk_stalled=request.disk_stalled_seconds,
+            damaged_copies=request.damaged_copies,
         )
         return mp.HeartbeatReply(
             reregister=commands.reregister,

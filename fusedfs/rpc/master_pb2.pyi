@@ -356,7 +356,7 @@ class ConfigReply(_message.Message):
     def __init__(self, chunk_size: _Optional[int] = ..., goal: _Optional[int] = ..., min_copies: _Optional[int] = ...) -> None: ...
 
 class KeeperStatus(_message.Message):
-    __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat", "scrub_checked", "scrub_bad", "failure_domain", "draining", "chunks_to_move", "disk_stalled_seconds")
+    __slots__ = ("keeper_id", "address", "alive", "capacity_bytes", "used_bytes", "free_bytes", "chunks", "load", "seconds_since_heartbeat", "scrub_checked", "scrub_bad", "failure_domain", "draining", "chunks_to_move", "disk_stalled_seconds", "damaged_copies")
     KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
@@ -372,6 +372,7 @@ class KeeperStatus(_message.Message):
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_TO_MOVE_FIELD_NUMBER: _ClassVar[int]
     DISK_STALLED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_COPIES_FIELD_NUMBER: _ClassVar[int]
     keeper_id: str
     address: str
     alive: bool
@@ -387,7 +388,8 @@ class KeeperStatus(_message.Message):
     draining: bool
     chunks_to_move: int
     disk_stalled_seconds: float
-    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., load: _Optional[int] = ..., seconds_since_heartbeat: _Optional[float] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ..., failure_domain: _Optional[str] = ..., draining: _Optional[bool] = ..., chunks_to_move: _Optional[int] = ..., disk_stalled_seconds: _Optional[float] = ...) -> None: ...
+    damaged_copies: int
+    def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., load: _Optional[int] = ..., seconds_since_heartbeat: _Optional[float] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ..., failure_domain: _Optional[str] = ..., draining: _Optional[bool] = ..., chunks_to_move: _Optional[int] = ..., disk_stalled_seconds: _Optional[float] = ..., damaged_copies: _Optional[int] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
     __slots__ = ("keeper", "undo")
@@ -770,7 +772,7 @@ class CopyResult(_message.Message):
     def __init__(self, chunk_id: _Optional[str] = ..., target_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("keeper_id", "capacity_bytes", "used_bytes", "free_bytes", "load", "added", "removed", "copies_done", "scrub_checked", "scrub_bad", "disk_stalled_seconds")
+    __slots__ = ("keeper_id", "capacity_bytes", "used_bytes", "free_bytes", "load", "added", "removed", "copies_done", "scrub_checked", "scrub_bad", "disk_stalled_seconds", "damaged_copies")
     KEEPER_ID_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     USED_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -782,6 +784,7 @@ class HeartbeatRequest(_message.Message):
     SCRUB_CHECKED_FIELD_NUMBER: _ClassVar[int]
     SCRUB_BAD_FIELD_NUMBER: _ClassVar[int]
     DISK_STALLED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_COPIES_FIELD_NUMBER: _ClassVar[int]
     keeper_id: str
     capacity_bytes: int
     used_bytes: int
@@ -793,7 +796,8 @@ class HeartbeatRequest(_message.Message):
     scrub_checked: int
     scrub_bad: int
     disk_stalled_seconds: float
-    def __init__(self, keeper_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., load: _Optional[int] = ..., added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., copies_done: _Optional[_Iterable[_Union[CopyResult, _Mapping]]] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ..., disk_stalled_seconds: _Optional[float] = ...) -> None: ...
+    damaged_copies: int
+    def __init__(self, keeper_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., load: _Optional[int] = ..., added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., copies_done: _Optional[_Iterable[_Union[CopyResult, _Mapping]]] = ..., scrub_checked: _Optional[int] = ..., scrub_bad: _Optional[int] = ..., disk_stalled_seconds: _Optional[float] = ..., damaged_copies: _Optional[int] = ...) -> None: ...
 
 class CopyCommand(_message.Message):
     __slots__ = ("chunk_id", "target")

@@ -765,6 +765,7 @@ def test_a_chunk_whose_every_copy_is_damaged_fails_at_once_and_repair_pieces_it_
     assert fsck.returncode == 1 and b"/doomed" in fsck.stdout and b"/worse" in fsck.stdout, fsck
     info = run_cli("client", cluster.master_address, "info", "/worse")
     assert b"LOST, no keeper has it: `repair` may piece it together" in info.stdout, info
+    wait_for(lambda: [k.damaged_copies for k in cluster.status().keepers] == [2, 2, 2], 5, "2 set aside on each")
 
     repaired = run_cli("client", cluster.master_address, "repair", "/doomed")
     assert repaired.returncode == 0 and b"whole again, from 3 damaged copies" in repaired.stdout, repaired
