@@ -456,11 +456,15 @@ class Namespace:
         size: int | None = None,
         atime_ns: int | None = None,
         mtime_ns: int | None = None,
+        named: bool = False,
     ) -> tuple[Inode, ChunkChanges]:
+        """named: only while the file has a name (ESTALE once its last one went)."""
         changes = ChunkChanges()
         with self.store.transaction():
             now = self.clock()
             inode = self._inode(ino)
+            if named and inode.nlink == 0:
+                raise FsError(errno.ESTALE, f"inode {ino} has no name any more")
             if mode is not None:
                 inode.mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
             if uid is not None:

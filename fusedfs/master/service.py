@@ -210,6 +210,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             size=request.size if request.HasField("size") else None,
             atime_ns=now if request.atime_now else (request.atime_ns if request.HasField("atime_ns") else None),
             mtime_ns=now if request.mtime_now else (request.mtime_ns if request.HasField("mtime_ns") else None),
+            named=request.named,
         )
         self._apply(changes)
         return to_attr(inode)

@@ -459,8 +459,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if flags & os.O_TRUNC:
             if open_file is not None:
                 await open_file.flush(self._nursery())
-            with self._changing(inodes=[inode]):
-                attr = await self.call("SetAttr", mp.SetAttrRequest(inode=inode, size=0))
+            with self._stale_name_checked(inode), self._changing(inodes=[inode]):
+                request = mp.SetAttrRequest(inode=inode, size=0, named=open_file is None)
+                attr = await self.call("SetAttr", request)
             if open_file is not None:
                 open_file.truncated(attr)
             if stat.S_ISDIR(attr.mode):
@@ -469,6 +470,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         # The chunk list comes with the attributes: a read after open needs no second call.
         generation = self.dircache.generation  # bumped by every change this mount makes
         reply = await self.call("GetChunks", mp.GetChunksRequest(inode=inode, count=WINDOW))
+        if reply.attr.nlink == 0 and open_file is None:
+            with self._stale_name_checked(inode):
+                raise FsError(errno.ESTALE, f"inode {inode} has no name any more")
         # Usable only if no file of ours changed meanwhile (the reply might predate that change).
         fresh = inode not in self.open_files and generation == self.dircache.generation
         info = self._register(reply.attr, flags)
@@ -477,6 +481,22 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             chunk_map.put(chunk_map.ask(0), list(reply.chunks))  # (a new map asks just that)
         self._fetch_ahead(inode)
         return info
+
+    @contextlib.contextmanager
+    def _stale_name_checked(self, inode: int) -> Iterator[None]:
+        """Around an open that finds its file has no name left, though this mount does not have
+        it open (an unlinked file it has open may be opened again, through /proc/PID/fd): the name
+        that led there was removed or replaced on another mount since the kernel, or our name
+        cache, learnt it (within the attribute timeout). ESTALE makes the kernel look the name up
+        again (LOOKUP_REVAL: past its cache, and ours, which forgets the inode) and open what it
+        names now, or fail ENOENT: git on one machine read the index another had just replaced,
+        and wrote back a stale one."""
+        try:
+            yield
+        except FsError as e:
+            if e.errno == errno.ESTALE:
+                self.dircache.forget_inode(inode)
+            raise
 
     def _fetch_ahead(self, inode: int) -> None:
         """Opened in its folder's order after the file before it: the next few small files' chunks

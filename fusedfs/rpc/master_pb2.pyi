@@ -62,7 +62,7 @@ class InodeRequest(_message.Message):
     def __init__(self, inode: _Optional[int] = ...) -> None: ...
 
 class SetAttrRequest(_message.Message):
-    __slots__ = ("inode", "mode", "uid", "gid", "size", "atime_ns", "mtime_ns", "atime_now", "mtime_now", "request_id")
+    __slots__ = ("inode", "mode", "uid", "gid", "size", "atime_ns", "mtime_ns", "atime_now", "mtime_now", "named", "request_id")
     INODE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class SetAttrRequest(_message.Message):
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     ATIME_NOW_FIELD_NUMBER: _ClassVar[int]
     MTIME_NOW_FIELD_NUMBER: _ClassVar[int]
+    NAMED_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     inode: int
     mode: int
@@ -82,8 +83,9 @@ class SetAttrRequest(_message.Message):
     mtime_ns: int
     atime_now: bool
     mtime_now: bool
+    named: bool
     request_id: int
-    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., atime_now: _Optional[bool] = ..., mtime_now: _Optional[bool] = ..., request_id: _Optional[int] = ...) -> None: ...
+    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., atime_now: _Optional[bool] = ..., mtime_now: _Optional[bool] = ..., named: _Optional[bool] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class ReadDirRequest(_message.Message):
     __slots__ = ("inode", "after", "limit", "with_small_chunks")

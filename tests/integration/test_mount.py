@@ -792,6 +792,43 @@ def test_close_to_open_across_mounts(mounted: tuple[LocalCluster, Path], tmp_pat
     assert (first / "shared.txt").read_bytes() == b"version 2, longer"
 
 
+def test_a_file_replaced_or_removed_on_another_mount_is_never_opened_through_its_old_name(
+    mounted: tuple[LocalCluster, Path], tmp_path: Path
+) -> None:
+    """Another mount replaces a file (write a temporary one, rename it over: editors, git's
+    index) or removes it: an open here right after, through the name this kernel (and mount)
+    still know, opens what the name is now (the old file's name was cached for the attribute
+    timeout: 10 of 10 opens read the old file), O_TRUNC truncates the new one, never the file
+    the trash keeps, and an open of a name removed fails ENOENT. git on one machine read the
+    index another had just replaced, and wrote back a stale one."""
+    cluster, first = mounted
+    second = cluster.mount(tmp_path / "second")
+    (first / "g").write_text("v0")
+    assert (second / "g").read_text() == "v0"
+    stale = []
+    for i in range(1, 11):
+        (first / "g.tmp").write_text(f"v{i}")
+        os.rename(first / "g.tmp", first / "g")
+        got = (second / "g").read_text()
+        if got != f"v{i}":
+            stale.append((i, got))
+    assert not stale, f"opened the replaced file: {stale}"
+    assert (second / "g").stat().st_nlink == 1
+    (first / "t.tmp").write_text("new")
+    (first / "t").write_text("old")
+    assert (second / "t").read_text() == "old"
+    os.rename(first / "t.tmp", first / "t")
+    with open(second / "t", "w") as f:  # O_TRUNC, through the old name
+        f.write("written")
+    assert (first / "t").read_text() == "written"
+    trashed = run_cli("client", cluster.master_address, "trash", "list", "/t", "--json")
+    assert [e["size"] for e in json.loads(trashed.stdout)["entries"]] == [3], trashed  # ("old", untouched)
+    assert (second / "gone").write_text("x") and (second / "gone").read_text() == "x"
+    (first / "gone").unlink()
+    with pytest.raises(FileNotFoundError):
+        (second / "gone").read_text()
+
+
 def test_appends_from_two_mounts_at_once_lose_no_line(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     """Two machines append to one log at once (`echo ... >> log`, 100 times each): every line is
     there once, each machine's in its order. Each mount appended at the size it knew, and the
