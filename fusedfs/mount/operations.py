@@ -85,6 +85,12 @@ def translate_errors(handler: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def clamped_ns(ns: int) -> int:
+    """A time as the master keeps it: nanoseconds in 64 bits (1677 to 2262). One outside is set
+    to the nearest end, as ext4 clamps to its own range (`touch -d 2300-01-01` failed EIO)."""
+    return min(max(ns, -(2**63)), 2**63 - 1)
+
+
 class Operations(pyfuse3.Operations):  # type: ignore[misc]
     supports_dot_lookup = False
     enable_writeback_cache = False
@@ -271,9 +277,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if fields.update_gid:
             request.gid = attr.st_gid
         if fields.update_atime:
-            request.atime_ns = attr.st_atime_ns
+            request.atime_ns = clamped_ns(attr.st_atime_ns)
         if fields.update_mtime:
-            request.mtime_ns = attr.st_mtime_ns
+            request.mtime_ns = clamped_ns(attr.st_mtime_ns)
         if fields.update_size:
             request.size = attr.st_size
         open_file = self.open_files.get(inode)
@@ -460,7 +466,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             if open_file is not None:
                 await open_file.flush(self._nursery())
             with self._stale_name_checked(inode), self._changing(inodes=[inode]):
-                request = mp.SetAttrRequest(inode=inode, size=0, named=open_file is None)
+                # (its times change even when it is empty already, as Linux's do: `: > stamp` for make)
+                request = mp.SetAttrRequest(inode=inode, size=0, mtime_now=True, named=open_file is None)
                 attr = await self.call("SetAttr", request)
             if open_file is not None:
                 open_file.truncated(attr)

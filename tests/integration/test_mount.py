@@ -128,6 +128,24 @@ def test_times_set_before_close_are_kept(mounted: tuple[LocalCluster, Path], tmp
     assert sh("rsync", "-ai", "--dry-run", f"{source}/", f"{mnt / 'copy'}/") == ""  # nothing to do
 
 
+def test_times_change_as_linux_changes_them(mounted: tuple[LocalCluster, Path]) -> None:
+    """open(O_TRUNC) of a file already empty changes its mtime and ctime, as Linux does (`: >
+    stamp` refreshes a make stamp; the mount left them, so make thought the target up to date);
+    a time beyond what 64-bit nanoseconds hold (past 2262, before 1677) is set to the nearest
+    end, as ext4 clamps to its own range (`touch -d 2300-01-01` failed EIO)."""
+    _, mnt = mounted
+    stamp = mnt / "stamp"
+    stamp.touch()
+    os.utime(stamp, ns=(946_684_800 * 10**9, 946_684_800 * 10**9))
+    before = stamp.stat()
+    sh("sh", "-c", f": > {stamp}")
+    after = stamp.stat()
+    assert after.st_mtime > time.time() - 60 and after.st_ctime_ns > before.st_ctime_ns, (before, after)
+    for date, year in (("2300-01-01", "2262"), ("1600-01-01", "1677")):
+        sh("touch", "-d", date, str(stamp))
+        assert sh("stat", "-c", "%y", str(stamp)).startswith(year)
+
+
 def test_sparse_and_large_files(mounted: tuple[LocalCluster, Path]) -> None:
     _, mnt = mounted
     sparse = mnt / "sparse"
