@@ -10,6 +10,7 @@ from fusedfs.errors import FsError
 NAME_MAX = 255
 PATH_MAX = 4096
 XATTR_NAME_MAX = 255  # as Linux
+XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")
 
 
 def validate_name(name: bytes) -> None:
@@ -23,14 +24,24 @@ def validate_name(name: bytes) -> None:
 
 
 def validate_xattr_name(name: bytes) -> None:
-    """An extended attribute's name: 1..255 bytes, not system.* (POSIX ACLs and the like are not
-    supported, as on a tmpfs without ACLs)."""
+    """An extended attribute's name: 1..255 bytes in one of Linux's namespaces (user., trusted.,
+    security.), with a name after it, as ext4 takes them; not system.* (POSIX ACLs and the like
+    are not supported, as on a tmpfs without ACLs)."""
     if not name:
         raise FsError(errno.EINVAL, "empty attribute name")
     if len(name) > XATTR_NAME_MAX:
         raise FsError(errno.ERANGE, f"attribute name longer than {XATTR_NAME_MAX} bytes")
-    if name.startswith(b"system."):
-        raise FsError(errno.EOPNOTSUPP, f"{name.decode(errors='replace')} is not supported")
+    namespace = next((n for n in XATTR_NAMESPACES if name.startswith(n)), None)
+    if namespace is None:
+        raise FsError(errno.EOPNOTSUPP, f"{name.decode(errors='replace')} is not in a namespace supported here")
+    if len(name) == len(namespace):
+        raise FsError(errno.EINVAL, f"no attribute name after {namespace.decode()}")
+
+
+def xattr_listed_to(name: bytes, uid: int) -> bool:
+    """Whether listxattr shows the attribute to a process of this user: trusted.* only to root
+    (Linux shows them only to CAP_SYS_ADMIN; getting or setting one is the kernel's to refuse)."""
+    return uid == 0 or not name.startswith(b"trusted.")
 
 
 def split_path(path: str) -> list[bytes]:

@@ -30,7 +30,7 @@ from fusedfs.mount.chunkmap import WINDOW
 from fusedfs.mount.dircache import DirCache
 from fusedfs.mount.openfile import MountShared, OpenFile
 from fusedfs.mount.writeback import WriteBack
-from fusedfs.names import validate_xattr_name
+from fusedfs.names import validate_xattr_name, xattr_listed_to
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 
@@ -588,7 +588,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         if self._without_xattrs(inode):
             return []
-        return list((await self.call("ListXattr", mp.InodeRequest(inode=inode))).names)
+        names = (await self.call("ListXattr", mp.InodeRequest(inode=inode))).names
+        return [name for name in names if xattr_listed_to(name, ctx.uid)]
 
     @translate_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:

@@ -1116,10 +1116,29 @@ def test_extended_attributes(mounted: tuple[LocalCluster, Path]) -> None:
     assert missing.value.errno == errno.ENODATA
     os.removexattr(f, "user.origin")
     assert os.listxattr(f) == ["user.empty"]
-    for bad, code in (("system.posix_acl_access", errno.EOPNOTSUPP), ("user." + "x" * 251, errno.ERANGE)):
+    refusals = (
+        ("system.posix_acl_access", errno.EOPNOTSUPP),
+        ("user." + "x" * 251, errno.ERANGE),
+        ("bogus.x", errno.EOPNOTSUPP),  # (in no namespace: as ext4, not stored)
+        ("user", errno.EOPNOTSUPP),
+        ("user.", errno.EINVAL),
+    )
+    for bad, code in refusals:
         with pytest.raises(OSError) as refused:  # (refused by the mount, as the master would)
             os.setxattr(f, bad, b"")
-        assert refused.value.errno == code
+        assert refused.value.errno == code, bad
+    # trusted.* are root's: listed to root alone, as Linux lists them only to CAP_SYS_ADMIN.
+    os.setxattr(f, "trusted.t", b"root's")
+    fd = os.open(f, os.O_RDONLY)  # (handed over: nobody cannot get through the test's folders)
+    try:
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c"]
+        code = f"import os; print(sorted(os.listxattr({fd})))"
+        listed = subprocess.run([*as_nobody, code], pass_fds=(fd,), capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(fd)
+    assert listed.stdout.strip() == "['user.empty']", listed
+    assert sorted(os.listxattr(f)) == ["trusted.t", "user.empty"]
+    os.removexattr(f, "trusted.t")
     (mnt / "folder").mkdir()
     os.setxattr(mnt / "folder", "user.kind", b"folder")
     assert os.getxattr(mnt / "folder", "user.kind") == b"folder"
