@@ -125,6 +125,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.handles: dict[int, tuple[int, int]] = {}  # fh -> (inode, open flags)
         self.next_fh = 1
         self.seen: dict[int, tuple[int, int]] = {}  # inode -> (mtime, size) when last closed here
+        self.told_sizes: dict[int, int] = {}  # inode -> the size the kernel was last told (SEEN_MAX of them)
         self.nursery: trio.Nursery | None = None
         self.session_id = session_id
         self.announced: frozenset[int] | None = None  # the open files the master last heard of
@@ -179,6 +180,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         open_file = self.open_files.get(attr.inode)
         size = open_file.size if open_file is not None else attr.size
         entry.st_size = size
+        self.told_sizes.pop(attr.inode, None)  # (to the end: the oldest go first)
+        self.told_sizes[attr.inode] = size
+        if len(self.told_sizes) > SEEN_MAX:
+            del self.told_sizes[next(iter(self.told_sizes))]
         entry.st_blksize = 128 * 1024
         entry.st_blocks = -(-self._stored(attr, open_file, size) // BLOCK)
         entry.st_atime_ns = attr.atime_ns
@@ -480,6 +485,11 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if reply.attr.nlink == 0 and open_file is None:
             with self._stale_name_checked(inode):
                 raise FsError(errno.ESTALE, f"inode {inode} has no name any more")
+        if open_file is None and self.told_sizes.get(inode, reply.attr.size) != reply.attr.size:
+            # Another mount changed its size since the kernel was told one, which it keeps for the
+            # attribute timeout and reads stop at: appended lines did not show on a fresh open. It
+            # asks again. (Attributes alone: nothing waits on that, so it is safe from a handler.)
+            pyfuse3.invalidate_inode(inode, attr_only=True)
         # Usable only if no file of ours changed meanwhile (the reply might predate that change).
         fresh = inode not in self.open_files and generation == self.dircache.generation
         info = self._register(reply.attr, flags)

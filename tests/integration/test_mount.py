@@ -810,7 +810,7 @@ def test_close_to_open_across_mounts(mounted: tuple[LocalCluster, Path], tmp_pat
     assert (first / "shared.txt").read_bytes() == b"version 2, longer"
 
 
-def test_a_file_replaced_or_removed_on_another_mount_is_never_opened_through_its_old_name(
+def test_a_file_replaced_removed_or_grown_on_another_mount_is_opened_as_it_is_now(
     mounted: tuple[LocalCluster, Path], tmp_path: Path
 ) -> None:
     """Another mount replaces a file (write a temporary one, rename it over: editors, git's
@@ -845,6 +845,19 @@ def test_a_file_replaced_or_removed_on_another_mount_is_never_opened_through_its
     (first / "gone").unlink()
     with pytest.raises(FileNotFoundError):
         (second / "gone").read_text()
+    # Appended to on the first mount, and closed: a new open here reads it all (the kernel kept
+    # the size it had been told for the attribute timeout, and reads stopped there: 4-5 of 10).
+    (first / "log").write_text("line 0\n")
+    assert (second / "log").read_text() == "line 0\n"
+    short = []
+    for i in range(1, 11):
+        (second / "log").stat()  # (the kernel here is told the size)
+        with open(first / "log", "a") as log:
+            log.write(f"line {i}\n")
+        got = (second / "log").read_text()
+        if not got.endswith(f"line {i}\n"):
+            short.append((i, len(got)))
+    assert not short, f"reads that stopped at the old size: {short}"
 
 
 def test_appends_from_two_mounts_at_once_lose_no_line(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
