@@ -1145,8 +1145,8 @@ def test_extended_attributes(mounted: tuple[LocalCluster, Path]) -> None:
     fd = os.open(f, os.O_RDONLY)  # (handed over: nobody cannot get through the test's folders)
     try:
         as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c"]
-        code = f"import os; print(sorted(os.listxattr({fd})))"
-        listed = subprocess.run([*as_nobody, code], pass_fds=(fd,), capture_output=True, text=True, timeout=60)
+        program = f"import os; print(sorted(os.listxattr({fd})))"
+        listed = subprocess.run([*as_nobody, program], pass_fds=(fd,), capture_output=True, text=True, timeout=60)
     finally:
         os.close(fd)
     assert listed.stdout.strip() == "['user.empty']", listed
