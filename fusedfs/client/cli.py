@@ -448,6 +448,7 @@ def _repair(files: FileClient, name: str, zeros: bool) -> int:
             news += "; put back with zeros there"
             failed += 1
         chunk = files.transfer.write(ref.index, found.data[: ref.length], attr.goal)
+        chunk.replaces = ref.chunk_id  # (ESTALE if the file was written there meanwhile: that stands)
         request = mp.CommitChunksRequest(inode=attr.inode, size=reply.attr.size, chunks=[chunk])
         if found.whole:
             request.mtime_ns = reply.attr.mtime_ns  # (its bytes are as they were)

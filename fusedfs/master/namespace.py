@@ -104,6 +104,7 @@ class CommittedChunk:
     chunk_id: int
     length: int
     crc: int
+    replaces: int | None = None  # commit only while the slot holds this chunk (0: none)
 
 
 class Namespace:
@@ -592,6 +593,13 @@ class Namespace:
                 raise FsError(errno.EISDIR if stat.S_ISDIR(inode.mode) else errno.EINVAL, "not a regular file")
             if appended_at is not None and inode.size != appended_at:
                 raise FsError(errno.EAGAIN, f"appended at {appended_at}, but the file has {inode.size} bytes by now")
+            for chunk in chunks:
+                if chunk.replaces is not None:
+                    row = next(iter(self.store.file_chunks(inode.id, chunk.index, 1)), None)
+                    holds = row.id if row is not None and row.idx == chunk.index else 0
+                    if holds != chunk.replaces:
+                        raise FsError(errno.ESTALE, f"slot {chunk.index} was changed meanwhile")
+            size = max(size, inode.size)  # (shrinking is SetAttr's: another mount may have grown it)
             self._check_new_chunks(chunks, inode.chunk_size, size)
             self._resize(inode, size, now, changes)
             self._install_chunks(inode, chunks, now, changes)

@@ -126,7 +126,8 @@ def _committed(chunks: Any) -> tuple[list[CommittedChunk], dict[int, list[str]]]
     committed, stored_on = [], {}
     for c in chunks:
         number = _chunk_number(c.chunk_id)
-        committed.append(CommittedChunk(c.index, number, c.length, c.crc32c))
+        replaces = (_chunk_number(c.replaces) if c.replaces else 0) if c.HasField("replaces") else None
+        committed.append(CommittedChunk(c.index, number, c.length, c.crc32c, replaces))
         stored_on[number] = list(c.stored_on)
     return committed, stored_on
 

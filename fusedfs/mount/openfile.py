@@ -33,7 +33,7 @@ from fusedfs.mount.blocking import call_master, read_parts, run
 from fusedfs.mount.cache import EMPTY, ChunkData, ChunkLoader
 from fusedfs.mount.chunkmap import ChunkMap
 from fusedfs.mount.dircache import DirCache
-from fusedfs.mount.writeback import DirtySlot, WriteBack
+from fusedfs.mount.writeback import DirtySlot, WriteBack, gaps
 from fusedfs.rpc import master_pb2 as mp
 
 log = logging.getLogger(__name__)
@@ -304,20 +304,22 @@ class OpenFile:
                     return saved
                 writeback.drop(saved)
             await self._make_room(self.chunk_size, nursery)
-            existing, base, big = b"", None, None
-            if writing < self.chunk_size and index * self.chunk_size < self.size:  # the rest is kept
+            existing, base, big, origin = b"", None, None, ""
+            if index * self.chunk_size < self.size:
                 ref = await self._ref(index)
+                origin = ref.chunk_id if ref is not None else ""  # (what our commit replaces)
+            if writing < self.chunk_size and index * self.chunk_size < self.size:  # the rest is kept
                 if ref is not None and min(ref.length, self.chunk_size) > DERIVE_ABOVE:
                     big = ref  # fetched only if it must be
                 else:
                     chunk, base = await self._chunk_and_id(index)
-                    existing = chunk.slice(0, self.chunk_size)
+                    existing, origin = chunk.slice(0, self.chunk_size), base or ""
             if index in self.dirty or index in self.saved:  # another write made one meanwhile: that one
                 continue
             if big is not None:
                 slot = writeback.create_unfetched(self, self.inode, index, big, min(big.length, self.chunk_size))
             else:
-                slot = writeback.create(self, self.inode, index, existing, base)
+                slot = writeback.create(self, self.inode, index, existing, base, origin)
             self.dirty[index] = slot
             return slot
 
@@ -388,16 +390,22 @@ class OpenFile:
                         return
                     chunk = await run(whole)
                 writes = self.writes
+                if chunk and slot.written is not None:  # (else it replaces whatever is there)
+                    chunk.replaces = slot.origin
                 try:
                     request = self._commit_request([chunk] if chunk else [])
                     reply = await call_master(self.shared.master, "CommitChunks", request)
                 except FsError as e:
-                    if e.errno == errno.EAGAIN and chunk:  # another mount's append came first: it goes unused
+                    if chunk and e.errno in (errno.EAGAIN, errno.ESTALE):  # (refused: it goes unused)
                         await run(self.shared.transfer.abandon, [chunk.chunk_id])
+                    if chunk and e.errno == errno.ESTALE and chunk.HasField("replaces"):
+                        await self._rebase(slot)  # (and it stays dirty: flush uploads it again)
+                        return
                     raise
                 self._committed(reply, writes)
                 if chunk:
                     self.chunk_end = max(self.chunk_end, (index + 1) * self.chunk_size)
+                    slot.origin = chunk.chunk_id  # (what it holds on the master now, if it stays dirty)
                 self.chunk_map.changed(index)  # (the new chunk's replicas come with the next GetChunks)
                 if self.dirty.get(index) is slot and slot.version == version:
                     del self.dirty[index]
@@ -421,6 +429,27 @@ class OpenFile:
             del self.uploads[index]
             done.set()
             writeback.upload_ended(slot)
+
+    async def _rebase(self, slot: DirtySlot) -> None:
+        """Another mount changed the slot's chunk since our copy of it was made (our commit was
+        refused): what we wrote goes onto the chunk there now, to be uploaded again. So two
+        machines' writes to different bytes of one chunk both stand, as on a local disk (where
+        both wrote, the later commit's); the later commit replaced the whole chunk, and the
+        other's bytes were lost."""
+        self.chunk_map.reset()  # (the other mount changed the file: what we know of it may be old)
+        self._drop_saved()
+        ref = await self._ref(slot.index)
+        length = min(ref.length, self.chunk_size) if ref is not None else 0
+        data = EMPTY
+        written = slot.written
+        if ref is not None and slot.unfetched is None and written is not None and gaps(written, 0, length):
+            data = (await self.shared.chunks.load(self.inode, ref)).limited(ref.length)
+        if self.dirty.get(slot.index) is not slot or slot.written is None:  # (it went, or goes whole now)
+            return
+        self.shared.writeback.rebase(slot, ref, length, data.slice)
+        end = slot.index * self.chunk_size + length
+        self.size, self.chunk_end = max(self.size, end), max(self.chunk_end, end)
+        log.info("slot %d of inode %d changed on another mount: our writes go onto it", slot.index, self.inode)
 
     @staticmethod
     def _made(chunk: mp.NewChunk, base: mp.ChunkRef | None) -> mp.ChunkRef:

@@ -77,6 +77,11 @@ class DirtySlot:
         # the slot's data is that chunk's (the file has zeros there until `fill`). None: it holds
         # all its data.
         self.unfetched: mp.ChunkRef | None = None
+        # The chunk the slot held on the master when its copy was made ("": none), and every range
+        # written since (None: too many to track): its commit stands only while the master still
+        # has that chunk there, else what was written goes onto the chunk there now (`rebase`).
+        self.origin = ""
+        self.written: list[tuple[int, int]] | None = []
 
 
 def merged(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
@@ -125,15 +130,19 @@ class WriteBack:
         self._changed = trio.Event()
         folder.mkdir(parents=True, exist_ok=True)
 
-    def create(self, owner: object, inode: int, index: int, initial: bytes, base: str | None = None) -> DirtySlot:
-        """A slot holding `initial`: the data of chunk `base` (None: no chunk, or not to be derived from)."""
+    def create(
+        self, owner: object, inode: int, index: int, initial: bytes, base: str | None = None, origin: str = ""
+    ) -> DirtySlot:
+        """A slot holding `initial`: the data of chunk `base` (None: no chunk, or not to be derived
+        from); origin: the chunk the slot holds on the master now ("": none)."""
         assert (inode, index) not in self._slots, "one slot per chunk's range"
         slot = DirtySlot(owner, inode, index)
         self._slots[(inode, index)] = slot
         if initial:
-            self.write(slot, 0, initial)
+            self._put(slot, 0, initial)
         if base is not None:
             slot.base, slot.base_kept = base, len(initial)
+        slot.origin = origin
         return slot
 
     def create_unfetched(self, owner: object, inode: int, index: int, chunk: mp.ChunkRef, length: int) -> DirtySlot:
@@ -143,7 +152,7 @@ class WriteBack:
         slot.fd = self._new_file(slot, lambda fd: os.ftruncate(fd, length))  # (sparse: no disk until written)
         slot.memory = None
         slot.length = slot.base_kept = length
-        slot.base, slot.unfetched = chunk.chunk_id, chunk
+        slot.base, slot.unfetched, slot.origin = chunk.chunk_id, chunk, chunk.chunk_id
         self._slots[(inode, index)] = slot
         self.used += length
         return slot
@@ -210,9 +219,40 @@ class WriteBack:
         if not self._set_saved(slot, True):
             return False
         slot.base, slot.base_kept, slot.changed = chunk.chunk_id, slot.length, []
+        slot.origin, slot.written = chunk.chunk_id, []
         if slot.unfetched is not None:
             slot.unfetched = chunk
         return True
+
+    def rebase(
+        self, slot: DirtySlot, chunk: mp.ChunkRef | None, length: int, data: Callable[[int, int], bytes]
+    ) -> None:
+        """The slot's chunk on the master is `chunk` now (None: none), `length` bytes of it the
+        slot's: where the slot was not written, it takes that chunk's bytes (data(start, end)
+        gives them; zeros past its end), as if its copy had been made from that chunk. Only for a
+        slot that knows what was written to it."""
+        written = slot.written
+        assert written is not None and not slot.saved
+        if slot.unfetched is not None and chunk is not None:  # (its bytes stay unfetched: of the new chunk now)
+            slot.unfetched = chunk
+            if length > slot.length:
+                try:
+                    os.ftruncate(slot.fd, length)  # (sparse)
+                except OSError as e:
+                    raise self._error(e) from e
+                self.used += length - slot.length
+                slot.length = length
+        else:
+            if slot.unfetched is not None:
+                self._to_file_if_memory(slot)
+                slot.unfetched = None
+            for start, end in gaps(written, 0, max(length, slot.length)):
+                piece = data(start, min(end, length)) if start < length else b""
+                self._put(slot, start, piece + bytes(end - start - len(piece)))
+        slot.base = chunk.chunk_id if chunk is not None else None
+        slot.base_kept, slot.changed = length, list(written)
+        slot.origin = chunk.chunk_id if chunk is not None else ""
+        slot.version += 1
 
     def reuse(self, slot: DirtySlot) -> bool:
         """A saved slot is to be written again: it becomes dirty. False if it cannot (then drop it)."""
@@ -242,6 +282,25 @@ class WriteBack:
 
     def write(self, slot: DirtySlot, offset: int, data: bytes | memoryview) -> None:
         assert not slot.saved, "reuse() a saved slot before writing to it"
+        self._put(slot, offset, data)
+        end = offset + len(data)
+        if (slot.base is not None or slot.unfetched is not None) and end > offset:
+            slot.changed = merged(slot.changed, offset, end)
+            if len(slot.changed) > MAX_PATCH_RANGES:
+                slot.base = None  # (an unfetched slot keeps the ranges: they tell what to fill)
+                if slot.unfetched is None:
+                    slot.changed = []
+        if slot.written is not None and end > offset:
+            slot.written = merged(slot.written, offset, end)
+            if len(slot.written) > MAX_PATCH_RANGES:
+                slot.written = None
+
+    def _to_file_if_memory(self, slot: DirtySlot) -> None:
+        if slot.memory is not None:
+            self._to_file(slot)
+
+    def _put(self, slot: DirtySlot, offset: int, data: bytes | memoryview) -> None:
+        """Puts data in the slot at offset (a new version of it), whatever it is."""
         end = offset + len(data)
         memory = slot.memory
         if memory is not None:
@@ -262,12 +321,6 @@ class WriteBack:
             self.used += end - slot.length
             slot.length = end
         slot.version += 1
-        if (slot.base is not None or slot.unfetched is not None) and end > offset:
-            slot.changed = merged(slot.changed, offset, end)
-            if len(slot.changed) > MAX_PATCH_RANGES:
-                slot.base = None  # (an unfetched slot keeps the ranges: they tell what to fill)
-                if slot.unfetched is None:
-                    slot.changed = []
 
     def _error(self, e: OSError) -> FsError:
         return disk_error(e, f"the write cache's disk ({self.folder})")
@@ -304,6 +357,8 @@ class WriteBack:
             slot.version += 1
             slot.base_kept = min(slot.base_kept, length)
             slot.changed = [(a, min(b, length)) for a, b in slot.changed if a < length]
+            if slot.written is not None:
+                slot.written = [(a, min(b, length)) for a, b in slot.written if a < length]
 
     def drop(self, slot: DirtySlot) -> None:
         """The slot is on the cluster (or cut away): its file goes."""

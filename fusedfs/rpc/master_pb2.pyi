@@ -284,18 +284,20 @@ class AbandonChunksRequest(_message.Message):
     def __init__(self, chunk_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NewChunk(_message.Message):
-    __slots__ = ("index", "chunk_id", "length", "crc32c", "stored_on")
+    __slots__ = ("index", "chunk_id", "length", "crc32c", "stored_on", "replaces")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     CRC32C_FIELD_NUMBER: _ClassVar[int]
     STORED_ON_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_FIELD_NUMBER: _ClassVar[int]
     index: int
     chunk_id: str
     length: int
     crc32c: int
     stored_on: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, index: _Optional[int] = ..., chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ..., stored_on: _Optional[_Iterable[str]] = ...) -> None: ...
+    replaces: str
+    def __init__(self, index: _Optional[int] = ..., chunk_id: _Optional[str] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ..., stored_on: _Optional[_Iterable[str]] = ..., replaces: _Optional[str] = ...) -> None: ...
 
 class CommitChunksRequest(_message.Message):
     __slots__ = ("inode", "size", "chunks", "mtime_ns", "appended_at", "request_id")

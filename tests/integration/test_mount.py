@@ -860,6 +860,41 @@ def test_a_file_replaced_removed_or_grown_on_another_mount_is_opened_as_it_is_no
     assert not short, f"reads that stopped at the old size: {short}"
 
 
+def test_writes_from_two_mounts_to_different_bytes_of_one_chunk_both_stand(
+    mounted: tuple[LocalCluster, Path], tmp_path: Path
+) -> None:
+    """Two machines write different bytes of one chunk of a file (each opened it before the
+    other's close): both stand, as on a local disk. Each close committed the chunk whole, as
+    the mount had it: the later commit put back the bytes the other had changed (8 of 16
+    blocks lost, at once or one after the other). Now a commit stands only while the chunk is
+    the one its copy was made from; else what it wrote goes onto the chunk there now."""
+    cluster, first = mounted
+    second = cluster.mount(tmp_path / "second")
+    block, blocks = 64 * 1024, 16
+    (first / "f").write_bytes(b"." * block * blocks)
+    a, b = os.open(first / "f", os.O_WRONLY), os.open(second / "f", os.O_RDWR)
+    assert os.pread(b, 10, 0) == b"." * 10  # (the second has read it: its copy is made)
+    for k in range(blocks):  # every other block from each, interleaved
+        os.pwrite(a if k % 2 else b, bytes([65 + k]) * block, k * block)
+    os.close(a)
+    os.close(b)
+    data = (first / "f").read_bytes()
+    lost = [k for k in range(blocks) if data[k * block : (k + 1) * block] != bytes([65 + k]) * block]
+    assert not lost, f"blocks lost: {lost}"
+    # One after the other: the second opened (and read) first; the first writes and closes; then
+    # the second writes elsewhere in that chunk and closes.
+    (first / "g").write_bytes(b"." * MiB)
+    late = os.open(second / "g", os.O_RDWR)
+    os.pread(late, 10, 0)
+    with open(first / "g", "r+b") as early:
+        early.write(b"C" * 10)
+    os.pwrite(late, b"D" * 10, 200_000)
+    os.close(late)
+    for mount in (first, second):
+        data = (mount / "g").read_bytes()
+        assert data[:10] == b"C" * 10 and data[200_000:200_010] == b"D" * 10 and len(data) == MiB
+
+
 def test_appends_from_two_mounts_at_once_lose_no_line(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     """Two machines append to one log at once (`echo ... >> log`, 100 times each): every line is
     there once, each machine's in its order. Each mount appended at the size it knew, and the

@@ -224,6 +224,22 @@ def test_an_append_is_committed_only_at_the_size_it_was_made_at(ns: Namespace) -
     assert inode.size == 11 and changes.live == [second] and changes.garbage == [first]
 
 
+def test_a_commit_stands_only_on_the_chunk_its_copy_was_made_from_and_never_shrinks_a_file(ns: Namespace) -> None:
+    """Two mounts change one chunk: the later commit, made from the chunk before the other's,
+    is refused (ESTALE), and goes again on the chunk there now; a commit carrying a smaller size
+    than another mount has made the file keeps the larger (shrinking is SetAttr's)."""
+    f = ns.create(ROOT_INODE, b"shared", 0o644, 0, 0, True).node
+    first, second, third = pending(ns), pending(ns), pending(ns)
+    ns.commit_chunks(f.id, 100, [CommittedChunk(0, first, 100, 1, replaces=0)], None)
+    assert errno_of(ns.commit_chunks, f.id, 100, [CommittedChunk(0, second, 100, 2, replaces=0)], None) == errno.ESTALE
+    inode, changes = ns.commit_chunks(f.id, 100, [CommittedChunk(0, second, 100, 2, replaces=first)], None)
+    assert changes.live == [second] and changes.garbage == [first]
+    inode, _ = ns.commit_chunks(f.id, CHUNK + 100, [CommittedChunk(1, third, 100, 3, replaces=0)], None)
+    assert inode.size == CHUNK + 100
+    inode, _ = ns.commit_chunks(f.id, 100, [], None)  # (a mount that knew it at 100)
+    assert inode.size == CHUNK + 100 and ns.getattr(f.id).size == CHUNK + 100
+
+
 def test_readdir_pages_with_stable_cursors(ns: Namespace) -> None:
     for i in range(25):
         ns.create(ROOT_INODE, f"f{i:02}".encode(), 0o644, 0, 0, True)

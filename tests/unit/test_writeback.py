@@ -254,3 +254,34 @@ def test_a_saved_unfetched_slot_fetches_from_the_chunk_it_made(tmp_path: Path) -
     cache.drop(slot)
     cache.fill(slot, made, lambda start, end: b"x" * (end - start))  # gone meanwhile: left alone
     assert slot.unfetched is made
+
+
+@pytest.mark.parametrize("memory_slot_bytes", [0, 1000])  # slots in files, slots in memory
+def test_a_slot_rebased_takes_the_new_chunk_where_it_was_not_written(tmp_path: Path, memory_slot_bytes: int) -> None:
+    """Another mount changed the chunk a slot was copied from: where the slot was written it
+    keeps its bytes, elsewhere it takes the new chunk's (zeros past its end, or for none), and
+    it now derives from that chunk."""
+    cache = WriteBack(tmp_path / "mount-1", limit_bytes=1 << 20, memory_slot_bytes=memory_slot_bytes)
+    slot = cache.create(owner=None, inode=7, index=0, initial=b"abcdefgh", base="c1", origin="c1")
+    cache.write(slot, 2, b"XY")
+    cache.write(slot, 12, b"!")
+    assert slot.written == [(2, 4), (12, 13)] and slot.origin == "c1"
+    version = slot.version
+    new = mp.ChunkRef(chunk_id="c2", length=10)
+    cache.rebase(slot, new, 10, lambda a, b: b"ABCDEFGHIJ"[a:b])
+    assert cache.read(slot, 0, 100) == b"ABXYEFGHIJ\0\0!"
+    assert (slot.origin, slot.base, slot.base_kept, slot.changed) == ("c2", "c2", 10, [(2, 4), (12, 13)])
+    assert slot.version > version and slot.written == [(2, 4), (12, 13)]
+    cache.rebase(slot, None, 0, lambda a, b: b"")  # (the other mount truncated it away)
+    assert cache.read(slot, 0, 100) == b"\0\0XY" + bytes(8) + b"!" and slot.origin == "" and slot.base is None
+
+
+def test_an_unfetched_slot_rebased_stays_unfetched_of_the_new_chunk(tmp_path: Path) -> None:
+    cache = WriteBack(tmp_path / "mount-1", limit_bytes=1 << 20)
+    old = mp.ChunkRef(chunk_id="c1", length=100)
+    slot = cache.create_unfetched(owner=None, inode=7, index=0, chunk=old, length=100)
+    cache.write(slot, 10, b"mine")
+    new = mp.ChunkRef(chunk_id="c2", length=300)
+    cache.rebase(slot, new, 300, lambda a, b: pytest.fail("nothing is fetched"))
+    assert slot.unfetched is new and slot.length == 300 and slot.origin == "c2"
+    assert cache.unfilled(slot, 0, 300) == [(0, 10), (14, 300)]
