@@ -243,9 +243,7 @@ class WriteBack:
                 self.used += length - slot.length
                 slot.length = length
         else:
-            if slot.unfetched is not None:
-                self._to_file_if_memory(slot)
-                slot.unfetched = None
+            slot.unfetched = None  # (the new state is a hole: zeros where it was not written)
             for start, end in gaps(written, 0, max(length, slot.length)):
                 piece = data(start, min(end, length)) if start < length else b""
                 self._put(slot, start, piece + bytes(end - start - len(piece)))
@@ -294,10 +292,6 @@ class WriteBack:
             slot.written = merged(slot.written, offset, end)
             if len(slot.written) > MAX_PATCH_RANGES:
                 slot.written = None
-
-    def _to_file_if_memory(self, slot: DirtySlot) -> None:
-        if slot.memory is not None:
-            self._to_file(slot)
 
     def _put(self, slot: DirtySlot, offset: int, data: bytes | memoryview) -> None:
         """Puts data in the slot at offset (a new version of it), whatever it is."""
