@@ -441,12 +441,11 @@ def _repair(files: FileClient, name: str, zeros: bool) -> int:
                 else f"{_size(zeroed)} intact in none of its {found.copies} damaged copies, at {where}"
                 + (" ..." if len(found.missing) > 5 else "")
             )
+            failed += 1
             if not zeros:
                 print(f"{at}: {news}; left as it is (--zeros puts it back with zeros there)")
-                failed += 1
                 continue
             news += "; put back with zeros there"
-            failed += 1
         chunk = files.transfer.write(ref.index, found.data[: ref.length], attr.goal)
         chunk.replaces = ref.chunk_id  # (ESTALE if the file was written there meanwhile: that stands)
         request = mp.CommitChunksRequest(inode=attr.inode, size=reply.attr.size, chunks=[chunk])
