@@ -8,6 +8,7 @@ caller can update its in-memory chunk index.
 
 from __future__ import annotations
 
+import copy
 import errno
 import stat
 import time
@@ -715,15 +716,15 @@ class Namespace:
         """Puts back the newest file deleted at path and the newest deleted at each path under it
         (or, given ino, that file, at path if given), making the folders they were in if gone.
         Returns (restored, at the path each is at now) and (skipped: the path is taken)."""
-        with self.store.transaction():
+        with self.store.reading() as moment:  # (a big trash takes long to list: nothing waits for it)
             if ino:
-                found = [row for row in self.store.trash(b"/") if row.inode == ino]
+                found = [row for row in moment.trash(b"/") if row.inode == ino]
                 if not found:
                     raise FsError(errno.ENOENT, f"inode {ino} is not in the trash")
                 wanted = [(found[0], _normal(path) if path else found[0].path)]
             else:
                 newest: dict[bytes, TrashRow] = {}
-                for row in self.store.trash(_normal(path)):
+                for row in moment.trash(_normal(path)):
                     newest.setdefault(row.path, row)
                 wanted = [(row, row.path) for row in newest.values()]
         restored, skipped = [], []
@@ -734,7 +735,7 @@ class Namespace:
             except FsError as e:
                 if e.errno not in (errno.EEXIST, errno.ENOTDIR, errno.ENOENT):
                     raise
-                skipped.append(row)  # (its place is taken; or ENOENT: purged or freed meanwhile)
+                skipped.append(row)  # (its place is taken; or ENOENT: purged, freed or restored meanwhile)
             else:
                 restored.append(TrashRow(row.inode, where, row.size, row.deleted_ns))
 
@@ -753,6 +754,8 @@ class Namespace:
     def _relink(self, ino: int, path: bytes, now: int) -> None:
         """Names the trashed file `ino` `path` again, making missing folders on the way."""
         inode = self._inode(ino)
+        if inode.nlink:
+            raise FsError(errno.ENOENT, f"inode {ino} is not in the trash (restored meanwhile)")
         parts = split_path(path.decode(errors="surrogateescape"))
         if not parts:
             raise FsError(errno.EINVAL, "a file cannot be restored as /")
@@ -859,23 +862,26 @@ class Namespace:
     # --- snapshots -------------------------------------------------------------------------------
 
     def read_tree(self, path: str) -> Tree:
-        """The node at path and, for a folder, everything below it, as they are now (one
-        transaction: a consistent moment)."""
-        with self.store.transaction():
-            top = self.resolve(path)
+        """The node at path and, for a folder, everything below it, as they are now: read at one
+        moment through a view of the store of its own (store.reading()), so that reading a big
+        tree holds up no other call."""
+        with self.store.reading() as moment:
+            reader = copy.copy(self)
+            reader.store = moment
+            top = reader.resolve(path)
             parts = split_path(path)
-            nodes = [TreeNode(-1, parts[-1] if parts else b"", top, self._xattrs(top))]
+            nodes = [TreeNode(-1, parts[-1] if parts else b"", top, reader._xattrs(top))]
             chunks: dict[int, list[ChunkRow]] = {}
             for index, node in enumerate(nodes):  # (grows as it goes: breadth first)
                 inode = node.inode
                 if stat.S_ISREG(inode.mode) and inode.id not in chunks:
-                    chunks[inode.id] = self.store.file_chunks(inode.id)
+                    chunks[inode.id] = moment.file_chunks(inode.id)
                 if not stat.S_ISDIR(inode.mode):
                     continue
                 after = 0
-                while page := self.store.list_dentries(inode.id, after, 1000):
+                while page := moment.list_dentries(inode.id, after, 1000):
                     for dentry, child in page:
-                        nodes.append(TreeNode(index, dentry.name, child, self._xattrs(child)))
+                        nodes.append(TreeNode(index, dentry.name, child, reader._xattrs(child)))
                     after = page[-1][0].cursor
             return Tree(nodes, chunks)
 
@@ -884,45 +890,75 @@ class Namespace:
             return []
         return [(name, self.store.get_xattr(inode.id, name) or b"") for name in self.store.list_xattrs(inode.id)]
 
-    def put_tree(self, tree: Tree, path: str, new_chunks: dict[int, int]) -> tuple[int, int, ChunkChanges]:
+    def reserve_chunks(self, count: int) -> list[int]:
+        """count new chunk ids, reserved for uploads (PENDING), TREE_BATCH a transaction."""
+        reserved: list[int] = []
+        now = self.clock()
+        self._in_batches(range(count), lambda _: reserved.append(self.store.new_chunk(now)))
+        return reserved
+
+    def put_tree(self, tree: Tree, path: str, new_chunks: dict[int, int], changes: ChunkChanges) -> tuple[int, int]:
         """Makes path a copy of the tree: the same modes, owners, times (but ctime), targets,
         xattrs, own goals and chunk sizes, with hard links within the tree kept as such, and
         each chunk of its files replaced by new_chunks[chunk] (reserved chunks holding the same
-        bytes). Returns the files and folders made, and the chunks that went live."""
+        bytes). Returns the files and folders made; changes.live gets the chunks that went live.
+
+        The copy is put TREE_BATCH nodes a transaction, as changes over a tree are, below a top
+        that is named only at the end (and recorded as building until then), so that it appears
+        whole or not at all. On failure, what was made is removed, its chunks going to
+        changes.garbage; a master stopped midway removes it when it starts again
+        (remove_unfinished_snapshots)."""
         parts = split_path(path)
         if not parts:
             raise FsError(errno.EEXIST, "/ already exists")
-        changes = ChunkChanges()
+        names = Counter(node.inode.id for node in tree.nodes)
+        subfolders = Counter(node.parent for node in tree.nodes if stat.S_ISDIR(node.inode.mode))
+        made: dict[int, Inode] = {}  # the tree's inode -> its copy
+        copies: list[Inode] = []  # the copy of each of the tree's nodes, in order
+        now = self.clock()
+
+        def put(index: int) -> None:
+            node = tree.nodes[index]
+            folder = copies[node.parent] if index else parent
+            copied = made.get(node.inode.id)
+            if copied is None:
+                nlink = 2 + subfolders[index] if stat.S_ISDIR(node.inode.mode) else names[node.inode.id]
+                copied = made[node.inode.id] = self._copy_node(node, nlink, folder, now, changes, tree, new_chunks)
+            copies.append(copied)
+            if index:
+                self.store.insert_dentry(folder.id, node.name, copied.id)
+
         with self.store.transaction():
-            now = self.clock()
             parent = self.resolve("/" + "/".join(p.decode(errors="surrogateescape") for p in parts[:-1]))
             if not stat.S_ISDIR(parent.mode):
                 raise FsError(errno.ENOTDIR, f"the folder of {path} is not a folder")
-            if self.store.lookup(parent.id, parts[-1]) is not None:
-                raise FsError(errno.EEXIST, f"{path} already exists")
+            self._refuse_taken(parent.id, parts[-1], path)
             top = tree.nodes[0].inode
             if stat.S_ISDIR(top.mode):
                 self._refuse_move_into_itself(top.id, parent.id, verb="copy")
-            names = Counter(node.inode.id for node in tree.nodes)
-            subfolders = Counter(node.parent for node in tree.nodes if stat.S_ISDIR(node.inode.mode))
-            made: dict[int, Inode] = {}  # the tree's inode -> its copy
-            copies: list[Inode] = []  # the copy of each of the tree's nodes, in order
-            files = folders = 0
-            for index, node in enumerate(tree.nodes):
-                folder = parent if node.parent < 0 else copies[node.parent]
-                copy = made.get(node.inode.id)
-                if copy is None:
-                    is_dir = stat.S_ISDIR(node.inode.mode)
-                    nlink = 2 + subfolders[index] if is_dir else names[node.inode.id]
-                    copy = made[node.inode.id] = self._copy_node(node, nlink, folder, now, changes, tree, new_chunks)
-                    folders += is_dir
-                    files += not is_dir
-                copies.append(copy)
-                self.store.insert_dentry(folder.id, parts[-1] if node.parent < 0 else node.name, copy.id)
-            if stat.S_ISDIR(top.mode):
-                parent.nlink += 1
-            self._touch(parent, now)
-            return files, folders, changes
+            put(0)
+            self.store.set_building(copies[0].id, True, now)
+        try:
+            self._in_batches(range(1, len(tree.nodes)), put)
+            with self.store.transaction():
+                parent = self._dir(parent.id)
+                self._refuse_taken(parent.id, parts[-1], path)
+                self.store.insert_dentry(parent.id, parts[-1], copies[0].id)  # (EDQUOT here: the whole copy counts)
+                if stat.S_ISDIR(top.mode):
+                    parent.nlink += 1
+                self._touch(parent, self.clock())
+                self.store.set_building(copies[0].id, False, 0)
+        except BaseException:
+            changes.live.clear()
+            changes.goals.clear()
+            self._remove_unnamed(copies[0].id, changes)
+            raise
+        folders = sum(stat.S_ISDIR(inode.mode) for inode in made.values())
+        return len(made) - folders, folders
+
+    def _refuse_taken(self, folder: int, name: bytes, path: str) -> None:
+        if self.store.lookup(folder, name) is not None:
+            raise FsError(errno.EEXIST, f"{path} already exists")
 
     def _copy_node(
         self,
@@ -935,27 +971,68 @@ class Namespace:
         new_chunks: dict[int, int],
     ) -> Inode:
         old = node.inode
-        copy = replace(old, id=0, nlink=nlink, ctime_ns=now, goal=0)  # (its own id from the insert)
-        self.store.insert_inode(copy)
+        twin = replace(old, id=0, nlink=nlink, ctime_ns=now, goal=0)  # (its own id from the insert)
+        self.store.insert_inode(twin)
         if old.goal:
-            self.store.set_goal(copy.id, old.goal)
-            copy.goal = old.goal
+            self.store.set_goal(twin.id, old.goal)
+            twin.goal = old.goal
         else:
-            self._inherit_goal(folder, copy)
+            self._inherit_goal(folder, twin)
         for name, value in node.xattrs:
-            self.store.set_xattr(copy.id, name, value)
+            self.store.set_xattr(twin.id, name, value)
         for row in tree.chunks.get(old.id, []):
             chunk = new_chunks.get(row.id, 0)
             reserved = self.store.get_chunk(chunk)
             if reserved is None or reserved.state != ChunkState.PENDING:
                 raise FsError(errno.EIO, f"chunk {row.id:016x} of the snapshot has no reserved copy")
-            self.store.make_live(chunk, copy.id, row.idx or 0, row.stored_length, row.crc, now)
+            self.store.make_live(chunk, twin.id, row.idx or 0, row.stored_length, row.crc, now)
             if row.length < row.stored_length:
                 self.store.set_chunk_length(chunk, row.length)
             changes.live.append(chunk)
-            if copy.goal:
-                changes.goals[chunk] = copy.goal
-        return copy
+            if twin.goal:
+                changes.goals[chunk] = twin.goal
+        return twin
+
+    def remove_unfinished_snapshots(self) -> int:
+        """Removes the copies that snapshots left unnamed when their master stopped midway (run
+        as it starts: their chunks become garbage in the store, which the cluster reads next);
+        returns how many."""
+        with self.store.transaction():
+            tops = self.store.building()
+        for top in tops:
+            self._remove_unnamed(top, ChunkChanges())
+        return len(tops)
+
+    def _remove_unnamed(self, top: int, changes: ChunkChanges) -> None:
+        """Removes a snapshot's unnamed copy and all below it, TREE_BATCH names a transaction,
+        each folder after what it holds: stopped midway, what is left is still below the top, to
+        be removed again. Its chunks go to changes.garbage."""
+        below: list[tuple[int, bytes, int]] = []  # (folder, name, inode) of every name, breadth first
+        with self.store.reading() as moment:
+            folders = [top] if moment.get_inode(top) is not None else []
+            for folder in folders:  # (grows as it goes)
+                after = 0
+                while page := moment.list_dentries(folder, after, 1000):
+                    for dentry, child in page:
+                        below.append((folder, dentry.name, child.id))
+                        if stat.S_ISDIR(child.mode):
+                            folders.append(child.id)
+                    after = page[-1][0].cursor
+        names_left = Counter(ino for _, _, ino in below)
+        now = self.clock()
+
+        def remove(entry: tuple[int, bytes, int]) -> None:
+            folder, name, ino = entry
+            self.store.delete_dentry(folder, name)
+            names_left[ino] -= 1
+            if not names_left[ino] and (inode := self.store.get_inode(ino)) is not None:
+                self._free(inode, now, changes)
+
+        self._in_batches(below[::-1], remove)
+        with self.store.transaction():
+            if (inode := self.store.get_inode(top)) is not None:
+                self._free(inode, now, changes)
+            self.store.set_building(top, False, 0)
 
     def file_chunks(self, ino: int, first: int, count: int):  # type: ignore[no-untyped-def]
         with self.store.transaction():

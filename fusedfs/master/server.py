@@ -44,6 +44,14 @@ class MasterServer:
         self.copy_every = copy_every
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SqliteStore(data_dir / METADATA_FILE, stat.S_IFDIR | 0o755, now_ns=time.time_ns())
+        self.namespace = Namespace(
+            self.store,
+            settings.chunk_size,
+            is_open=lambda ino: self.sessions.is_open(ino, self.cluster.clock()),
+            trash_ns=int(settings.trash_seconds * 1e9),
+        )
+        if removed := self.namespace.remove_unfinished_snapshots():
+            log.info("removed %d snapshot copies left unfinished when the master stopped", removed)
         with self.store.transaction():
             chunks = self.store.all_chunks()
             goals = self.store.chunk_goals()
@@ -66,12 +74,6 @@ class MasterServer:
             saved = self.store.saved_sessions()
         for session_id, open_inodes in saved.items():
             self.sessions.restore(session_id, open_inodes, self.cluster.clock())
-        self.namespace = Namespace(
-            self.store,
-            settings.chunk_size,
-            is_open=lambda ino: self.sessions.is_open(ino, self.cluster.clock()),
-            trash_ns=int(settings.trash_seconds * 1e9),
-        )
         self.server = make_server(max_workers=32)
         self.service = MasterService(self.namespace, self.store, self.cluster, self.sessions, self.pool)
         master_pb2_grpc.add_MasterServicer_to_server(self.service, self.server)

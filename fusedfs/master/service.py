@@ -557,7 +557,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
     @handler
     @needs_room
     def Snapshot(self, request: mp.SnapshotRequest, context: grpc.ServicerContext) -> mp.SnapshotReply:
-        made = make_snapshot(self.ns, self.store, self.cluster, self.pool, request.source, request.destination)
+        made = make_snapshot(self.ns, self.cluster, self.pool, request.source, request.destination)
         return mp.SnapshotReply(files=made.files, folders=made.folders, chunks=made.chunks)
 
     @handler

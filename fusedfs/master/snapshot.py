@@ -2,11 +2,12 @@
 once and at no cost of space.
 
 Chunks never change once written (a change makes a new chunk), so a copy's chunks can be further
-names of the source's: the master reads the tree (one transaction: one moment), reserves a new
-chunk id for each of its chunks, asks each keeper holding one to link it under the new id
-(`LinkChunks`, a hard link on the keeper's disk), then puts the copy in the namespace with the
-new chunks on the keepers that linked them. Changing either file later makes new chunks of its
-own; deleting one frees only its own names. A chunk no keeper could link (its keepers died
+names of the source's: the master reads the tree (at one moment, through a view of the store
+of its own), reserves a new chunk id for each of its chunks, asks each keeper holding one to
+link it under the new id (`LinkChunks`, a hard link on the keeper's disk), then puts the copy in
+the namespace with the new chunks on the keepers that linked them (a batch of nodes at a time,
+named at the end: Namespace.put_tree). Changing either file later makes new chunks of its own;
+deleting one frees only its own names. A chunk no keeper could link (its keepers died
 meanwhile) fails the snapshot, EIO, and the ids reserved become garbage: nothing half made stays.
 """
 
@@ -23,9 +24,8 @@ from fusedfs.chunks import MAX_LINKS, format_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError, from_rpc_error
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.master.cluster import Cluster
-from fusedfs.master.namespace import Namespace
+from fusedfs.master.namespace import ChunkChanges, Namespace
 from fusedfs.master.placement import KeeperView
-from fusedfs.master.store import MetadataStore
 from fusedfs.rpc import keeper_pb2 as kp
 from fusedfs.rpc import keeper_pb2_grpc
 
@@ -56,16 +56,14 @@ def link_plan(
     return dict(plan)
 
 
-def make_snapshot(
-    namespace: Namespace, store: MetadataStore, cluster: Cluster, pool: ChannelPool, source: str, destination: str
-) -> Made:
+def make_snapshot(namespace: Namespace, cluster: Cluster, pool: ChannelPool, source: str, destination: str) -> Made:
     tree = namespace.read_tree(source)
     sources = [row.id for rows in tree.chunks.values() for row in rows]
     now = namespace.clock()
-    with store.transaction():
-        new_ids = {chunk: store.new_chunk(now) for chunk in sources}
+    new_ids = dict(zip(sources, namespace.reserve_chunks(len(sources)), strict=True))
     for chunk in new_ids.values():
         cluster.reserved(chunk, now)
+    changes = ChunkChanges()
     try:
         stored_on = link_on_keepers(link_plan(sources, new_ids, {c: cluster.locations(c) for c in sources}), pool)
         unlinked = [c for c in sources if not stored_on.get(new_ids[c])]
@@ -75,10 +73,10 @@ def make_snapshot(
                 f"{len(unlinked)} chunks of {source} (the first: {format_chunk_id(unlinked[0])}) could not be"
                 " linked on any keeper: their files changed meanwhile (try again), or they are lost (see fsck)",
             )
-        files, folders, changes = namespace.put_tree(tree, destination, new_ids)
+        files, folders = namespace.put_tree(tree, destination, new_ids, changes)
     except BaseException:
         abandoned = namespace.abandon(list(new_ids.values()))
-        cluster.apply([], abandoned.garbage, {}, {})
+        cluster.apply([], abandoned.garbage + changes.garbage, {}, {})
         raise
     lengths = {new_ids[row.id]: row.stored_length for rows in tree.chunks.values() for row in rows}
     cluster.apply(changes.live, [], lengths, stored_on, changes.goals)

@@ -45,7 +45,9 @@ Schema (every column and sentinel explained here, and only here):
                                their inode
 
     meta        key/value: schema_version, next_chunk_id, cluster_id (random, made with the store),
-                and drain:KEEPER-ID (since when, ns) for each keeper being drained
+                drain:KEEPER-ID (since when, ns) for each keeper being drained, and
+                building:INODE (since when, ns) for each snapshot being put in place a batch at a
+                time: the top of its copy, not named yet (a master that stopped midway removes it)
 
     journal     every row change of the tables above, in commit order (MooseFS's changelog):
                 written by triggers inside the changing transaction, so it is exactly as durable;
@@ -216,6 +218,9 @@ class MetadataStore(Protocol):
     def chunk_goals(self) -> dict[int, int]: ...
     def subtree(self, ino: int) -> list[int]: ...
     def set_draining(self, keeper_id: str, draining: bool, now_ns: int) -> None: ...
+    def set_building(self, ino: int, building: bool, now_ns: int) -> None: ...
+    def building(self) -> list[int]: ...
+    def reading(self) -> AbstractContextManager[MetadataStore]: ...
     def quota(self, ino: int) -> Quota | None: ...
     def saved_reply(self, request_id: int, method: str) -> bytes | None: ...
     def save_reply(self, request_id: int, method: str, reply: bytes, now_ns: int) -> None: ...
@@ -281,6 +286,7 @@ CREATE TABLE IF NOT EXISTS journal (
 """
 
 DRAIN_KEY = "drain:"  # meta keys of keepers being drained: drain:KEEPER-ID
+BUILDING_KEY = "building:"  # meta keys of snapshots being put in place: building:INODE
 COMMIT_MARK = "commit"  # the journal's `tbl` of the row that ends a transaction's changes
 # The journaled tables: their columns in table order, and how many of the first make the key.
 JOURNALED: dict[str, tuple[tuple[str, ...], int]] = {
@@ -396,6 +402,28 @@ class SqliteStore:
         finally:
             target.close()
             source.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[SqliteStore]:
+        """The store as it is at this moment, to read from (as one transaction: calls to its
+        transaction() join it), through a connection of its own, as snapshot(): WAL lets it go on
+        reading that moment while this one writes, so a long read (a snapshot's tree) holds
+        nothing up."""
+        view = SqliteStore.__new__(SqliteStore)
+        view.path = self.path
+        view._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        view._lock = threading.RLock()
+        view._depth = 1  # (inside a transaction for good: every transaction() joins the read)
+        view._after_commit, view._unjournaled = [], 0
+        with self._lock:
+            view._any_quota = self._any_quota
+            view._journal_end = self._journal_end
+        try:
+            view._db.execute("BEGIN")
+            view._db.execute("SELECT 1 FROM meta LIMIT 1").fetchone()  # (the moment read is fixed here)
+            yield view
+        finally:
+            view._db.close()
 
     def usage(self, folder: int, goal: int) -> dict[int, Usage]:
         """What folder holds, by its entry each one is under (inode -> usage), and in all (key
@@ -851,6 +879,16 @@ class SqliteStore:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (DRAIN_KEY + keeper_id, now_ns))
         else:
             self._db.execute("DELETE FROM meta WHERE key = ?", (DRAIN_KEY + keeper_id,))
+
+    def set_building(self, ino: int, building: bool, now_ns: int) -> None:
+        if building:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (f"{BUILDING_KEY}{ino}", now_ns))
+        else:
+            self._db.execute("DELETE FROM meta WHERE key = ?", (f"{BUILDING_KEY}{ino}",))
+
+    def building(self) -> list[int]:
+        rows = self._db.execute("SELECT key FROM meta WHERE key >= 'building:' AND key < 'building;'")
+        return [int(key.removeprefix(BUILDING_KEY)) for (key,) in rows]
 
     def trash_totals(self) -> tuple[int, int]:
         """(files, bytes) in the trash."""

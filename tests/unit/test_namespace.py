@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -21,6 +22,7 @@ from fusedfs.master.namespace import (
     RENAME_NOREPLACE,
     XATTR_CREATE,
     XATTR_REPLACE,
+    ChunkChanges,
     CommittedChunk,
     Namespace,
     device_number,
@@ -357,7 +359,9 @@ def test_path_of_an_inode(ns: Namespace) -> None:
     assert ns.path_of(f.id) is None
 
 
-def test_the_trash_keeps_deleted_files_to_restore_until_their_time_is_up(store: SqliteStore) -> None:
+def test_the_trash_keeps_deleted_files_to_restore_until_their_time_is_up(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     now = [10]
     ns = Namespace(store, CHUNK, clock=lambda: now[0], orphan_grace_ns=3, trash_ns=100)
 
@@ -399,8 +403,15 @@ def test_the_trash_keeps_deleted_files_to_restore_until_their_time_is_up(store: 
     assert ns.restore_trash("/c") == ([], ns.list_trash("/c"))
     assert errno_of(ns.restore_trash, "/", 12345) == errno.ENOENT
     assert errno_of(ns.restore_trash, "/", c) == errno.EINVAL
-    [moved], [] = ns.restore_trash("/old/c", c)
-    assert moved.path == b"/old/c" and ns.resolve("/old/c").id == c
+    with store.reading() as before_it:
+        [moved], [] = ns.restore_trash("/old/c", c)
+        assert moved.path == b"/old/c" and ns.resolve("/old/c").id == c
+        # A restore that listed the trash before that one took c out skips it: no second name.
+        monkeypatch.setattr(store, "reading", lambda: contextlib.nullcontext(before_it))
+        restored, skipped = ns.restore_trash("/elsewhere", c)
+        monkeypatch.undo()
+    assert restored == [] and [r.inode for r in skipped] == [c] and ns.getattr(c).nlink == 1
+    assert errno_of(ns.resolve, "/elsewhere") == errno.ENOENT
     # Deleted again, then the trash time passes: freed with the chunks.
     ns.unlink(ns.resolve("/old").id, b"c")
     now[0] += 99
@@ -600,7 +611,8 @@ def test_a_tree_copied_for_a_snapshot_is_the_same_tree_with_new_chunks(ns: Names
     ns.unlink(top.id, b"sym")
     n0, n1 = pending(ns), pending(ns)
     copy = ns.mkdir(ROOT_INODE, b"copies", 0o755, 0, 0).node
-    files, folders, changes = ns.put_tree(tree, "/copies/snap", {c0: n0, c1: n1})
+    changes = ChunkChanges()
+    files, folders = ns.put_tree(tree, "/copies/snap", {c0: n0, c1: n1}, changes)
     assert (files, folders) == (2, 2) and sorted(changes.live) == [n0, n1] and changes.goals == {n0: 2, n1: 2}
     snap = ns.resolve("/copies/snap")
     assert (stat.S_IMODE(snap.mode), snap.uid, snap.gid, snap.nlink) == (0o750, 5, 6, 3)
@@ -619,18 +631,156 @@ def test_a_tree_copied_for_a_snapshot_is_the_same_tree_with_new_chunks(ns: Names
     assert [r.id for r in ns.file_chunks(f.id, 0, 0)[1]] == [c0, c1]
     # Refused, and nothing made: an existing name, into itself, a missing folder, the root, a
     # chunk without its reserved copy (all or nothing).
-    assert errno_of(ns.put_tree, tree, "/copies/snap", {c0: n0, c1: n1}) == errno.EEXIST
-    assert errno_of(ns.put_tree, tree, "/top/sub/inside", {c0: pending(ns), c1: pending(ns)}) == errno.EINVAL
-    assert errno_of(ns.put_tree, tree, "/nowhere/snap", {c0: pending(ns), c1: pending(ns)}) == errno.ENOENT
-    assert errno_of(ns.put_tree, ns.read_tree("/"), "/all", {}) == errno.EBUSY
-    assert errno_of(ns.put_tree, tree, "/copies/other", {c0: pending(ns)}) == errno.EIO
-    assert errno_of(ns.put_tree, tree, "/copies/other", {c0: n0, c1: pending(ns)}) == errno.EIO  # (n0: live)
+    assert errno_of(ns.put_tree, tree, "/copies/snap", {c0: n0, c1: n1}, ChunkChanges()) == errno.EEXIST
+    assert (
+        errno_of(ns.put_tree, tree, "/top/sub/inside", {c0: pending(ns), c1: pending(ns)}, ChunkChanges())
+        == errno.EINVAL
+    )
+    assert (
+        errno_of(ns.put_tree, tree, "/nowhere/snap", {c0: pending(ns), c1: pending(ns)}, ChunkChanges()) == errno.ENOENT
+    )
+    assert errno_of(ns.put_tree, ns.read_tree("/"), "/all", {}, ChunkChanges()) == errno.EBUSY
+    assert errno_of(ns.put_tree, tree, "/copies/other", {c0: pending(ns)}, ChunkChanges()) == errno.EIO
+    assert (
+        errno_of(ns.put_tree, tree, "/copies/other", {c0: n0, c1: pending(ns)}, ChunkChanges()) == errno.EIO
+    )  # (n0: live)
     assert errno_of(ns.lookup, copy.id, b"other") == errno.ENOENT
     assert ns.getattr(copy.id).nlink == 3
     # A snapshot counts towards the quota of the folder it is made in, as any new names do.
     ns.quota("/copies", (7, 0))  # (snap and its 4 names below: 5 of 7)
-    assert errno_of(ns.put_tree, tree, "/copies/third", {c0: pending(ns), c1: pending(ns)}) == errno.EDQUOT
+    assert (
+        errno_of(ns.put_tree, tree, "/copies/third", {c0: pending(ns), c1: pending(ns)}, ChunkChanges()) == errno.EDQUOT
+    )
     assert errno_of(ns.lookup, copy.id, b"third") == errno.ENOENT and ns.quota("/copies").entries == 5
+
+
+def _tree_to_copy(ns: Namespace) -> dict[int, int]:
+    """/top: 3 folders of 5 files of a chunk each, one file also named in another folder.
+    Returns each chunk -> a reserved chunk for its copy."""
+    top = ns.mkdir(ROOT_INODE, b"top", 0o755, 0, 0).node
+    new_chunks = {}
+    for d in range(3):
+        folder = ns.mkdir(top.id, b"d%d" % d, 0o755, 0, 0).node
+        for i in range(5):
+            f = ns.create(folder.id, b"f%d" % i, 0o644, 0, 0, exclusive=True).node
+            chunk = pending(ns)
+            ns.commit_chunks(f.id, 10, [CommittedChunk(0, chunk, 10, 1)], 1)
+            new_chunks[chunk] = pending(ns)
+    ns.link(ns.resolve("/top/d0/f0").id, ns.resolve("/top/d2").id, b"again")
+    return new_chunks
+
+
+def test_a_big_snapshot_is_put_a_batch_a_transaction_and_appears_whole(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy is put TREE_BATCH nodes a transaction (other calls wait for one batch, not the
+    tree), below a top named by the last: before that, it is nowhere to be seen."""
+    monkeypatch.setattr(namespace_module, "TREE_BATCH", 4)
+    ns = Namespace(store, CHUNK)
+    new_chunks = _tree_to_copy(ns)
+    tree = ns.read_tree("/top")
+    seen = []
+    real = store.transaction
+
+    def watched() -> Any:
+        seen.append(store.lookup(ROOT_INODE, b"snap") is not None)
+        return real()
+
+    monkeypatch.setattr(store, "transaction", watched)
+    changes = ChunkChanges()
+    assert ns.put_tree(tree, "/snap", new_chunks, changes) == (15, 4)
+    monkeypatch.setattr(store, "transaction", real)
+    assert len(seen) >= 2 + len(tree.nodes) // 4 and not any(seen)
+    assert sorted(changes.live) == sorted(new_chunks.values()) and store.building() == []
+    again = ns.resolve("/snap/d2/again")
+    assert again.id == ns.resolve("/snap/d0/f0").id and again.nlink == 2
+    assert ns.resolve("/snap").nlink == 5 and ns.getattr(ROOT_INODE).nlink == 4
+    assert [r.id for r in ns.file_chunks(again.id, 0, 0)[1]] == [
+        new_chunks[tree.chunks[ns.resolve("/top/d0/f0").id][0].id]
+    ]
+
+
+def test_a_snapshot_that_fails_midway_leaves_nothing(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot's destination taken while its copy is being put: EEXIST, and every node it
+    made is gone, its chunks garbage."""
+    monkeypatch.setattr(namespace_module, "TREE_BATCH", 4)
+    ns = Namespace(store, CHUNK)
+    new_chunks = _tree_to_copy(ns)
+    tree = ns.read_tree("/top")
+    before = store.count_inodes()
+    real = store.transaction
+    opened = []
+
+    def racing() -> Any:
+        opened.append(1)
+        if len(opened) == 3:  # (a batch or two in)
+            with real():
+                store.insert_dentry(ROOT_INODE, b"snap", ns.resolve("/top/d1/f1").id)
+        return real()
+
+    monkeypatch.setattr(store, "transaction", racing)
+    changes = ChunkChanges()
+    assert errno_of(ns.put_tree, tree, "/snap", new_chunks, changes) == errno.EEXIST
+    monkeypatch.setattr(store, "transaction", real)
+    assert store.count_inodes() == before and store.building() == [] and changes.live == []
+    made_live = set(changes.garbage)
+    assert made_live and made_live <= set(new_chunks.values())
+    assert all(store.get_chunk(c).state == ChunkState.GARBAGE for c in made_live)  # type: ignore[union-attr]
+    assert all(store.get_chunk(c).state == ChunkState.PENDING for c in set(new_chunks.values()) - made_live)  # type: ignore[union-attr]
+
+
+def test_a_snapshot_left_unfinished_by_a_stopped_master_is_removed_when_it_starts(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(namespace_module, "TREE_BATCH", 4)
+    ns = Namespace(store, CHUNK)
+    new_chunks = _tree_to_copy(ns)
+    tree = ns.read_tree("/top")
+    before = store.count_inodes()
+    real_copy = ns._copy_node
+    copied: list[int] = []
+
+    def dying(*args: Any) -> Inode:
+        if len(copied) == 9:
+            raise KeyboardInterrupt  # (the master killed here: no cleanup runs)
+        copied.append(1)
+        return real_copy(*args)
+
+    monkeypatch.setattr(ns, "_copy_node", dying)
+    monkeypatch.setattr(ns, "_remove_unnamed", lambda top, changes: None)
+    with pytest.raises(KeyboardInterrupt):
+        ns.put_tree(tree, "/snap", new_chunks, ChunkChanges())
+    assert len(store.building()) == 1 and store.count_inodes() != before
+    assert errno_of(ns.resolve, "/snap") == errno.ENOENT
+    # Its removal, stopped midway too, leaves what is left below the top, to be removed again.
+    restarted = Namespace(store, CHUNK)
+    real_free = restarted._free
+    freed: list[int] = []
+
+    def dying_free(*args: Any) -> None:
+        if len(freed) == 4:
+            raise KeyboardInterrupt
+        freed.append(1)
+        real_free(*args)
+
+    monkeypatch.setattr(restarted, "_free", dying_free)
+    with pytest.raises(KeyboardInterrupt):
+        restarted.remove_unfinished_snapshots()
+    assert len(store.building()) == 1
+    assert Namespace(store, CHUNK).remove_unfinished_snapshots() == 1
+    assert store.count_inodes() == before and store.building() == []
+    states = Counter(store.get_chunk(c).state for c in new_chunks.values())  # type: ignore[union-attr]
+    assert states[ChunkState.GARBAGE] >= 5 and states[ChunkState.LIVE] == 0  # (those made live: garbage)
+    assert ns.read_tree("/top").nodes == tree.nodes  # (the source as it was)
+
+
+def test_a_tree_is_read_at_one_moment_without_holding_up_changes(ns: Namespace) -> None:
+    top = ns.mkdir(ROOT_INODE, b"top", 0o755, 0, 0).node
+    ns.create(top.id, b"a", 0o644, 0, 0, exclusive=True)
+    with ns.store.reading() as moment:
+        ns.create(top.id, b"b", 0o644, 0, 0, exclusive=True)  # (a change meanwhile, made at once)
+        assert [name for _, name, _ in ns.readdir(top.id, 0, 10)[0]] == [b"a", b"b"]
+        assert [d.name for d, _ in moment.list_dentries(top.id, 0, 10)] == [b"a"]
 
 
 def test_quotas_count_every_change_and_refuse_what_would_pass_a_limit(ns: Namespace) -> None:
