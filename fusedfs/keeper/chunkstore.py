@@ -6,7 +6,8 @@ Layout of the data folder:
     tmp/                 chunks being written; emptied at start, so an interrupted write leaves nothing
     damaged/<id>.<time>  copies found damaged (time: when, unix seconds), kept DAMAGED_KEPT: no
                          longer held or served, but what is left of a chunk whose every copy was
-                         damaged can be pieced together from them (each block has its checksum)
+                         damaged can be pieced together from them (each block has its checksum);
+                         they give way, oldest first, to new chunks that find the disk full
     disk-probe           rewritten every second to time the disk (diskwatch.py)
 
 The file format is chunkfile.py's. A chunk is written to tmp/, fsynced, then renamed into chunks/
@@ -296,7 +297,7 @@ class ChunkStore:
         _check_length(length)
         if self.has(chunk_id):  # chunks are immutable: a second write is a bug or an attack
             raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here")
-        if self.free_bytes() < length + ALIGN:
+        if not self._make_room(length + ALIGN):
             raise FsError(errno.ENOSPC, "keeper disk is full")
         self.check_disk_answers()
         return ChunkWriter(self, chunk_id, length, crc)
@@ -434,10 +435,36 @@ class ChunkStore:
 
     def damaged_copies(self) -> int:
         """How many copies damaged/ holds."""
+        return len(self._damaged())
+
+    def _damaged(self) -> list[tuple[int, Path, int]]:
+        """The copies damaged/ holds, oldest first: (when set aside, path, bytes)."""
+        found = []
         try:
-            return sum(1 for _ in os.scandir(self.root / "damaged"))
+            for entry in os.scandir(self.root / "damaged"):
+                _, _, since = entry.name.rpartition(".")
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((int(since) if since.isdigit() else 0, Path(entry.path), entry.stat().st_blocks * 512))
         except OSError:  # (none set aside yet; or the disk fails, which the keeper says otherwise)
-            return 0
+            return []
+        return sorted(found)
+
+    def _make_room(self, needed: int) -> bool:
+        """Whether `needed` bytes fit on the disk, deleting damaged copies (oldest first) as far
+        as that makes room: kept only in case every copy of a chunk is damaged, they give way to
+        new chunks."""
+        free = self._disk_free()
+        if free >= needed:
+            return True
+        damaged = self._damaged()
+        if free + sum(size for _, _, size in damaged) < needed:  # (no use deleting them)
+            return False
+        for since, path, _ in damaged:
+            path.unlink(missing_ok=True)
+            log.warning("deleted the damaged copy %s (set aside at %d) to make room for new chunks", path.name, since)
+            if self._disk_free() >= needed:
+                return True
+        return False
 
     def open_damaged(self, chunk_id: str) -> tuple[Header, Iterator[Piece]]:
         """The newest copy of chunk_id set aside as damaged: its header, and its pieces unchecked
@@ -558,6 +585,11 @@ class ChunkStore:
         return st.f_blocks * st.f_frsize
 
     def free_bytes(self) -> int:
+        """Room for new chunks: the disk's free space less the reserve, and what damaged copies
+        take (_make_room)."""
+        return self._disk_free() + sum(size for _, _, size in self._damaged())
+
+    def _disk_free(self) -> int:
         st = os.statvfs(self.root)
         return max(0, st.f_bavail * st.f_frsize - self.reserve_bytes)
 

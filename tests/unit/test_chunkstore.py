@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,27 @@ def test_full_disk_is_enospc(tmp_path: Path) -> None:
     with pytest.raises(FsError) as info:
         store.begin_write(ID, 10, 0)
     assert info.value.errno == errno.ENOSPC
+
+
+def test_damaged_copies_give_way_to_new_chunks_oldest_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ChunkStore(tmp_path)
+    for n in (1, 2, 3):
+        store_chunk(store, os.urandom(100_000), chunk_id=f"{n:016x}")
+        monkeypatch.setattr(time, "time", lambda n=n: 1_000_000.0 + n)
+        store.set_aside(f"{n:016x}", "damaged (test)")
+    monkeypatch.undo()
+    each = store._damaged()[0][2]
+    assert each >= 100_000 and store.damaged_copies() == 3
+    # A disk with 50,000 bytes free, and what deleting damaged copies frees.
+    monkeypatch.setattr(store, "_disk_free", lambda: 50_000 + (3 - store.damaged_copies()) * each)
+    assert store.free_bytes() == 50_000 + 3 * each  # (what the master places chunks by)
+    store.begin_write(f"{4:016x}", 40_000, None).abort()  # fits: nothing deleted
+    assert store.damaged_copies() == 3
+    with pytest.raises(FsError) as info:  # would not fit even with all three gone: all kept
+        store.begin_write(f"{4:016x}", 50_000 + 3 * each, None)
+    assert info.value.errno == errno.ENOSPC and store.damaged_copies() == 3
+    store.begin_write(f"{4:016x}", each, None).abort()  # the oldest gives way
+    assert [path.name for _, path, _ in store._damaged()] == [f"{2:016x}.1000002", f"{3:016x}.1000003"]
 
 
 def test_out_of_inodes_when_naming_the_chunk_is_enospc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
