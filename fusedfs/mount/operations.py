@@ -10,6 +10,7 @@ import contextlib
 import errno
 import functools
 import logging
+import math
 import os
 import stat
 import time
@@ -44,6 +45,9 @@ SESSION_INTERVAL = 1.0  # seconds between the mount's heartbeats to the master
 FETCH_AHEAD_FILES = 8  # small files fetched ahead of a reader going through a folder in order
 RESERVE_AHEAD = 32  # at most this many chunk ids for small files reserved per master call
 SEEN_MAX = 100_000  # files whose state at their last close is kept (for the kernel's page cache)
+GONE_FOLDER = 0  # opendir's handle for a folder removed while open (a program's cwd): it lists empty
+GONE_AGAIN = 1.0  # seconds within which an opendir of a removed folder is the kernel's retry of one
+GONE_KEPT = 60.0  # seconds a folder found removed while open is answered for as such
 
 
 # The mount's metrics (served with `fusedfs mount --metrics HOST:PORT`).
@@ -126,6 +130,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.next_fh = 1
         self.seen: dict[int, tuple[int, int]] = {}  # inode -> (mtime, size) when last closed here
         self.told_sizes: dict[int, int] = {}  # inode -> the size the kernel was last told (SEEN_MAX of them)
+        # inode -> (when an opendir found it removed, whether it was open all the same)
+        self.gone_folders: dict[int, tuple[float, bool]] = {}
         self.nursery: trio.Nursery | None = None
         self.session_id = session_id
         self.announced: frozenset[int] | None = None  # the open files the master last heard of
@@ -259,7 +265,26 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             left = self.attr_timeout - (time.monotonic() - when)
             if left > 0:
                 return self.entry(attr, timeout=left)
-        attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
+        try:
+            attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
+        except FsError as e:
+            if e.errno == errno.ENOENT and self.gone_folders.get(inode, (0, False))[1]:
+                # A removed folder still open (opendir's fstat): as Linux's, with no links left
+                # (its other attributes are gone with it on the master).
+                now = time.time_ns()
+                return self.entry(
+                    mp.Attr(
+                        inode=inode,
+                        mode=stat.S_IFDIR | 0o755,
+                        nlink=0,
+                        uid=ctx.uid,
+                        gid=ctx.gid,
+                        atime_ns=now,
+                        mtime_ns=now,
+                        ctime_ns=now,
+                    )
+                )
+            raise
         open_file = self.open_files.get(inode)
         if open_file is not None:
             open_file.seen(attr)
@@ -318,13 +343,37 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
+        try:
+            attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
+        except FsError as e:
+            if e.errno == errno.ENOENT:
+                return self._gone_folder(inode)
+            raise
         if not stat.S_ISDIR(attr.mode):
             raise FsError(errno.ENOTDIR)
         return inode
 
+    def _gone_folder(self, inode: int) -> int:
+        """An opendir of a folder removed since the kernel learnt it. First, ESTALE: the name
+        that led here may have been removed (or made anew) on another mount, and the kernel looks
+        it up again past its cache (LOOKUP_REVAL), and fails ENOENT or opens the folder it names
+        now. Asked again at once for the same folder, the kernel had no name to look up: the
+        folder is a program's current directory (or an open one), which lists empty, as on
+        Linux (`cd gone && rmdir ../gone && ls` failed ENOENT)."""
+        now = time.monotonic()
+        self.gone_folders = {i: gone for i, gone in self.gone_folders.items() if now - gone[0] < GONE_KEPT}
+        when, still_open = self.gone_folders.get(inode, (-math.inf, False))
+        if still_open or now - when < GONE_AGAIN:
+            self.gone_folders[inode] = (now, True)
+            return GONE_FOLDER
+        self.gone_folders[inode] = (now, False)
+        self.dircache.forget_inode(inode)
+        raise FsError(errno.ESTALE, f"folder {inode} is gone")
+
     @translate_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        if fh == GONE_FOLDER:
+            return
         # Offsets: 1 after ".", 2 after "..", then the master's entry cursors shifted by 2.
         after = max(0, start_id - 2)
         while True:

@@ -860,6 +860,35 @@ def test_a_file_replaced_removed_or_grown_on_another_mount_is_opened_as_it_is_no
     assert not short, f"reads that stopped at the old size: {short}"
 
 
+def test_a_removed_folder_lists_empty_where_it_is_still_open_and_is_gone_elsewhere(
+    mounted: tuple[LocalCluster, Path], tmp_path: Path
+) -> None:
+    """As on Linux, a folder removed while it is a program's current directory lists empty,
+    stats with no links, and takes no new names (`ls` failed ENOENT). But a folder another
+    mount removed, or removed and made anew, is not listed empty through the name this kernel
+    still caches: ENOENT, or what the new folder holds."""
+    cluster, first = mounted
+    script = "mkdir gone && cd gone && rmdir ../gone && ls -a; echo ls=$?; stat -c %h .; touch f; echo touch=$?"
+    done = subprocess.run(["sh", "-c", script], cwd=first, capture_output=True, text=True, timeout=60)
+    assert done.stdout == "ls=0\n0\ntouch=1\n", done
+    second = cluster.mount(tmp_path / "second")
+    wrong = []
+    for i in range(5):
+        for name in (f"removed{i}", f"remade{i}"):
+            (first / name).mkdir()
+            (first / name / "old").write_text("x")
+            assert os.listdir(second / name) == ["old"]
+            (first / name / "old").unlink()
+            (first / name).rmdir()
+        (first / f"remade{i}").mkdir()
+        (first / f"remade{i}" / "new").write_text("y")
+        with contextlib.suppress(FileNotFoundError):
+            wrong.append(("removed", os.listdir(second / f"removed{i}")))
+        if (listed := os.listdir(second / f"remade{i}")) != ["new"]:
+            wrong.append(("remade", listed))
+    assert not wrong
+
+
 def test_writes_from_two_mounts_to_different_bytes_of_one_chunk_both_stand(
     mounted: tuple[LocalCluster, Path], tmp_path: Path
 ) -> None:
