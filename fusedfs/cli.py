@@ -46,7 +46,8 @@ def _add_metrics_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics",
         metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (a master: also its status page at /;"
+        " default: none)",
     )
 
 
@@ -248,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where to mount it (default ./fusedfs-mnt; '' to not mount)",
     )
+    up.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve the cluster's status page at http://HOST:PORT/ and the master's metrics at /metrics",
+    )
     up.set_defaults(run=run_up)
     return parser
 
@@ -297,8 +303,13 @@ def run_master(args: argparse.Namespace) -> int:
     server = MasterServer(args.data, args.listen, settings, copy_every=args.metadata_copies_every)
     if args.metrics:
         from fusedfs.metrics import serve_metrics, status_gauges
+        from fusedfs.statusview import status_page
 
-        serve_metrics(args.metrics, lambda: status_gauges(server.service.status(), time.time_ns()))
+        serve_metrics(
+            args.metrics,
+            lambda: status_gauges(server.service.status(), time.time_ns()),
+            lambda: status_page(server.service.status(), time.time()),
+        )
     server.start()
     logging.getLogger("fusedfs").info("master listening on %s (data in %s, goal %d)", args.listen, args.data, args.goal)
     _serve_until_signal(server.stop)
@@ -387,7 +398,7 @@ def run_mount(args: argparse.Namespace) -> int:
 def run_up(args: argparse.Namespace) -> int:
     from fusedfs.local import run_local_cluster
 
-    return run_local_cluster(args.data, args.port, args.keepers, args.mount if str(args.mount) else None)
+    return run_local_cluster(args.data, args.port, args.keepers, args.mount if str(args.mount) else None, args.metrics)
 
 
 FSCK_COULD_NOT_CHECK = 8

@@ -260,10 +260,16 @@ class LocalCluster:
         self.stop()
 
 
-def run_local_cluster(data_dir: Path, port: int, keepers: int, mountpoint: Path | None) -> int:
+def run_local_cluster(
+    data_dir: Path, port: int, keepers: int, mountpoint: Path | None, metrics: str | None = None
+) -> int:
     """`fusedfs up`: runs the embedded default in the foreground until Ctrl-C or SIGTERM."""
     cluster = LocalCluster(
-        data_dir.resolve(), keepers, master_port=port, keeper_ports=[port + 1 + i for i in range(keepers)]
+        data_dir.resolve(),
+        keepers,
+        master_port=port,
+        keeper_ports=[port + 1 + i for i in range(keepers)],
+        master_args=["--metrics", metrics] if metrics else [],
     )
     stop = False
 
@@ -280,12 +286,13 @@ def run_local_cluster(data_dir: Path, port: int, keepers: int, mountpoint: Path 
         if mountpoint is not None:
             cluster.mount(mountpoint.resolve())
             mounted = f"\nMounted at {mountpoint.resolve()}: use it like any folder (cp, cat, ls, ...)."
+        page = f" (also at http://{metrics}/, with metrics at /metrics)" if metrics else ""
         print(
             f"""fusedfs is running: master {master}, {keepers} keepers, data in {data_dir}{mounted}
   fusedfs client {master} upload /hello.txt ./some-file
   fusedfs client {master} ls /
   fusedfs client {master} download /hello.txt copy.txt
-  fusedfs client {master} status
+  fusedfs client {master} status{page}
 Logs: {data_dir / "logs"}. Stop with Ctrl-C (or kill {os.getpid()}).""",
             flush=True,
         )

@@ -1,6 +1,7 @@
 """Prometheus metrics, for the monitoring users already run (as JuiceFS, SeaweedFS and HDFS
-offer): each process started with `--metrics HOST:PORT` serves its own at /metrics. What every
-part shares lives here: the endpoint, and the timing of the requests a gRPC server answers.
+offer): each process started with `--metrics HOST:PORT` serves its own at /metrics (and the
+master its status page at /: statusview.py). What every part shares lives here: the endpoint, and
+the timing of the requests a gRPC server answers.
 
 The master's metrics are its `status` (status_gauges: keepers, chunk health, files, metadata
 copies), the keeper's its disk, the mount's its requests (fusedfs/mount/operations.py).
@@ -9,12 +10,16 @@ copies), the keeper's its disk, the mount's its requests (fusedfs/mount/operatio
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
-from prometheus_client import Histogram, disable_created_metrics, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -36,17 +41,50 @@ RPC_SECONDS = Histogram(
 )
 
 
-def serve_metrics(address: str, gauges: Callable[[], Iterable[Gauge]]) -> int:
+def serve_metrics(address: str, gauges: Callable[[], Iterable[Gauge]], page: Callable[[], str] | None = None) -> int:
     """Serves this process's metrics, with the gauges `gauges()` reads when scraped, at
-    http://address/metrics (HOST:PORT; port 0: any free one) from a thread of its own; returns
-    the port. ValueError for a bad address."""
+    http://address/metrics (HOST:PORT; port 0: any free one), and `page()` (a web page) at /,
+    from a thread of its own; returns the port. ValueError for a bad address."""
     host, port = parse_address(address)
     REGISTRY.register(GaugesOf(gauges))
     disable_created_metrics()  # type: ignore[no-untyped-call]  # (a _created series per counter: noise)
-    server, _ = start_http_server(port, addr=host)
+    server = _MetricsServer((host, port), page)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     port = server.server_port
     log.info("metrics at http://%s:%d/metrics", host, port)
     return port
+
+
+class _MetricsServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], page: Callable[[], str] | None) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _MetricsHandler)
+        self.page = page
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    server: _MetricsServer
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        page = self.server.page
+        if path == "/metrics":
+            body, kind = generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        elif path == "/" and page is not None:
+            body, kind = page().encode(), "text/html; charset=utf-8"
+        else:
+            self.send_error(404, "not here: try /metrics" + (" or /" if page is not None else ""))
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # (scrapes every few seconds: not worth a log line)
+        pass
 
 
 class TimeRequests(grpc.ServerInterceptor):  # type: ignore[type-arg]

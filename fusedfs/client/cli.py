@@ -25,6 +25,7 @@ from fusedfs.grpcutil import format_address, parse_address
 from fusedfs.names import NAME_MAX
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
+from fusedfs.statusview import size_text, status_text
 
 DEFAULT_MASTER_PORT = 3000
 
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
             mode = stat.S_IMODE(os.fstat(source.fileno()).st_mode) if local != "-" else 0o644
             with _progress(total, f"upload {name}") as progress:
                 attr = files.upload(source, name, mode=mode, progress=progress)
-        print(f"uploaded {name} ({_size(attr.size)})", file=sys.stderr)
+        print(f"uploaded {name} ({size_text(attr.size)})", file=sys.stderr)
     elif args.command == "download":
         local = args.path or os.path.basename(name.rstrip("/"))
         total = files.stat(name).size
@@ -253,9 +254,9 @@ def _quota(master: MasterClient, path: str, entries: int | None, size: str | Non
             raise FsError(errno.EINVAL, f"a limit must be 0 (none) or more, not {min(limits)}")
         reply = master.call("SetQuota", mp.SetQuotaRequest(path=path, max_entries=limits[0], max_bytes=limits[1]))
     entries_limit = f" of {reply.max_entries:,}" if reply.max_entries else ""
-    size_limit = f" of {_size(reply.max_bytes)}" if reply.max_bytes else ""
+    size_limit = f" of {size_text(reply.max_bytes)}" if reply.max_bytes else ""
     none = "" if reply.max_entries or reply.max_bytes else " (no quota)"
-    print(f"{path}: {reply.entries:,}{entries_limit} entries, {_size(reply.bytes)}{size_limit}{none}")
+    print(f"{path}: {reply.entries:,}{entries_limit} entries, {size_text(reply.bytes)}{size_limit}{none}")
 
 
 def parse_size(text: str) -> int:
@@ -276,18 +277,18 @@ def _chunk_size(files: FileClient, path: str, size: str | None, recursive: bool)
             raise FsError(errno.EINVAL, "-r sets a chunk size: give MiB too")
         attr, cluster = files.stat(path), master.call("GetConfig", cp.Empty()).chunk_size
         if not stat.S_ISDIR(attr.mode):
-            print(f"{path}: {_size(attr.chunk_size)} chunks (fixed when it was made)")
+            print(f"{path}: {size_text(attr.chunk_size)} chunks (fixed when it was made)")
             return
         whose = "its own" if attr.chunk_size else "the cluster's"
-        chosen = _size(attr.chunk_size or cluster)
-        print(f"{path}: {chosen} chunks for files made in it ({whose}; the cluster's is {_size(cluster)})")
+        chosen = size_text(attr.chunk_size or cluster)
+        print(f"{path}: {chosen} chunks for files made in it ({whose}; the cluster's is {size_text(cluster)})")
         return
     most = MAX_CHUNK_SIZE // MiB
     if size != "default" and not (size.isdigit() and 1 <= int(size) <= most):
         raise FsError(errno.EINVAL, f"chunk size {size!r}: give 1 to {most} MiB, or default")
     number = 0 if size == "default" else int(size) * MiB
     reply = master.call("SetChunkSize", mp.SetChunkSizeRequest(path=path, chunk_size=number, recursive=recursive))
-    what = f"{_size(number)} chunks" if number else "the cluster's chunk size"
+    what = f"{size_text(number)} chunks" if number else "the cluster's chunk size"
     print(f"{path}: {what} for files made from now on in {reply.folders} folder(s) (files made before keep theirs)")
 
 
@@ -308,7 +309,7 @@ def _du(master: MasterClient, path: str, limit: int, as_json: bool) -> None:
         return
 
     def line(u: mp.SpaceUsage, what: str) -> str:
-        return f"{_size(u.bytes):>10} {u.files:>10} files {u.folders:>8} folders  {what}"
+        return f"{size_text(u.bytes):>10} {u.files:>10} files {u.folders:>8} folders  {what}"
 
     for f in reply.folders[: max(0, limit)]:
         print(line(f.usage, os.fsdecode(f.name) + "/"))
@@ -318,8 +319,8 @@ def _du(master: MasterClient, path: str, limit: int, as_json: bool) -> None:
         print(line(reply.others, "(the other entries here)"))
     t = reply.total
     print(
-        f"{path}: {_size(t.bytes)} in {t.files} files and {t.folders} folders; {t.chunks} chunks,"
-        f" {_size(t.kept_bytes)} on the keepers with every copy (the cluster's goal: {reply.goal})"
+        f"{path}: {size_text(t.bytes)} in {t.files} files and {t.folders} folders; {t.chunks} chunks,"
+        f" {size_text(t.kept_bytes)} on the keepers with every copy (the cluster's goal: {reply.goal})"
     )
 
 
@@ -344,16 +345,18 @@ def _trash(master: MasterClient, args: argparse.Namespace, path: str) -> int:
         for e in listed.entries:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.deleted_ns / 1e9))
             left = max(0.0, e.expires_ns / 1e9 - time.time()) / 3600
-            print(f"{when:<16} {left:>7.1f}h {_size(e.size):>10} {e.inode:>10}  {os.fsdecode(e.path)}")
+            print(f"{when:<16} {left:>7.1f}h {size_text(e.size):>10} {e.inode:>10}  {os.fsdecode(e.path)}")
         if listed.truncated:
             print(f"(only the newest {len(listed.entries)} are listed)")
-        print(f"{listed.files} files, {_size(listed.bytes)} in the trash" + (f" under {path}" if path != "/" else ""))
+        print(
+            f"{listed.files} files, {size_text(listed.bytes)} in the trash" + (f" under {path}" if path != "/" else "")
+        )
         return 0
     if not path and not args.inode:
         raise FsError(errno.EINVAL, f"trash {args.trash_action} needs a PATH or --inode")
     if args.trash_action == "purge":
         purged = master.call("PurgeTrash", mp.PurgeTrashRequest(path=path, inode=args.inode))
-        print(f"purged {purged.files} files ({_size(purged.bytes)}): their space is freed within minutes")
+        print(f"purged {purged.files} files ({size_text(purged.bytes)}): their space is freed within minutes")
         return 0
     reply = master.call("RestoreTrash", mp.RestoreTrashRequest(path=path, inode=args.inode))
     for e in reply.restored:
@@ -391,7 +394,7 @@ def _info(files: FileClient, name: str, as_json: bool) -> None:
         )
         return
     kind = "directory" if stat.S_ISDIR(attr.mode) else "symlink" if stat.S_ISLNK(attr.mode) else "file"
-    print(f"{name}: {kind}, inode {attr.inode}, {_size(attr.size)}, {attr.nlink} link(s)")
+    print(f"{name}: {kind}, inode {attr.inode}, {size_text(attr.size)}, {attr.nlink} link(s)")
     for c in chunks:
         health = (
             "LOST, no keeper has it: `repair` may piece it together"
@@ -403,7 +406,7 @@ def _info(files: FileClient, name: str, as_json: bool) -> None:
             else "ok"
         )
         where = ", ".join(c["keepers"]) or "-"
-        size = _size(c["length"])
+        size = size_text(c["length"])
         print(f"  chunk {c['index']:>5} {c['chunk_id']} {size:>10}  {c['copies']}/{goal} ({health}): {where}")
     if chunks:
         lost = sum(1 for c in chunks if not c["copies"])
@@ -429,16 +432,16 @@ def _repair(files: FileClient, name: str, zeros: bool) -> int:
     for ref in lost:
         found = salvage(ref, keepers)
         start = ref.index * attr.chunk_size
-        at = f"{name}: chunk {ref.index} ({_size(ref.length)} at byte {start:,})"
+        at = f"{name}: chunk {ref.index} ({size_text(ref.length)} at byte {start:,})"
         if found.whole:
             news = f"whole again, from {found.copies} damaged copies"
         else:
             zeroed = sum(length for _, length in found.missing)
-            where = ", ".join(f"byte {start + o:,} ({_size(n)})" for o, n in found.missing[:5])
+            where = ", ".join(f"byte {start + o:,} ({size_text(n)})" for o, n in found.missing[:5])
             news = (
                 f"none of the {len(keepers)} keepers up has a damaged copy of it (they keep them a week)"
                 if not found.copies
-                else f"{_size(zeroed)} intact in none of its {found.copies} damaged copies, at {where}"
+                else f"{size_text(zeroed)} intact in none of its {found.copies} damaged copies, at {where}"
                 + (" ..." if len(found.missing) > 5 else "")
             )
             failed += 1
@@ -514,7 +517,7 @@ def _download(files: FileClient, name: str, local: str, total: int) -> None:
         return
     with _progress(total, f"download {name}") as progress:
         _fetch(files, name, local, total, progress)
-    print(f"downloaded {name} to {local} ({_size(total)})", file=sys.stderr)
+    print(f"downloaded {name} to {local} ({size_text(total)})", file=sys.stderr)
 
 
 PART_SUFFIX = ".fusedfs-part"  # a download's file until it is whole
@@ -637,7 +640,7 @@ def _in_parallel(
                 one.cancel()
             raise
     note = f"; {skipped} symlinks and special files left out" if skipped else ""
-    print(f"{summary}: {len(items)} files, {_size(total)}{note}", file=sys.stderr)
+    print(f"{summary}: {len(items)} files, {size_text(total)}{note}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -659,14 +662,6 @@ def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
 
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, file=sys.stderr) as bar:
         yield bar.update
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _status(master: MasterClient, as_json: bool) -> None:
@@ -726,70 +721,4 @@ def _status(master: MasterClient, as_json: bool) -> None:
             )
         )
         return
-    header = (
-        "KEEPER", "ADDRESS", "DOMAIN", "STATE", "CAPACITY", "USED", "FREE", "CHUNKS", "LOAD", "SEEN", "SCRUBBED", "BAD",
-        "DAMAGED",
-    )  # fmt: skip
-    print("{:<12} {:<22} {:<12} {:<7} {:>10} {:>10} {:>10} {:>7} {:>4} {:>6} {:>9} {:>4} {:>7}".format(*header))
-    for k in reply.keepers:
-        state = "DEAD" if not k.alive else ("drained" if not k.chunks_to_move else "drain") if k.draining else "up"
-        if k.alive and k.disk_stalled_seconds:
-            state = "STALLED"
-        print(
-            f"{k.keeper_id[:12]:<12} {k.address:<22} {k.failure_domain[:12]:<12} {state:<7} "
-            f"{_size(k.capacity_bytes):>10} "
-            f"{_size(k.used_bytes):>10} {_size(k.free_bytes):>10} {k.chunks:>7} {k.load:>4} "
-            f"{k.seconds_since_heartbeat:>5.1f}s {k.scrub_checked:>9} {k.scrub_bad:>4} {k.damaged_copies:>7}"
-        )
-    for k in reply.keepers:
-        if k.alive and k.disk_stalled_seconds:
-            print(
-                f"keeper {k.keeper_id} at {k.address}: its disk has not answered for {k.disk_stalled_seconds:.0f} s; "
-                "it takes no new chunks, and leaves the cluster if that lasts a minute"
-            )
-        if k.draining and k.alive:
-            others = sum(o.alive and not o.draining for o in reply.keepers)
-            short = (
-                f" (only {others} other keepers for a goal of {reply.goal}: it finishes once another keeper joins)"
-                if others < reply.goal
-                else ""
-            )
-            print(
-                f"keeper {k.keeper_id} at {k.address}: "
-                + (
-                    f"draining, {k.chunks_to_move} of its chunks still to be copied elsewhere{short}"
-                    if k.chunks_to_move
-                    else "drained: every chunk it holds has the goal's worth of copies elsewhere, safe to stop"
-                )
-            )
-    c = reply.chunks
-    print(
-        f"\nchunks: {c.total} in files, goal {reply.goal} copies: {c.under_replicated} under-replicated, "
-        f"{c.over_replicated} over-replicated, {c.lost} lost, {c.repairs_in_flight} repairs in flight, "
-        f"{c.garbage} garbage, {c.pending} reserved for uploads"
-        + (f", {c.misplaced} on too few machines (failure domains)" if c.misplaced else "")
-    )
-    print(
-        f"files: {reply.files}, directories: {reply.directories}; mounts: {reply.mounts}, "
-        f"unlinked files held open: {reply.open_orphans}; cluster {reply.cluster_id}"
-    )
-    if reply.trash_hours:
-        print(
-            f"trash: {reply.trash_files} deleted files, {_size(reply.trash_bytes)}, kept {reply.trash_hours:g} h"
-            " (fusedfs client MASTER trash list)"
-        )
-    else:
-        print("trash: off (deleted files are freed at once)")
-    if reply.metadata_copy_taken_ns:
-        age = max(0.0, time.time() - reply.metadata_copy_taken_ns / 1e9)
-        print(
-            f"metadata copy: taken {age:.0f} s ago, on {reply.metadata_copy_keepers} keepers;"
-            f" changes since: {reply.metadata_changes_unsent or 'none'} not on them yet"
-        )
-    else:
-        print("metadata copy: none yet (see fusedfs master --metadata-copies-every)")
-    room, reserve = reply.metadata_room_bytes, reply.metadata_reserve_bytes
-    print(
-        f"metadata disk: room for {_size(room)} more (reserve {_size(reserve)})"
-        + (": LOW, only deletions are taken until there is room" if room < reserve else "")
-    )
+    print(status_text(reply, time.time()))

@@ -1531,10 +1531,15 @@ def test_fusedfs_up_runs_the_embedded_cluster_once_per_data_folder(tmp_path: Pat
     leaves the first alone (it used to take the first's mount for its own, and unmount it)."""
     data, mnt, port = tmp_path / "data", tmp_path / "mnt", free_port("127.0.0.1")
     command = [sys.executable, "-m", "fusedfs", "up", "--data", str(data), "--mount", str(mnt)]
-    with subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.PIPE, text=True) as first:
+    page = f"127.0.0.1:{free_port('127.0.0.1')}"
+    with subprocess.Popen(
+        [*command, "--port", str(port), "--metrics", page], stdout=subprocess.PIPE, text=True
+    ) as first:
         try:
             assert first.stdout is not None and "fusedfs is running" in first.stdout.readline()
             assert os.path.ismount(mnt)
+            with urllib.request.urlopen(f"http://{page}/", timeout=10) as answer:  # (the status page)
+                assert f"127.0.0.1:{port + 1}" in answer.read().decode()
             (mnt / "hello.txt").write_text("hello")
             for again in ([*command, "--port", str(port)], [*command, "--port", str(port + 10)]):
                 second = subprocess.run(again, capture_output=True, text=True, timeout=60)
@@ -1758,6 +1763,18 @@ def test_each_process_serves_its_metrics(make_cluster: MakeCluster, tmp_path: Pa
     assert master['fusedfs_rpc_seconds_count{code="OK",method="CreateFile"}'] == 2
     refused = [k for k in master if k.startswith("fusedfs_rpc_seconds_count{") and 'method="RemoveDir"' in k]
     assert len(refused) == 1 and 'code="OK"' not in refused[0] and master[refused[0]] == 1
+    # The master's status page: what `status` prints, in a browser.
+    [address] = re.findall(r"metrics at (http://\S+)/metrics", (logs / "master.log").read_text())
+    with urllib.request.urlopen(address + "/", timeout=10) as answer:
+        page = answer.read().decode()
+    assert answer.headers["Content-Type"].startswith("text/html") and 'http-equiv="refresh"' in page
+    printed = run_cli("client", cluster.master_address, "status").stdout.decode()
+    for port in cluster.keeper_ports:
+        assert f"127.0.0.1:{port}" in page and f"127.0.0.1:{port}" in printed
+    assert "chunks: 1 in files, goal 3 copies: 0 under-replicated" in page and printed.count("\n") > 5
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(address + "/nothing", timeout=10)
+    assert missing.value.code == 404
 
     keepers = [scrape(logs / f"keeper{i}.log") for i in range(3)]
     assert all(k["fusedfs_keeper_capacity_bytes"] > k["fusedfs_keeper_free_bytes"] > 0 for k in keepers)
