@@ -1744,6 +1744,8 @@ def test_each_process_serves_its_metrics(make_cluster: MakeCluster, tmp_path: Pa
     with pytest.raises(OSError):
         (mnt / "d").rmdir()
 
+    df = os.statvfs(mnt)  # (files and folders counted: root, f, d, d/x)
+    assert df.f_files - df.f_ffree == 4 and df.f_blocks > df.f_bfree > 0
     mount = scrape(logs / "mount-mnt.log")
     assert mount['fusedfs_mount_bytes_total{direction="written"}'] == len(data)
     assert mount['fusedfs_mount_bytes_total{direction="read"}'] == len(data)
