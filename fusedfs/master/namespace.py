@@ -708,15 +708,16 @@ class Namespace:
     # --- the trash -------------------------------------------------------------------------------
 
     def list_trash(self, path: str) -> list[TrashRow]:
-        """What the trash holds that was at path or under it, newest first."""
-        with self.store.transaction():
-            return self.store.trash(_normal(path))
+        """What the trash holds that was at path or under it, newest first (read through a view
+        of the store of its own: a big trash takes long to list)."""
+        with self.store.reading() as moment:
+            return moment.trash(_normal(path))
 
     def restore_trash(self, path: str, ino: int = 0) -> tuple[list[TrashRow], list[TrashRow]]:
         """Puts back the newest file deleted at path and the newest deleted at each path under it
         (or, given ino, that file, at path if given), making the folders they were in if gone.
         Returns (restored, at the path each is at now) and (skipped: the path is taken)."""
-        with self.store.reading() as moment:  # (a big trash takes long to list: nothing waits for it)
+        with self.store.reading() as moment:  # (as list_trash)
             if ino:
                 found = [row for row in moment.trash(b"/") if row.inode == ino]
                 if not found:

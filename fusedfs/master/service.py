@@ -499,9 +499,9 @@ class MasterService(master_pb2_grpc.MasterServicer):
     def Damaged(self, request: mp.DamagedRequest, context: grpc.ServicerContext) -> mp.DamagedReply:
         damaged = self.cluster.damaged()
         per_file: dict[int, list[int]] = {}  # inode -> [lost chunks, under-replicated chunks]
-        with self.store.transaction():
+        with self.store.reading() as moment:  # (a dead keeper's chunks may be millions: nothing waits for them)
             for chunk, alive in damaged.items():
-                row = self.store.get_chunk(chunk)
+                row = moment.get_chunk(chunk)
                 if row is not None and row.inode is not None:
                     per_file.setdefault(row.inode, [0, 0])[0 if alive == 0 else 1] += 1
         worst_first = sorted(per_file.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
