@@ -26,6 +26,7 @@ from fusedfs.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_GOAL, MiB
 from fusedfs.client import cli as client_cli
 from fusedfs.datadir import lock_data_dir
 from fusedfs.errors import FsError
+from fusedfs.grpcutil import read_secret, use_secret
 from fusedfs.keeper.diskwatch import FAIL_AFTER, STALL_AFTER
 from fusedfs.mount.helper import KERNEL_OPTIONS, kernel_options
 
@@ -255,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the cluster's status page at http://HOST:PORT/ and the master's metrics at /metrics",
     )
     up.set_defaults(run=run_up)
+    for part in ("master", "keeper", "mount", "client"):
+        sub.choices[part].add_argument(
+            "--secret-file",
+            type=Path,
+            default=os.environ.get("FUSEDFS_SECRET_FILE") or None,
+            metavar="FILE",
+            help="the cluster's secret (the file's first line): every part of a cluster with one must be given "
+            "it, and refuses calls without it (default: $FUSEDFS_SECRET_FILE; none)",
+        )
     return parser
 
 
@@ -418,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.part == "client"
     logging.getLogger("fusedfs").setLevel(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)
     try:
+        if getattr(args, "secret_file", None):
+            use_secret(read_secret(args.secret_file))
         return int(args.run(args))
     except FsError as e:
         print(f"fusedfs: error: {e.message}", file=sys.stderr)

@@ -1,17 +1,30 @@
-"""gRPC plumbing every part shares: addresses, channel and server options, a channel pool."""
+"""gRPC plumbing every part shares: addresses, channel and server options, a channel pool, and
+the cluster's secret.
+
+A cluster may have a secret (`--secret-file`, or FUSEDFS_SECRET_FILE): then every process of it
+is given the secret (use_secret) before it makes a channel or a server, every call it makes
+carries the secret, and its servers refuse calls without it (EACCES), as MooseFS's master
+password and SeaweedFS's signing keys keep out who does not have them. It is sent as is: it
+keeps out machines and programs that do not know it, but whoever sees the traffic learns it
+(a private network, or a VPN between the machines, keeps it secret).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hmac
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
 from fusedfs.chunks import MiB
+from fusedfs.errors import FsError, abort_with
 
 S = TypeVar("S")
 
@@ -75,6 +88,95 @@ class _Malformed:
         self.reason = f"malformed request: {type(error).__name__}: {error}"
 
 
+SECRET_KEY = "fusedfs-secret"  # the gRPC metadata that carries the cluster's secret
+_secret = ""  # this process's cluster secret ("": none)
+
+
+def read_secret(path: Path) -> str:
+    """The secret a file holds (its first line); FsError with a readable message otherwise."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FsError(errno.EINVAL, f"cannot read the cluster's secret from {path}: {e}") from None
+    if not lines or not lines[0].strip():
+        raise FsError(errno.EINVAL, f"{path} holds no secret (its first line is empty)")
+    return lines[0].strip()
+
+
+def use_secret(secret: str) -> None:
+    """Makes every channel and server this process makes from now on carry and require it."""
+    global _secret
+    _secret = secret
+
+
+class RequireSecret(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Refuses calls that do not carry the cluster's secret: EACCES (PERMISSION_DENIED)."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret.encode()
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        given = next((value for key, value in details.invocation_metadata or () if key == SECRET_KEY), "")
+        if handler is None or hmac.compare_digest(str(given).encode(), self._secret):
+            return handler
+        refused = FsError(
+            errno.EACCES,
+            "the cluster refused the call: it takes calls only with its secret"
+            + (" (this one is not it)" if given else "")
+            + " (--secret-file, or FUSEDFS_SECRET_FILE)",
+        )
+
+        def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+            abort_with(context, refused)
+
+        kind = next(k for k in ("unary_unary", "unary_stream", "stream_unary", "stream_stream") if getattr(handler, k))
+        return handler._replace(**{kind: refuse})
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: bool | None
+    compression: Any
+
+
+class _WithSecret(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Adds the cluster's secret to every call."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+
+    def _with_secret(self, details: Any) -> _CallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            [*(details.metadata or ()), (SECRET_KEY, self._secret)],
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_secret(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_secret(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_secret(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_secret(details), requests)
+
+
 def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def wrapped(data: bytes) -> Any:
         try:
@@ -135,10 +237,11 @@ def make_server(max_workers: int) -> grpc.Server:
     """A server that refuses malformed requests and times the others (fusedfs.metrics)."""
     from fusedfs.metrics import TimeRequests  # (which uses parse_address from here)
 
+    checks: list[grpc.ServerInterceptor] = [RequireSecret(_secret)] if _secret else []  # type: ignore[type-arg]
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         options=SERVER_OPTIONS,
-        interceptors=[RejectMalformed(), TimeRequests()],
+        interceptors=[*checks, RejectMalformed(), TimeRequests()],
     )
 
 
@@ -217,8 +320,10 @@ class ChannelPool:
             channel = self._channels.get(address)
             if channel is None:
                 channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-                self._channels[address] = channel
                 self._threads[address] = _CompletionThread(channel)
+                if _secret:
+                    channel = grpc.intercept_channel(channel, _WithSecret(_secret))
+                self._channels[address] = channel
             return channel
 
     def stub(self, address: str, stub_class: Callable[[grpc.Channel], S]) -> S:

@@ -162,7 +162,8 @@ class KeeperNode:
                 unreachable = None
             except grpc.RpcError as e:
                 code = e.code() if isinstance(e, grpc.Call) else None
-                if code == grpc.StatusCode.FAILED_PRECONDITION:  # another cluster's master: keep asking
+                if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED):
+                    # another cluster's master, or this keeper lacks the cluster's secret: keep asking
                     details = e.details() if isinstance(e, grpc.Call) else ""
                     if details != refused:
                         log.error("master %s refused this keeper: %s", self.master, details)

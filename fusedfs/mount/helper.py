@@ -18,7 +18,9 @@ import sys
 from fusedfs.errors import FsError
 
 # `fusedfs mount`'s options: those taking a value, and flags.
-VALUE_OPTIONS = ("wait", "attr-timeout", "negative-timeout", "cache-mib", "cache-dir", "writeback-mib", "metrics")
+VALUE_OPTIONS = (
+    "wait", "attr-timeout", "negative-timeout", "cache-mib", "cache-dir", "writeback-mib", "metrics", "secret-file",
+)  # fmt: skip
 FLAG_OPTIONS = ("no-short-circuit",)
 # Generic options the kernel applies to a FUSE mount (those libfuse 3 takes; it refuses
 # relatime, nodiratime and lazytime, and suid/dev do not lift FUSE's nosuid,nodev).

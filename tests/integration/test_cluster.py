@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import pytest
 
+from fusedfs import grpcutil
 from fusedfs.chunkfile import data_offset, read_header
 from fusedfs.chunks import BLOCK_SIZE, MiB, crc32c
 from fusedfs.client.files import FileClient
@@ -1217,3 +1218,42 @@ def test_scrub_finds_bit_rot_and_lost_files_and_the_master_repairs_them(make_clu
             assert sum(len(p.data) for p in pieces) == ref.stored_length
     assert sha256(download(files, "/rotting")) == sha256(data)
     files.master.pool.close()
+
+
+def test_a_cluster_with_a_secret_takes_calls_only_with_it(
+    make_cluster: MakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every part given the cluster's secret works as without one (a mount's writes go down a
+    pipeline of keepers, the CLI downloads); a call without it, or with another, is refused
+    by the master and the keepers alike, and the CLI says so in one line."""
+    secret, wrong = tmp_path / "secret", tmp_path / "wrong"
+    secret.write_text("a long random secret\n")
+    wrong.write_text("another one\n")
+    monkeypatch.setattr(grpcutil, "_secret", "a long random secret")  # (this process asks the cluster too)
+    given = ["--secret-file", str(secret)]
+    cluster = make_cluster(master_args=given, keeper_args=given)
+    mnt = cluster.mount(tmp_path / "mnt", given)
+    data = os.urandom(3 * MiB + 1)
+    (mnt / "f").write_bytes(data)
+    assert (mnt / "f").read_bytes() == data
+    wait_for(lambda: replicas_at_goal(cluster), 30, "3 copies")
+    out = tmp_path / "out"
+    down = run_cli("client", *given, cluster.master_address, "download", "/f", str(out))
+    assert down.returncode == 0 and out.read_bytes() == data, down.stderr
+    by_environment = subprocess.run(
+        [sys.executable, "-m", "fusedfs", "client", cluster.master_address, "ls", "/"],
+        capture_output=True,
+        env={**os.environ, "FUSEDFS_SECRET_FILE": str(secret)},
+        timeout=60,
+    )
+    assert by_environment.returncode == 0 and b"f" in by_environment.stdout, by_environment.stderr
+    for other in ([], ["--secret-file", str(wrong)]):
+        refused = run_cli("client", *other, cluster.master_address, "ls", "/")
+        assert refused.returncode == 1 and refused.stderr.count(b"\n") == 1, refused.stderr
+        assert b"secret" in refused.stderr and b"Traceback" not in refused.stderr
+    with grpc.insecure_channel(cluster.master_address) as bare, pytest.raises(grpc.RpcError) as info:
+        master_pb2_grpc.MasterStub(bare).GetAttr(mp.InodeRequest(inode=1), timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with grpc.insecure_channel(f"127.0.0.1:{cluster.keeper_ports[0]}") as bare, pytest.raises(grpc.RpcError) as info:
+        keeper_pb2_grpc.KeeperStub(bare).ReadSmallRange(kp.ReadChunkRequest(chunk_id="0" * 16), timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
