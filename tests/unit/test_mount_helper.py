@@ -23,6 +23,9 @@ def test_an_fstab_lines_options_are_sorted_out() -> None:
         "--metrics",
         "0.0.0.0:9567",
     ]
+    assert mount_args(["m", "/mnt/f", "-o", "secret_file=/etc/fusedfs/secret"]) == [
+        "mount", "m", "/mnt/f", "--daemon", "--secret-file", "/etc/fusedfs/secret"
+    ]  # fmt: skip
     assert mount_args(["m", "/mnt/f", "-r"]) == ["mount", "m", "/mnt/f", "--daemon", "-o", "ro"]
     assert mount_args(["m", "/mnt/f", "-f", "-o", "ro"]) is None  # a fake mount: nothing to do
     assert mount_args(["m", "/mnt/f", "-s", "-o", "bogus,noexec"]) == [
