@@ -428,8 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.part == "client"
     logging.getLogger("fusedfs").setLevel(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)
     try:
-        if getattr(args, "secret_file", None):
-            use_secret(read_secret(args.secret_file))
+        # (`up` takes none, but runs its parts with this environment: it must speak as they do)
+        secret_file = getattr(args, "secret_file", None) or os.environ.get("FUSEDFS_SECRET_FILE")
+        if secret_file:
+            use_secret(read_secret(Path(secret_file)))
         return int(args.run(args))
     except FsError as e:
         print(f"fusedfs: error: {e.message}", file=sys.stderr)
