@@ -260,7 +260,6 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[part].add_argument(
             "--secret-file",
             type=Path,
-            default=os.environ.get("FUSEDFS_SECRET_FILE") or None,
             metavar="FILE",
             help="the cluster's secret (the file's first line): every part of a cluster with one must be given "
             "it, and refuses calls without it (default: $FUSEDFS_SECRET_FILE; none)",
