@@ -611,8 +611,15 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         try:
             await open_file.flush(self._nursery())  # normally a no-op: flush() came first
         finally:
-            del self.open_files[inode]
-            open_file.forget()  # if the flush failed, close() has reported it
+            # Opened again while that flush waited (on a cluster out of reach: up to --wait), the
+            # file stays as it is: forgetting it dropped the new handle's writes, and that
+            # handle's close then committed the size they made without them (zeros).
+            reopened = open_file.handles or self.open_files.get(inode) is not open_file
+            if not reopened:
+                del self.open_files[inode]
+                open_file.forget()  # if the flush failed, close() has reported it
+        if reopened:
+            return
         self.seen.pop(inode, None)  # (to the end: the oldest go first)
         self.seen[inode] = (open_file.attr.mtime_ns, open_file.attr.size)
         if len(self.seen) > SEEN_MAX:

@@ -1127,6 +1127,52 @@ def test_small_reads_are_not_held_up_by_a_keeper_that_hangs(mounted: tuple[Local
     assert slowest < 0.8, slowest
 
 
+def test_a_file_opened_again_while_its_last_close_waits_keeps_what_is_written_to_it(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """The keepers out of reach (stopped): a close fails EIO after the mount's --wait, and the
+    kernel's release then waits as long again to save it. A program that opens the file again
+    meanwhile (a logger's next line) writes into the same open file. The release dropped it
+    when its wait ended, and the next close committed the size that line made without its bytes:
+    the close succeeded and the file held zeros where the line was (a partition sweep)."""
+    cluster = make_cluster()
+    mnt = cluster.mount(tmp_path / "mnt", ["--wait", "3"])
+    log = mnt / "log"
+    log.write_bytes(b"line 1\n")
+    assert log.read_bytes() == b"line 1\n"  # (in the mount's cache: appending needs no keeper)
+    stopped = [p for p in cluster.keeper_procs if p is not None]
+    for proc in stopped:
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(OSError) as failed, open(log, "ab") as f:
+            f.write(b"line 2\n")
+        assert failed.value.errno == errno.EIO
+        with open(log, "ab") as f:  # (while the release of line 2 still waits)
+            f.write(b"line 3\n")
+            try:  # (its flush waits for the same upload as that release)
+                f.close()
+                closed = True
+            except OSError as e:
+                assert e.errno == errno.EIO
+                closed = False
+    finally:
+        for proc in stopped:
+            os.kill(proc.pid, signal.SIGCONT)
+    wait_for(lambda: all(k.alive for k in cluster.status().keepers), 30, "the keepers back")
+    content = b""
+
+    def read() -> bool:
+        nonlocal content
+        with contextlib.suppress(OSError):  # (the mount's connections to them come back within seconds)
+            content = log.read_bytes()
+            return True
+        return False
+
+    wait_for(read, 30, "the log readable")
+    assert b"\0" not in content, content
+    assert content.startswith(b"line 1\n") and (b"line 3\n" in content or not closed), content
+
+
 def test_keeper_killed_during_copy(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     cluster, mnt = mounted
     source = tmp_path / "source"
