@@ -78,7 +78,11 @@ class OpenFile:
     dirty: dict[int, DirtySlot] = field(default_factory=dict)
     saved: dict[int, DirtySlot] = field(default_factory=dict)  # uploaded slots kept as the chunk they made
     uploads: dict[int, trio.Event] = field(default_factory=dict)
-    error: FsError | None = None  # a background upload failed: reported by the next flush
+    # Uploads that failed so far, and the last one's error: whoever waited for an upload that
+    # failed (every flush at once, a write held for room) raises it. (One error that the first
+    # to see it took for itself let a second close, waiting for the same upload, succeed.)
+    failures: int = 0
+    error: FsError | None = None
     writes: int = 0  # writes so far ...
     committed_writes: int = 0  # ... and how many of them the master has seen (size and mtime)
     written_ns: int | None = None  # when this mount last wrote to it: the mtime it will commit
@@ -246,6 +250,7 @@ class OpenFile:
         """Back-pressure: while the write-back cache is full, gets its oldest slot uploaded and waits."""
         writeback = self.shared.writeback
         deadline = time.monotonic() + self.shared.master.wait
+        failures = self.failures
         while writeback.full(incoming):
             oldest = writeback.oldest_idle()
             if oldest is not None:
@@ -260,9 +265,8 @@ class OpenFile:
                 raise FsError(errno.EIO, "the write-back cache is full and cannot be uploaded")
             with trio.move_on_at(trio.current_time() + max(0.0, deadline - time.monotonic())):
                 await writeback.changed()
-            if self.error is not None:
-                error, self.error = self.error, None
-                raise error
+            if self.failures != failures and self.error is not None:
+                raise self.error
 
     async def write(self, offset: int, data: bytes, nursery: trio.Nursery, append: bool = False) -> int:
         if not append:
@@ -421,10 +425,10 @@ class OpenFile:
         except FsError as e:
             if e.errno != errno.EAGAIN:  # (see flush)
                 log.warning("upload of slot %d of inode %d failed: %s", index, self.inode, e.message)
-            self.error = e
+            self.error, self.failures = e, self.failures + 1
         except Exception as e:  # never let a background task take the mount down
             log.exception("upload of slot %d of inode %d failed", index, self.inode)
-            self.error = FsError(errno.EIO, str(e))
+            self.error, self.failures = FsError(errno.EIO, str(e)), self.failures + 1
         finally:
             del self.uploads[index]
             done.set()
@@ -466,33 +470,35 @@ class OpenFile:
         )
 
     async def flush(self, nursery: trio.Nursery) -> None:
-        """Uploads and commits every change; raises the first failure since the last flush."""
-        await self._upload_all(nursery)
+        """Uploads and commits every change; raises the failure of an upload it waited for
+        (what was not uploaded stays, for the next flush to try again)."""
+        failed = await self._upload_all(nursery)
         for _ in range(APPEND_ATTEMPTS):
-            if self.error is None or self.error.errno != errno.EAGAIN or self.append_at is None:
+            if failed is None or failed.errno != errno.EAGAIN or self.append_at is None:
                 break
-            self.error = None
             await self._append_again(nursery)
-            await self._upload_all(nursery)
-        if self.error is not None and self.error.errno == errno.EAGAIN:  # (a write meanwhile made it two commits)
-            self.error = FsError(errno.EIO, "could not append: other mounts kept appending to the file meanwhile")
-        if self.error is None and self.writes != self.committed_writes:
+            failed = await self._upload_all(nursery)
+        if failed is not None and failed.errno == errno.EAGAIN:  # (a write meanwhile made it two commits)
+            failed = FsError(errno.EIO, "could not append: other mounts kept appending to the file meanwhile")
+        if failed is None and self.writes != self.committed_writes:
             # The final size and mtime, when the chunk commits did not carry them (e.g. a hole).
             writes, request = self.writes, self._commit_request([])
             self._committed(await call_master(self.shared.master, "CommitChunks", request), writes)
-        error, self.error = self.error, None
-        if error is not None:
-            raise error
+        if failed is not None:
+            raise failed
 
-    async def _upload_all(self, nursery: trio.Nursery) -> None:
+    async def _upload_all(self, nursery: trio.Nursery) -> FsError | None:
+        """Uploads every dirty slot; the error of the first upload waited for that failed."""
+        failures = self.failures
         while self.dirty or self.uploads:
             for index in list(self.dirty):
                 if index not in self.uploads:
                     self._start_upload(index, nursery, whole_burst=len(self.dirty) == 1)
             for event in list(self.uploads.values()):
                 await event.wait()
-            if self.error is not None:
-                break
+            if self.failures != failures:
+                return self.error
+        return None
 
     async def _append_again(self, nursery: trio.Nursery) -> None:
         """Our appends were refused: another mount appended first. They go again at the end
