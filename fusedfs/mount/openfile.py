@@ -47,6 +47,10 @@ DERIVE_ABOVE = 256 << 10
 # disk (the kernel writes a slot file out once it has lived 30 s).
 SAVED_PER_FILE = 4
 APPEND_ATTEMPTS = 100  # appends overtaken by other mounts' this many times in a row: EIO
+# A flush fails (EIO) when no upload it waits for has ended for --wait and this long: an upload
+# waits up to --wait for keepers itself, but uploads queue for their turn (a partition sweep saw
+# closes take 60-120 s with --wait 30), and a flush must not wait for them all, each in turn.
+FLUSH_STALL_GRACE = 5.0
 
 UPLOADS = Counter(
     "fusedfs_mount_uploads",
@@ -393,6 +397,13 @@ class OpenFile:
                     if self.dirty.get(index) is not slot:  # cut away by a truncate meanwhile
                         return
                     chunk = await run(whole)
+                if self.dirty.get(index) is not slot:
+                    # Cut away by a truncate meanwhile, or dropped with the file after a close
+                    # that failed: committed, it would give the file a size over other slots
+                    # that were never saved (zeros there; a partition sweep).
+                    if chunk:
+                        await run(self.shared.transfer.abandon, [chunk.chunk_id])
+                    return
                 writes = self.writes
                 if chunk and slot.written is not None:  # (else it replaces whatever is there)
                     chunk.replaces = slot.origin
@@ -490,14 +501,21 @@ class OpenFile:
     async def _upload_all(self, nursery: trio.Nursery) -> FsError | None:
         """Uploads every dirty slot; the error of the first upload waited for that failed."""
         failures = self.failures
+        stall = self.shared.master.wait + FLUSH_STALL_GRACE
         while self.dirty or self.uploads:
             for index in list(self.dirty):
                 if index not in self.uploads:
                     self._start_upload(index, nursery, whole_burst=len(self.dirty) == 1)
             for event in list(self.uploads.values()):
-                await event.wait()
-            if self.failures != failures:
-                return self.error
+                with trio.move_on_after(stall):  # (from the end of the one before: while they go on ending, it waits)
+                    await event.wait()
+                if not event.is_set():  # (it goes on; what is not uploaded stays, for a later flush)
+                    return FsError(
+                        errno.EIO,
+                        f"the file's changes could not be saved within {stall:g} s: the keepers do not answer",
+                    )
+                if self.failures != failures:  # (the others go on; what fails stays, for a later flush)
+                    return self.error
         return None
 
     async def _append_again(self, nursery: trio.Nursery) -> None:

@@ -1173,6 +1173,37 @@ def test_a_file_opened_again_while_its_last_close_waits_keeps_what_is_written_to
     assert content.startswith(b"line 1\n") and (b"line 3\n" in content or not closed), content
 
 
+def test_a_close_fails_within_the_wait_when_no_keeper_answers(make_cluster: MakeCluster, tmp_path: Path) -> None:
+    """A file of many chunks closed while no keeper answers: EIO within --wait and a few
+    seconds, not after every chunk's upload has waited in turn (4 at a time: a partition sweep
+    saw closes take 60-120 s with --wait 30). Its uploads still under way when the file is let
+    go do not commit once the keepers are back: the file's size would cover the chunks never
+    saved (zeros)."""
+    cluster = make_cluster()
+    mnt = cluster.mount(tmp_path / "mnt", ["--wait", "3"])
+    (mnt / "d").mkdir()
+    assert run_cli("client", cluster.master_address, "chunksize", "/d", "1").returncode == 0
+    data = os.urandom(32 * MiB)  # (32 chunks)
+    stopped = [p for p in cluster.keeper_procs if p is not None]
+    for proc in stopped:
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        f = open(mnt / "d" / "big", "wb")  # noqa: SIM115  (its close is what is timed)
+        f.write(data)
+        started = time.monotonic()
+        with pytest.raises(OSError) as failed:
+            f.close()
+        took = time.monotonic() - started
+    finally:
+        for proc in stopped:
+            os.kill(proc.pid, signal.SIGCONT)
+    assert failed.value.errno == errno.EIO and took < 3 + 5 + 2, took
+    wait_for(lambda: all(k.alive for k in cluster.status().keepers), 30, "the keepers back")
+    time.sleep(3)  # (the uploads let go end)
+    content = (mnt / "d" / "big").read_bytes()
+    assert data.startswith(content), f"{len(content)} bytes, {content.count(0)} zeros"
+
+
 def test_keeper_killed_during_copy(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     cluster, mnt = mounted
     source = tmp_path / "source"
