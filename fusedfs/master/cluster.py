@@ -141,6 +141,9 @@ class Cluster:
         # Keepers being emptied before they are taken away: their copies do not count towards
         # the goal and they get no new ones (the caller keeps the set durable).
         self.draining: set[str] = set()
+        # What each dead keeper held when it died: its chunks are down, not lost, while it may
+        # come back (a keeper cut off from the master may still serve them to the mounts).
+        self.dead_holdings: dict[str, set[int]] = {}
         self.started = clock()
         self._balanced_at = self.started  # (the first round comes BALANCE_EVERY after a start)
         # With metadata copies on the keepers: when the newest was taken (wall ns; 0: none yet).
@@ -170,8 +173,10 @@ class Cluster:
                 if not gone.alive:  # its disk replaced (or moved): a keeper of another id took its place
                     self._forget_replicas(gone)
                     del self.keepers[gone.keeper_id]
+                    self.dead_holdings.pop(gone.keeper_id, None)
                     log.info("dead keeper %s forgotten: keeper %s took its address", gone.keeper_id, keeper_id)
             record = self.keepers.get(keeper_id)
+            self.dead_holdings.pop(keeper_id, None)
             if record is not None:
                 self._forget_replicas(record)
             else:
@@ -420,9 +425,12 @@ class Cluster:
 
     def lost(self, chunk: int) -> bool:
         """No keeper, alive or dead, holds chunk: no wait brings it back. (Until LOST_AFTER_START
-        after a start, keepers may still be re-registering what they hold.)"""
+        after a start, keepers may still be re-registering what they hold; a keeper dead to the
+        master may only be cut off from it, and still serve the mounts.)"""
         with self._lock:
-            return chunk not in self.replicas and self.clock() - self.started >= LOST_AFTER_START
+            if chunk in self.replicas or self.clock() - self.started < LOST_AFTER_START:
+                return False
+            return not any(chunk in held for held in self.dead_holdings.values())
 
     def request_verify(self, chunk: int, keeper_id: str) -> None:
         with self._lock:
@@ -440,7 +448,10 @@ class Cluster:
             for record in self.keepers.values():
                 if record.alive and now - record.last_seen > self.settings.dead_after:
                     record.alive = False
-                    self._forget_replicas(record)
+                    held, record.chunks = record.chunks, set()  # (kept, not copied: a big keeper holds millions)
+                    for chunk in held:
+                        self._remove_replica(chunk, record)
+                    self.dead_holdings[record.keeper_id] = held
                     involved = [k for k, (source, _) in self.in_flight.items() if record.keeper_id in (k[1], source)]
                     for key in involved:
                         self.in_flight.pop(key)

@@ -320,3 +320,20 @@ def test_a_keeper_whose_disk_does_not_answer_gets_no_chunks_and_no_commands_mean
     assert [k.keeper_id for k in cluster.locations(1)] == [other]
     stalled_beat(other, 6.0)
     assert sorted(k.keeper_id for k in cluster.locations(1)) == [holder, other]
+
+
+def test_a_chunk_whose_keepers_are_dead_is_down_not_lost() -> None:
+    """Lost (a read fails at once) only when no keeper, alive or dead, holds it: a keeper dead
+    to the master may only be cut off from it, and still serve the mounts (a partition sweep
+    saw reads fail at once, and fsck say lost, during a 3 s cut between master and keepers)."""
+    cluster, clock = make([live(1), live(2), live(3)], goal=1)
+    register(cluster, "a", [1, 2])
+    register(cluster, "b", [3])
+    clock.now += 30
+    beat(cluster, "b")
+    assert cluster.check_keepers() == ["a"]
+    assert not cluster.lost(1) and not cluster.lost(2)  # (a is down: its chunks may come back)
+    assert cluster.health().lost == 2  # (status: no copy on an alive keeper)
+    register(cluster, "a", [1])  # back, without 2 (its copy went while it was away)
+    assert not cluster.lost(1) and cluster.lost(2) and not cluster.lost(3)
+    assert cluster.lost(99)  # (nobody ever held it)
