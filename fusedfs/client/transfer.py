@@ -211,16 +211,23 @@ class ChunkTransfer:
                 exclude.update(attempt.failed)
                 if self._ahead is not None:  # reserved on a failing keeper: would fail the same way
                     self.abandon(self._ahead.drop_keepers(set(attempt.failed)))
-                if len(attempts) >= WRITE_ATTEMPTS or time.monotonic() >= deadline:
-                    break
-            best = max(attempts, key=lambda a: len(a.stored_on))
-            if len(best.stored_on) >= max(reservation.min_copies, 1):
-                return self._accept(best, attempts, index, data, crc)
-            if all(a.full for a in attempts):
-                raise FsError(errno.ENOSPC, "no space left on enough keepers for another chunk")
-            raise FsError(
-                errno.EIO, f"could not store a chunk on {reservation.min_copies} keepers after {len(attempts)} attempts"
-            )
+                if len(attempts) % WRITE_ATTEMPTS and time.monotonic() < deadline:
+                    continue
+                best = max(attempts, key=lambda a: len(a.stored_on))
+                if len(best.stored_on) >= max(reservation.min_copies, 1):
+                    return self._accept(best, attempts, index, data, crc)
+                if all(a.full for a in attempts):
+                    raise FsError(errno.ENOSPC, "no space left on enough keepers for another chunk")
+                if time.monotonic() >= deadline:
+                    raise FsError(
+                        errno.EIO,
+                        f"could not store a chunk on {reservation.min_copies} keepers in {len(attempts)} attempts"
+                        f" over {self.master.wait:g} s",
+                    )
+                # Keepers this side cannot reach (their connections refused at once): they may
+                # answer again within the wait, as a cluster that is down is waited for.
+                exclude.clear()
+                time.sleep(0.5)
         except BaseException:
             self.abandon([a.chunk_id for a in attempts])
             raise

@@ -1204,6 +1204,29 @@ def test_a_close_fails_within_the_wait_when_no_keeper_answers(make_cluster: Make
     assert data.startswith(content), f"{len(content)} bytes, {content.count(0)} zeros"
 
 
+def test_a_close_waits_for_keepers_that_refuse_connections_for_a_while(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """Every keeper restarted at once (connections refused, though the master still counts
+    them alive for 3 s): a close waits for them as for a cluster that is down, up to --wait,
+    and saves the file. It failed EIO after 4 quick attempts (2-3 s in a partition sweep)."""
+    cluster = make_cluster()
+    mnt = cluster.mount(tmp_path / "mnt", ["--wait", "20"])
+    data = os.urandom(100_000)
+    for index in range(3):
+        cluster.kill_keeper(index)
+    restart = threading.Timer(4.0, lambda: [cluster.start_keeper(i) for i in range(3)])
+    restart.start()
+    try:
+        started = time.monotonic()
+        (mnt / "f").write_bytes(data)  # (no exception: the close saved it)
+        took = time.monotonic() - started
+    finally:
+        restart.join()
+    assert 3.5 < took < 20, took
+    assert (mnt / "f").read_bytes() == data
+
+
 def test_keeper_killed_during_copy(mounted: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     cluster, mnt = mounted
     source = tmp_path / "source"
