@@ -25,6 +25,7 @@ from fusedfs.master.namespace import (
     ChunkChanges,
     CommittedChunk,
     Namespace,
+    Tree,
     device_number,
 )
 from fusedfs.master.store import ROOT_INODE, ChunkState, Inode, Quota, SqliteStore, Usage
@@ -654,9 +655,13 @@ def test_a_tree_copied_for_a_snapshot_is_the_same_tree_with_new_chunks(ns: Names
     assert errno_of(ns.lookup, copy.id, b"third") == errno.ENOENT and ns.quota("/copies").entries == 5
 
 
-def _tree_to_copy(ns: Namespace) -> dict[int, int]:
-    """/top: 3 folders of 5 files of a chunk each, one file also named in another folder.
-    Returns each chunk -> a reserved chunk for its copy."""
+@pytest.fixture
+def copying(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> tuple[Namespace, Tree, dict[int, int]]:
+    """A namespace putting copies 4 nodes a transaction, and the tree of /top read to copy: 3
+    folders of 5 files of a chunk each, one file also named in another folder; with each chunk's
+    reserved chunk for its copy."""
+    monkeypatch.setattr(namespace_module, "TREE_BATCH", 4)
+    ns = Namespace(store, CHUNK)
     top = ns.mkdir(ROOT_INODE, b"top", 0o755, 0, 0).node
     new_chunks = {}
     for d in range(3):
@@ -667,18 +672,15 @@ def _tree_to_copy(ns: Namespace) -> dict[int, int]:
             ns.commit_chunks(f.id, 10, [CommittedChunk(0, chunk, 10, 1)], 1)
             new_chunks[chunk] = pending(ns)
     ns.link(ns.resolve("/top/d0/f0").id, ns.resolve("/top/d2").id, b"again")
-    return new_chunks
+    return ns, ns.read_tree("/top"), new_chunks
 
 
 def test_a_big_snapshot_is_put_a_batch_a_transaction_and_appears_whole(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, copying: tuple[Namespace, Tree, dict[int, int]]
 ) -> None:
     """A copy is put TREE_BATCH nodes a transaction (other calls wait for one batch, not the
     tree), below a top named by the last: before that, it is nowhere to be seen."""
-    monkeypatch.setattr(namespace_module, "TREE_BATCH", 4)
-    ns = Namespace(store, CHUNK)
-    new_chunks = _tree_to_copy(ns)
-    tree = ns.read_tree("/top")
+    ns, tree, new_chunks = copying
     seen = []
     real = store.transaction
 
@@ -700,13 +702,12 @@ def test_a_big_snapshot_is_put_a_batch_a_transaction_and_appears_whole(
     ]
 
 
-def test_a_snapshot_that_fails_midway_leaves_nothing(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_snapshot_that_fails_midway_leaves_nothing(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, copying: tuple[Namespace, Tree, dict[int, int]]
+) -> None:
     """A snapshot's destination taken while its copy is being put: EEXIST, and every node it
     made is gone, its chunks garbage."""
-    monkeypatch.setattr(namespace_module, "TREE_BATCH", 4)
-    ns = Namespace(store, CHUNK)
-    new_chunks = _tree_to_copy(ns)
-    tree = ns.read_tree("/top")
+    ns, tree, new_chunks = copying
     before = store.count_inodes()
     real = store.transaction
     opened = []
@@ -730,12 +731,9 @@ def test_a_snapshot_that_fails_midway_leaves_nothing(store: SqliteStore, monkeyp
 
 
 def test_a_snapshot_left_unfinished_by_a_stopped_master_is_removed_when_it_starts(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, copying: tuple[Namespace, Tree, dict[int, int]]
 ) -> None:
-    monkeypatch.setattr(namespace_module, "TREE_BATCH", 4)
-    ns = Namespace(store, CHUNK)
-    new_chunks = _tree_to_copy(ns)
-    tree = ns.read_tree("/top")
+    ns, tree, new_chunks = copying
     before = store.count_inodes()
     real_copy = ns._copy_node
     copied: list[int] = []
