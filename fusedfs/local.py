@@ -175,9 +175,14 @@ class LocalCluster:
 
     def unmount(self, mountpoint: Path) -> None:
         """Unmounts cleanly (SIGTERM saves open files first), lazily and by force if that fails."""
+        from fusedfs.mount.main import clear_dead_mount
+
         proc = self.mounts.pop(mountpoint, None)
         self._end(proc, signal.SIGTERM)
-        if proc is not None and os.path.ismount(mountpoint):
+        if proc is None:
+            return
+        # (a mount killed after SIGTERM's wait is dead: ismount() cannot stat it, and says no)
+        if not clear_dead_mount(mountpoint) and os.path.ismount(mountpoint):
             subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False, capture_output=True)
 
     # --- whole cluster ---------------------------------------------------------------------------
