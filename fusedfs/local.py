@@ -181,7 +181,7 @@ class LocalCluster:
         self._end(proc, signal.SIGTERM)
         if proc is None:
             return
-        # (a mount killed after SIGTERM's wait is dead: ismount() cannot stat it, and says no)
+        # (a mount killed after SIGTERM's wait is dead: ismount() may fail to stat it, and say no)
         if not clear_dead_mount(mountpoint) and os.path.ismount(mountpoint):
             subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False, capture_output=True)
 
