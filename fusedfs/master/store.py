@@ -428,8 +428,8 @@ class SqliteStore:
     def usage(self, folder: int, goal: int) -> dict[int, Usage]:
         """What folder holds, by its entry each one is under (inode -> usage), and in all (key
         the folder itself); goal: the cluster's, for files without their own. Read through a
-        connection of its own, as snapshot(): a big tree takes seconds, during which the store
-        is not held up."""
+        view of its own (reading()): a big tree takes seconds, during which the store is not held
+        up."""
         walk = (
             "WITH RECURSIVE under(inode, top) AS ("
             " SELECT inode, inode FROM dentries WHERE parent = :folder"
@@ -443,21 +443,17 @@ class SqliteStore:
             " SUM((SELECT TOTAL(stored_length) FROM chunks c WHERE c.inode = u.inode AND c.state = 1)"
             " * COALESCE((SELECT goal FROM goals g WHERE g.inode = u.inode), :goal))"
         )
-        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-        try:
-            reader.execute("BEGIN")  # (both queries see one state of the store)
-            rows = reader.execute(
+        with self.reading() as moment:  # (both queries see one state of the store)
+            rows = moment._db.execute(
                 f"{walk} SELECT u.top, {totals} FROM (SELECT DISTINCT inode, top FROM under) u"
                 " JOIN inodes i ON i.id = u.inode GROUP BY u.top",
                 {"folder": folder, "goal": goal},
             ).fetchall()
-            rows += reader.execute(
+            rows += moment._db.execute(
                 f"{walk} SELECT :folder, {totals} FROM (SELECT DISTINCT inode FROM under) u"
                 " JOIN inodes i ON i.id = u.inode",
                 {"folder": folder, "goal": goal},
             ).fetchall()
-        finally:
-            reader.close()
         return {top: Usage(*(int(v or 0) for v in values)) for top, *values in rows}
 
     # --- the journal --------------------------------------------------------------------------------
