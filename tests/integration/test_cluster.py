@@ -376,8 +376,13 @@ def test_the_metadata_outlives_the_masters_disk(make_cluster: MakeCluster) -> No
     upload(files, "/docs/changed", changed)
     written = time.time_ns()
     wait_for(lambda: all(newest_copy_taken(cluster, i) > written for i in range(3)), 15, "a copy on every keeper")
-    status = cluster.status()
-    assert status.metadata_copy_keepers == 3 and status.metadata_copy_taken_ns > written
+
+    def status_says_copied() -> bool:
+        # The keepers write the copy before the master has their replies.
+        status = cluster.status()
+        return status.metadata_copy_keepers == 3 and status.metadata_copy_taken_ns > written
+
+    wait_for(status_says_copied, 5, "status: the copy on 3 keepers")
     # After the copy: a file changes (its old chunks become garbage), one is added, one removed.
     rewritten = os.urandom(MiB)
     upload(files, "/docs/changed", rewritten)
