@@ -4,13 +4,21 @@ While the master is down or restarting, calls wait for it (gRPC wait_for_ready) 
 seconds, then fail with EIO; they never hang forever. Failures come back as FsError. A change is
 sent with a request id (`identified`), the same on every attempt, so that the master makes it
 once however often it is sent (see Retries in master.proto).
+
+Within `one_deadline` (a mount's handling of one request from the kernel), the calls an
+operation makes, to the master and the keepers, share one deadline: an unlink that tells the
+master of its open files first, or a read that asks the replicas and then goes the whole way,
+waits for a cluster out of reach about `wait` seconds in all, not that long for every call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import secrets
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +29,46 @@ from fusedfs.grpcutil import ChannelPool, parse_address
 from fusedfs.rpc import master_pb2_grpc
 
 DEFAULT_WAIT = 30.0
+# Seconds a call still gets when its operation's deadline has (nearly) passed: a master that
+# answered late (back from a restart) answers the next call in milliseconds.
+LAST_TRY = 2.0
+
+
+@dataclass
+class _Operation:
+    wait: float
+    ends: float  # time.monotonic()
+
+
+_OPERATION: ContextVar[_Operation | None] = ContextVar("fusedfs_operation", default=None)
+
+
+@contextlib.contextmanager
+def one_deadline(wait: float) -> Iterator[None]:
+    """Within it, the calls to the cluster share one deadline, `wait` seconds from now (an
+    outer one holds if there is one). Threads and tasks started within it inherit it."""
+    if _OPERATION.get() is not None:
+        yield
+        return
+    token = _OPERATION.set(_Operation(wait, time.monotonic() + wait))
+    try:
+        yield
+    finally:
+        _OPERATION.reset(token)
+
+
+def progressed() -> None:
+    """The operation got somewhere (an upload it waits for ended): its deadline starts anew, so
+    a close of a big file over a slow network is bounded by its silences, not its length."""
+    operation = _OPERATION.get()
+    if operation is not None:
+        operation.ends = time.monotonic() + operation.wait
+
+
+def own_deadline() -> None:
+    """For a task started within an operation that may outlive it (a background upload, a
+    prefetch): its calls wait as long as they allow, not as the operation that started it."""
+    _OPERATION.set(None)
 
 
 def identified(request: Any) -> Any:
@@ -61,8 +109,15 @@ class MasterClient:
     # The retry rules, shared with callers that make the call themselves (the mount's async calls).
 
     def deadline(self, wait: float | None = None) -> Deadline:
+        """When a call made now must have been answered: `wait` seconds from now (default:
+        self.wait), or sooner if its operation's deadline is (though at least LAST_TRY)."""
         wait = self.wait if wait is None else wait
-        return Deadline(time.monotonic() + wait, wait)
+        now = time.monotonic()
+        at = now + wait
+        operation = _OPERATION.get()
+        if operation is not None and operation.ends < at:
+            at = max(operation.ends, now + min(wait, LAST_TRY))
+        return Deadline(at, at - now)
 
     def remaining(self, deadline: Deadline) -> float:
         """Seconds left before deadline; EIO once it has passed."""

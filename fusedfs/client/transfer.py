@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import errno
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -64,6 +65,10 @@ LOCAL_READ_TIMEOUT = 5.0
 # hangs under one chunk answers gRPC's pings, but not the read.
 HEDGE_BASE = 1.0
 HEDGE_RATE = 64 * MiB
+# Seconds a chunk none of whose replicas could be read within the wait fails again at once: the
+# kernel asks again right after a read fails (its read-ahead, then the page itself), and a read
+# of a cluster out of reach took twice --wait.
+UNREADABLE_KEPT = 1.0
 
 
 def transfer_timeout(length: int) -> float:
@@ -178,6 +183,7 @@ class ChunkTransfer:
         # Reads of a replica, so that a slow one can be left to itself while the next is asked
         # (one stuck on a disk that hangs is free again after its transfer_timeout).
         self._readers = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="read")
+        self._unreadable: dict[str, tuple[float, str]] = {}  # chunk id -> (when, why): see UNREADABLE_KEPT
 
     def keeper(self, address: str) -> keeper_pb2_grpc.KeeperStub:
         return self.pool.stub(address, keeper_pb2_grpc.KeeperStub)
@@ -190,7 +196,7 @@ class ChunkTransfer:
         crc = crc32c(data)
         exclude: set[str] = set()
         attempts: list[_Attempt] = []
-        deadline = time.monotonic() + self.master.wait
+        deadline = self.master.deadline().at
         try:
             while True:
                 try:
@@ -371,7 +377,8 @@ class ChunkTransfer:
         end = read_end(ref, offset, length)
         if offset >= end:
             return []
-        deadline = time.monotonic() + self.master.wait
+        self.fail_if_just_unreadable(ref.chunk_id)
+        deadline = self.master.deadline().at
         errors: list[str] = []
         while True:
             if ref.lost:  # (its keepers are not down: none has it, so no wait brings it back)
@@ -384,12 +391,23 @@ class ChunkTransfer:
             if pieces is not None:
                 return pieces
             if time.monotonic() >= deadline:
-                raise FsError(
-                    errno.EIO,
-                    f"chunk {ref.chunk_id}: no replica could be read ({'; '.join(errors[-3:]) or 'none known'})",
-                )
+                why = f"chunk {ref.chunk_id}: no replica could be read ({'; '.join(errors[-3:]) or 'none known'})"
+                self._note_unreadable(ref.chunk_id, why)
+                raise FsError(errno.EIO, why)
             time.sleep(0.5)
             ref = self._refresh(inode, ref)
+
+    def fail_if_just_unreadable(self, chunk_id: str) -> None:
+        """EIO if no replica of the chunk could be read within the wait UNREADABLE_KEPT s ago."""
+        when, why = self._unreadable.get(chunk_id, (-math.inf, ""))
+        if time.monotonic() - when < UNREADABLE_KEPT:
+            raise FsError(errno.EIO, f"{why}, {time.monotonic() - when:.1f} s ago")
+
+    def _note_unreadable(self, chunk_id: str, why: str) -> None:
+        now = time.monotonic()
+        for old in [c for c, (when, _) in self._unreadable.items() if now - when >= UNREADABLE_KEPT]:
+            self._unreadable.pop(old, None)  # (threads note them too)
+        self._unreadable[chunk_id] = (now, why)
 
     def _read_hedged(self, replicas: list[cp.KeeperRef], read: RangeRead, errors: list[str]) -> list[memoryview] | None:
         """The range from the first of the replicas that answers, or None if all fail (each

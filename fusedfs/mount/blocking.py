@@ -13,13 +13,13 @@ import contextlib
 import errno
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
 import trio
 
-from fusedfs.client.master import MasterClient, identified
+from fusedfs.client.master import MasterClient, identified, own_deadline
 from fusedfs.client.transfer import ChunkTransfer, RangeRead, read_end, read_error, transfer_timeout
 from fusedfs.errors import FsError
 from fusedfs.rpc import master_pb2 as mp
@@ -36,6 +36,18 @@ HEDGE_AFTER = 0.1
 
 async def run(fn: Callable[..., T], *args: object) -> T:
     return await trio.to_thread.run_sync(fn, *args, limiter=_LIMITER)
+
+
+def start_background(nursery: trio.Nursery, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+    """Starts fn(*args) in nursery as a task that may outlive the request that starts it (an
+    upload, a prefetch): its calls wait for the cluster as long as they allow, not as long as
+    that request has left."""
+
+    async def on_its_own() -> None:
+        own_deadline()
+        await fn(*args)
+
+    nursery.start_soon(on_its_own, name=getattr(fn, "__qualname__", None))
 
 
 async def wait_future(future: Any) -> Any:
@@ -75,13 +87,14 @@ async def read_parts(
     end = read_end(ref, offset, length)
     if offset >= end:
         return []
+    transfer.fail_if_just_unreadable(ref.chunk_id)
     read = RangeRead(ref, offset, end)
     replicas, known = transfer.replica_order(ref)
     if read.one_piece and replicas and known:  # (else the thread waits for the keepers to say where they are)
+        # (within the request's deadline: the whole way after it gets what is left of it)
+        timeout = min(transfer_timeout(read.size), transfer.master.deadline().wait)
         sources = [
-            functools.partial(
-                transfer.keeper(r.address).ReadSmallRange.future, read.request, timeout=transfer_timeout(read.size)
-            )
+            functools.partial(transfer.keeper(r.address).ReadSmallRange.future, read.request, timeout=timeout)
             for r in replicas
         ]
         if transfer.local.folder(replicas[0]) is not None:  # its disk first, then the keepers, that one first

@@ -26,10 +26,10 @@ import trio
 from prometheus_client import Counter
 
 from fusedfs.chunks import PIECE_SIZE, all_zeros, spans
-from fusedfs.client.master import MasterClient
+from fusedfs.client.master import MasterClient, progressed
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
-from fusedfs.mount.blocking import call_master, read_parts, run
+from fusedfs.mount.blocking import call_master, read_parts, run, start_background
 from fusedfs.mount.cache import EMPTY, ChunkData, ChunkLoader
 from fusedfs.mount.chunkmap import ChunkMap
 from fusedfs.mount.dircache import DirCache
@@ -164,7 +164,7 @@ class OpenFile:
                 break
             ref = await self._ref(ahead)
             if ref is not None and self.shared.chunks.wanted(ref.chunk_id):
-                nursery.start_soon(self.shared.chunks.prefetch, self.inode, ref)
+                start_background(nursery, self.shared.chunks.prefetch, self.inode, ref)
 
     async def _fill(self, slot: DirtySlot) -> None:
         """Fetches what an unfetched slot does not hold of its chunk, which must go whole."""
@@ -253,7 +253,7 @@ class OpenFile:
     async def _make_room(self, incoming: int, nursery: trio.Nursery) -> None:
         """Back-pressure: while the write-back cache is full, gets its oldest slot uploaded and waits."""
         writeback = self.shared.writeback
-        deadline = time.monotonic() + self.shared.master.wait
+        deadline = self.shared.master.deadline().at
         failures = self.failures
         while writeback.full(incoming):
             oldest = writeback.oldest_idle()
@@ -339,7 +339,7 @@ class OpenFile:
         done = trio.Event()
         self.uploads[index] = done
         self.dirty[index].uploading = True
-        nursery.start_soon(self._upload, index, done)
+        start_background(nursery, self._upload, index, done)
 
     def _commit_request(self, chunks: list[mp.NewChunk]) -> mp.CommitChunksRequest:
         request = mp.CommitChunksRequest(inode=self.inode, size=self.size, chunks=chunks)
@@ -516,6 +516,7 @@ class OpenFile:
                     )
                 if self.failures != failures:  # (the others go on; what fails stays, for a later flush)
                     return self.error
+                progressed()  # (the commit after the last upload gets the whole wait, too)
         return None
 
     async def _append_again(self, nursery: trio.Nursery) -> None:

@@ -2,6 +2,8 @@
 
 Every handler runs inside `translate_errors`: an FsError becomes FUSEError(errno), anything
 else is logged and becomes EIO. Nothing else may escape, or the whole mount stops answering.
+Its calls to the cluster share one deadline (`one_deadline`): a cluster out of reach fails a
+request after about --wait, however many calls it makes.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import pyfuse3
 import trio
 from prometheus_client import Counter, Histogram
 
-from fusedfs.client.master import MasterClient
+from fusedfs.client.master import MasterClient, one_deadline
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
 from fusedfs.metrics import LATENCY_BUCKETS, Gauge
-from fusedfs.mount.blocking import call_master, read_parts, run
+from fusedfs.mount.blocking import call_master, read_parts, run, start_background
 from fusedfs.mount.cache import ChunkCache, ChunkLoader
 from fusedfs.mount.chunkmap import WINDOW
 from fusedfs.mount.dircache import DirCache
@@ -69,7 +71,8 @@ def translate_errors(handler: F) -> F:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
-            return await handler(*args, **kwargs)
+            with one_deadline(args[0].master.wait):  # (its calls to the cluster wait about --wait in all)
+                return await handler(*args, **kwargs)
         except pyfuse3.FUSEError as e:
             REQUEST_ERRORS.labels(name, errno.errorcode.get(e.errno, str(e.errno))).inc()
             raise
@@ -570,7 +573,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         chunks = self.shared.chunks
         for ahead, ref in self.dircache.ahead(inode, FETCH_AHEAD_FILES):
             if chunks.wanted(ref.chunk_id):
-                self._nursery().start_soon(chunks.prefetch, ahead, ref)
+                start_background(self._nursery(), chunks.prefetch, ahead, ref)
 
     def _file(self, fh: int) -> tuple[OpenFile, int]:
         inode, flags = self.handles[fh]

@@ -1173,6 +1173,69 @@ def test_a_file_opened_again_while_its_last_close_waits_keeps_what_is_written_to
     assert content.startswith(b"line 1\n") and (b"line 3\n" in content or not closed), content
 
 
+def test_a_read_fails_within_the_wait_when_no_keeper_answers(make_cluster: MakeCluster, tmp_path: Path) -> None:
+    """A file read on a mount that has none of it, while no keeper answers: EIO after --wait,
+    not twice that. The kernel asks again at once when a read fails (its read-ahead, then the
+    page), and each request waited the whole --wait (a read asked the replicas, then went the
+    whole way, each for as long again): an SQLite read took 10 s with --wait 5."""
+    cluster = make_cluster()
+    writer = cluster.mount(tmp_path / "writer", ["--wait", "4"])
+    (writer / "f").write_bytes(os.urandom(100_000))
+    reader = cluster.mount(tmp_path / "reader", ["--wait", "4"])
+    stopped = [p for p in cluster.keeper_procs if p is not None]
+    for proc in stopped:
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        with open(reader / "f", "rb") as f:  # (the master answers)
+            started = time.monotonic()
+            with pytest.raises(OSError) as failed:
+                f.read()
+            took = time.monotonic() - started
+    finally:
+        for proc in stopped:
+            os.kill(proc.pid, signal.SIGCONT)
+    assert failed.value.errno == errno.EIO and 3.9 < took < 4 + 2, took
+
+
+def test_the_calls_of_one_write_wait_for_the_cluster_once(make_cluster: MakeCluster, tmp_path: Path) -> None:
+    """A write into a chunk a mount knows nothing of yet: its first call (where the chunk is,
+    from the master) is answered late, its next (the chunk's bytes, from keepers that do not
+    answer) is not. EIO after --wait in all, not --wait for each call after the first (a
+    partition sweep's appends took 43 s with --wait 30)."""
+    cluster = make_cluster()
+    writer = cluster.mount(tmp_path / "writer", ["--wait", "5"])
+    (writer / "d").mkdir()
+    assert run_cli("client", cluster.master_address, "chunksize", "/d", "1").returncode == 0
+    end = 140 * MiB  # (chunk 140: past the 128 an open learns of)
+    with open(writer / "d" / "f", "wb") as f:
+        for index in range(140):
+            f.seek(index * MiB)
+            f.write(b"x")
+        f.seek(end)
+        f.write(os.urandom(100_000))  # (small: a write into it needs its bytes)
+    other = cluster.mount(tmp_path / "other", ["--wait", "5"])
+    assert cluster.master_proc is not None
+    stopped = [cluster.master_proc, *(p for p in cluster.keeper_procs if p is not None)]
+    fd = os.open(other / "d" / "f", os.O_WRONLY)
+    try:
+        for proc in stopped:
+            os.kill(proc.pid, signal.SIGSTOP)
+        master_back = threading.Timer(2.5, os.kill, (cluster.master_proc.pid, signal.SIGCONT))
+        master_back.start()
+        try:
+            started = time.monotonic()
+            with pytest.raises(OSError) as failed:
+                os.pwrite(fd, b"a line\n", end + 10)
+            took = time.monotonic() - started
+        finally:
+            master_back.join()
+            for proc in stopped:
+                os.kill(proc.pid, signal.SIGCONT)
+    finally:
+        os.close(fd)
+    assert failed.value.errno == errno.EIO and 4.9 < took < 5 + 1.3, took  # (2.5 + 5 before)
+
+
 def test_a_close_fails_within_the_wait_when_no_keeper_answers(make_cluster: MakeCluster, tmp_path: Path) -> None:
     """A file of many chunks closed while no keeper answers: EIO within --wait and a few
     seconds, not after every chunk's upload has waited in turn (4 at a time: a partition sweep

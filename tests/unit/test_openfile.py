@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import trio
 
+from fusedfs.client.master import MasterClient
 from fusedfs.mount.cache import ChunkData
 from fusedfs.mount.chunkmap import Ask
 from fusedfs.mount.openfile import MountShared, OpenFile
@@ -18,7 +19,7 @@ from fusedfs.rpc import master_pb2 as mp
 
 def open_file(tmp_path: Path, attr: mp.Attr) -> OpenFile:
     none = cast(Any, None)  # (what is tested here asks no keeper or master anything)
-    master = cast(Any, SimpleNamespace(wait=30.0))
+    master = MasterClient("127.0.0.1:1")  # (never called: a channel connects when first used)
     shared = MountShared(master, none, none, WriteBack(tmp_path / "mount-1", 64 << 20), none, none)
     return OpenFile.from_attr(attr, shared)
 
