@@ -101,7 +101,8 @@ def main() -> None:
                 if not noticed and any(not k.alive for k in status.keepers):
                     noticed.append(time.monotonic() - killed)
                 health = status.chunks
-                if noticed and health.under_replicated == 0 and health.lost == 0 and health.repairs_in_flight == 0:
+                unreadable = health.lost + health.unavailable
+                if noticed and health.under_replicated == 0 and unreadable == 0 and health.repairs_in_flight == 0:
                     restored.append(time.monotonic() - killed)
                 time.sleep(0.05)
 

@@ -64,8 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     info.add_argument("--json", action="store_true", help="machine-readable output")
     fsck = commands.add_parser(
         "fsck",
-        help="the files with chunks below the goal, lost ones first (exit status 1 if any chunk is lost, "
-        "8 if the master could not be asked)",
+        help="the files with chunks below the goal, lost ones first, then unavailable ones (on keepers that are"
+        " down); exit status 1 if any chunk is lost or unavailable, 8 if the master could not be asked",
     )
     fsck.add_argument("--limit", type=int, default=1000, help="files to list at most (default 1000)")
     fsck.add_argument("--json", action="store_true", help="machine-readable output")
@@ -399,7 +399,7 @@ def _info(files: FileClient, name: str, as_json: bool) -> None:
         health = (
             "LOST, no keeper has it: `repair` may piece it together"
             if c["lost"]
-            else "LOST while its keepers are down"
+            else "unavailable: its keepers are down"
             if not c["copies"]
             else "below goal"
             if c["copies"] < goal
@@ -409,10 +409,11 @@ def _info(files: FileClient, name: str, as_json: bool) -> None:
         size = size_text(c["length"])
         print(f"  chunk {c['index']:>5} {c['chunk_id']} {size:>10}  {c['copies']}/{goal} ({health}): {where}")
     if chunks:
-        lost = sum(1 for c in chunks if not c["copies"])
+        lost = sum(1 for c in chunks if c["lost"])
+        down = sum(1 for c in chunks if not c["copies"] and not c["lost"])
         below = sum(1 for c in chunks if 0 < c["copies"] < goal)
-        if lost or below:
-            print(f"{len(chunks)} chunks: {lost} LOST, {below} below the goal of {goal}")
+        if lost or down or below:
+            print(f"{len(chunks)} chunks: {lost} LOST, {down} unavailable, {below} below the goal of {goal}")
         else:
             print(f"{len(chunks)} chunks, all at the goal of {goal}")
 
@@ -467,6 +468,7 @@ def _fsck(master: MasterClient, limit: int, as_json: bool) -> int:
                 "path": os.fsdecode(f.path),
                 "inode": f.inode,
                 "lost_chunks": f.lost_chunks,
+                "unavailable_chunks": f.unavailable_chunks,
                 "under_replicated_chunks": f.under_replicated_chunks,
             }
             for f in reply.files
@@ -476,6 +478,7 @@ def _fsck(master: MasterClient, limit: int, as_json: bool) -> int:
                 {
                     "files": files,
                     "lost_chunks": reply.lost_chunks,
+                    "unavailable_chunks": reply.unavailable_chunks,
                     "under_replicated_chunks": reply.under_replicated_chunks,
                     "truncated": reply.truncated,
                 },
@@ -484,22 +487,23 @@ def _fsck(master: MasterClient, limit: int, as_json: bool) -> int:
         )
     else:
         for f in reply.files:
-            what = (
-                f"{f.lost_chunks} chunks LOST"
-                if f.lost_chunks
-                else f"{f.under_replicated_chunks} chunks below the goal"
-            )
-            if f.lost_chunks and f.under_replicated_chunks:
-                what += f", {f.under_replicated_chunks} below the goal"
+            counts = [
+                (f.lost_chunks, "LOST"),
+                (f.unavailable_chunks, "unavailable"),
+                (f.under_replicated_chunks, "below the goal"),
+            ]
+            what = ", ".join(f"{n} chunks {state}" for n, state in counts if n)
             print(f"{os.fsdecode(f.path) or f'(unlinked, still open: inode {f.inode})'}: {what}")
         if reply.truncated:
             print(f"(only the first {len(reply.files)} damaged files are listed)")
-        if reply.lost_chunks:
-            under = reply.under_replicated_chunks
-            print(f"DAMAGED: {reply.lost_chunks} chunks lost (no keeper alive holds them), {under} below the goal")
+        if reply.lost_chunks or reply.unavailable_chunks:
             print(
-                "(a keeper that is down brings its chunks back when it returns; a chunk whose copies were all found"
-                " damaged may be pieced together from them: `repair PATH`)"
+                f"DAMAGED: {reply.lost_chunks} chunks lost (no keeper holds them), {reply.unavailable_chunks}"
+                f" unavailable (only on keepers that are down), {reply.under_replicated_chunks} below the goal"
+            )
+            print(
+                "(unavailable chunks come back with their keepers; a chunk whose copies were all found damaged"
+                " may be pieced together from them: `repair PATH`)"
             )
         elif reply.under_replicated_chunks:
             print(
@@ -507,7 +511,7 @@ def _fsck(master: MasterClient, limit: int, as_json: bool) -> int:
             )
         else:
             print("HEALTHY: every chunk at the goal")
-    return 1 if reply.lost_chunks else 0
+    return 1 if reply.lost_chunks or reply.unavailable_chunks else 0
 
 
 def _download(files: FileClient, name: str, local: str, total: int) -> None:
@@ -696,6 +700,7 @@ def _status(master: MasterClient, as_json: bool) -> None:
                         "under_replicated": reply.chunks.under_replicated,
                         "over_replicated": reply.chunks.over_replicated,
                         "lost": reply.chunks.lost,
+                        "unavailable": reply.chunks.unavailable,
                         "repairs_in_flight": reply.chunks.repairs_in_flight,
                         "garbage": reply.chunks.garbage,
                         "misplaced": reply.chunks.misplaced,

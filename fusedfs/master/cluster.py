@@ -11,6 +11,7 @@ every heartbeat the chunks added and removed since the previous one (as in GFS).
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 import random
@@ -96,6 +97,14 @@ class Commands:
     verifies: list[int] = field(default_factory=list)
 
 
+class Damage(enum.IntEnum):
+    """How bad a chunk below its goal is, the worst first (the order fsck lists files in)."""
+
+    LOST = 0  # no copy on any keeper, alive or dead
+    UNAVAILABLE = 1  # copies only on keepers that are down
+    UNDER_REPLICATED = 2  # alive copies, fewer than the goal
+
+
 @dataclass(frozen=True)
 class Health:
     total: int
@@ -106,6 +115,7 @@ class Health:
     garbage: int
     misplaced: int  # copies enough, but in fewer failure domains than there are
     pending: int  # reserved for uploads not yet committed
+    unavailable: int  # copies only on keepers that are down (or not registered again since a start)
 
 
 class Cluster:
@@ -428,9 +438,13 @@ class Cluster:
         after a start, keepers may still be re-registering what they hold; a keeper dead to the
         master may only be cut off from it, and still serve the mounts.)"""
         with self._lock:
-            if chunk in self.replicas or self.clock() - self.started < LOST_AFTER_START:
-                return False
-            return not any(chunk in held for held in self.dead_holdings.values())
+            return chunk not in self.replicas and self._lost(chunk)
+
+    def _lost(self, chunk: int) -> bool:
+        """lost() for a chunk no alive keeper holds (the lock held)."""
+        if self.clock() - self.started < LOST_AFTER_START:
+            return False
+        return not any(chunk in held for held in self.dead_holdings.values())
 
     def request_verify(self, chunk: int, keeper_id: str) -> None:
         with self._lock:
@@ -579,29 +593,36 @@ class Cluster:
 
     def health(self) -> Health:
         with self._lock:
-            under = over = lost = misplaced = 0
+            under = over = lost = unavailable = misplaced = 0
             domains = self._domain_count()
             for chunk in self.live:
                 n, goal = len(self._counted_holders(chunk)), self.goal_of(chunk)
                 if not self._alive_holders(chunk):
-                    lost += 1
+                    if self._lost(chunk):
+                        lost += 1
+                    else:
+                        unavailable += 1
                 elif n < goal:
                     under += 1
                 else:
                     over += n > goal
                     misplaced += len(self._counted_domains(chunk)) < min(goal, domains)
             garbage, pending = len(self.garbage), len(self.pending)
-            return Health(len(self.live), under, over, lost, len(self.in_flight), garbage, misplaced, pending)
+            in_flight = len(self.in_flight)
+            return Health(len(self.live), under, over, lost, in_flight, garbage, misplaced, pending, unavailable)
 
-    def damaged(self) -> dict[int, int]:
-        """Chunks of files with fewer copies counting towards the goal than it: chunk -> alive
-        copies (0: lost)."""
+    def damaged(self) -> dict[int, Damage]:
+        """Chunks of files with fewer copies counting towards the goal than it, and how bad."""
         with self._lock:
-            return {
-                chunk: len(self._alive_holders(chunk))
-                for chunk in self.live
-                if len(self._counted_holders(chunk)) < self.goal_of(chunk)
-            }
+            damaged = {}
+            for chunk in self.live:
+                if len(self._counted_holders(chunk)) >= self.goal_of(chunk):
+                    continue
+                if self._alive_holders(chunk):
+                    damaged[chunk] = Damage.UNDER_REPLICATED
+                else:
+                    damaged[chunk] = Damage.LOST if self._lost(chunk) else Damage.UNAVAILABLE
+            return damaged
 
     def keeper_records(self) -> list[KeeperRecord]:
         with self._lock:

@@ -6,6 +6,7 @@ the errno attached (errors.abort_with).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import functools
@@ -20,7 +21,7 @@ from google.protobuf.message import Message
 from fusedfs.chunks import MAX_GOAL, format_chunk_id, is_valid_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError, abort_with
 from fusedfs.grpcutil import ChannelPool
-from fusedfs.master.cluster import Cluster, min_copies
+from fusedfs.master.cluster import Cluster, Damage, min_copies
 from fusedfs.master.namespace import Added, ChunkChanges, CommittedChunk, Namespace, device_number
 from fusedfs.master.sessions import MountSessions
 from fusedfs.master.snapshot import make_snapshot
@@ -498,22 +499,26 @@ class MasterService(master_pb2_grpc.MasterServicer):
     @handler
     def Damaged(self, request: mp.DamagedRequest, context: grpc.ServicerContext) -> mp.DamagedReply:
         damaged = self.cluster.damaged()
-        per_file: dict[int, list[int]] = {}  # inode -> [lost chunks, under-replicated chunks]
+        per_file: dict[int, list[int]] = {}  # inode -> chunks by Damage (lost, unavailable, under-replicated)
         with self.store.reading() as moment:  # (a dead keeper's chunks may be millions: nothing waits for them)
-            for chunk, alive in damaged.items():
+            for chunk, damage in damaged.items():
                 row = moment.get_chunk(chunk)
                 if row is not None and row.inode is not None:
-                    per_file.setdefault(row.inode, [0, 0])[0 if alive == 0 else 1] += 1
-        worst_first = sorted(per_file.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
+                    per_file.setdefault(row.inode, [0] * len(Damage))[damage] += 1
+        worst_first = sorted(per_file.items(), key=lambda item: ([-n for n in item[1]], item[0]))
         limit = request.limit or DAMAGED_LIMIT
+        counts = collections.Counter(damaged.values())
         reply = mp.DamagedReply(
-            lost_chunks=sum(1 for alive in damaged.values() if alive == 0),
-            under_replicated_chunks=sum(1 for alive in damaged.values() if alive > 0),
+            lost_chunks=counts[Damage.LOST],
+            unavailable_chunks=counts[Damage.UNAVAILABLE],
+            under_replicated_chunks=counts[Damage.UNDER_REPLICATED],
             truncated=len(worst_first) > limit,
         )
-        for ino, (lost, under) in worst_first[:limit]:
+        for ino, (lost, unavailable, under) in worst_first[:limit]:
             path = self.ns.path_of(ino) or b""
-            reply.files.add(inode=ino, path=path, lost_chunks=lost, under_replicated_chunks=under)
+            reply.files.add(
+                inode=ino, path=path, lost_chunks=lost, unavailable_chunks=unavailable, under_replicated_chunks=under
+            )
         return reply
 
     @handler

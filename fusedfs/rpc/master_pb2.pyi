@@ -412,7 +412,7 @@ class DrainReply(_message.Message):
     def __init__(self, keeper_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class ChunkHealth(_message.Message):
-    __slots__ = ("total", "under_replicated", "over_replicated", "lost", "repairs_in_flight", "garbage", "misplaced", "pending")
+    __slots__ = ("total", "under_replicated", "over_replicated", "lost", "repairs_in_flight", "garbage", "misplaced", "pending", "unavailable")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     OVER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
@@ -421,6 +421,7 @@ class ChunkHealth(_message.Message):
     GARBAGE_FIELD_NUMBER: _ClassVar[int]
     MISPLACED_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     total: int
     under_replicated: int
     over_replicated: int
@@ -429,7 +430,8 @@ class ChunkHealth(_message.Message):
     garbage: int
     misplaced: int
     pending: int
-    def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ..., misplaced: _Optional[int] = ..., pending: _Optional[int] = ...) -> None: ...
+    unavailable: int
+    def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ..., misplaced: _Optional[int] = ..., pending: _Optional[int] = ..., unavailable: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id", "metadata_copy_taken_ns", "metadata_copy_keepers", "metadata_changes_unsent", "trash_files", "trash_bytes", "trash_hours", "metadata_room_bytes", "metadata_reserve_bytes")
@@ -476,28 +478,32 @@ class DamagedRequest(_message.Message):
     def __init__(self, limit: _Optional[int] = ...) -> None: ...
 
 class DamagedFile(_message.Message):
-    __slots__ = ("inode", "path", "lost_chunks", "under_replicated_chunks")
+    __slots__ = ("inode", "path", "lost_chunks", "under_replicated_chunks", "unavailable_chunks")
     INODE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     LOST_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     UNDER_REPLICATED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     inode: int
     path: bytes
     lost_chunks: int
     under_replicated_chunks: int
-    def __init__(self, inode: _Optional[int] = ..., path: _Optional[bytes] = ..., lost_chunks: _Optional[int] = ..., under_replicated_chunks: _Optional[int] = ...) -> None: ...
+    unavailable_chunks: int
+    def __init__(self, inode: _Optional[int] = ..., path: _Optional[bytes] = ..., lost_chunks: _Optional[int] = ..., under_replicated_chunks: _Optional[int] = ..., unavailable_chunks: _Optional[int] = ...) -> None: ...
 
 class DamagedReply(_message.Message):
-    __slots__ = ("files", "lost_chunks", "under_replicated_chunks", "truncated")
+    __slots__ = ("files", "lost_chunks", "under_replicated_chunks", "truncated", "unavailable_chunks")
     FILES_FIELD_NUMBER: _ClassVar[int]
     LOST_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     UNDER_REPLICATED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     files: _containers.RepeatedCompositeFieldContainer[DamagedFile]
     lost_chunks: int
     under_replicated_chunks: int
     truncated: bool
-    def __init__(self, files: _Optional[_Iterable[_Union[DamagedFile, _Mapping]]] = ..., lost_chunks: _Optional[int] = ..., under_replicated_chunks: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    unavailable_chunks: int
+    def __init__(self, files: _Optional[_Iterable[_Union[DamagedFile, _Mapping]]] = ..., lost_chunks: _Optional[int] = ..., under_replicated_chunks: _Optional[int] = ..., truncated: _Optional[bool] = ..., unavailable_chunks: _Optional[int] = ...) -> None: ...
 
 class SpaceUsage(_message.Message):
     __slots__ = ("files", "folders", "bytes", "chunks", "stored_bytes", "kept_bytes")

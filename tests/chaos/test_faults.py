@@ -103,8 +103,9 @@ def back_at_goal(alive: int) -> Callable[[Sample], bool]:
 def report_repair(report: ScenarioReport, monitor: StatusMonitor, noticed_at: float, goal_at: float | None) -> None:
     """How many chunks had to be re-replicated, and how fast that went."""
     under = monitor.max_of(lambda s: s.reply.chunks.under_replicated if s.reply else 0, noticed_at)
+    down = monitor.max_of(lambda s: s.reply.chunks.unavailable if s.reply else 0, noticed_at)
     lost = monitor.max_of(lambda s: s.reply.chunks.lost if s.reply else 0, noticed_at)
-    report.add("max under-replicated / lost chunks", f"{under} / {lost}")
+    report.add("max under-replicated / unavailable / lost chunks", f"{under} / {down} / {lost}")
     if goal_at is not None and goal_at > noticed_at and under:
         rate = under / (goal_at - noticed_at)
         report.add("repair rate", f"{under} chunks in {goal_at - noticed_at:.1f} s = {rate:.1f} chunks/s")
@@ -195,7 +196,7 @@ def check_settled(cluster: NetnsCluster, report: ScenarioReport, checks: Checks,
         checks.expect(
             False,
             f"not settled at the goal {GOAL_BOUND:g} s {what}: under {c.under_replicated}, over "
-            f"{c.over_replicated}, lost {c.lost}, repairs {c.repairs_in_flight}",
+            f"{c.over_replicated}, unavailable {c.unavailable}, lost {c.lost}, repairs {c.repairs_in_flight}",
         )
 
 

@@ -422,6 +422,7 @@ class Protected:
             and health.under_replicated == 0
             and health.over_replicated == 0
             and health.lost == 0
+            and health.unavailable == 0
         )
 
     def assert_intact(self) -> None:

@@ -378,18 +378,19 @@ class Sample:
         return sum(k.alive for k in self.reply.keepers) if self.reply is not None else 0
 
     def at_goal(self) -> bool:
-        """No chunk below the goal and none lost."""
+        """No chunk below the goal, none lost or unavailable."""
         if self.reply is None:
             return False
         c = self.reply.chunks
-        return c.under_replicated == 0 and c.lost == 0
+        return c.under_replicated == 0 and c.lost == 0 and c.unavailable == 0
 
     def settled(self) -> bool:
         """Every chunk exactly at the goal and no repair running."""
         if self.reply is None:
             return False
         c = self.reply.chunks
-        return c.under_replicated == 0 and c.lost == 0 and c.over_replicated == 0 and c.repairs_in_flight == 0
+        unreadable = c.lost + c.unavailable
+        return c.under_replicated == 0 and unreadable == 0 and c.over_replicated == 0 and c.repairs_in_flight == 0
 
 
 @dataclass

@@ -60,7 +60,8 @@ def chunk_files(cluster: LocalCluster, index: int) -> list[Path]:
 
 def replicas_at_goal(cluster: LocalCluster) -> bool:
     health = cluster.status().chunks
-    return health.under_replicated == 0 and health.lost == 0 and health.over_replicated == 0
+    unreadable = health.lost + health.unavailable
+    return health.under_replicated == 0 and unreadable == 0 and health.over_replicated == 0
 
 
 def test_cli_roundtrip_100_mib(cluster: LocalCluster, tmp_path: Path) -> None:
@@ -91,7 +92,8 @@ def test_cli_roundtrip_100_mib(cluster: LocalCluster, tmp_path: Path) -> None:
         os.close(writer)
     assert piped.returncode == 141 and piped.stderr == b"", piped.stderr
     assert status["chunks"]["total"] == 13  # 100 MiB in 8 MiB chunks
-    assert status["chunks"]["under_replicated"] == 0 and status["chunks"]["lost"] == 0
+    chunks = status["chunks"]
+    assert chunks["under_replicated"] == chunks["lost"] == chunks["unavailable"] == 0
     assert status["chunks"]["pending"] == 0  # every chunk the upload reserved was committed
     assert [k["alive"] for k in status["keepers"]] == [True, True, True]
     assert all(k["chunks"] == 13 for k in status["keepers"])
@@ -504,8 +506,8 @@ def test_fsck_names_the_files_a_dead_keeper_took_down_and_info_shows_where_chunk
     assert healthy.returncode == 0 and b"HEALTHY: every chunk at the goal" in healthy.stdout, healthy
     info = run_cli("client", cluster.master_address, "info", "/docs/f0")
     assert info.returncode == 0 and b"1 chunks, all at the goal of 2" in info.stdout, info
-    # Two of the three keepers die: a chunk they both held is lost; one they shared with the
-    # third is below the goal, with nowhere to be copied to.
+    # Two of the three keepers die: a chunk they both held is unavailable (lost, unless they
+    # come back); one they shared with the third is below the goal, with nowhere to be copied to.
     held = [{p.name for p in chunk_files(cluster, i)} for i in range(3)]
     chunk_of = {
         f"/docs/f{i}": files.master.call("GetChunks", mp.GetChunksRequest(inode=files.stat(f"/docs/f{i}").inode))
@@ -513,23 +515,29 @@ def test_fsck_names_the_files_a_dead_keeper_took_down_and_info_shows_where_chunk
         .chunk_id
         for i in range(12)
     }
-    lost = {path for path, chunk in chunk_of.items() if chunk not in held[2]}
-    assert lost and len(lost) < 12  # (placement spreads 12 chunks over the three pairs)
+    down = {path for path, chunk in chunk_of.items() if chunk not in held[2]}
+    assert down and len(down) < 12  # (placement spreads 12 chunks over the three pairs)
     cluster.kill_keeper(0)
     cluster.kill_keeper(1)
-    wait_for(lambda: cluster.status().chunks.lost == len(lost), 10, "the lost chunks counted")
+    wait_for(lambda: cluster.status().chunks.unavailable == len(down), 10, "the unavailable chunks counted")
+    assert cluster.status().chunks.lost == 0
     fsck = run_cli("client", cluster.master_address, "fsck")
     out = fsck.stdout.decode()
     assert fsck.returncode == 1, fsck
-    listed = [line.split(":")[0] for line in out.splitlines() if "LOST" in line]
-    assert set(listed) == lost and out.splitlines()[: len(lost)] == [f"{p}: 1 chunks LOST" for p in listed]
-    assert f"DAMAGED: {len(lost)} chunks lost (no keeper alive holds them), {12 - len(lost)} below the goal" in out
+    listed = [line.split(":")[0] for line in out.splitlines() if line.startswith("/") and "unavailable" in line]
+    assert set(listed) == down and out.splitlines()[: len(down)] == [f"{p}: 1 chunks unavailable" for p in listed]
+    assert (
+        f"DAMAGED: 0 chunks lost (no keeper holds them), {len(down)} unavailable (only on keepers that are down),"
+        f" {12 - len(down)} below the goal" in out
+    ), out
     report = json.loads(run_cli("client", cluster.master_address, "fsck", "--json").stdout)
-    assert {f["path"] for f in report["files"] if f["lost_chunks"]} == lost and len(report["files"]) == 12
-    victim = sorted(lost)[0]
+    assert {f["path"] for f in report["files"] if f["unavailable_chunks"]} == down and len(report["files"]) == 12
+    assert report["lost_chunks"] == 0 and report["unavailable_chunks"] == len(down)
+    victim = sorted(down)[0]
     shown = run_cli("client", cluster.master_address, "info", victim).stdout.decode()
-    assert "0/2 (LOST while its keepers are down): -" in shown and "1 chunks: 1 LOST, 0 below the goal of 2" in shown
-    survivor = sorted(set(chunk_of) - lost)[0]
+    assert "0/2 (unavailable: its keepers are down): -" in shown, shown
+    assert "1 chunks: 0 LOST, 1 unavailable, 0 below the goal of 2" in shown, shown
+    survivor = sorted(set(chunk_of) - down)[0]
     described = json.loads(run_cli("client", cluster.master_address, "info", survivor, "--json").stdout)
     assert described["chunks"][0]["keepers"] == [cluster.keeper_address(2)]
     cluster.kill_master()  # not being able to check is not "chunks lost": fsck(8)'s operational error
@@ -572,7 +580,7 @@ def test_copies_go_to_different_machines_and_a_whole_machine_can_die(make_cluste
     cluster.kill_keeper(2)
     cluster.kill_keeper(3)
     wait_for(lambda: sum(k.alive for k in cluster.status().keepers) == 2, 10, "machine b noticed dead")
-    assert cluster.status().chunks.lost == 0
+    assert cluster.status().chunks.lost == cluster.status().chunks.unavailable == 0
     for path, data in {**early, **late}.items():
         assert download(files, path) == data, path
     files.master.pool.close()
@@ -768,7 +776,8 @@ def test_a_chunk_whose_every_copy_is_damaged_fails_at_once_and_repair_pieces_it_
         aside = sorted(p.name.split(".")[0] for p in (cluster.keeper_dir(i) / "damaged").iterdir())
         assert aside == sorted(chunk_ids.values()) and not chunk_files(cluster, i)
     fsck = run_cli("client", cluster.master_address, "fsck")
-    assert fsck.returncode == 1 and b"/doomed" in fsck.stdout and b"/worse" in fsck.stdout, fsck
+    assert fsck.returncode == 1 and b"/doomed: 1 chunks LOST" in fsck.stdout and b"/worse" in fsck.stdout, fsck
+    assert cluster.status().chunks.lost == 2 and cluster.status().chunks.unavailable == 0
     info = run_cli("client", cluster.master_address, "info", "/worse")
     assert b"LOST, no keeper has it: `repair` may piece it together" in info.stdout, info
     wait_for(lambda: [k.damaged_copies for k in cluster.status().keepers] == [2, 2, 2], 5, "2 set aside on each")

@@ -10,7 +10,7 @@ import pytest
 
 from fusedfs.chunks import format_chunk_id as cid
 from fusedfs.errors import FsError
-from fusedfs.master.cluster import Cluster, Health, Settings
+from fusedfs.master.cluster import Cluster, Damage, Health, Settings
 from fusedfs.master.store import ChunkRow, ChunkState
 
 GiB = 1 << 30
@@ -111,7 +111,15 @@ def test_a_copy_done_is_not_made_again_before_its_target_reports_it() -> None:
     assert target.keeper_id not in cluster.replicas[1]  # (counted once its holder says so)
     beat(cluster, target.keeper_id, added=[1])
     assert cluster.health() == Health(
-        total=1, under_replicated=0, over_replicated=0, lost=0, repairs_in_flight=0, garbage=0, misplaced=0, pending=0
+        total=1,
+        under_replicated=0,
+        over_replicated=0,
+        lost=0,
+        repairs_in_flight=0,
+        garbage=0,
+        misplaced=0,
+        pending=0,
+        unavailable=0,
     )
     assert not cluster.landed
 
@@ -325,7 +333,8 @@ def test_a_keeper_whose_disk_does_not_answer_gets_no_chunks_and_no_commands_mean
 def test_a_chunk_whose_keepers_are_dead_is_down_not_lost() -> None:
     """Lost (a read fails at once) only when no keeper, alive or dead, holds it: a keeper dead
     to the master may only be cut off from it, and still serve the mounts (a partition sweep
-    saw reads fail at once, and fsck say lost, during a 3 s cut between master and keepers)."""
+    saw reads fail at once, and fsck say lost, during a 3 s cut between master and keepers).
+    Status and fsck count them unavailable."""
     cluster, clock = make([live(1), live(2), live(3)], goal=1)
     register(cluster, "a", [1, 2])
     register(cluster, "b", [3])
@@ -333,7 +342,10 @@ def test_a_chunk_whose_keepers_are_dead_is_down_not_lost() -> None:
     beat(cluster, "b")
     assert cluster.check_keepers() == ["a"]
     assert not cluster.lost(1) and not cluster.lost(2)  # (a is down: its chunks may come back)
-    assert cluster.health().lost == 2  # (status: no copy on an alive keeper)
+    assert (cluster.health().lost, cluster.health().unavailable) == (0, 2)
+    assert cluster.damaged() == {1: Damage.UNAVAILABLE, 2: Damage.UNAVAILABLE}
     register(cluster, "a", [1])  # back, without 2 (its copy went while it was away)
     assert not cluster.lost(1) and cluster.lost(2) and not cluster.lost(3)
     assert cluster.lost(99)  # (nobody ever held it)
+    assert (cluster.health().lost, cluster.health().unavailable) == (1, 0)
+    assert cluster.damaged() == {2: Damage.LOST}
