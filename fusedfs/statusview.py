@@ -73,8 +73,9 @@ def status_text(reply: mp.StatusReply, now: float) -> str:
     c = reply.chunks
     lines.append(
         f"\nchunks: {c.total} in files, goal {reply.goal} copies: {c.under_replicated} under-replicated, "
-        f"{c.over_replicated} over-replicated, {c.lost} lost, {c.unavailable} unavailable (their keepers are down), "
-        f"{c.repairs_in_flight} repairs in flight, "
+        f"{c.over_replicated} over-replicated, {c.lost} lost, {c.unavailable} unavailable"
+        + (" (their keepers are down)" if c.unavailable else "")
+        + f", {c.repairs_in_flight} repairs in flight, "
         f"{c.garbage} garbage, {c.pending} reserved for uploads"
         + (f", {c.misplaced} on too few machines (failure domains)" if c.misplaced else "")
     )
