@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 ASK_AGAIN_AFTER = 30.0  # seconds before asking again a keeper that did not say where its folder is
 ASK_TIMEOUT = 1.0  # (until then, reads that meet the keeper take the slower, unhedged way)
+RECENT_WEIGHT = 0.1  # of the newest read in the running mean of how long reads here take
 
 
 def readable_folder(said: kp.DataFolder, keeper_id: str) -> Path | None:
@@ -64,6 +65,8 @@ class ShortCircuit:
         # (Few: a disk that hangs holds its reads, and the reads queued behind them wait, while
         # their callers ask the keepers over the network instead.)
         self._threads = ThreadPoolExecutor(8, thread_name_prefix="short-circuit")
+        self._reading = 0  # reads submitted and not done
+        self._recent = 0.0  # seconds a read here took, a running mean
 
     def ask(self, keeper: cp.KeeperRef) -> Future[Path | None]:
         """The keeper's data folder if this process can read it (else None), as a future: done
@@ -130,4 +133,22 @@ class ShortCircuit:
     def submit(self, keeper: cp.KeeperRef, ref: mp.ChunkRef, start: int, size: int) -> Future[list[Piece]]:
         """pieces() in a thread of this reader's own, for callers that must not block, or not
         for long (a disk that hangs)."""
-        return self._threads.submit(self.pieces, keeper, ref, start, size)
+        started = time.monotonic()
+        with self._lock:
+            self._reading += 1
+
+        def read() -> list[Piece]:
+            try:
+                return self.pieces(keeper, ref, start, size)
+            finally:  # (counted before the caller hears: its next read finds none under way)
+                with self._lock:
+                    self._reading -= 1
+                    self._recent += RECENT_WEIGHT * (time.monotonic() - started - self._recent)
+
+        return self._threads.submit(read)
+
+    def idle_and_quick(self, within: float) -> bool:
+        """No read is under way here, and reads took well under `within` seconds lately: a
+        caller that must not block for long may wait that long for the next one it submits."""
+        with self._lock:
+            return self._reading == 0 and self._recent < within / 2

@@ -9,6 +9,7 @@ the client library or a gRPC timeout, so none hangs forever.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import functools
@@ -32,6 +33,7 @@ _LIMITER = trio.CapacityLimiter(32)
 # (cut off, stalled) would otherwise hold it until gRPC's keepalive gives up on it (1-3 s).
 # Normal answers take a few milliseconds.
 HEDGE_AFTER = 0.1
+LOCAL_WAIT = 0.002  # seconds the event loop waits for a small read from a disk of this machine
 
 
 async def run(fn: Callable[..., T], *args: object) -> T:
@@ -93,13 +95,22 @@ async def read_parts(
     if read.one_piece and replicas and known:  # (else the thread waits for the keepers to say where they are)
         # (within the request's deadline: the whole way after it gets what is left of it)
         timeout = min(transfer_timeout(read.size), transfer.master.deadline().wait)
-        sources = [
+        sources: list[Callable[[], Any]] = [
             functools.partial(transfer.keeper(r.address).ReadSmallRange.future, read.request, timeout=timeout)
             for r in replicas
         ]
         if transfer.local.folder(replicas[0]) is not None:  # its disk first, then the keepers, that one first
+            quick = transfer.local.idle_and_quick(LOCAL_WAIT)
+            local = transfer.local.submit(replicas[0], ref, read.start, read.size)
+            if quick:
+                with contextlib.suppress(concurrent.futures.TimeoutError, FsError):
+                    # Waited for here, holding up the event loop LOCAL_WAIT at most: this
+                    # machine's disk answers sooner, and the task's wake-up by the thread cost a
+                    # random read as much as the read (reads in parallel, or a slow disk, are
+                    # waited for as a keeper's answer is).
+                    return read.check(local.result(timeout=LOCAL_WAIT))
             replicas.insert(0, replicas[0])
-            sources.insert(0, functools.partial(transfer.local.submit, replicas[0], ref, read.start, read.size))
+            sources.insert(0, lambda: local)
         with contextlib.suppress(grpc.RpcError, FsError):  # (the whole way says what went wrong)
             answer, failures = await first_answer(sources, HEDGE_AFTER)
             for index, error in failures:
