@@ -67,8 +67,9 @@ HEDGE_BASE = 1.0
 HEDGE_RATE = 64 * MiB
 # Seconds a chunk none of whose replicas could be read within the wait fails again at once: the
 # kernel asks again right after a read fails (its read-ahead, then the page itself), and a read
-# of a cluster out of reach took twice --wait.
-UNREADABLE_KEPT = 1.0
+# of a cluster out of reach took twice --wait. Short, so that a program's own retry waits again
+# (with 1 s, a logger retrying every 0.3 s got 3 more EIOs at once, in a partition sweep).
+UNREADABLE_KEPT = 0.25
 
 
 def transfer_timeout(length: int) -> float:
