@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -31,6 +33,20 @@ def pytest_runtest_makereport(
     report = yield
     item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
     return report
+
+
+@contextlib.contextmanager
+def stopped(procs: list[subprocess.Popen[bytes] | None]) -> Iterator[None]:
+    """The processes stopped within (SIGSTOP: no answer and no reset, as a machine cut off or a
+    process stalled), and going on again after it, whatever happens."""
+    held = [p for p in procs if p is not None]
+    for proc in held:
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in held:
+            os.kill(proc.pid, signal.SIGCONT)
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> float:

@@ -38,7 +38,7 @@ from fusedfs.master.sessions import SESSION_TIMEOUT
 from fusedfs.master.store import Inode, SqliteStore
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
-from tests.integration.conftest import MakeCluster, SmallDisk, run_cli, wait_for
+from tests.integration.conftest import MakeCluster, SmallDisk, run_cli, stopped, wait_for
 
 GiB = 1024 * MiB
 
@@ -1140,10 +1140,7 @@ def test_a_file_opened_again_while_its_last_close_waits_keeps_what_is_written_to
     log = mnt / "log"
     log.write_bytes(b"line 1\n")
     assert log.read_bytes() == b"line 1\n"  # (in the mount's cache: appending needs no keeper)
-    stopped = [p for p in cluster.keeper_procs if p is not None]
-    for proc in stopped:
-        os.kill(proc.pid, signal.SIGSTOP)
-    try:
+    with stopped(cluster.keeper_procs):
         with pytest.raises(OSError) as failed, open(log, "ab") as f:
             f.write(b"line 2\n")
         assert failed.value.errno == errno.EIO
@@ -1155,9 +1152,6 @@ def test_a_file_opened_again_while_its_last_close_waits_keeps_what_is_written_to
             except OSError as e:
                 assert e.errno == errno.EIO
                 closed = False
-    finally:
-        for proc in stopped:
-            os.kill(proc.pid, signal.SIGCONT)
     wait_for(lambda: all(k.alive for k in cluster.status().keepers), 30, "the keepers back")
     content = b""
 
@@ -1182,18 +1176,11 @@ def test_a_read_fails_within_the_wait_when_no_keeper_answers(make_cluster: MakeC
     writer = cluster.mount(tmp_path / "writer", ["--wait", "4"])
     (writer / "f").write_bytes(os.urandom(100_000))
     reader = cluster.mount(tmp_path / "reader", ["--wait", "4"])
-    stopped = [p for p in cluster.keeper_procs if p is not None]
-    for proc in stopped:
-        os.kill(proc.pid, signal.SIGSTOP)
-    try:
-        with open(reader / "f", "rb") as f:  # (the master answers)
-            started = time.monotonic()
-            with pytest.raises(OSError) as failed:
-                f.read()
-            took = time.monotonic() - started
-    finally:
-        for proc in stopped:
-            os.kill(proc.pid, signal.SIGCONT)
+    with stopped(cluster.keeper_procs), open(reader / "f", "rb") as f:  # (the master answers)
+        started = time.monotonic()
+        with pytest.raises(OSError) as failed:
+            f.read()
+        took = time.monotonic() - started
     assert failed.value.errno == errno.EIO and 3.9 < took < 4 + 2, took
 
 
@@ -1247,19 +1234,13 @@ def test_a_close_fails_within_the_wait_when_no_keeper_answers(make_cluster: Make
     (mnt / "d").mkdir()
     assert run_cli("client", cluster.master_address, "chunksize", "/d", "1").returncode == 0
     data = os.urandom(32 * MiB)  # (32 chunks)
-    stopped = [p for p in cluster.keeper_procs if p is not None]
-    for proc in stopped:
-        os.kill(proc.pid, signal.SIGSTOP)
-    try:
+    with stopped(cluster.keeper_procs):
         f = open(mnt / "d" / "big", "wb")  # noqa: SIM115  (its close is what is timed)
         f.write(data)
         started = time.monotonic()
         with pytest.raises(OSError) as failed:
             f.close()
         took = time.monotonic() - started
-    finally:
-        for proc in stopped:
-            os.kill(proc.pid, signal.SIGCONT)
     assert failed.value.errno == errno.EIO and took < 3 + 5 + 2, took
     wait_for(lambda: all(k.alive for k in cluster.status().keepers), 30, "the keepers back")
     time.sleep(3)  # (the uploads let go end)
