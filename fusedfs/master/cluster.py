@@ -438,13 +438,14 @@ class Cluster:
         after a start, keepers may still be re-registering what they hold; a keeper dead to the
         master may only be cut off from it, and still serve the mounts.)"""
         with self._lock:
-            return chunk not in self.replicas and self._lost(chunk)
+            return chunk not in self.replicas and self._without_copies(chunk) is Damage.LOST
 
-    def _lost(self, chunk: int) -> bool:
-        """lost() for a chunk no alive keeper holds (the lock held)."""
+    def _without_copies(self, chunk: int) -> Damage:
+        """How bad a chunk no alive keeper holds is: lost, or unavailable (the lock held)."""
         if self.clock() - self.started < LOST_AFTER_START:
-            return False
-        return not any(chunk in held for held in self.dead_holdings.values())
+            return Damage.UNAVAILABLE
+        held = any(chunk in holding for holding in self.dead_holdings.values())
+        return Damage.UNAVAILABLE if held else Damage.LOST
 
     def request_verify(self, chunk: int, keeper_id: str) -> None:
         with self._lock:
@@ -598,7 +599,7 @@ class Cluster:
             for chunk in self.live:
                 n, goal = len(self._counted_holders(chunk)), self.goal_of(chunk)
                 if not self._alive_holders(chunk):
-                    if self._lost(chunk):
+                    if self._without_copies(chunk) is Damage.LOST:
                         lost += 1
                     else:
                         unavailable += 1
@@ -618,10 +619,8 @@ class Cluster:
             for chunk in self.live:
                 if len(self._counted_holders(chunk)) >= self.goal_of(chunk):
                     continue
-                if self._alive_holders(chunk):
-                    damaged[chunk] = Damage.UNDER_REPLICATED
-                else:
-                    damaged[chunk] = Damage.LOST if self._lost(chunk) else Damage.UNAVAILABLE
+                alive = self._alive_holders(chunk)
+                damaged[chunk] = Damage.UNDER_REPLICATED if alive else self._without_copies(chunk)
             return damaged
 
     def keeper_records(self) -> list[KeeperRecord]:
