@@ -34,21 +34,27 @@ RELEASE_WAIT = 0.5  # seconds a closing channel waits for its completion thread 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
-    # Notice a peer cut off from the network within about a second: gRPC pings before a call on
-    # a connection that was idle, and every 2 s while calls are in flight; the call fails
+    # Notice a peer cut off from the network within seconds: gRPC pings before a call on a
+    # connection that was idle, and every 2 s while calls are in flight; the call fails
     # (UNAVAILABLE) when no answer comes within the timeout, and callers fail over to another
     # replica or keeper. The answer comes from gRPC's own I/O threads, so a busy peer still
-    # answers in time; a false alarm costs one retried call.
+    # answers in time; a false alarm costs one retried call. The ping queues behind the data
+    # already sent on its connection: with 1 s, uploads over a 48 Mbit/s link failed with "ping
+    # timeout" (1 run of 2 in the chaos test of slow links; 3 of 3 passed with 2 s).
     ("grpc.keepalive_time_ms", 2_000),
-    ("grpc.keepalive_timeout_ms", 1_000),
+    ("grpc.keepalive_timeout_ms", 2_000),
     # A keepalive ping may go out as another ping in flight (BDP probing), which waits this
     # long for its answer: 60 s by default, and a call to a keeper that hung (stopped, stuck)
-    # waited as long (1 s: 3.0 s instead of 60 s in the test of a stopped keeper).
-    ("grpc.http2.ping_timeout_ms", 1_000),
+    # waited as long.
+    ("grpc.http2.ping_timeout_ms", 2_000),
     # Reconnect quickly after a restart instead of backing off for up to two minutes.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1_000),
-    ("grpc.min_reconnect_backoff_ms", 200),
+    # gRPC's name for how long one connection attempt may take (its MIN_CONNECT_TIMEOUT). At
+    # 200 ms, a keeper's first connection to the next of a pipeline over a 16 Mbit/s link never came
+    # up ("connect() timed out", "timed out before receiving SETTINGS frame"); 2 s covers a
+    # SYN lost once (TCP sends it again after 1 s).
+    ("grpc.min_reconnect_backoff_ms", 2_000),
 ]
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),

@@ -20,7 +20,8 @@ folders (short-circuit reads off).
 
 Faults act on the root-namespace end of a node's veth (and, for the tc ones, on both ends, so
 both directions suffer): `kill_keeper`/`start_keeper` (kill -9 and restart with the same data),
-`cut` (link down, or a silent 100 % drop), `degrade` (a slow lossy link), `kill_master`.
+`cut` (link down, or a silent 100 % drop), `degrade` (a slow lossy link), `throttle` (a slow
+link), `kill_master`.
 
 Every name carries this process's pid, so `cleanup_stale()` can remove what a crashed earlier run
 left (mounts, namespaces, their processes, links and routes) without touching another live run.
@@ -484,6 +485,14 @@ class NetnsCluster:
         self._note(f"degrade {node.name}: {applied}")
         return applied
 
+    def throttle(self, which: str | int, rate_mbit: int) -> str:
+        """Caps a node's link at rate_mbit in both directions (no loss): a slow network."""
+        node = self.node(which)
+        self._shape(node, loss=0.0, rate_mbit=rate_mbit)
+        applied = f"htb rate {rate_mbit}mbit"
+        self._note(f"throttle {node.name}: {applied}")
+        return applied
+
     def _netem_works(self, node: Node, delay_ms: int, loss: float) -> bool:
         netem = ["netem", "delay", f"{delay_ms}ms", "loss", f"{loss * 100:g}%"]
         if sh("tc", "qdisc", "add", "dev", node.veth, "root", *netem, check=False).returncode != 0:
@@ -508,8 +517,14 @@ class NetnsCluster:
             node.shaped = True
             sh(*prefix, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10", "r2q", "100")
             sh(*prefix, "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", rate)
+            # A short queue, as a switch has (and Linux's default fq_codel keeps): 1,000 packets,
+            # the default, hold the heartbeats and gRPC's pings a second behind a bulk transfer
+            # at 16 Mbit/s (this kernel has no fq_codel).
+            sh(*prefix, "qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:", "pfifo", "limit", "50")
             sh(*prefix, "class", "add", "dev", dev, "parent", "1:", "classid", "1:99", "htb", "rate", "8bit")
             sh(*prefix, "qdisc", "add", "dev", dev, "parent", "1:99", "handle", "99:", "pfifo", "limit", "0")
+            if loss <= 0.0:
+                continue
             filt = ["filter", "add", "dev", dev, "parent", "1:", "protocol", "all", "prio", "1"]
             sh(*prefix, *filt, "bpf", "bytecode", program, "flowid", "1:99")
 

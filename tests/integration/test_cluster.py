@@ -205,7 +205,7 @@ def test_a_keeper_that_hangs_holds_a_write_up_for_seconds_not_a_minute(
     finally:
         os.kill(hung.pid, signal.SIGCONT)
     assert download(files, "/during") == data
-    # gRPC pings a connection with calls in flight every 2 s, and gives up after 1 s without an
+    # gRPC pings a connection with calls in flight every 2 s, and gives up after 2 s without an
     # answer; its pings used to wait 60 s for one, and the write with them (its own timeout).
     assert took < 10, took
 
