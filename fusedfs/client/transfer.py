@@ -185,6 +185,9 @@ class ChunkTransfer:
         # (one stuck on a disk that hangs is free again after its transfer_timeout).
         self._readers = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="read")
         self._unreadable: dict[str, tuple[float, str]] = {}  # chunk id -> (when, why): see UNREADABLE_KEPT
+        # When a write last moved bytes (time.monotonic()): a piece taken by gRPC, a chunk stored.
+        # Who waits for writes bounds the silence by it, not the transfer: a slow network is slow.
+        self.last_moved = time.monotonic()
 
     def keeper(self, address: str) -> keeper_pb2_grpc.KeeperStub:
         return self.pool.stub(address, keeper_pb2_grpc.KeeperStub)
@@ -271,6 +274,7 @@ class ChunkTransfer:
                 continue
             crcs.add(reply.crc32c)
             stored_on.extend(reply.stored_on)
+            self.last_moved = time.monotonic()
         if failures or len(crcs) != 1:
             self.abandon([allocation.chunk_id])
             raise FsError(errno.EIO, "; ".join(failures) or "the keepers' derived chunks differ")
@@ -340,6 +344,7 @@ class ChunkTransfer:
                 view = memoryview(data)
                 yield kp.WriteChunkMessage(header=header, data=bytes(view[:PIECE_SIZE]))
                 for start in range(PIECE_SIZE, len(data), PIECE_SIZE):
+                    self.last_moved = time.monotonic()  # (gRPC asks for a piece once the last one went)
                     yield kp.WriteChunkMessage(data=bytes(view[start : start + PIECE_SIZE]))
 
             timeout = transfer_timeout(len(data))
@@ -361,6 +366,7 @@ class ChunkTransfer:
                 attempt.full = attempt.full or code == grpc.StatusCode.RESOURCE_EXHAUSTED
                 continue
             attempt.stored_on.extend(reply.stored_on)
+            self.last_moved = time.monotonic()
             for failure in reply.failures:
                 log.info("pipeline keeper %s failed: %s %s", failure.keeper.address, failure.code, failure.message)
                 attempt.failed.append(failure.keeper.keeper_id)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -47,9 +48,10 @@ DERIVE_ABOVE = 256 << 10
 # disk (the kernel writes a slot file out once it has lived 30 s).
 SAVED_PER_FILE = 4
 APPEND_ATTEMPTS = 100  # appends overtaken by other mounts' this many times in a row: EIO
-# A flush fails (EIO) when no upload it waits for has ended for --wait and this long: an upload
-# waits up to --wait for keepers itself, but uploads queue for their turn (a partition sweep saw
-# closes take 60-120 s with --wait 30), and a flush must not wait for them all, each in turn.
+# A flush fails (EIO) when no upload it waits for has ended, and none moved bytes, for --wait and
+# this long: an upload waits up to --wait for keepers itself, but uploads queue for their turn
+# (a partition sweep saw closes take 60-120 s with --wait 30), and a flush must not wait for
+# them all, each in turn.
 FLUSH_STALL_GRACE = 5.0
 
 UPLOADS = Counter(
@@ -251,7 +253,8 @@ class OpenFile:
     # --- writing ---------------------------------------------------------------------------------
 
     async def _make_room(self, incoming: int, nursery: trio.Nursery) -> None:
-        """Back-pressure: while the write-back cache is full, gets its oldest slot uploaded and waits."""
+        """Back-pressure: while the write-back cache is full, gets its oldest slot uploaded and
+        waits, as long as the request's deadline or while uploads move bytes."""
         writeback = self.shared.writeback
         deadline = self.shared.master.deadline().at
         failures = self.failures
@@ -265,10 +268,9 @@ class OpenFile:
                     writeback.drop(oldest)
                     continue
                 owner._start_upload(oldest.index, nursery)
-            if time.monotonic() > deadline:  # uploads keep failing: say so, rather than wait forever
+            if not await self._while_uploads_move(writeback.changed, deadline, self.shared.master.wait):
+                # Uploads keep failing, or hang: say so, rather than wait forever.
                 raise FsError(errno.EIO, "the write-back cache is full and cannot be uploaded")
-            with trio.move_on_at(trio.current_time() + max(0.0, deadline - time.monotonic())):
-                await writeback.changed()
             if self.failures != failures and self.error is not None:
                 raise self.error
 
@@ -507,9 +509,9 @@ class OpenFile:
                 if index not in self.uploads:
                     self._start_upload(index, nursery, whole_burst=len(self.dirty) == 1)
             for event in list(self.uploads.values()):
-                with trio.move_on_after(stall):  # (from the end of the one before: while they go on ending, it waits)
-                    await event.wait()
-                if not event.is_set():  # (it goes on; what is not uploaded stays, for a later flush)
+                # (From the end of the one before: while they go on ending, or moving bytes, it waits.)
+                if not await self._while_uploads_move(event.wait, time.monotonic() + stall, stall):
+                    # (It goes on; what is not uploaded stays, for a later flush.)
                     return FsError(
                         errno.EIO,
                         f"the file's changes could not be saved within {stall:g} s: the keepers do not answer",
@@ -518,6 +520,17 @@ class OpenFile:
                     return self.error
                 progressed()  # (the commit after the last upload gets the whole wait, too)
         return None
+
+    async def _while_uploads_move(self, wait: Callable[[], Awaitable[object]], until: float, stall: float) -> bool:
+        """Awaits wait(); False once past `until` (time.monotonic()) with no upload of the mount's
+        having moved bytes for `stall` seconds: a network that is slow is waited for (a chunk's
+        upload over a slow link outlasts --wait), one that is silent is not."""
+        transfer = self.shared.transfer
+        while (give_up := max(until, transfer.last_moved + stall)) > time.monotonic():
+            with trio.move_on_at(trio.current_time() + give_up - time.monotonic()):
+                await wait()
+                return True
+        return False
 
     async def _append_again(self, nursery: trio.Nursery) -> None:
         """Our appends were refused: another mount appended first. They go again at the end

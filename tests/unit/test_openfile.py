@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -147,3 +148,37 @@ def test_a_write_into_an_unfetched_slot_while_its_blocks_are_fetched_for_a_read_
 
     got = trio.run(main)
     assert got == chunk[:100] + b"first" + chunk[105:150] + b"during" + chunk[156:200]
+
+
+def test_waits_for_uploads_are_bounded_by_silence_not_length(tmp_path: Path) -> None:
+    """A writer waiting for room (or a flush for its uploads) waits while uploads move bytes,
+    past its bound (a slow link), and gives up once they have moved none for `stall` seconds."""
+    f = open_file(tmp_path, mp.Attr(inode=5, size=0, mtime_ns=10, ctime_ns=10, chunk_size=1 << 20))
+    transfer = SimpleNamespace(last_moved=0.0)
+    f.shared.transfer = cast(Any, transfer)
+
+    async def waits(moving_for: float, silent_for: float) -> tuple[bool, float]:
+        """Uploads move bytes (a piece each 20 ms) for `moving_for` s, then none for `silent_for`
+        s, then the awaited one ends; the wait's bound and stall are 0.1 s."""
+        done = trio.Event()
+        started = transfer.last_moved = time.monotonic()
+
+        async def uploads() -> None:
+            while time.monotonic() < started + moving_for:
+                transfer.last_moved = time.monotonic()
+                await trio.sleep(0.02)
+            await trio.sleep(silent_for)
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(uploads)
+            waited = await f._while_uploads_move(done.wait, started + 0.1, 0.1)
+            nursery.cancel_scope.cancel()
+        return waited, time.monotonic() - started
+
+    waited, took = trio.run(waits, 0.4, 0.0)  # slow: it ends long past the bound
+    assert waited and 0.4 <= took < 0.55, took
+    waited, took = trio.run(waits, 0.4, 0.3)  # then silent: given up 0.1 s into the silence
+    assert not waited and 0.45 < took < 0.65, took
+    waited, took = trio.run(waits, 0.0, 0.3)  # silent from the start: given up at the bound
+    assert not waited and 0.09 < took < 0.25, took
