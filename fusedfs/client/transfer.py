@@ -35,12 +35,14 @@ from fusedfs.client.master import MasterClient
 from fusedfs.client.shortcircuit import ShortCircuit
 from fusedfs.errors import FsError
 from fusedfs.grpcutil import ChannelPool
+from fusedfs.logs import Repeating
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import keeper_pb2 as kp
 from fusedfs.rpc import keeper_pb2_grpc
 from fusedfs.rpc import master_pb2 as mp
 
 log = logging.getLogger(__name__)
+repeating = Repeating(log)  # (a keeper out of reach fails every write to it)
 
 WRITE_ATTEMPTS = 4
 # A keeper's read or write of a chunk: TRANSFER_STALL, and time for the bytes at MIN_TRANSFER_RATE.
@@ -353,7 +355,11 @@ class ChunkTransfer:
         for keeper, call in calls:
             if not call.done():  # the laggard (its write, if it ends, is of a chunk id given up)
                 call.cancel()
-                log.info("write to %s: given up, the other keepers answered long before", keeper.address)
+                repeating.info(
+                    ("laggard", keeper.address),
+                    "write to %s: given up, the other keepers answered long before",
+                    keeper.address,
+                )
                 attempt.failed.append(keeper.keeper_id)
                 continue
             try:
@@ -361,14 +367,21 @@ class ChunkTransfer:
             except grpc.RpcError as e:
                 # Whatever went wrong (dead, full, data damaged on the way), try another set of keepers.
                 code = e.code() if isinstance(e, grpc.Call) else None
-                log.info("write to %s failed: %s", keeper.address, code)
+                repeating.info(("write", keeper.address, code), "write to %s failed: %s", keeper.address, code)
                 attempt.failed.append(keeper.keeper_id)
                 attempt.full = attempt.full or code == grpc.StatusCode.RESOURCE_EXHAUSTED
                 continue
             attempt.stored_on.extend(reply.stored_on)
             self.last_moved = time.monotonic()
             for failure in reply.failures:
-                log.info("pipeline keeper %s failed: %s %s", failure.keeper.address, failure.code, failure.message)
+                address = failure.keeper.address
+                repeating.info(
+                    ("pipeline", address, failure.code),
+                    "pipeline keeper %s failed: %s %s",
+                    address,
+                    failure.code,
+                    failure.message,
+                )
                 attempt.failed.append(failure.keeper.keeper_id)
                 attempt.full = attempt.full or failure.code == "RESOURCE_EXHAUSTED"
         return attempt

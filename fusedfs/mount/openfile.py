@@ -30,6 +30,7 @@ from fusedfs.chunks import PIECE_SIZE, all_zeros, spans
 from fusedfs.client.master import MasterClient, progressed
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
+from fusedfs.logs import Repeating
 from fusedfs.mount.blocking import call_master, read_parts, run, start_background
 from fusedfs.mount.cache import EMPTY, ChunkData, ChunkLoader
 from fusedfs.mount.chunkmap import ChunkMap
@@ -38,6 +39,7 @@ from fusedfs.mount.writeback import DirtySlot, WriteBack, gaps
 from fusedfs.rpc import master_pb2 as mp
 
 log = logging.getLogger(__name__)
+repeating = Repeating(log)  # (during an outage, every upload fails again and again)
 
 READ_AHEAD_CHUNKS = 3  # a sequential reader has the next 3 chunks (24 MiB) fetched in the background
 # A chunk longer than this, of which a few ranges were written, goes as those ranges: its keepers
@@ -437,7 +439,7 @@ class OpenFile:
                         writeback.drop(slot)
         except FsError as e:
             if e.errno != errno.EAGAIN:  # (see flush)
-                log.warning("upload of slot %d of inode %d failed: %s", index, self.inode, e.message)
+                repeating.warning(self.inode, "upload of slot %d of inode %d failed: %s", index, self.inode, e.message)
             self.error, self.failures = e, self.failures + 1
         except Exception as e:  # never let a background task take the mount down
             log.exception("upload of slot %d of inode %d failed", index, self.inode)
