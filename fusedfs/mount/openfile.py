@@ -345,8 +345,10 @@ class OpenFile:
         self.dirty[index].uploading = True
         start_background(nursery, self._upload, index, done)
 
-    def _commit_request(self, chunks: list[mp.NewChunk]) -> mp.CommitChunksRequest:
-        request = mp.CommitChunksRequest(inode=self.inode, size=self.size, chunks=chunks)
+    def _commit_request(self, chunks: list[mp.NewChunk], end: int | None = None) -> mp.CommitChunksRequest:
+        """end: the size the commit may give the file at most (a commit never shrinks one)."""
+        size = self.size if end is None else min(self.size, end)
+        request = mp.CommitChunksRequest(inode=self.inode, size=size, chunks=chunks)
         if self.written_ns is not None:
             request.mtime_ns = self.written_ns
         if self.append_at is not None and chunks:  # (a commit of the size alone overwrites nothing)
@@ -408,11 +410,15 @@ class OpenFile:
                     if chunk:
                         await run(self.shared.transfer.abandon, [chunk.chunk_id])
                     return
-                writes = self.writes
+                writes, size = self.writes, self.size
                 if chunk and slot.written is not None:  # (else it replaces whatever is there)
                     chunk.replaces = slot.origin
                 try:
-                    request = self._commit_request([chunk] if chunk else [])
+                    # A file growing grows to this slot's end at most: if the slots after it are
+                    # never saved (a close that fails), it ends where its data does, rather than
+                    # reading zeros up to the size written. (The flush's commit sets the size.)
+                    end = max((index + 1) * self.chunk_size, self.attr.size)
+                    request = self._commit_request([chunk] if chunk else [], end=end)
                     reply = await call_master(self.shared.master, "CommitChunks", request)
                 except FsError as e:
                     if chunk and e.errno in (errno.EAGAIN, errno.ESTALE):  # (refused: it goes unused)
@@ -421,7 +427,7 @@ class OpenFile:
                         await self._rebase(slot)  # (and it stays dirty: flush uploads it again)
                         return
                     raise
-                self._committed(reply, writes)
+                self._committed(reply, writes if request.size == size else 0)
                 if chunk:
                     self.chunk_end = max(self.chunk_end, (index + 1) * self.chunk_size)
                     slot.origin = chunk.chunk_id  # (what it holds on the master now, if it stays dirty)

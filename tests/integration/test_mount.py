@@ -1248,6 +1248,44 @@ def test_a_close_fails_within_the_wait_when_no_keeper_answers(make_cluster: Make
     assert data.startswith(content), f"{len(content)} bytes, {content.count(0)} zeros"
 
 
+def test_a_close_that_fails_leaves_a_growing_file_as_long_as_what_was_saved(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """A file's first chunk is saved while its other two wait in the write-back cache, then no
+    keeper answers and the close fails: the file is as long as its saved chunk. Each chunk's
+    commit used to carry the whole size written: the file read zeros from there to 3 MiB."""
+    cluster = make_cluster()
+    mnt = cluster.mount(tmp_path / "mnt", ["--wait", "3"])
+    (mnt / "d").mkdir()
+    assert run_cli("client", cluster.master_address, "chunksize", "/d", "1").returncode == 0
+    data = os.urandom(3 * MiB - 1)
+    master = MasterClient(cluster.master_address, wait=5)
+    fd = os.open(mnt / "d" / "f", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        # Slots 1 and 2 first, short of their ends: they wait for the close. Then slot 0, whole:
+        # it uploads at once.
+        os.pwrite(fd, data[MiB : 2 * MiB - 1], MiB)
+        os.pwrite(fd, data[2 * MiB :], 2 * MiB)
+        os.pwrite(fd, data[:MiB], 0)
+        inode = master.call("ResolvePath", mp.PathRequest(path="/d/f")).inode
+
+        def saved() -> list[int]:
+            return [c.index for c in master.call("GetChunks", mp.GetChunksRequest(inode=inode)).chunks]
+
+        wait_for(lambda: saved() == [0], 10, "slot 0 saved")
+        with stopped(cluster.keeper_procs):
+            with pytest.raises(OSError) as failed:
+                os.close(fd)
+            fd = -1
+            assert failed.value.errno == errno.EIO
+            size = master.call("GetAttr", mp.InodeRequest(inode=inode)).size
+            assert saved() == [0] and size == MiB, size
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        master.pool.close()
+
+
 def test_a_close_waits_for_keepers_that_refuse_connections_for_a_while(
     make_cluster: MakeCluster, tmp_path: Path
 ) -> None:
