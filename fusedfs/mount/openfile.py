@@ -50,11 +50,14 @@ DERIVE_ABOVE = 256 << 10
 # disk (the kernel writes a slot file out once it has lived 30 s).
 SAVED_PER_FILE = 4
 APPEND_ATTEMPTS = 100  # appends overtaken by other mounts' this many times in a row: EIO
-# A flush fails (EIO) when no upload it waits for has ended, and none moved bytes, for --wait and
-# this long: an upload waits up to --wait for keepers itself, but uploads queue for their turn
-# (a partition sweep saw closes take 60-120 s with --wait 30), and a flush must not wait for
-# them all, each in turn.
-FLUSH_STALL_GRACE = 5.0
+# A flush, or a writer waiting for write-back room, fails (EIO) when no upload it waits for has
+# ended, and none moved bytes, for --wait and this long: an upload waits up to --wait for
+# keepers itself, but uploads queue for their turn (a partition sweep saw closes take 60-120 s
+# with --wait 30), and a flush must not wait for them all, each in turn. Moving bytes is seen
+# as gRPC takes the pieces, ahead of the network by its buffers: over a slow link the last of
+# them can be taken seconds before the chunk is stored (a writer given --wait 2 alone failed
+# 1 run of 2 in the chaos test of slow links).
+STALL_GRACE = 5.0
 
 UPLOADS = Counter(
     "fusedfs_mount_uploads",
@@ -270,7 +273,7 @@ class OpenFile:
                     writeback.drop(oldest)
                     continue
                 owner._start_upload(oldest.index, nursery)
-            if not await self._while_uploads_move(writeback.changed, deadline, self.shared.master.wait):
+            if not await self._while_uploads_move(writeback.changed, deadline, self.shared.master.wait + STALL_GRACE):
                 # Uploads keep failing, or hang: say so, rather than wait forever.
                 raise FsError(errno.EIO, "the write-back cache is full and cannot be uploaded")
             if self.failures != failures and self.error is not None:
@@ -511,7 +514,7 @@ class OpenFile:
     async def _upload_all(self, nursery: trio.Nursery) -> FsError | None:
         """Uploads every dirty slot; the error of the first upload waited for that failed."""
         failures = self.failures
-        stall = self.shared.master.wait + FLUSH_STALL_GRACE
+        stall = self.shared.master.wait + STALL_GRACE
         while self.dirty or self.uploads:
             for index in list(self.dirty):
                 if index not in self.uploads:
