@@ -194,6 +194,19 @@ class OpenFile:
                 slot.base = None
         self.shared.writeback.fill(slot, chunk, data.slice)
 
+    async def _fill_for_upload(self, slot: DirtySlot) -> list[tuple[int, int, bytes]]:
+        """_fill, before an upload: if the cache's disk has no room for the chunk's bytes (it is
+        full of slots being written), they go to the upload instead, as `fetched` for its read."""
+        try:
+            await self._fill(slot)
+            return []
+        except FsError as e:
+            chunk = slot.unfetched
+            if e.errno != errno.ENOSPC or chunk is None:
+                raise
+            data = (await self.shared.chunks.load(self.inode, chunk)).limited(chunk.length)
+            return [(0, chunk.length, data.slice(0, chunk.length))]
+
     async def _written(self, index: int, start: int, end: int) -> bytes | None:
         """[start, end) of slot index as this mount wrote it (None: it holds no slot there),
         with its chunk's bytes where it was not written: just those blocks are fetched."""
@@ -257,13 +270,14 @@ class OpenFile:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    async def _make_room(self, incoming: int, nursery: trio.Nursery) -> None:
-        """Back-pressure: while the write-back cache is full, gets its oldest slot uploaded and
-        waits, as long as the request's deadline or while uploads move bytes."""
+    async def _make_room(self, incoming: int, nursery: trio.Nursery, below: int | None = None) -> None:
+        """Back-pressure: while the write-back cache is full (or holds `below` bytes or more),
+        gets its oldest slot uploaded and waits, as long as the request's deadline or while
+        uploads move bytes."""
         writeback = self.shared.writeback
         deadline = self.shared.master.deadline().at
         failures = self.failures
-        while writeback.full(incoming):
+        while writeback.full(incoming) or (below is not None and writeback.used >= below):
             oldest = writeback.oldest_idle()
             if oldest is not None:
                 owner = oldest.owner
@@ -288,9 +302,18 @@ class OpenFile:
         writeback = self.shared.writeback
         done = 0
         for span in spans(offset, len(data), self.chunk_size):
-            slot = await self._slot(span.index, span.length, nursery)
-            was_full = slot.length == self.chunk_size
-            writeback.write(slot, span.offset, view[done : done + span.length])
+            while True:
+                slot = await self._slot(span.index, span.length, nursery)
+                was_full = slot.length == self.chunk_size
+                try:
+                    writeback.write(slot, span.offset, view[done : done + span.length])
+                    break
+                except FsError as e:
+                    # The cache's disk filled up (slots admitted together grew, other programs
+                    # wrote): uploads make room, and the write goes again (into the slot there then).
+                    if e.errno != errno.ENOSPC or not writeback.used:
+                        raise
+                    await self._make_room(span.length, nursery, below=writeback.used)
             self.writes += 1
             done += span.length
             self.size = max(self.size, offset + done)
@@ -391,9 +414,11 @@ class OpenFile:
                     DERIVED_UPLOADS.inc()
                     return chunk
 
+                fetched: list[tuple[int, int, bytes]] = []
+
                 def whole() -> mp.NewChunk | None:
                     """The slot sent whole; None for zeros where the file has a hole (nothing to store)."""
-                    data = writeback.read(slot, 0, length)
+                    data = writeback.read(slot, 0, length, fetched)
                     if hole and all_zeros(data):
                         return None
                     chunk = self.shared.transfer.write(index, data, goal)
@@ -402,7 +427,7 @@ class OpenFile:
 
                 chunk = await run(derive) if few_changes else None
                 if chunk is None:
-                    await self._fill(slot)
+                    fetched = await self._fill_for_upload(slot)
                     if self.dirty.get(index) is not slot:  # cut away by a truncate meanwhile
                         return
                     chunk = await run(whole)

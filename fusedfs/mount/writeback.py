@@ -2,8 +2,9 @@
 
 Each dirty slot (one chunk's range of one open file) is a sparse file `<inode>-<slot>` in the
 mount's own folder (`--cache-dir`), so buffered writes cost page cache, not the mount's memory.
-The total is bounded (`--writeback-mib`): a writer that would go past the limit first gets the
-oldest idle slot of the mount uploaded and waits for room, as S3QL's cache does.
+The total is bounded (`--writeback-mib`, and the free space of the folder's disk): a writer that
+would go past the limit first gets the oldest idle slot of the mount uploaded and waits for room,
+as S3QL's cache does.
 
 Holes read as zeros: a slot file is extended sparsely, and truncated with ftruncate.
 
@@ -50,6 +51,10 @@ log = logging.getLogger(__name__)
 
 LEFT_AFTER = 60.0  # seconds a folder no mount holds must be left alone before it counts as left behind
 
+# The share of the cache folder's disk left to others (at most DISK_KEPT_MAX): a disk with less
+# free than that is full to the write-back, whatever --writeback-mib says (JuiceFS keeps 10 %).
+DISK_KEPT = 0.05
+DISK_KEPT_MAX = 1 << 30
 MEMORY_SLOT_BYTES = 256 << 10
 MEMORY_BYTES = 32 << 20
 MAX_PATCH_RANGES = 256  # written ranges a slot tracks for a derived upload, before it is uploaded whole
@@ -382,7 +387,18 @@ class WriteBack:
         self._changed = trio.Event()
 
     def full(self, incoming: int) -> bool:
-        return self.used > 0 and self.used + incoming > self.limit
+        """No room for `incoming` more bytes: past the limit, or on the folder's disk. (With
+        nothing held, never: there is nothing to upload to make room.)"""
+        return self.used > 0 and (self.used + incoming > self.limit or self.disk_room() < incoming)
+
+    def disk_room(self) -> int:
+        """Bytes the cache may still take on its disk: what is free, less a share kept for others."""
+        try:
+            disk = os.statvfs(self.folder)
+        except OSError:
+            return self.limit
+        kept = min(int(disk.f_blocks * disk.f_frsize * DISK_KEPT), DISK_KEPT_MAX)
+        return disk.f_bavail * disk.f_frsize - kept
 
     def oldest_idle(self) -> DirtySlot | None:
         """The slot to make room with: a saved one (dropping it costs nothing), else the oldest

@@ -1669,6 +1669,42 @@ def test_a_directory_of_100000_entries_lists_in_pages(make_cluster: MakeCluster,
     assert int(sh("sh", "-c", f"ls -f {mnt / 'big'} | wc -l")) == count + 2  # with . and ..
 
 
+def test_a_cache_disk_smaller_than_the_files_written_makes_them_wait_not_fail(
+    make_cluster: MakeCluster, small_disk: SmallDisk, tmp_path: Path
+) -> None:
+    """The mount's --cache-dir on a disk of 16 MiB (a small root partition), the write-back limit
+    far above it: a 64 MiB copy, then three writers at once, wait for uploads to make room on
+    that disk, as for a full write-back cache. The copy failed with ENOSPC in 0.2 s."""
+    cluster = make_cluster()
+    cache = small_disk(tmp_path / "cache", 16)
+    mnt = cluster.mount(tmp_path / "mnt", ["--cache-dir", str(cache), "--writeback-mib", "1024"])
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(64 * MiB))
+    copy = subprocess.run(["cp", str(source), str(mnt / "copy.bin")], capture_output=True, text=True)
+    assert copy.returncode == 0, copy.stderr
+    assert (mnt / "copy.bin").read_bytes() == source.read_bytes()
+
+    blocks = [os.urandom(3 * MiB) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def write(i: int) -> None:
+        try:
+            with open(mnt / f"w{i}", "wb") as out:
+                for _ in range(8):
+                    out.write(blocks[i])
+        except BaseException as e:
+            errors.append(e)
+
+    writers = [threading.Thread(target=write, args=(i,)) for i in range(3)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+    assert not errors, errors
+    for i in range(3):
+        assert (mnt / f"w{i}").read_bytes() == blocks[i] * 8
+
+
 def test_write_back_cache_is_bounded_and_each_mount_has_its_own(make_cluster: MakeCluster, tmp_path: Path) -> None:
     cluster = make_cluster()
     cache = tmp_path / "cache"
