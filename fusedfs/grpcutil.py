@@ -51,9 +51,9 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1_000),
     # gRPC's name for how long one connection attempt may take (its MIN_CONNECT_TIMEOUT). At
-    # 200 ms, a keeper's first connection to the next of a pipeline over a 16 Mbit/s link never came
-    # up ("connect() timed out", "timed out before receiving SETTINGS frame"); 2 s covers a
-    # SYN lost once (TCP sends it again after 1 s).
+    # 200 ms, a keeper's first connection to the next of a pipeline over a 16 Mbit/s link never
+    # came up ("connect() timed out", "timed out before receiving SETTINGS frame"); 2 s covers
+    # a SYN lost once (TCP sends it again after 1 s).
     ("grpc.min_reconnect_backoff_ms", 2_000),
 ]
 SERVER_OPTIONS = [

@@ -14,9 +14,9 @@ EVERY = 10.0  # seconds between two lines of one key
 
 
 class Repeating:
-    """A logger's lines by key (a keeper's address and what failed, a file): the first at once, then at most one
-    every `every` seconds, with the count of those held back meanwhile. Thread-safe: uploads and
-    reads log from worker threads."""
+    """A logger's lines by key (a keeper's address and what failed, a file): the first at once,
+    then at most one every `every` seconds, with the count of those held back meanwhile.
+    Thread-safe: uploads and reads log from worker threads."""
 
     def __init__(self, logger: logging.Logger, every: float = EVERY) -> None:
         self.logger = logger

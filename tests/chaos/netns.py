@@ -518,8 +518,8 @@ class NetnsCluster:
             sh(*prefix, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10", "r2q", "100")
             sh(*prefix, "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", rate)
             # A short queue, as a switch has (and Linux's default fq_codel keeps): 1,000 packets,
-            # the default, hold the heartbeats and gRPC's pings a second behind a bulk transfer
-            # at 16 Mbit/s (this kernel has no fq_codel).
+            # the default, are 0.75 s of queue at 16 Mbit/s ahead of every heartbeat and gRPC
+            # ping (this kernel has no fq_codel).
             sh(*prefix, "qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:", "pfifo", "limit", "50")
             sh(*prefix, "class", "add", "dev", dev, "parent", "1:", "classid", "1:99", "htb", "rate", "8bit")
             sh(*prefix, "qdisc", "add", "dev", dev, "parent", "1:99", "handle", "99:", "pfifo", "limit", "0")
