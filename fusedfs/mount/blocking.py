@@ -30,7 +30,7 @@ T = TypeVar("T")
 # Enough for a few uploads and reads at once, bounded so a stuck cluster cannot pile up threads.
 _LIMITER = trio.CapacityLimiter(32)
 # A small read not answered by then is asked of the next replica too: a keeper that hangs
-# (cut off, stalled) would otherwise hold it until gRPC's keepalive gives up on it (1-3 s).
+# (cut off, stalled) would otherwise hold it until gRPC's keepalive gives up on it (2-4 s).
 # Normal answers take a few milliseconds.
 HEDGE_AFTER = 0.1
 LOCAL_WAIT = 0.002  # seconds the event loop waits for a small read from a disk of this machine
