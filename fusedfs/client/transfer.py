@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 repeating = Repeating(log)  # (a keeper out of reach fails every write to it)
 
 WRITE_ATTEMPTS = 4
+# Attempts of one chunk that extend its wait by sending bytes: one that fails after sending them,
+# again and again (a keeper that takes a chunk, then fails it), is not made forever.
+SENDING_ATTEMPTS = 2 * WRITE_ATTEMPTS
 # A keeper's read or write of a chunk: TRANSFER_STALL, and time for the bytes at MIN_TRANSFER_RATE.
 TRANSFER_STALL = 10.0
 MIN_TRANSFER_RATE = MiB
@@ -171,6 +174,7 @@ class _Attempt:
     stored_on: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     full: bool = False  # a keeper answered RESOURCE_EXHAUSTED
+    sent: bool = False  # bytes of it went out: a piece taken by gRPC, a copy stored
 
 
 class ChunkTransfer:
@@ -218,6 +222,11 @@ class ChunkTransfer:
                     raise
                 attempt = self._push(reservation, data, crc)
                 attempts.append(attempt)
+                # The wait bounds a silence, not a transfer: over a slow link one attempt outlasts
+                # it, and one that sent bytes and then failed (its connection's ping timed out
+                # behind seconds of data, or a pipeline's keeper's) gets another, within the wait.
+                if attempt.sent and len(attempts) <= SENDING_ATTEMPTS:
+                    deadline = max(deadline, time.monotonic() + self.master.wait)
                 if len(attempt.stored_on) == len(reservation.pipeline):
                     return self._accept(attempt, attempts, index, data, crc)
                 exclude.update(attempt.failed)
@@ -346,7 +355,8 @@ class ChunkTransfer:
                 view = memoryview(data)
                 yield kp.WriteChunkMessage(header=header, data=bytes(view[:PIECE_SIZE]))
                 for start in range(PIECE_SIZE, len(data), PIECE_SIZE):
-                    self.last_moved = time.monotonic()  # (gRPC asks for a piece once the last one went)
+                    # (gRPC asks for a piece once the last one went)
+                    self.last_moved, attempt.sent = time.monotonic(), True
                     yield kp.WriteChunkMessage(data=bytes(view[start : start + PIECE_SIZE]))
 
             timeout = transfer_timeout(len(data))
@@ -372,7 +382,7 @@ class ChunkTransfer:
                 attempt.full = attempt.full or code == grpc.StatusCode.RESOURCE_EXHAUSTED
                 continue
             attempt.stored_on.extend(reply.stored_on)
-            self.last_moved = time.monotonic()
+            self.last_moved, attempt.sent = time.monotonic(), True
             for failure in reply.failures:
                 address = failure.keeper.address
                 repeating.info(
