@@ -67,7 +67,9 @@ ASK_WAIT = 0.2
 LOCAL_READ_TIMEOUT = 5.0
 # A read not answered within HEDGE_BASE seconds and time for its bytes at HEDGE_RATE (a normal one
 # takes milliseconds) asks the next replica too, as HDFS's hedged reads do: a keeper whose disk
-# hangs under one chunk answers gRPC's pings, but not the read.
+# hangs under one chunk answers gRPC's pings, but not the read. One whose pieces keep coming (a
+# slow link, not a stuck disk) is left alone while they do: asking another replica too would
+# halve what each link gives every read.
 HEDGE_BASE = 1.0
 HEDGE_RATE = 64 * MiB
 # Seconds a chunk none of whose replicas could be read within the wait fails again at once: the
@@ -444,20 +446,22 @@ class ChunkTransfer:
         failure noted in errors; a bad copy reported). The next replica is asked when those asked
         so far have all failed, or none has answered within hedge_after: a read left behind
         runs on in its thread, and what it gets is dropped."""
-        waiting: dict[concurrent.futures.Future[list[memoryview]], cp.KeeperRef] = {}
+        waiting: dict[concurrent.futures.Future[list[memoryview]], _Reading] = {}
         left = list(replicas)
         ask_next = True
         while True:
             if ask_next and left:
-                replica = left.pop(0)
-                waiting[self._readers.submit(self._read_from, replica, read)] = replica
+                reading = _Reading(left.pop(0))
+                waiting[self._readers.submit(self._read_from, reading, read)] = reading
             if not waiting:
                 return None
             patience = hedge_after(read.size) if left else None
             done, _ = concurrent.futures.wait(waiting, patience, concurrent.futures.FIRST_COMPLETED)
-            ask_next = not done  # none answered in time: ask the next one too
+            # None answered in time: ask the next one too, unless one's pieces are still coming.
+            quiet = min(time.monotonic() - r.last_piece for r in waiting.values())
+            ask_next = not done and quiet >= hedge_after(PIECE_SIZE)
             for future in done:
-                replica = waiting.pop(future)
+                replica = waiting.pop(future).replica
                 try:
                     return future.result()
                 except FsError as e:
@@ -491,11 +495,12 @@ class ChunkTransfer:
         known = all(a.done() for a in asked) or not concurrent.futures.wait(asked, timeout=wait).not_done
         return sorted(spread, key=lambda r: self.local.folder(r) is None), known
 
-    def _read_from(self, replica: cp.KeeperRef, read: RangeRead) -> list[memoryview]:
+    def _read_from(self, reading: _Reading, read: RangeRead) -> list[memoryview]:
+        replica = reading.replica
         if self.local.folder(replica) is not None:
-            reading = self.local.submit(replica, read.ref, read.start, read.size)
+            from_disk = self.local.submit(replica, read.ref, read.start, read.size)
             try:
-                return read.check(reading.result(timeout=LOCAL_READ_TIMEOUT))
+                return read.check(from_disk.result(timeout=LOCAL_READ_TIMEOUT))
             except TimeoutError:  # (its thread stays with the disk; this read goes on without it)
                 log.warning(
                     "chunk %s: its disk here takes over %g s; asking keeper %s",
@@ -514,11 +519,24 @@ class ChunkTransfer:
             pieces = (
                 [keeper.ReadSmallRange(read.request, timeout=timeout)]
                 if read.one_piece
-                else keeper.ReadChunk(read.request, timeout=timeout)
+                else reading.noting(keeper.ReadChunk(read.request, timeout=timeout))
             )
             return read.check(pieces)
         except grpc.RpcError as e:
             raise read_error(e) from None
+
+
+@dataclass
+class _Reading:
+    """A read of one replica, for _read_hedged to see whether its pieces still come."""
+
+    replica: cp.KeeperRef
+    last_piece: float = field(default_factory=time.monotonic)  # (or when it was asked)
+
+    def noting(self, pieces: Iterable[kp.ChunkPiece]) -> Iterator[kp.ChunkPiece]:
+        for piece in pieces:
+            self.last_piece = time.monotonic()
+            yield piece
 
 
 def read_end(ref: mp.ChunkRef, offset: int, length: int | None) -> int:
