@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from prometheus_client import Counter
 
 from fusedfs.chunkfile import Piece
 from fusedfs.chunks import BLOCK_SIZE, PIECE_SIZE, MiB, aligned_range, crc32c
@@ -43,6 +44,28 @@ from fusedfs.rpc import master_pb2 as mp
 
 log = logging.getLogger(__name__)
 repeating = Repeating(log)  # (a keeper out of reach fails every write to it)
+
+# What a slow link or a failing keeper looks like from a client (a mount's metrics show them).
+KEEPER_FAILURES = Counter(
+    "fusedfs_client_keeper_failures",
+    "chunk reads and writes a keeper failed (each then went to another), by keeper, operation and cause",
+    ["keeper", "op", "cause"],
+)
+HEDGED_READS = Counter(
+    "fusedfs_client_hedged_reads",
+    "reads of more than a piece (1 MiB) that asked another replica too: this keeper sent nothing in time",
+    ["keeper"],
+)
+
+
+def keeper_failed(address: str, op: str, cause: object) -> None:
+    """Counts a failure into KEEPER_FAILURES: cause a gRPC code, an errno, or a word."""
+    if isinstance(cause, grpc.StatusCode):
+        cause = cause.name
+    elif isinstance(cause, int):
+        cause = errno.errorcode.get(cause, str(cause))
+    KEEPER_FAILURES.labels(address, op, str(cause)).inc()
+
 
 WRITE_ATTEMPTS = 4
 # Attempts of one chunk that extend its wait by sending bytes: one that fails after sending them,
@@ -279,11 +302,13 @@ class ChunkTransfer:
             if not call.done():
                 call.cancel()
                 failures.append(f"{keeper.address} did not answer")
+                keeper_failed(keeper.address, "derive", "laggard")
                 continue
             try:
                 reply = call.result()
             except grpc.RpcError as e:
                 failures.append(f"{keeper.address}: {e.details() if isinstance(e, grpc.Call) else e}")
+                keeper_failed(keeper.address, "derive", e.code() if isinstance(e, grpc.Call) else "unknown")
                 continue
             crcs.add(reply.crc32c)
             stored_on.extend(reply.stored_on)
@@ -372,6 +397,7 @@ class ChunkTransfer:
                     "write to %s: given up, the other keepers answered long before",
                     keeper.address,
                 )
+                keeper_failed(keeper.address, "write", "laggard")
                 attempt.failed.append(keeper.keeper_id)
                 continue
             try:
@@ -380,6 +406,7 @@ class ChunkTransfer:
                 # Whatever went wrong (dead, full, data damaged on the way), try another set of keepers.
                 code = e.code() if isinstance(e, grpc.Call) else None
                 repeating.info(("write", keeper.address, code), "write to %s failed: %s", keeper.address, code)
+                keeper_failed(keeper.address, "write", code or "unknown")
                 attempt.failed.append(keeper.keeper_id)
                 attempt.full = attempt.full or code == grpc.StatusCode.RESOURCE_EXHAUSTED
                 continue
@@ -394,6 +421,7 @@ class ChunkTransfer:
                     failure.code,
                     failure.message,
                 )
+                keeper_failed(address, "write", failure.code)
                 attempt.failed.append(failure.keeper.keeper_id)
                 attempt.full = attempt.full or failure.code == "RESOURCE_EXHAUSTED"
         return attempt
@@ -460,12 +488,16 @@ class ChunkTransfer:
             # None answered in time: ask the next one too, unless one's pieces are still coming.
             quiet = min(time.monotonic() - r.last_piece for r in waiting.values())
             ask_next = not done and quiet >= hedge_after(PIECE_SIZE)
+            if ask_next and left:
+                for reading in waiting.values():
+                    HEDGED_READS.labels(reading.replica.address).inc()
             for future in done:
                 replica = waiting.pop(future).replica
                 try:
                     return future.result()
                 except FsError as e:
                     errors.append(f"{replica.address}: {e.message}")
+                    keeper_failed(replica.address, "read", e.errno)
                     if e.errno == errno.EBADMSG:
                         self.report_bad(read.ref.chunk_id, replica.keeper_id, e.message)
                     ask_next = True

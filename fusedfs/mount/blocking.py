@@ -21,7 +21,7 @@ import grpc
 import trio
 
 from fusedfs.client.master import MasterClient, identified, own_deadline
-from fusedfs.client.transfer import ChunkTransfer, RangeRead, read_end, read_error, transfer_timeout
+from fusedfs.client.transfer import ChunkTransfer, RangeRead, keeper_failed, read_end, read_error, transfer_timeout
 from fusedfs.errors import FsError
 from fusedfs.rpc import master_pb2 as mp
 
@@ -115,6 +115,7 @@ async def read_parts(
             answer, failures = await first_answer(sources, HEDGE_AFTER)
             for index, error in failures:
                 failure = error if isinstance(error, FsError) else read_error(error)
+                keeper_failed(replicas[index].address, "read", failure.errno)
                 if failure.errno == errno.EBADMSG:  # read around, and reported: it gets replaced
                     await run(transfer.report_bad, ref.chunk_id, replicas[index].keeper_id, failure.message)
             return read.check(answer if isinstance(answer, list) else [answer])  # (the disk's pieces, or a keeper's)

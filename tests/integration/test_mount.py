@@ -1999,3 +1999,12 @@ def test_each_process_serves_its_metrics(make_cluster: MakeCluster, tmp_path: Pa
         f.seek(MiB)
         f.write(b"changed")
     assert scrape(logs / "mount-mnt.log")['fusedfs_mount_uploads_total{how="derived"}'] == 1
+
+    # A keeper that dies shows as the keeper whose chunk writes failed (the write goes elsewhere).
+    mount = scrape(logs / "mount-mnt.log")
+    assert not [k for k in mount if k.startswith("fusedfs_client_keeper_failures_total{")]
+    cluster.kill_keeper(0)
+    (mnt / "g").write_bytes(data)  # (within the 3 s before the master counts it dead: it is in the pipeline)
+    failed = scrape(logs / "mount-mnt.log")
+    dead = cluster.keeper_address(0)
+    assert sum(v for k, v in failed.items() if k.startswith("fusedfs_client_keeper_failures_total{") and dead in k) >= 1

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from fusedfs.chunks import MiB
 from fusedfs.client import transfer as transfer_module
@@ -41,6 +42,10 @@ class PacedReplicas(ChunkTransfer):
         return [memoryview(b"slow")]
 
 
+def hedged_from_slow() -> float:
+    return REGISTRY.get_sample_value("fusedfs_client_hedged_reads_total", {"keeper": "slow:1"}) or 0.0
+
+
 def read(transfer: ChunkTransfer) -> list[memoryview] | None:
     ref = mp.ChunkRef(chunk_id="c", length=PIECES * MiB, stored_length=PIECES * MiB)
     replicas = [cp.KeeperRef(keeper_id=k, address=f"{k}:1") for k in ("slow", "other")]
@@ -54,14 +59,16 @@ def short_hedge(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_replica_whose_pieces_keep_coming_is_not_hedged() -> None:
     transfer = PacedReplicas(pace=HEDGE / 2, stops_after=PIECES)  # (the whole read: 4 times the hedge)
+    hedged = hedged_from_slow()
     assert read(transfer) == [memoryview(b"slow")]
-    assert transfer.asked == ["slow"]
+    assert transfer.asked == ["slow"] and hedged_from_slow() == hedged
 
 
 def test_a_replica_whose_pieces_stop_coming_is() -> None:
     transfer = PacedReplicas(pace=HEDGE / 2, stops_after=3)
+    hedged = hedged_from_slow()
     try:
         assert read(transfer) == [memoryview(b"fast")]
-        assert transfer.asked == ["slow", "other"]
+        assert transfer.asked == ["slow", "other"] and hedged_from_slow() == hedged + 1  # (the metric names it)
     finally:
         transfer.released.set()
