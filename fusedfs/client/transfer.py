@@ -68,8 +68,10 @@ def keeper_failed(address: str, op: str, cause: object) -> None:
 
 
 WRITE_ATTEMPTS = 4
-# Attempts of one chunk that extend its wait by sending bytes: one that fails after sending them,
-# again and again (a keeper that takes a chunk, then fails it), is not made forever.
+# Seconds (--wait if shorter) another attempt of a chunk may begin after one that sent bytes and
+# then failed, though the wait is over; at most SENDING_ATTEMPTS times: one that fails after
+# sending them, again and again (a keeper that takes a chunk, then fails it), is not made forever.
+RETRY_GRACE = 5.0
 SENDING_ATTEMPTS = 2 * WRITE_ATTEMPTS
 # A keeper's read or write of a chunk: TRANSFER_STALL, and time for the bytes at MIN_TRANSFER_RATE.
 TRANSFER_STALL = 10.0
@@ -249,9 +251,11 @@ class ChunkTransfer:
                 attempts.append(attempt)
                 # The wait bounds a silence, not a transfer: over a slow link one attempt outlasts
                 # it, and one that sent bytes and then failed (its connection's ping timed out
-                # behind seconds of data, or a pipeline's keeper's) gets another, within the wait.
+                # behind seconds of data, or a pipeline's keeper's) gets another. (Not the whole
+                # wait again: a cluster cut off mid-transfer fails the operation about when the
+                # wait ends, not twice as late.)
                 if attempt.sent and len(attempts) <= SENDING_ATTEMPTS:
-                    deadline = max(deadline, time.monotonic() + self.master.wait)
+                    deadline = max(deadline, time.monotonic() + min(self.master.wait, RETRY_GRACE))
                 if len(attempt.stored_on) == len(reservation.pipeline):
                     return self._accept(attempt, attempts, index, data, crc)
                 exclude.update(attempt.failed)
