@@ -70,24 +70,28 @@ def translate_errors(handler: F) -> F:
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
+        failed = ""
         try:
             with one_deadline(args[0].master.wait):  # (its calls to the cluster wait about --wait in all)
                 return await handler(*args, **kwargs)
         except pyfuse3.FUSEError as e:
-            REQUEST_ERRORS.labels(name, errno.errorcode.get(e.errno, str(e.errno))).inc()
+            failed = errno.errorcode.get(e.errno, str(e.errno))
+            REQUEST_ERRORS.labels(name, failed).inc()
             raise
         except FsError as e:
-            REQUEST_ERRORS.labels(name, errno.errorcode.get(e.errno, str(e.errno))).inc()
+            failed = errno.errorcode.get(e.errno, str(e.errno))
+            REQUEST_ERRORS.labels(name, failed).inc()
             raise pyfuse3.FUSEError(e.errno) from None
         except Exception:
             log.exception("%s failed", name)
-            REQUEST_ERRORS.labels(name, "EIO").inc()
+            failed = "EIO"
+            REQUEST_ERRORS.labels(name, failed).inc()
             raise pyfuse3.FUSEError(errno.EIO) from None
         finally:
             elapsed = time.perf_counter() - started
             observe(elapsed)
-            if log.isEnabledFor(logging.DEBUG):  # `fusedfs -v mount`: every request and its time
-                log.debug("%s%s %.2f ms", name, args[1:3], elapsed * 1e3)
+            if log.isEnabledFor(logging.DEBUG):  # `fusedfs -v mount`: every request, its time and its error
+                log.debug("%s%s %.2f ms%s", name, args[1:3], elapsed * 1e3, f" {failed}" if failed else "")
 
     return wrapper  # type: ignore[return-value]
 
