@@ -76,20 +76,19 @@ def translate_errors(handler: F) -> F:
                 return await handler(*args, **kwargs)
         except pyfuse3.FUSEError as e:
             failed = errno.errorcode.get(e.errno, str(e.errno))
-            REQUEST_ERRORS.labels(name, failed).inc()
             raise
         except FsError as e:
             failed = errno.errorcode.get(e.errno, str(e.errno))
-            REQUEST_ERRORS.labels(name, failed).inc()
             raise pyfuse3.FUSEError(e.errno) from None
         except Exception:
             log.exception("%s failed", name)
             failed = "EIO"
-            REQUEST_ERRORS.labels(name, failed).inc()
             raise pyfuse3.FUSEError(errno.EIO) from None
         finally:
             elapsed = time.perf_counter() - started
             observe(elapsed)
+            if failed:
+                REQUEST_ERRORS.labels(name, failed).inc()
             if log.isEnabledFor(logging.DEBUG):  # `fusedfs -v mount`: every request, its time and its error
                 log.debug("%s%s %.2f ms%s", name, args[1:3], elapsed * 1e3, f" {failed}" if failed else "")
 
