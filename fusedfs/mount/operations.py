@@ -614,8 +614,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         open_file.handles -= 1
         if open_file.handles:
             return
+        saved = False
         try:
             await open_file.flush(self._nursery())  # normally a no-op: flush() came first
+            saved = True
         finally:
             # Opened again while that flush waited (on a cluster out of reach: up to --wait), the
             # file stays as it is: forgetting it dropped the new handle's writes, and that
@@ -624,6 +626,12 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             if not reopened:
                 del self.open_files[inode]
                 open_file.forget()  # if the flush failed, close() has reported it
+                if not saved:
+                    # Its changes dropped unsaved, the kernel's cached pages of them must go too:
+                    # an open that kept them read the lost changes where they were cached and the
+                    # saved data elsewhere (SQLite: "database disk image is malformed", in a
+                    # partition sweep). Not seen unchanged, the file's next open drops them.
+                    self.seen.pop(inode, None)
         if reopened:
             return
         self.seen.pop(inode, None)  # (to the end: the oldest go first)
