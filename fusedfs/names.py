@@ -11,6 +11,8 @@ NAME_MAX = 255
 PATH_MAX = 4096
 XATTR_NAME_MAX = 255  # as Linux
 XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")
+RENAME_NOREPLACE = 1  # rename flags, as in renameat2(2)
+RENAME_EXCHANGE = 2
 
 
 def validate_name(name: bytes) -> None:

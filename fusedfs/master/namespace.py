@@ -21,12 +21,10 @@ from fusedfs.chunks import MAX_CHUNK_SIZE, MAX_GOAL, PIECE_SIZE, MiB, chunk_coun
 from fusedfs.errors import FsError
 from fusedfs.master.sessions import SESSION_TIMEOUT
 from fusedfs.master.store import ROOT_INODE, ChunkRow, ChunkState, Inode, MetadataStore, Quota, TrashRow, Usage
-from fusedfs.names import PATH_MAX, split_path, validate_name, validate_xattr_name
+from fusedfs.names import PATH_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, split_path, validate_name, validate_xattr_name
 
 T = TypeVar("T")
 
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
 XATTR_CREATE = 1  # setxattr flags, as in <sys/xattr.h>
 XATTR_REPLACE = 2
 XATTR_SIZE_MAX = 64 * 1024
@@ -76,6 +74,19 @@ class Added:
     node: Inode
     folder: Inode
     folder_ctime_before_ns: int
+
+
+@dataclass
+class Renamed:
+    """What a rename returns: the chunks it lets go (a file it replaced), and the folders the
+    name left and went to (one folder, or two) after the change, each with its ctime just before
+    it (see Added). A rename that changes nothing (two names of one file) leaves them as they were."""
+
+    changes: ChunkChanges
+    folder: Inode
+    folder_ctime_before_ns: int
+    new_folder: Inode
+    new_folder_ctime_before_ns: int
 
 
 @dataclass(frozen=True)
@@ -376,20 +387,21 @@ class Namespace:
 
     # --- rename ----------------------------------------------------------------------------------
 
-    def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int) -> ChunkChanges:
+    def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int) -> Renamed:
         changes = ChunkChanges()
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
             raise FsError(errno.EINVAL, f"unsupported rename flags {flags}")
         with self.store.transaction():
             now = self.clock()
             src_parent = self._dir(parent)
-            dst_parent = self._dir(new_parent)
+            dst_parent = src_parent if new_parent == parent else self._dir(new_parent)
+            renamed = Renamed(changes, src_parent, src_parent.ctime_ns, dst_parent, dst_parent.ctime_ns)
             inode = self._inode(self._entry(parent, name))
             validate_name(new_name)
             target_entry = self.store.lookup(new_parent, new_name)
             target = self._inode(target_entry.inode) if target_entry else None
             if target is not None and target.id == inode.id:
-                return changes  # same file (or hard links of one file): POSIX says do nothing
+                return renamed  # same file (or hard links of one file): POSIX says do nothing
             if stat.S_ISDIR(inode.mode):
                 self._refuse_move_into_itself(inode.id, new_parent)
             if flags & RENAME_EXCHANGE:
@@ -435,7 +447,7 @@ class Namespace:
             else:
                 self._touch(src_parent, now)
                 self._touch(dst_parent, now)
-        return changes
+        return renamed
 
     def _refuse_move_into_itself(self, dir_ino: int, new_parent: int, verb: str = "move") -> None:
         ino: int | None = new_parent

@@ -296,11 +296,17 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return to_attr(self.ns.getattr(request.parent))
 
     @handler
-    @once(cp.Empty)
+    @once(mp.RenameReply)
     @needs_room
-    def Rename(self, request: mp.RenameRequest, context: grpc.ServicerContext) -> cp.Empty:
-        self._apply(self.ns.rename(request.parent, request.name, request.new_parent, request.new_name, request.flags))
-        return cp.Empty()
+    def Rename(self, request: mp.RenameRequest, context: grpc.ServicerContext) -> mp.RenameReply:
+        renamed = self.ns.rename(request.parent, request.name, request.new_parent, request.new_name, request.flags)
+        self._apply(renamed.changes)
+        return mp.RenameReply(
+            folder=to_attr(renamed.folder),
+            folder_ctime_before_ns=renamed.folder_ctime_before_ns,
+            new_folder=to_attr(renamed.new_folder),
+            new_folder_ctime_before_ns=renamed.new_folder_ctime_before_ns,
+        )
 
     @handler
     def StatFs(self, request: cp.Empty, context: grpc.ServicerContext) -> mp.StatFsReply:

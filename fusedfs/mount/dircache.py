@@ -11,10 +11,11 @@ other mounts' changes show as quickly as without this cache. This mount's own ch
 replace the entries they touch at once. Pure bookkeeping, no I/O.
 
 A folder this mount made, and added every name to since, is known whole: a missing name there
-is answered here, with no round trip (a new file's name is always missing first). Each add's
-reply carries the folder's ctime just before it, which grows with every change: when that is the
-ctime we last saw, nobody else changed the folder in between. Any other change (another mount's,
-or a rename, unlink or concurrent add of ours) ends the knowledge. A missing name is answered
+is answered here, with no round trip (a new file's name is always missing first). Each add's or
+rename's reply carries the folder's ctime just before it, which grows with every change: when
+that is the ctime we last saw, nobody else changed the folder in between (a file written under a
+temporary name and renamed into place, as pip, rsync, editors and git do, keeps it known). Any
+other change (another mount's, or an unlink or concurrent change of ours) ends the knowledge. A missing name is answered
 only within the negative timeout of the last such proof, so another mount's new name shows as
 quickly as the kernel's own negative cache allows (`--negative-timeout`).
 
@@ -66,7 +67,7 @@ class _Known:
     names: set[bytes]
     ctime_ns: int  # the folder's ctime when those were all its names
     proved: float  # when that was last proved
-    adding: int = 0  # adds of ours under way (begin_add)
+    changing: int = 0  # changes of ours under way (begin_change)
     changes: int = 0  # name changes of ours here since the first of them began
 
 
@@ -218,39 +219,54 @@ class DirCache:
     def known_missing(self, parent: int, name: bytes, within: float) -> bool:
         """Whether the name is missing from a folder known whole, as proved within `within` s."""
         known = self._known.get(parent)
-        return (
-            known is not None and not known.adding and name not in known.names and self.clock() - known.proved < within
-        )
+        if known is None or known.changing:
+            return False
+        return name not in known.names and self.clock() - known.proved < within
 
-    def begin_add(self, parent: int) -> tuple[_Known, int] | None:
-        """Before this mount adds a name to the folder (and before its forget_name calls)."""
+    def begin_change(self, parent: int) -> tuple[_Known, int] | None:
+        """Before this mount adds, moves or renames a name in the folder (and before its
+        forget_name calls)."""
         known = self._known.get(parent)
         if known is None:
             return None
-        known.adding += 1
+        known.changing += 1
         return known, known.changes
 
-    def end_add(self, parent: int, began: tuple[_Known, int] | None, name: bytes, reply: mp.NodeReply | None) -> None:
-        """After the add (reply None: it failed). The folder stays known whole only if the reply
-        proves nobody changed it since we last saw it, and no other change of ours ran here."""
+    def end_change(
+        self,
+        parent: int,
+        began: tuple[_Known, int] | None,
+        forgets: int,
+        proof: tuple[int, int] | None,
+        added: bytes | None = None,
+        removed: bytes | None = None,
+    ) -> None:
+        """After the change, which made `forgets` forget_name calls here (an add 2: one before
+        the master call, one after), `added` a name and `removed` one. proof: the folder's ctime
+        just before the change and after it, from the reply (None: it failed). The folder stays
+        known whole only if that proves nobody changed it since we last saw it, and no other
+        change of ours ran here."""
         if began is None:
             return
         known, changes = began
-        known.adding -= 1
+        known.changing -= 1
         if self._known.get(parent) is not known:
             return
         del self._known[parent]
-        # Our own add shows as two forget_name calls (before and after the master call).
         if (
-            reply is None
-            or known.adding
-            or known.changes != changes + 2
-            or reply.folder_ctime_before_ns != known.ctime_ns
+            proof is None
+            or known.changing
+            or known.changes != changes + forgets
+            or proof[0] != known.ctime_ns
             or len(known.names) >= KNOWN_NAMES
         ):
             return
-        known.names.add(name)
-        known.ctime_ns = reply.folder.ctime_ns
+        if proof[1] != proof[0]:  # (a rename that changed nothing: two names of one file)
+            if removed is not None:
+                known.names.discard(removed)
+            if added is not None:
+                known.names.add(added)
+        known.ctime_ns = proof[1]
         known.proved = self.clock()
         known.changes = 0
         self._known[parent] = known  # the most recently proved last
@@ -260,10 +276,10 @@ class DirCache:
         self.generation += 1
         known = self._known.get(parent)
         if known is not None:
-            if known.adding:
-                known.changes += 1  # end_add tells its own from others
+            if known.changing:
+                known.changes += 1  # end_change tells its own from others
             else:
-                del self._known[parent]  # a rename or link into it, an unlink: ask the master
+                del self._known[parent]  # an unlink, or a change another of ours made: ask the master
         entry = self._entries.get((parent, name))
         if entry is not None:
             self.forget_inode(entry.attr.inode)

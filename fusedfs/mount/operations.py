@@ -33,7 +33,7 @@ from fusedfs.mount.chunkmap import WINDOW
 from fusedfs.mount.dircache import DirCache
 from fusedfs.mount.openfile import MountShared, OpenFile
 from fusedfs.mount.writeback import WriteBack
-from fusedfs.names import validate_xattr_name, xattr_listed_to
+from fusedfs.names import RENAME_EXCHANGE, validate_xattr_name, xattr_listed_to
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 
@@ -130,7 +130,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             master, transfer, chunks, writeback, trio.CapacityLimiter(4), DirCache(ttl=attr_timeout)
         )
         self.dircache = self.shared.dircache
-        # Folders' attributes as our own unlink/rmdir left them: the kernel asks right after.
+        # Folders' attributes as our own changes in them left them: the kernel asks right after.
         self.folder_attrs: dict[int, tuple[mp.Attr, float]] = {}
         self.open_files: dict[int, OpenFile] = {}
         self.handles: dict[int, tuple[int, int]] = {}  # fh -> (inode, open flags)
@@ -419,13 +419,14 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self, method: str, request: Any, parent: int, name: bytes, inodes: Iterable[int] = ()
     ) -> mp.Attr:
         """A master call that adds a name to a folder; returns the node it names."""
-        began = self.dircache.begin_add(parent)
+        began = self.dircache.begin_change(parent)
         reply = None
         try:
             with self._changing(names=[(parent, name)], inodes=inodes):
                 reply = await self.call(method, request)
         finally:
-            self.dircache.end_add(parent, began, name, reply)
+            proof = None if reply is None else (reply.folder_ctime_before_ns, reply.folder.ctime_ns)
+            self.dircache.end_change(parent, began, 2, proof, added=name)
         self._folder_changed(parent, reply.folder)
         return reply.attr  # type: ignore[no-any-return]
 
@@ -460,8 +461,30 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         request = mp.RenameRequest(
             parent=parent_inode_old, name=name_old, new_parent=parent_inode_new, new_name=name_new, flags=flags
         )
-        with self._changing(names=[(parent_inode_old, name_old), (parent_inode_new, name_new)]):
-            await self.call("Rename", request)
+        # Each folder stays known whole (dircache) if the reply proves ours the only change. An
+        # exchange leaves both names where they were.
+        moved = not flags & RENAME_EXCHANGE
+        one_folder = parent_inode_old == parent_inode_new
+        began = [self.dircache.begin_change(parent_inode_old)]
+        if not one_folder:
+            began.append(self.dircache.begin_change(parent_inode_new))
+        reply = None
+        try:
+            with self._changing(names=[(parent_inode_old, name_old), (parent_inode_new, name_new)]):
+                reply = await self.call("Rename", request)
+        finally:
+            old_proof = new_proof = None
+            if reply is not None:
+                old_proof = (reply.folder_ctime_before_ns, reply.folder.ctime_ns)
+                new_proof = (reply.new_folder_ctime_before_ns, reply.new_folder.ctime_ns)
+            added, removed = (name_new, name_old) if moved else (None, None)
+            if one_folder:
+                self.dircache.end_change(parent_inode_old, began[0], 4, old_proof, added, removed)
+            else:
+                self.dircache.end_change(parent_inode_old, began[0], 2, old_proof, removed=removed)
+                self.dircache.end_change(parent_inode_new, began[1], 2, new_proof, added=added)
+        self._folder_changed(parent_inode_old, reply.folder)
+        self._folder_changed(parent_inode_new, reply.new_folder)
 
     @translate_errors
     async def link(

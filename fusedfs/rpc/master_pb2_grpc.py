@@ -103,7 +103,7 @@ class MasterStub:
         self.Rename = channel.unary_unary(
                 '/fusedfs.rpc.Master/Rename',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.RenameRequest.SerializeToString,
-                response_deserializer=fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.RenameReply.FromString,
                 _registered_method=True)
         self.StatFs = channel.unary_unary(
                 '/fusedfs.rpc.Master/StatFs',
@@ -608,7 +608,7 @@ def add_MasterServicer_to_server(servicer, server):
             'Rename': grpc.unary_unary_rpc_method_handler(
                     servicer.Rename,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.RenameRequest.FromString,
-                    response_serializer=fusedfs_dot_rpc_dot_common__pb2.Empty.SerializeToString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.RenameReply.SerializeToString,
             ),
             'StatFs': grpc.unary_unary_rpc_method_handler(
                     servicer.StatFs,
@@ -1128,7 +1128,7 @@ class Master:
             target,
             '/fusedfs.rpc.Master/Rename',
             fusedfs_dot_rpc_dot_master__pb2.RenameRequest.SerializeToString,
-            fusedfs_dot_rpc_dot_common__pb2.Empty.FromString,
+            fusedfs_dot_rpc_dot_master__pb2.RenameReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -88,13 +88,27 @@ def test_files_opened_in_the_folders_order_have_the_next_small_ones_named_ahead(
 def add(cache: DirCache, folder: int, name: bytes, before: int, after: int, others: int = 0) -> None:
     """Our add of `name`, as Operations._add_name does it; `others`: changes of ours that ran
     meanwhile (each a forget_name)."""
-    began = cache.begin_add(folder)
+    began = cache.begin_change(folder)
     cache.forget_name(folder, name)
     for i in range(others):
         cache.forget_name(folder, b"other%d" % i)
-    reply = mp.NodeReply(attr=attr(99), folder=mp.Attr(inode=folder, ctime_ns=after), folder_ctime_before_ns=before)
     cache.forget_name(folder, name)
-    cache.end_add(folder, began, name, reply)
+    cache.end_change(folder, began, 2, (before, after), added=name)
+
+
+def rename(cache: DirCache, old: tuple[int, bytes], new: tuple[int, bytes], proofs: list[tuple[int, int]]) -> None:
+    """Our rename of old to new (each (folder, name)), as Operations.rename does it; proofs: each
+    folder's ctime before and after, as the reply says (one folder, or the old one and the new)."""
+    one_folder = old[0] == new[0]
+    began = [cache.begin_change(old[0])] + ([] if one_folder else [cache.begin_change(new[0])])
+    for _ in range(2):  # (before the master call and after it)
+        cache.forget_name(*old)
+        cache.forget_name(*new)
+    if one_folder:
+        cache.end_change(old[0], began[0], 4, proofs[0], added=new[1], removed=old[1])
+    else:
+        cache.end_change(old[0], began[0], 2, proofs[0], removed=old[1])
+        cache.end_change(new[0], began[1], 2, proofs[1], added=new[1])
 
 
 def test_a_folder_made_here_answers_missing_names_while_every_add_proves_it_unchanged() -> None:
@@ -126,10 +140,47 @@ def test_other_changes_of_ours_end_the_knowledge() -> None:
     add(cache, 6, b"a", before=1000, after=1002, others=1)  # a concurrent change of ours
     assert not cache.known_missing(6, b"b", 0.2)
     cache.made_folder(mp.Attr(inode=7, ctime_ns=1000))
-    began = cache.begin_add(7)
+    began = cache.begin_change(7)
     assert not cache.known_missing(7, b"a", 0.2)  # while an add is under way: ask the master
-    cache.end_add(7, began, b"a", None)  # it failed (EEXIST: we were wrong, or EIO)
+    cache.end_change(7, began, 2, None, added=b"a")  # it failed (EEXIST: we were wrong, or EIO)
     assert not cache.known_missing(7, b"b", 0.2)
+
+
+def test_a_folder_stays_known_through_our_renames_that_prove_it_unchanged() -> None:
+    """pip, rsync, editors and git write a file under a temporary name and rename it into place:
+    the folder stays known whole, and the next file's names are answered missing here."""
+    cache = DirCache(ttl=1.0, clock=Clock())
+    cache.made_folder(mp.Attr(inode=5, ctime_ns=1000))
+    add(cache, 5, b"x.pyc.tmp", before=1000, after=1001)
+    rename(cache, (5, b"x.pyc.tmp"), (5, b"x.pyc"), [(1001, 1002)])
+    assert cache.known_missing(5, b"x.pyc.tmp", 0.2) and cache.known_missing(5, b"y.pyc", 0.2)
+    assert not cache.known_missing(5, b"x.pyc", 0.2)
+    add(cache, 5, b"y.pyc.tmp", before=1002, after=1003)  # (the rename left the ctime it made)
+    assert not cache.known_missing(5, b"y.pyc.tmp", 0.2)
+    # Across folders: the name leaves one and joins the other.
+    cache.made_folder(mp.Attr(inode=6, ctime_ns=2000))
+    rename(cache, (5, b"x.pyc"), (6, b"moved"), [(1003, 1004), (2000, 2001)])
+    assert cache.known_missing(5, b"x.pyc", 0.2) and not cache.known_missing(6, b"moved", 0.2)
+    assert cache.known_missing(6, b"other", 0.2)
+    # Into a known folder from one not known: it still learns the name.
+    rename(cache, (9, b"far"), (6, b"near"), [(500, 501), (2001, 2002)])
+    assert not cache.known_missing(6, b"near", 0.2) and cache.known_missing(6, b"far", 0.2)
+    # Two names of one file: nothing changed (the ctimes did not move), both names stay.
+    add(cache, 6, b"hard", before=2002, after=2003)
+    rename(cache, (6, b"near"), (6, b"hard"), [(2003, 2003)])
+    assert not cache.known_missing(6, b"near", 0.2) and not cache.known_missing(6, b"hard", 0.2)
+    # Another mount changed the folder before our rename: its ctime moved on without us.
+    rename(cache, (5, b"y.pyc.tmp"), (5, b"y.pyc"), [(1009, 1010)])
+    assert not cache.known_missing(5, b"z", 0.2)
+
+
+def test_a_rename_that_fails_ends_the_knowledge() -> None:
+    cache = DirCache(ttl=1.0, clock=Clock())
+    cache.made_folder(mp.Attr(inode=5, ctime_ns=1000))
+    began = cache.begin_change(5)
+    assert not cache.known_missing(5, b"a", 0.2)  # while it is under way: ask the master
+    cache.end_change(5, began, 4, None, added=b"b", removed=b"a")
+    assert not cache.known_missing(5, b"a", 0.2) and not cache.known_missing(5, b"c", 0.2)
 
 
 def test_inodes_without_extended_attributes_are_known_for_their_attributes_cache_time() -> None:

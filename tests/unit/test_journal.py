@@ -8,8 +8,9 @@ import stat
 from pathlib import Path
 
 from fusedfs.master.metacopy import COPY_RETRY, COPY_SOON, _entry, _message, copy_interval
-from fusedfs.master.namespace import RENAME_EXCHANGE, CommittedChunk, Namespace
+from fusedfs.master.namespace import CommittedChunk, Namespace
 from fusedfs.master.store import COMMIT_MARK, JOURNALED, ROOT_INODE, JournalEntry, SqliteStore
+from fusedfs.names import RENAME_EXCHANGE
 
 CHUNK = 1024
 TABLES = tuple(JOURNALED)  # every table the journal follows

@@ -18,8 +18,6 @@ from fusedfs.chunks import MiB
 from fusedfs.errors import FsError
 from fusedfs.master import namespace as namespace_module
 from fusedfs.master.namespace import (
-    RENAME_EXCHANGE,
-    RENAME_NOREPLACE,
     XATTR_CREATE,
     XATTR_REPLACE,
     ChunkChanges,
@@ -29,6 +27,7 @@ from fusedfs.master.namespace import (
     device_number,
 )
 from fusedfs.master.store import ROOT_INODE, ChunkState, Inode, Quota, SqliteStore, Usage
+from fusedfs.names import RENAME_EXCHANGE, RENAME_NOREPLACE
 
 CHUNK = 1024
 
@@ -75,6 +74,23 @@ def test_adding_a_name_tells_whether_the_folder_changed_in_between(store: Sqlite
     # Opening an existing file changes nothing: before and after agree.
     again = ns.create(folder.id, b"a", 0o644, 0, 0, exclusive=False)
     assert again.folder_ctime_before_ns == again.folder.ctime_ns == third.folder.ctime_ns
+
+
+def test_a_rename_tells_whether_each_folder_changed_in_between(store: SqliteStore) -> None:
+    ns = Namespace(store, CHUNK, clock=lambda: 5)
+    a = ns.mkdir(ROOT_INODE, b"a", 0o755, 0, 0).node
+    b = ns.mkdir(ROOT_INODE, b"b", 0o755, 0, 0).node
+    made = ns.create(a.id, b"f.tmp", 0o644, 0, 0, exclusive=True)
+    within = ns.rename(a.id, b"f.tmp", a.id, b"f", 0)
+    assert within.folder.id == within.new_folder.id == a.id
+    assert within.folder_ctime_before_ns == made.folder.ctime_ns < within.folder.ctime_ns
+    across = ns.rename(a.id, b"f", b.id, b"g", 0)
+    assert across.folder_ctime_before_ns == within.folder.ctime_ns < across.folder.ctime_ns
+    assert across.new_folder.id == b.id and across.new_folder_ctime_before_ns == b.ctime_ns
+    assert across.new_folder.ctime_ns > b.ctime_ns
+    ns.link(ns.lookup(b.id, b"g").id, b.id, b"h")
+    same_file = ns.rename(b.id, b"g", b.id, b"h", 0)  # two names of one file: nothing changes
+    assert same_file.folder_ctime_before_ns == same_file.folder.ctime_ns == ns.getattr(b.id).ctime_ns
 
 
 def test_names_are_checked(ns: Namespace) -> None:
