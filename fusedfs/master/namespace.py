@@ -471,12 +471,14 @@ class Namespace:
         atime_ns: int | None = None,
         mtime_ns: int | None = None,
         named: bool = False,
-    ) -> tuple[Inode, ChunkChanges]:
-        """named: only while the file has a name (ESTALE once its last one went)."""
+    ) -> tuple[Inode, ChunkChanges, int]:
+        """The inode after the change, the chunks it lets go, and its ctime just before it (see
+        Added). named: only while the file has a name (ESTALE once its last one went)."""
         changes = ChunkChanges()
         with self.store.transaction():
             now = self.clock()
             inode = self._inode(ino)
+            ctime_before = inode.ctime_ns
             if named and inode.nlink == 0:
                 raise FsError(errno.ESTALE, f"inode {ino} has no name any more")
             if mode is not None:
@@ -497,7 +499,7 @@ class Namespace:
             if mtime_ns is not None:
                 inode.mtime_ns = mtime_ns
             self._touch(inode, now, mtime=False)
-            return inode, changes
+            return inode, changes, ctime_before
 
     # --- extended attributes ---------------------------------------------------------------------
 

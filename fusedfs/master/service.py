@@ -200,11 +200,11 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return to_attr(self.ns.getattr(request.inode))
 
     @handler
-    @once(mp.Attr)
+    @once(mp.SetAttrReply)
     @needs_room
-    def SetAttr(self, request: mp.SetAttrRequest, context: grpc.ServicerContext) -> mp.Attr:
+    def SetAttr(self, request: mp.SetAttrRequest, context: grpc.ServicerContext) -> mp.SetAttrReply:
         now = self.ns.clock()
-        inode, changes = self.ns.setattr(
+        inode, changes, ctime_before = self.ns.setattr(
             request.inode,
             mode=request.mode if request.HasField("mode") else None,
             uid=request.uid if request.HasField("uid") else None,
@@ -215,7 +215,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             named=request.named,
         )
         self._apply(changes)
-        return to_attr(inode)
+        return mp.SetAttrReply(attr=to_attr(inode), ctime_before_ns=ctime_before)
 
     @handler
     def ReadDir(self, request: mp.ReadDirRequest, context: grpc.ServicerContext) -> mp.ReadDirReply:

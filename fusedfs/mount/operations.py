@@ -324,8 +324,15 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             # Buffered data first: then it is cut, or its time is the one set (`cp -a` sets the
             # source's before it closes; committed after, the data would take the time it was written).
             await open_file.flush(self._nursery())
-        with self._changing(inodes=[inode]):
-            result = await self.call("SetAttr", request)
+        began = self.dircache.begin_change(inode)  # a folder known whole stays so (rsync sets each one's mode)
+        reply = None
+        try:
+            with self._changing(inodes=[inode]):
+                reply = await self.call("SetAttr", request)
+        finally:
+            proof = None if reply is None else (reply.ctime_before_ns, reply.attr.ctime_ns)
+            self.dircache.end_change(inode, began, 0, proof)
+        result = reply.attr
         if open_file is not None:
             if fields.update_size:
                 open_file.truncated(result)
@@ -552,7 +559,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             with self._stale_name_checked(inode), self._changing(inodes=[inode]):
                 # (its times change even when it is empty already, as Linux's do: `: > stamp` for make)
                 request = mp.SetAttrRequest(inode=inode, size=0, mtime_now=True, named=open_file is None)
-                attr = await self.call("SetAttr", request)
+                attr = (await self.call("SetAttr", request)).attr
             if open_file is not None:
                 open_file.truncated(attr)
             if stat.S_ISDIR(attr.mode):

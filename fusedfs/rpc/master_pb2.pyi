@@ -201,6 +201,14 @@ class RenameRequest(_message.Message):
     request_id: int
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., new_parent: _Optional[int] = ..., new_name: _Optional[bytes] = ..., flags: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
 
+class SetAttrReply(_message.Message):
+    __slots__ = ("attr", "ctime_before_ns")
+    ATTR_FIELD_NUMBER: _ClassVar[int]
+    CTIME_BEFORE_NS_FIELD_NUMBER: _ClassVar[int]
+    attr: Attr
+    ctime_before_ns: int
+    def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., ctime_before_ns: _Optional[int] = ...) -> None: ...
+
 class RenameReply(_message.Message):
     __slots__ = ("folder", "folder_ctime_before_ns", "new_folder", "new_folder_ctime_before_ns")
     FOLDER_FIELD_NUMBER: _ClassVar[int]

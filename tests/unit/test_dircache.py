@@ -174,6 +174,17 @@ def test_a_folder_stays_known_through_our_renames_that_prove_it_unchanged() -> N
     assert not cache.known_missing(5, b"z", 0.2)
 
 
+def test_a_folder_stays_known_through_our_changes_to_its_attributes_that_prove_it_unchanged() -> None:
+    """rsync makes a folder, then sets its mode: its names are still all known."""
+    cache = DirCache(ttl=1.0, clock=Clock())
+    cache.made_folder(mp.Attr(inode=5, ctime_ns=1000))
+    cache.end_change(5, cache.begin_change(5), 0, (1000, 1001))
+    add(cache, 5, b"a", before=1001, after=1002)
+    assert cache.known_missing(5, b"b", 0.2) and not cache.known_missing(5, b"a", 0.2)
+    cache.end_change(5, cache.begin_change(5), 0, (1005, 1006))  # another mount's change came first
+    assert not cache.known_missing(5, b"b", 0.2)
+
+
 def test_a_rename_that_fails_ends_the_knowledge() -> None:
     cache = DirCache(ttl=1.0, clock=Clock())
     cache.made_folder(mp.Attr(inode=5, ctime_ns=1000))

@@ -91,6 +91,8 @@ def test_a_rename_tells_whether_each_folder_changed_in_between(store: SqliteStor
     ns.link(ns.lookup(b.id, b"g").id, b.id, b"h")
     same_file = ns.rename(b.id, b"g", b.id, b"h", 0)  # two names of one file: nothing changes
     assert same_file.folder_ctime_before_ns == same_file.folder.ctime_ns == ns.getattr(b.id).ctime_ns
+    folder, _, ctime_before = ns.setattr(b.id, mode=0o700)  # (rsync sets each folder's mode)
+    assert ctime_before == same_file.folder.ctime_ns < folder.ctime_ns
 
 
 def test_names_are_checked(ns: Namespace) -> None:
@@ -188,7 +190,7 @@ def test_chunks_commit_truncate_and_replace(ns: Namespace) -> None:
     )
     assert inode.size == 2 * CHUNK + 10 and sorted(changes.live) == [c0, c1, c2]
     assert errno_of(ns.commit_chunks, f.id, 10, [CommittedChunk(0, c0, 10, 0)], None) == errno.EINVAL  # not pending
-    inode, changes = ns.setattr(f.id, size=CHUNK + 100)
+    inode, changes, _ = ns.setattr(f.id, size=CHUNK + 100)
     assert changes.garbage == [c2]
     with ns.store.transaction():
         boundary = ns.store.get_chunk(c1)
@@ -212,7 +214,7 @@ def test_a_file_counts_as_stored_only_the_bytes_its_chunks_hold(ns: Namespace) -
     with data look all holes)."""
     f = ns.create(ROOT_INODE, b"sparse", 0o644, 0, 0, True).node
     assert f.stored == 0
-    inode, _ = ns.setattr(f.id, size=10 * CHUNK)  # truncate -s: all hole
+    inode, _, _ = ns.setattr(f.id, size=10 * CHUNK)  # truncate -s: all hole
     assert (inode.size, inode.stored) == (10 * CHUNK, 0)
     c1, c7 = pending(ns), pending(ns)
     inode, _ = ns.commit_chunks(
@@ -220,9 +222,9 @@ def test_a_file_counts_as_stored_only_the_bytes_its_chunks_hold(ns: Namespace) -
     )
     assert (inode.size, inode.stored) == (10 * CHUNK, CHUNK + 100)
     assert ns.getattr(f.id).stored == CHUNK + 100
-    inode, _ = ns.setattr(f.id, size=CHUNK + 10)  # drops slot 7, keeps 10 bytes of slot 1
+    inode, _, _ = ns.setattr(f.id, size=CHUNK + 10)  # drops slot 7, keeps 10 bytes of slot 1
     assert inode.stored == 10 == ns.getattr(f.id).stored
-    inode, _ = ns.setattr(f.id, mode=0o600)  # a change that moves no chunk keeps the count
+    inode, _, _ = ns.setattr(f.id, mode=0o600)  # a change that moves no chunk keeps the count
     assert inode.stored == 10
     dense = pending(ns)
     put, _ = ns.put_file(ROOT_INODE, b"dense", 0o644, 0, 0, 5, CHUNK, [CommittedChunk(0, dense, 5, 0)], None)
