@@ -90,7 +90,7 @@ def translate_errors(handler: F) -> F:
             if failed:
                 REQUEST_ERRORS.labels(name, failed).inc()
             if log.isEnabledFor(logging.DEBUG):  # `fusedfs -v mount`: every request, its time and its error
-                shown = ", ".join(repr(a) for a in args[1:3] if not isinstance(a, pyfuse3.RequestContext))
+                shown = ", ".join(repr(a) for a in args[1:3] if isinstance(a, int | bytes))  # (not objects)
                 log.debug("%s(%s) %.2f ms%s", name, shown, elapsed * 1e3, f" {failed}" if failed else "")
 
     return wrapper  # type: ignore[return-value]

@@ -25,7 +25,7 @@ class Handlers:
         return b"x" * size
 
     @translate_errors
-    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> None:
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, ctx: pyfuse3.RequestContext) -> None:
         pass
 
 
@@ -35,8 +35,8 @@ def test_each_request_is_logged_with_the_errno_it_failed_with(caplog: pytest.Log
     assert trio.run(handlers.read, 7, 0, 4) == b"xxxx"
     with pytest.raises(pyfuse3.FUSEError):
         trio.run(handlers.read, 7, 16384, 4096)
-    trio.run(handlers.getattr, 5, pyfuse3.RequestContext())
+    trio.run(handlers.setattr, 5, pyfuse3.EntryAttributes(), pyfuse3.RequestContext())
     ok, failed, asked = [r.getMessage() for r in caplog.records]
     assert ok.startswith("read(7, 0) ") and ok.endswith(" ms")
     assert failed.startswith("read(7, 16384) ") and failed.endswith(" ms EIO")
-    assert asked.startswith("getattr(5) ")  # (not the object that says who asked)
+    assert asked.startswith("setattr(5) ")  # (not the objects: the attributes, who asked)
