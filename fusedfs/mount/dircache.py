@@ -11,13 +11,14 @@ other mounts' changes show as quickly as without this cache. This mount's own ch
 replace the entries they touch at once. Pure bookkeeping, no I/O.
 
 A folder this mount made, and added every name to since, is known whole: a missing name there
-is answered here, with no round trip (a new file's name is always missing first). Each add's or
-rename's reply carries the folder's ctime just before it, which grows with every change: when
-that is the ctime we last saw, nobody else changed the folder in between (a file written under a
-temporary name and renamed into place, as pip, rsync, editors and git do, keeps it known). Any
-other change (another mount's, or an unlink or concurrent change of ours) ends the knowledge. A missing name is answered
-only within the negative timeout of the last such proof, so another mount's new name shows as
-quickly as the kernel's own negative cache allows (`--negative-timeout`).
+is answered here, with no round trip (a new file's name is always missing first). The reply to
+each add, rename or change of the folder's attributes carries its ctime just before, which grows
+with every change: when that is the ctime we last saw, nobody else changed the folder in between
+(files written under a temporary name and renamed into place, as pip, rsync, editors and git
+write them, keep it known; so does rsync setting its mode). Any other change (another mount's,
+or an unlink or concurrent change of ours) ends the knowledge. A missing name is answered only
+within the negative timeout of the last such proof, so another mount's new name shows as quickly
+as the kernel's own negative cache allows (`--negative-timeout`).
 
 A listing also remembers the folder's order and, for small files, their only chunk: when files
 are opened one after the other in that order (`cp -r`, `tar c`, `grep -r` from the mount),
@@ -224,8 +225,8 @@ class DirCache:
         return name not in known.names and self.clock() - known.proved < within
 
     def begin_change(self, parent: int) -> tuple[_Known, int] | None:
-        """Before this mount adds, moves or renames a name in the folder (and before its
-        forget_name calls)."""
+        """Before this mount adds or renames a name in the folder, or changes its attributes (and
+        before its forget_name calls)."""
         known = self._known.get(parent)
         if known is None:
             return None
@@ -261,7 +262,7 @@ class DirCache:
             or len(known.names) >= KNOWN_NAMES
         ):
             return
-        if proof[1] != proof[0]:  # (a rename that changed nothing: two names of one file)
+        if proof[1] != proof[0]:  # (else nothing changed: a rename between two names of one file)
             if removed is not None:
                 known.names.discard(removed)
             if added is not None:
