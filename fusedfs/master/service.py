@@ -200,9 +200,9 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return to_attr(self.ns.getattr(request.inode))
 
     @handler
-    @once(mp.SetAttrReply)
+    @once(mp.Attr)
     @needs_room
-    def SetAttr(self, request: mp.SetAttrRequest, context: grpc.ServicerContext) -> mp.SetAttrReply:
+    def SetAttr(self, request: mp.SetAttrRequest, context: grpc.ServicerContext) -> mp.Attr:
         now = self.ns.clock()
         inode, changes, ctime_before = self.ns.setattr(
             request.inode,
@@ -215,7 +215,9 @@ class MasterService(master_pb2_grpc.MasterServicer):
             named=request.named,
         )
         self._apply(changes)
-        return mp.SetAttrReply(attr=to_attr(inode), ctime_before_ns=ctime_before)
+        reply = to_attr(inode)
+        reply.ctime_before_ns = ctime_before
+        return reply
 
     @handler
     def ReadDir(self, request: mp.ReadDirRequest, context: grpc.ServicerContext) -> mp.ReadDirReply:

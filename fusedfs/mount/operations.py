@@ -325,14 +325,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             # source's before it closes; committed after, the data would take the time it was written).
             await open_file.flush(self._nursery())
         began = self.dircache.begin_change(inode)  # a folder known whole stays so (rsync sets each one's mode)
-        reply = None
+        result = None
         try:
             with self._changing(inodes=[inode]):
-                reply = await self.call("SetAttr", request)
+                result = await self.call("SetAttr", request)
         finally:
-            proof = None if reply is None else (reply.ctime_before_ns, reply.attr.ctime_ns)
+            proof = None if result is None else (result.ctime_before_ns, result.ctime_ns)
             self.dircache.end_change(inode, began, 0, proof)
-        result = reply.attr
         if open_file is not None:
             if fields.update_size:
                 open_file.truncated(result)
@@ -490,8 +489,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             else:
                 self.dircache.end_change(parent_inode_old, began[0], 2, old_proof, removed=removed)
                 self.dircache.end_change(parent_inode_new, began[1], 2, new_proof, added=added)
-        self._folder_changed(parent_inode_old, reply.folder)
-        self._folder_changed(parent_inode_new, reply.new_folder)
+        if reply.HasField("folder"):  # (a master before RenameReply answers Empty)
+            self._folder_changed(parent_inode_old, reply.folder)
+            self._folder_changed(parent_inode_new, reply.new_folder)
 
     @translate_errors
     async def link(
@@ -559,7 +559,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             with self._stale_name_checked(inode), self._changing(inodes=[inode]):
                 # (its times change even when it is empty already, as Linux's do: `: > stamp` for make)
                 request = mp.SetAttrRequest(inode=inode, size=0, mtime_now=True, named=open_file is None)
-                attr = (await self.call("SetAttr", request)).attr
+                attr = await self.call("SetAttr", request)
             if open_file is not None:
                 open_file.truncated(attr)
             if stat.S_ISDIR(attr.mode):

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Attr(_message.Message):
-    __slots__ = ("inode", "mode", "nlink", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "chunk_size", "has_xattrs", "rdev", "goal", "stored_bytes")
+    __slots__ = ("inode", "mode", "nlink", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "chunk_size", "has_xattrs", "rdev", "goal", "stored_bytes", "ctime_before_ns")
     INODE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     NLINK_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class Attr(_message.Message):
     RDEV_FIELD_NUMBER: _ClassVar[int]
     GOAL_FIELD_NUMBER: _ClassVar[int]
     STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CTIME_BEFORE_NS_FIELD_NUMBER: _ClassVar[int]
     inode: int
     mode: int
     nlink: int
@@ -37,7 +38,8 @@ class Attr(_message.Message):
     rdev: int
     goal: int
     stored_bytes: int
-    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., nlink: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., chunk_size: _Optional[int] = ..., has_xattrs: _Optional[bool] = ..., rdev: _Optional[int] = ..., goal: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
+    ctime_before_ns: int
+    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., nlink: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., chunk_size: _Optional[int] = ..., has_xattrs: _Optional[bool] = ..., rdev: _Optional[int] = ..., goal: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., ctime_before_ns: _Optional[int] = ...) -> None: ...
 
 class EntryRequest(_message.Message):
     __slots__ = ("parent", "name", "request_id")
@@ -200,14 +202,6 @@ class RenameRequest(_message.Message):
     flags: int
     request_id: int
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., new_parent: _Optional[int] = ..., new_name: _Optional[bytes] = ..., flags: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
-
-class SetAttrReply(_message.Message):
-    __slots__ = ("attr", "ctime_before_ns")
-    ATTR_FIELD_NUMBER: _ClassVar[int]
-    CTIME_BEFORE_NS_FIELD_NUMBER: _ClassVar[int]
-    attr: Attr
-    ctime_before_ns: int
-    def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., ctime_before_ns: _Optional[int] = ...) -> None: ...
 
 class RenameReply(_message.Message):
     __slots__ = ("folder", "folder_ctime_before_ns", "new_folder", "new_folder_ctime_before_ns")

@@ -53,7 +53,7 @@ class MasterStub:
         self.SetAttr = channel.unary_unary(
                 '/fusedfs.rpc.Master/SetAttr',
                 request_serializer=fusedfs_dot_rpc_dot_master__pb2.SetAttrRequest.SerializeToString,
-                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetAttrReply.FromString,
+                response_deserializer=fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
                 _registered_method=True)
         self.ReadDir = channel.unary_unary(
                 '/fusedfs.rpc.Master/ReadDir',
@@ -558,7 +558,7 @@ def add_MasterServicer_to_server(servicer, server):
             'SetAttr': grpc.unary_unary_rpc_method_handler(
                     servicer.SetAttr,
                     request_deserializer=fusedfs_dot_rpc_dot_master__pb2.SetAttrRequest.FromString,
-                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.SetAttrReply.SerializeToString,
+                    response_serializer=fusedfs_dot_rpc_dot_master__pb2.Attr.SerializeToString,
             ),
             'ReadDir': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadDir,
@@ -858,7 +858,7 @@ class Master:
             target,
             '/fusedfs.rpc.Master/SetAttr',
             fusedfs_dot_rpc_dot_master__pb2.SetAttrRequest.SerializeToString,
-            fusedfs_dot_rpc_dot_master__pb2.SetAttrReply.FromString,
+            fusedfs_dot_rpc_dot_master__pb2.Attr.FromString,
             options,
             channel_credentials,
             insecure,
