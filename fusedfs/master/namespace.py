@@ -351,23 +351,28 @@ class Namespace:
 
     # --- removing --------------------------------------------------------------------------------
 
-    def unlink(self, parent: int, name: bytes) -> ChunkChanges:
+    def unlink(self, parent: int, name: bytes) -> tuple[ChunkChanges, Inode, int]:
+        """The chunks it lets go, and the folder after the change with its ctime just before it
+        (see Added)."""
         changes = ChunkChanges()
         with self.store.transaction():
             now = self.clock()
             parent_inode = self._dir(parent)
+            ctime_before = parent_inode.ctime_ns
             inode = self._inode(self._entry(parent, name))
             if stat.S_ISDIR(inode.mode):
                 raise FsError(errno.EISDIR, f"{name.decode(errors='replace')!r} is a directory")
             self.store.delete_dentry(parent, name)
             self._drop_link(inode, now, changes, parent, name)
             self._touch(parent_inode, now)
-        return changes
+        return changes, parent_inode, ctime_before
 
-    def rmdir(self, parent: int, name: bytes) -> None:
+    def rmdir(self, parent: int, name: bytes) -> tuple[Inode, int]:
+        """The folder after the change, and its ctime just before it (see Added)."""
         with self.store.transaction():
             now = self.clock()
             parent_inode = self._dir(parent)
+            ctime_before = parent_inode.ctime_ns
             inode = self._inode(self._entry(parent, name))
             if not stat.S_ISDIR(inode.mode):
                 raise FsError(errno.ENOTDIR, f"{name.decode(errors='replace')!r} is not a directory")
@@ -377,6 +382,7 @@ class Namespace:
             self.store.delete_inode(inode.id)
             parent_inode.nlink -= 1
             self._touch(parent_inode, now)
+        return parent_inode, ctime_before
 
     def _entry(self, parent: int, name: bytes) -> int:
         validate_name(name)

@@ -98,8 +98,10 @@ def needs_room(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def to_attr(inode: Inode) -> mp.Attr:
+def to_attr(inode: Inode, ctime_before_ns: int = 0) -> mp.Attr:
+    """ctime_before_ns: in the reply to a change, the inode's ctime just before it."""
     return mp.Attr(
+        ctime_before_ns=ctime_before_ns,
         inode=inode.id,
         mode=inode.mode,
         nlink=inode.nlink,
@@ -215,9 +217,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             named=request.named,
         )
         self._apply(changes)
-        reply = to_attr(inode)
-        reply.ctime_before_ns = ctime_before
-        return reply
+        return to_attr(inode, ctime_before)
 
     @handler
     def ReadDir(self, request: mp.ReadDirRequest, context: grpc.ServicerContext) -> mp.ReadDirReply:
@@ -288,14 +288,14 @@ class MasterService(master_pb2_grpc.MasterServicer):
     @handler
     @once(mp.Attr)
     def Unlink(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> mp.Attr:
-        self._apply(self.ns.unlink(request.parent, request.name))
-        return to_attr(self.ns.getattr(request.parent))
+        changes, folder, ctime_before = self.ns.unlink(request.parent, request.name)
+        self._apply(changes)
+        return to_attr(folder, ctime_before)
 
     @handler
     @once(mp.Attr)
     def RemoveDir(self, request: mp.EntryRequest, context: grpc.ServicerContext) -> mp.Attr:
-        self.ns.rmdir(request.parent, request.name)
-        return to_attr(self.ns.getattr(request.parent))
+        return to_attr(*self.ns.rmdir(request.parent, request.name))
 
     @handler
     @once(mp.RenameReply)

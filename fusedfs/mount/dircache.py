@@ -15,8 +15,8 @@ is answered here, with no round trip (a new file's name is always missing first)
 each add, rename or change of the folder's attributes carries its ctime just before, which grows
 with every change: when that is the ctime we last saw, nobody else changed the folder in between
 (files written under a temporary name and renamed into place, as pip, rsync, editors and git
-write them, keep it known; so does rsync setting its mode). Any other change (another mount's,
-or an unlink or concurrent change of ours) ends the knowledge. A missing name is answered only
+write them, keep it known, as do rsync setting its mode and an editor removing its probe file).
+Any other change (another mount's, or a concurrent change of ours) ends the knowledge. A missing name is answered only
 within the negative timeout of the last such proof, so another mount's new name shows as quickly
 as the kernel's own negative cache allows (`--negative-timeout`).
 
@@ -225,8 +225,8 @@ class DirCache:
         return name not in known.names and self.clock() - known.proved < within
 
     def begin_change(self, parent: int) -> tuple[_Known, int] | None:
-        """Before this mount adds or renames a name in the folder, or changes its attributes (and
-        before its forget_name calls)."""
+        """Before this mount adds, renames or removes a name in the folder, or changes its
+        attributes (and before its forget_name calls)."""
         known = self._known.get(parent)
         if known is None:
             return None
@@ -280,7 +280,7 @@ class DirCache:
             if known.changing:
                 known.changes += 1  # end_change tells its own from others
             else:
-                del self._known[parent]  # an unlink, or a change another of ours made: ask the master
+                del self._known[parent]  # a change that does not prove itself: ask the master
         entry = self._entries.get((parent, name))
         if entry is not None:
             self.forget_inode(entry.attr.inode)

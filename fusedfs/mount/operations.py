@@ -442,16 +442,25 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        with self._changing(names=[(parent_inode, name)]):
-            folder = await self.call("RemoveDir", mp.EntryRequest(parent=parent_inode, name=name))
-        self._folder_changed(parent_inode, folder)
+        await self._remove_name("RemoveDir", parent_inode, name)
 
     @translate_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.announce_if_changed()  # so that a file we have open outlives its last name
-        with self._changing(names=[(parent_inode, name)]):
-            folder = await self.call("Unlink", mp.EntryRequest(parent=parent_inode, name=name))
-        self._folder_changed(parent_inode, folder)
+        await self._remove_name("Unlink", parent_inode, name)
+
+    async def _remove_name(self, method: str, parent: int, name: bytes) -> None:
+        """A master call that removes a name from a folder (a folder known whole stays so if the
+        reply proves ours the only change: an editor's probe file, a build's clean)."""
+        began = self.dircache.begin_change(parent)
+        folder = None
+        try:
+            with self._changing(names=[(parent, name)]):
+                folder = await self.call(method, mp.EntryRequest(parent=parent, name=name))
+        finally:
+            proof = None if folder is None else (folder.ctime_before_ns, folder.ctime_ns)
+            self.dircache.end_change(parent, began, 2, proof, removed=name)
+        self._folder_changed(parent, folder)
 
     @translate_errors
     async def rename(

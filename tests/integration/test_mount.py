@@ -1043,8 +1043,8 @@ def test_files_renamed_into_place_in_a_folder_made_here_ask_the_master_no_names(
 ) -> None:
     """pip, rsync, editors and git write a file under a temporary name and rename it into place.
     In a folder this mount made, the names looked up on the way are answered here while each
-    reply (of a rename, or of setting the folder's mode) proves the folder unchanged by others:
-    each was a master round trip (two to four per file, a fifth of a small file's time)."""
+    reply (of a rename, an unlink, or setting the folder's mode) proves the folder unchanged by
+    others: each was a master round trip (two to four per file, a fifth of a small file's time)."""
     cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
     mnt = cluster.mount(tmp_path / "mnt")
     log = cluster.data_dir / "logs" / "master.log"
@@ -1058,6 +1058,8 @@ def test_files_renamed_into_place_in_a_folder_made_here_ask_the_master_no_names(
     for i in range(20):
         (mnt / "d" / f".f{i}.tmp").write_bytes(b"%d" % i)
         os.replace(mnt / "d" / f".f{i}.tmp", mnt / "d" / f"f{i}")
+        (mnt / "d" / "4913").touch()  # (vim's probe of whether it may write there)
+        (mnt / "d" / "4913").unlink()
     assert lookups() == asked
     other = cluster.mount(tmp_path / "other")
     assert sorted(p.name for p in (other / "d").iterdir()) == sorted(f"f{i}" for i in range(20))

@@ -185,6 +185,20 @@ def test_a_folder_stays_known_through_our_changes_to_its_attributes_that_prove_i
     assert not cache.known_missing(5, b"b", 0.2)
 
 
+def test_a_folder_stays_known_through_our_removals_that_prove_it_unchanged() -> None:
+    cache = DirCache(ttl=1.0, clock=Clock())
+    cache.made_folder(mp.Attr(inode=5, ctime_ns=1000))
+    add(cache, 5, b"4913", before=1000, after=1001)  # (vim's probe file)
+    began = cache.begin_change(5)
+    cache.forget_name(5, b"4913")
+    cache.forget_name(5, b"4913")
+    cache.end_change(5, began, 2, (1001, 1002), removed=b"4913")
+    assert cache.known_missing(5, b"4913", 0.2) and cache.known_missing(5, b"other", 0.2)
+    began = cache.begin_change(5)
+    cache.end_change(5, began, 2, (1007, 1008), removed=b"x")  # another mount's change came first
+    assert not cache.known_missing(5, b"other", 0.2)
+
+
 def test_a_rename_that_fails_ends_the_knowledge() -> None:
     cache = DirCache(ttl=1.0, clock=Clock())
     cache.made_folder(mp.Attr(inode=5, ctime_ns=1000))

@@ -93,6 +93,12 @@ def test_a_rename_tells_whether_each_folder_changed_in_between(store: SqliteStor
     assert same_file.folder_ctime_before_ns == same_file.folder.ctime_ns == ns.getattr(b.id).ctime_ns
     folder, _, ctime_before = ns.setattr(b.id, mode=0o700)  # (rsync sets each folder's mode)
     assert ctime_before == same_file.folder.ctime_ns < folder.ctime_ns
+    _, after_unlink, ctime_before = ns.unlink(b.id, b"h")
+    assert ctime_before == folder.ctime_ns < after_unlink.ctime_ns
+    ns.mkdir(b.id, b"sub", 0o755, 0, 0)
+    after_mkdir = ns.getattr(b.id)
+    after_rmdir, ctime_before = ns.rmdir(b.id, b"sub")
+    assert ctime_before == after_mkdir.ctime_ns < after_rmdir.ctime_ns and after_rmdir.nlink == 2
 
 
 def test_names_are_checked(ns: Namespace) -> None:
@@ -137,9 +143,9 @@ def test_hard_links_and_unlink_frees_chunks_with_the_last_name(ns: Namespace) ->
     ns.commit_chunks(f.id, 10, [CommittedChunk(0, chunk, 10, 99)], None)
     assert ns.link(f.id, ROOT_INODE, b"g").node.nlink == 2
     assert errno_of(ns.link, ROOT_INODE, ROOT_INODE, b"rootlink") == errno.EPERM
-    assert ns.unlink(ROOT_INODE, b"f").garbage == []
+    assert ns.unlink(ROOT_INODE, b"f")[0].garbage == []
     assert ns.lookup(ROOT_INODE, b"g").nlink == 1
-    assert ns.unlink(ROOT_INODE, b"g").garbage == []  # an orphan until its grace is over
+    assert ns.unlink(ROOT_INODE, b"g")[0].garbage == []  # an orphan until its grace is over
     assert ns.free_closed_orphans().garbage == [chunk]
     assert errno_of(ns.getattr, f.id) == errno.ENOENT
 
@@ -327,7 +333,7 @@ def test_an_open_file_outlives_its_last_name_until_closed(store: SqliteStore) ->
     chunk = pending(ns)
     ns.commit_chunks(f.id, 10, [CommittedChunk(0, chunk, 10, 0)], None)
     open_inodes.add(f.id)
-    assert ns.unlink(ROOT_INODE, b"f").garbage == []
+    assert ns.unlink(ROOT_INODE, b"f")[0].garbage == []
     assert errno_of(ns.lookup, ROOT_INODE, b"f") == errno.ENOENT
     kept = ns.getattr(f.id)
     assert kept.nlink == 0 and kept.size == 10
