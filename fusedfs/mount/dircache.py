@@ -10,15 +10,16 @@ master), and an entry is never older than the kernel's own attribute timeout whe
 other mounts' changes show as quickly as without this cache. This mount's own changes remove or
 replace the entries they touch at once. Pure bookkeeping, no I/O.
 
-A folder this mount made, and added every name to since, is known whole: a missing name there
+A folder this mount made, and changed only itself since, is known whole: a missing name there
 is answered here, with no round trip (a new file's name is always missing first). The reply to
-each add, rename or change of the folder's attributes carries its ctime just before, which grows
-with every change: when that is the ctime we last saw, nobody else changed the folder in between
-(files written under a temporary name and renamed into place, as pip, rsync, editors and git
-write them, keep it known, as do rsync setting its mode and an editor removing its probe file).
-Any other change (another mount's, or a concurrent change of ours) ends the knowledge. A missing name is answered only
-within the negative timeout of the last such proof, so another mount's new name shows as quickly
-as the kernel's own negative cache allows (`--negative-timeout`).
+each add, rename or removal of a name, or change of the folder's attributes, carries its ctime
+just before, which grows with every change: when that is the ctime we last saw, nobody else
+changed the folder in between. So files written under a temporary name and renamed into place
+(pip, rsync, editors, git), rsync setting the folder's mode and an editor removing its probe
+file keep it known. Any other change (another mount's, or a concurrent change of ours) ends the
+knowledge. A missing name is answered only within the negative timeout of the last such proof,
+so another mount's new name shows as quickly as the kernel's own negative cache allows
+(`--negative-timeout`).
 
 A listing also remembers the folder's order and, for small files, their only chunk: when files
 are opened one after the other in that order (`cp -r`, `tar c`, `grep -r` from the mount),
