@@ -156,16 +156,42 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.initialized.set()
 
     @contextlib.contextmanager
-    def _changing(self, names: Iterable[tuple[int, bytes]] = (), inodes: Iterable[int] = ()) -> Iterator[None]:
+    def _changing(
+        self,
+        names: Iterable[tuple[int, bytes]] = (),
+        inodes: Iterable[int] = (),
+        folders: Iterable[int] = (),
+        added: tuple[int, bytes] | None = None,
+        removed: tuple[int, bytes] | None = None,
+    ) -> Iterator[dict[int, tuple[int, int]]]:
         """Around a change on the master: the names and inodes it touches leave the name cache,
         before (so no lookup is answered from them meanwhile) and after (a listing taken while
-        the change was under way may predate it)."""
+        the change was under way may predate it).
+
+        A folder known whole (dircache) that the change touches (the parents of `names`, and
+        `folders`) stays so if the caller puts in the dict yielded, for that folder, the proof
+        from the master's reply: its ctime just before the change and after it. `added` and
+        `removed`: the name the change added and removed, (folder, name)."""
         names, inodes = list(names), list(inodes)
-        self._forget(names, inodes)
+        touched = list(dict.fromkeys([parent for parent, _ in names] + list(folders)))
+        began = [self.dircache.begin_change(folder) for folder in touched]
+        proofs: dict[int, tuple[int, int]] = {}
         try:
-            yield
-        finally:
             self._forget(names, inodes)
+            try:
+                yield proofs
+            finally:
+                self._forget(names, inodes)
+        finally:
+            for folder, folder_began in zip(touched, began, strict=True):
+                self.dircache.end_change(
+                    folder,
+                    folder_began,
+                    2 * sum(parent == folder for parent, _ in names),  # (_forget's forget_name calls there)
+                    proofs.get(folder),
+                    added=added[1] if added is not None and added[0] == folder else None,
+                    removed=removed[1] if removed is not None and removed[0] == folder else None,
+                )
 
     def _forget(self, names: list[tuple[int, bytes]], inodes: list[int]) -> None:
         for parent, name in names:
@@ -324,14 +350,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             # Buffered data first: then it is cut, or its time is the one set (`cp -a` sets the
             # source's before it closes; committed after, the data would take the time it was written).
             await open_file.flush(self._nursery())
-        began = self.dircache.begin_change(inode)  # a folder known whole stays so (rsync sets each one's mode)
-        result = None
-        try:
-            with self._changing(inodes=[inode]):
-                result = await self.call("SetAttr", request)
-        finally:
-            proof = None if result is None else (result.ctime_before_ns, result.ctime_ns)
-            self.dircache.end_change(inode, began, 0, proof)
+        # A folder known whole stays so (rsync sets each one's mode).
+        with self._changing(inodes=[inode], folders=[inode]) as proofs:
+            result = await self.call("SetAttr", request)
+            proofs[inode] = (result.ctime_before_ns, result.ctime_ns)
         if open_file is not None:
             if fields.update_size:
                 open_file.truncated(result)
@@ -425,14 +447,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self, method: str, request: Any, parent: int, name: bytes, inodes: Iterable[int] = ()
     ) -> mp.Attr:
         """A master call that adds a name to a folder; returns the node it names."""
-        began = self.dircache.begin_change(parent)
-        reply = None
-        try:
-            with self._changing(names=[(parent, name)], inodes=inodes):
-                reply = await self.call(method, request)
-        finally:
-            proof = None if reply is None else (reply.folder_ctime_before_ns, reply.folder.ctime_ns)
-            self.dircache.end_change(parent, began, 2, proof, added=name)
+        with self._changing(names=[(parent, name)], inodes=inodes, added=(parent, name)) as proofs:
+            reply = await self.call(method, request)
+            proofs[parent] = (reply.folder_ctime_before_ns, reply.folder.ctime_ns)
         self._folder_changed(parent, reply.folder)
         return reply.attr  # type: ignore[no-any-return]
 
@@ -452,14 +469,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     async def _remove_name(self, method: str, parent: int, name: bytes) -> None:
         """A master call that removes a name from a folder (a folder known whole stays so if the
         reply proves ours the only change: an editor's probe file, a build's clean)."""
-        began = self.dircache.begin_change(parent)
-        folder = None
-        try:
-            with self._changing(names=[(parent, name)]):
-                folder = await self.call(method, mp.EntryRequest(parent=parent, name=name))
-        finally:
-            proof = None if folder is None else (folder.ctime_before_ns, folder.ctime_ns)
-            self.dircache.end_change(parent, began, 2, proof, removed=name)
+        with self._changing(names=[(parent, name)], removed=(parent, name)) as proofs:
+            folder = await self.call(method, mp.EntryRequest(parent=parent, name=name))
+            proofs[parent] = (folder.ctime_before_ns, folder.ctime_ns)
         self._folder_changed(parent, folder)
 
     @translate_errors
@@ -479,26 +491,14 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         # Each folder stays known whole (dircache) if the reply proves ours the only change. An
         # exchange leaves both names where they were.
         moved = not flags & RENAME_EXCHANGE
-        one_folder = parent_inode_old == parent_inode_new
-        began = [self.dircache.begin_change(parent_inode_old)]
-        if not one_folder:
-            began.append(self.dircache.begin_change(parent_inode_new))
-        reply = None
-        try:
-            with self._changing(names=[(parent_inode_old, name_old), (parent_inode_new, name_new)]):
-                reply = await self.call("Rename", request)
-        finally:
-            old_proof = new_proof = None
-            if reply is not None:
-                old_proof = (reply.folder_ctime_before_ns, reply.folder.ctime_ns)
-                new_proof = (reply.new_folder_ctime_before_ns, reply.new_folder.ctime_ns)
-            added, removed = (name_new, name_old) if moved else (None, None)
-            if one_folder:
-                self.dircache.end_change(parent_inode_old, began[0], 4, old_proof, added, removed)
-            else:
-                self.dircache.end_change(parent_inode_old, began[0], 2, old_proof, removed=removed)
-                self.dircache.end_change(parent_inode_new, began[1], 2, new_proof, added=added)
-        if reply.HasField("folder"):  # (a master before RenameReply answers Empty)
+        old, new = (parent_inode_old, name_old), (parent_inode_new, name_new)
+        with self._changing(names=[old, new], added=new if moved else None, removed=old if moved else None) as proofs:
+            reply = await self.call("Rename", request)
+            if reply.HasField("folder"):  # (a master before RenameReply answers Empty: no proof)
+                # (One folder: both are the same, taken in one transaction.)
+                proofs[parent_inode_old] = (reply.folder_ctime_before_ns, reply.folder.ctime_ns)
+                proofs[parent_inode_new] = (reply.new_folder_ctime_before_ns, reply.new_folder.ctime_ns)
+        if reply.HasField("folder"):
             self._folder_changed(parent_inode_old, reply.folder)
             self._folder_changed(parent_inode_new, reply.new_folder)
 
