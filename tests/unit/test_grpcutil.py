@@ -1,8 +1,12 @@
-"""The channel pool keeps each channel's completion thread between calls, and ends it cleanly."""
+"""The channel pool keeps each channel's completion thread between calls, and ends it cleanly;
+the gRPC transport the package picks is one the installed grpcio knows."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from fusedfs import GRPC_TRANSPORT
 from fusedfs.grpcutil import ChannelPool, make_server
 
 
@@ -96,3 +101,16 @@ def test_a_probe_answered_before_it_is_counted_still_lets_the_thread_end(echo_ad
         threading.excepthook = previous_hook
     assert not late  # (the delay did happen)
     assert crashes == []  # the thread ended before the close; it used to die of it
+
+
+def test_grpc_knows_the_transport_the_package_picks() -> None:
+    """fusedfs/__init__.py turns gRPC's EventEngine transport off by experiment names: a grpcio
+    that no longer knows them would print an error at every start of every part (and lose the
+    older transport's speed)."""
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    code = (
+        "import os, fusedfs, grpc; grpc.insecure_channel('127.0.0.1:1').close(); print(os.environ['GRPC_EXPERIMENTS'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == GRPC_TRANSPORT
+    assert "Unknown experiment" not in done.stderr, done.stderr
