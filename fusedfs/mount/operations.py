@@ -672,6 +672,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                     # saved data elsewhere (SQLite: "database disk image is malformed", in a
                     # partition sweep). Not seen unchanged, the file's next open drops them.
                     self.seen.pop(inode, None)
+                    # So must the size the kernel was told with them, which it keeps for the
+                    # attribute timeout: a stat showed the lost bytes' size meanwhile.
+                    with contextlib.suppress(OSError):  # (ENOENT: the kernel keeps nothing of it)
+                        pyfuse3.invalidate_inode(inode, attr_only=True)
         if reopened:
             return
         self.seen.pop(inode, None)  # (to the end: the oldest go first)
