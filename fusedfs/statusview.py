@@ -4,6 +4,7 @@ the master's status page (`--metrics`, at /) also shows, refreshed every few sec
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 
 from fusedfs.rpc import master_pb2 as mp
 
@@ -17,6 +18,18 @@ def size_text(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def age_text(seconds: float) -> str:
+    """A span as people read it: 45s, 12m, 3h02m, 2d04h."""
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02}h"
 
 
 def status_page(reply: mp.StatusReply, now: float) -> str:
@@ -83,6 +96,8 @@ def status_text(reply: mp.StatusReply, now: float) -> str:
         f"files: {reply.files}, directories: {reply.directories}; mounts: {reply.mounts}, "
         f"unlinked files held open: {reply.open_orphans}; cluster {reply.cluster_id}"
     )
+    if reply.connected_mounts:
+        lines.append(_mounts_table(reply.connected_mounts, now))
     if reply.trash_hours:
         lines.append(
             f"trash: {reply.trash_files} deleted files, {size_text(reply.trash_bytes)}, kept {reply.trash_hours:g} h"
@@ -103,4 +118,21 @@ def status_text(reply: mp.StatusReply, now: float) -> str:
         f"metadata disk: room for {size_text(room)} more (reserve {size_text(reserve)})"
         + (": LOW, only deletions are taken until there is room" if room < reserve else "")
     )
+    return "\n".join(lines)
+
+
+def _mounts_table(mounts: Iterable[mp.MountStatus], now: float) -> str:
+    """A line per mount: where, which process, since when, what it has open, what it holds that
+    is not on the cluster yet, how many of its closes and fsyncs failed, when it was last heard."""
+    lines = ["{:>8} {:<8} {:>6} {:>6} {:>10} {:>6} {:>6}  {}".format(
+        "PID", "VERSION", "UP", "OPEN", "UNSAVED", "FAILED", "SEEN", "MOUNT"
+    )]  # fmt: skip
+    for m in mounts:
+        i = m.info
+        where = f"{i.host}:{i.mount_point}" if i.host else "(a mount that does not say)"
+        up = age_text(now - i.mounted_ns / 1e9) if i.mounted_ns else "?"
+        lines.append(
+            f"{i.pid or '?':>8} {i.version[:8] or '?':<8} {up:>6} {m.open_files:>6} "
+            f"{size_text(i.writeback_bytes):>10} {i.failed_saves:>6} {m.silent_seconds:>5.1f}s  {where}"
+        )
     return "\n".join(lines)

@@ -711,6 +711,20 @@ def _status(master: MasterClient, as_json: bool) -> None:
                     "goal": reply.goal,
                     "chunk_size": reply.chunk_size,
                     "mounts": reply.mounts,
+                    "connected_mounts": [
+                        {
+                            "host": m.info.host,
+                            "mount_point": m.info.mount_point,
+                            "pid": m.info.pid,
+                            "version": m.info.version,
+                            "mounted_ns": m.info.mounted_ns,
+                            "writeback_bytes": m.info.writeback_bytes,
+                            "failed_saves": m.info.failed_saves,
+                            "open_files": m.open_files,
+                            "silent_seconds": round(m.silent_seconds, 3),
+                        }
+                        for m in reply.connected_mounts
+                    ],
                     "open_orphans": reply.open_orphans,
                     "cluster_id": reply.cluster_id,
                     "metadata_copy_taken_ns": reply.metadata_copy_taken_ns,

@@ -352,7 +352,8 @@ class MasterService(master_pb2_grpc.MasterServicer):
             self.store.save_session(request.session_id, None)
         else:
             open_inodes = frozenset(request.open_inodes)
-            if self.sessions.announce(request.session_id, open_inodes, self.cluster.clock()):
+            info = request.info if request.HasField("info") else None
+            if self.sessions.announce(request.session_id, open_inodes, self.cluster.clock(), info):
                 self.store.save_session(request.session_id, open_inodes)  # (a restart takes them back)
         return mp.MountSessionReply(timeout_seconds=self.sessions.timeout)
 
@@ -464,13 +465,17 @@ class MasterService(master_pb2_grpc.MasterServicer):
         now = self.cluster.clock()
         health = self.cluster.health()
         files, dirs = self._counts()
+        mounts = self.sessions.connected(now)
         reply = mp.StatusReply(
             files=files,
             directories=dirs,
             goal=self.cluster.settings.goal,
             chunk_size=self.cluster.settings.chunk_size,
             chunks=mp.ChunkHealth(**dataclasses.asdict(health)),
-            mounts=self.sessions.count(now),
+            mounts=len(mounts),
+            connected_mounts=[
+                mp.MountStatus(info=m.info, silent_seconds=m.silent, open_files=m.open_files) for m in mounts
+            ],
             open_orphans=self._orphan_count(),
             cluster_id=self.cluster_id,
             metadata_copy_taken_ns=self.cluster.last_copy_ns,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 SESSION_TIMEOUT = 10.0
 SESSION_SUSTAIN = 3600.0  # seconds a silent mount's open files stay held
@@ -29,6 +30,15 @@ class _Session:
     last_seen: float
     open_inodes: frozenset[int] = field(default_factory=frozenset)
     heard: bool = True  # from this master (not only restored from before a restart)
+    info: Any = None  # what the mount last said of itself (for status; not saved)
+
+
+@dataclass(frozen=True)
+class ConnectedMount:
+    session_id: str
+    silent: float  # seconds since it was last heard from
+    open_files: int
+    info: Any  # as announced (None: it said nothing of itself)
 
 
 class MountSessions:
@@ -39,11 +49,12 @@ class MountSessions:
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
-    def announce(self, session_id: str, open_inodes: frozenset[int], now: float) -> bool:
-        """Records what a mount has open now; True if that is news (to be saved)."""
+    def announce(self, session_id: str, open_inodes: frozenset[int], now: float, info: Any = None) -> bool:
+        """Records what a mount has open now, and what it says of itself; True if what it has
+        open is news (to be saved)."""
         with self._lock:
             before = self._sessions.get(session_id)
-            self._sessions[session_id] = _Session(now, open_inodes)
+            self._sessions[session_id] = _Session(now, open_inodes, info=info)
         return before is None or before.open_inodes != open_inodes
 
     def restore(self, session_id: str, open_inodes: frozenset[int], now: float) -> None:
@@ -74,5 +85,11 @@ class MountSessions:
 
     def count(self, now: float) -> int:
         """Mounts heard from within the timeout."""
+        return len(self.connected(now))
+
+    def connected(self, now: float) -> list[ConnectedMount]:
+        """The mounts heard from within the timeout, the longest silent last."""
         with self._lock:
-            return sum(1 for s in self._sessions.values() if s.heard and now - s.last_seen <= self.timeout)
+            heard = [(sid, s) for sid, s in self._sessions.items() if s.heard and now - s.last_seen <= self.timeout]
+        heard.sort(key=lambda item: item[1].last_seen, reverse=True)
+        return [ConnectedMount(sid, max(0.0, now - s.last_seen), len(s.open_inodes), s.info) for sid, s in heard]

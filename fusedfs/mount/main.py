@@ -207,6 +207,7 @@ def run_mount(options: MountOptions) -> int:
             files,
             size / 2**20,
         )
+    real_mountpoint = options.mountpoint.resolve()
     ops = Operations(
         client,
         session_id,
@@ -215,10 +216,10 @@ def run_mount(options: MountOptions) -> int:
         options.read_cache_bytes,
         options.negative_timeout,
         options.short_circuit,
+        str(real_mountpoint),
     )
     if options.metrics:
         serve_metrics(options.metrics, ops.gauges)
-    real_mountpoint = options.mountpoint.resolve()
     pyfuse3.init(ops, str(options.mountpoint), mount_options(f"fusedfs:{options.master}", options.kernel_options))
     log.info("mounted %s at %s (write-back cache in %s)", options.master, options.mountpoint, writeback.folder)
     try:

@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import os
+import socket
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,7 @@ import pyfuse3
 import trio
 from prometheus_client import Counter, Histogram
 
+from fusedfs import __version__
 from fusedfs.client.master import MasterClient, one_deadline
 from fusedfs.client.transfer import ChunkTransfer
 from fusedfs.errors import FsError
@@ -115,6 +117,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         cache_bytes: int = 80 << 20,
         negative_timeout: float = 0.0,
         short_circuit: bool = True,
+        mount_point: str = "",
     ) -> None:
         super().__init__()
         self.master = master
@@ -142,6 +145,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.nursery: trio.Nursery | None = None
         self.session_id = session_id
         self.announced: frozenset[int] | None = None  # the open files the master last heard of
+        self.host, self.mount_point, self.mounted_ns = socket.gethostname(), mount_point, time.time_ns()
+        self.failed_saves = 0  # closes and fsyncs that failed
         self.initialized = trio.Event()  # the kernel's FUSE_INIT has been answered (or is being)
 
     def gauges(self) -> Iterator[Gauge]:
@@ -151,6 +156,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         yield "fusedfs_mount_writeback_limit_bytes", "written data the mount holds at most", writeback.limit, {}
         yield "fusedfs_mount_cache_bytes", "chunk data in the read cache", cache.size, {}
         yield "fusedfs_mount_open_files", "files programs have open through the mount", len(self.open_files), {}
+        yield "fusedfs_mount_failed_saves", "closes and fsyncs that failed since it was mounted", self.failed_saves, {}
 
     def init(self) -> None:
         self.initialized.set()
@@ -639,13 +645,20 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def flush(self, fh: int) -> None:
-        open_file, _ = self._file(fh)
-        await open_file.flush(self._nursery())
+        await self._save(fh)
 
     @translate_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._save(fh)
+
+    async def _save(self, fh: int) -> None:
+        """What the file holds reaches the cluster (close, fsync); a failure is counted for status."""
         open_file, _ = self._file(fh)
-        await open_file.flush(self._nursery())
+        try:
+            await open_file.flush(self._nursery())
+        except FsError:
+            self.failed_saves += 1
+            raise
 
     @translate_errors
     async def release(self, fh: int) -> None:
@@ -726,7 +739,18 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     async def announce(self, ending: bool = False, wait: float | None = None) -> None:
         """Tells the master which files this mount has open (they outlive their last name)."""
         current = frozenset(self.open_files)
-        request = mp.MountSessionRequest(session_id=self.session_id, open_inodes=sorted(current), ending=ending)
+        info = mp.MountInfo(
+            host=self.host,
+            mount_point=self.mount_point,
+            pid=os.getpid(),
+            version=__version__,
+            mounted_ns=self.mounted_ns,
+            writeback_bytes=self.shared.writeback.used,
+            failed_saves=self.failed_saves,
+        )
+        request = mp.MountSessionRequest(
+            session_id=self.session_id, open_inodes=sorted(current), ending=ending, info=info
+        )
         await call_master(self.master, "MountSession", request, wait)
         self.announced = current
 

@@ -448,7 +448,7 @@ class ChunkHealth(_message.Message):
     def __init__(self, total: _Optional[int] = ..., under_replicated: _Optional[int] = ..., over_replicated: _Optional[int] = ..., lost: _Optional[int] = ..., repairs_in_flight: _Optional[int] = ..., garbage: _Optional[int] = ..., misplaced: _Optional[int] = ..., pending: _Optional[int] = ..., unavailable: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id", "metadata_copy_taken_ns", "metadata_copy_keepers", "metadata_changes_unsent", "trash_files", "trash_bytes", "trash_hours", "metadata_room_bytes", "metadata_reserve_bytes")
+    __slots__ = ("keepers", "chunks", "files", "directories", "goal", "chunk_size", "mounts", "open_orphans", "cluster_id", "metadata_copy_taken_ns", "metadata_copy_keepers", "metadata_changes_unsent", "trash_files", "trash_bytes", "trash_hours", "metadata_room_bytes", "metadata_reserve_bytes", "connected_mounts")
     KEEPERS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
@@ -466,6 +466,7 @@ class StatusReply(_message.Message):
     TRASH_HOURS_FIELD_NUMBER: _ClassVar[int]
     METADATA_ROOM_BYTES_FIELD_NUMBER: _ClassVar[int]
     METADATA_RESERVE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_MOUNTS_FIELD_NUMBER: _ClassVar[int]
     keepers: _containers.RepeatedCompositeFieldContainer[KeeperStatus]
     chunks: ChunkHealth
     files: int
@@ -483,7 +484,18 @@ class StatusReply(_message.Message):
     trash_hours: float
     metadata_room_bytes: int
     metadata_reserve_bytes: int
-    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ..., cluster_id: _Optional[str] = ..., metadata_copy_taken_ns: _Optional[int] = ..., metadata_copy_keepers: _Optional[int] = ..., metadata_changes_unsent: _Optional[int] = ..., trash_files: _Optional[int] = ..., trash_bytes: _Optional[int] = ..., trash_hours: _Optional[float] = ..., metadata_room_bytes: _Optional[int] = ..., metadata_reserve_bytes: _Optional[int] = ...) -> None: ...
+    connected_mounts: _containers.RepeatedCompositeFieldContainer[MountStatus]
+    def __init__(self, keepers: _Optional[_Iterable[_Union[KeeperStatus, _Mapping]]] = ..., chunks: _Optional[_Union[ChunkHealth, _Mapping]] = ..., files: _Optional[int] = ..., directories: _Optional[int] = ..., goal: _Optional[int] = ..., chunk_size: _Optional[int] = ..., mounts: _Optional[int] = ..., open_orphans: _Optional[int] = ..., cluster_id: _Optional[str] = ..., metadata_copy_taken_ns: _Optional[int] = ..., metadata_copy_keepers: _Optional[int] = ..., metadata_changes_unsent: _Optional[int] = ..., trash_files: _Optional[int] = ..., trash_bytes: _Optional[int] = ..., trash_hours: _Optional[float] = ..., metadata_room_bytes: _Optional[int] = ..., metadata_reserve_bytes: _Optional[int] = ..., connected_mounts: _Optional[_Iterable[_Union[MountStatus, _Mapping]]] = ...) -> None: ...
+
+class MountStatus(_message.Message):
+    __slots__ = ("info", "silent_seconds", "open_files")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    SILENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FILES_FIELD_NUMBER: _ClassVar[int]
+    info: MountInfo
+    silent_seconds: float
+    open_files: int
+    def __init__(self, info: _Optional[_Union[MountInfo, _Mapping]] = ..., silent_seconds: _Optional[float] = ..., open_files: _Optional[int] = ...) -> None: ...
 
 class DamagedRequest(_message.Message):
     __slots__ = ("limit",)
@@ -744,14 +756,34 @@ class ListXattrReply(_message.Message):
     def __init__(self, names: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class MountSessionRequest(_message.Message):
-    __slots__ = ("session_id", "open_inodes", "ending")
+    __slots__ = ("session_id", "open_inodes", "ending", "info")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     OPEN_INODES_FIELD_NUMBER: _ClassVar[int]
     ENDING_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     open_inodes: _containers.RepeatedScalarFieldContainer[int]
     ending: bool
-    def __init__(self, session_id: _Optional[str] = ..., open_inodes: _Optional[_Iterable[int]] = ..., ending: _Optional[bool] = ...) -> None: ...
+    info: MountInfo
+    def __init__(self, session_id: _Optional[str] = ..., open_inodes: _Optional[_Iterable[int]] = ..., ending: _Optional[bool] = ..., info: _Optional[_Union[MountInfo, _Mapping]] = ...) -> None: ...
+
+class MountInfo(_message.Message):
+    __slots__ = ("host", "mount_point", "pid", "version", "mounted_ns", "writeback_bytes", "failed_saves")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_POINT_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MOUNTED_NS_FIELD_NUMBER: _ClassVar[int]
+    WRITEBACK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FAILED_SAVES_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    mount_point: str
+    pid: int
+    version: str
+    mounted_ns: int
+    writeback_bytes: int
+    failed_saves: int
+    def __init__(self, host: _Optional[str] = ..., mount_point: _Optional[str] = ..., pid: _Optional[int] = ..., version: _Optional[str] = ..., mounted_ns: _Optional[int] = ..., writeback_bytes: _Optional[int] = ..., failed_saves: _Optional[int] = ...) -> None: ...
 
 class MountSessionReply(_message.Message):
     __slots__ = ("timeout_seconds",)

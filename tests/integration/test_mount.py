@@ -1276,6 +1276,9 @@ def test_a_close_fails_within_the_wait_when_no_keeper_answers(make_cluster: Make
         took = time.monotonic() - started
     assert failed.value.errno == errno.EIO and took < 3 + 5 + 2, took
     wait_for(lambda: all(k.alive for k in cluster.status().keepers), 30, "the keepers back")
+    # status tells whoever looks that this mount's close failed (once: the release that came
+    # after it tried again, but that was not a close of a program's).
+    wait_for(lambda: cluster.status().connected_mounts[0].info.failed_saves == 1, 10, "the failed close shown")
     time.sleep(3)  # (the uploads let go end)
     content = (mnt / "d" / "big").read_bytes()
     assert data.startswith(content), f"{len(content)} bytes, {content.count(0)} zeros"
@@ -2006,6 +2009,35 @@ def scrape(log: Path) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+def test_status_lists_each_mount_with_what_it_has_open_and_not_yet_saved(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """As MooseFS lists its connected clients and JuiceFS its sessions: which machines have the
+    cluster mounted where, and which of them holds written data that is not on the cluster yet."""
+    cluster = make_cluster()
+    mnt = cluster.mount(tmp_path / "mnt")
+    other = cluster.mount(tmp_path / "other")
+
+    def mounts() -> dict[str, dict[str, int | str | float]]:
+        shown = json.loads(run_cli("client", cluster.master_address, "status", "--json").stdout)
+        return {m["mount_point"]: m for m in shown["connected_mounts"]}
+
+    with open(mnt / "f", "wb", buffering=0) as f:
+        f.write(b"x" * 100_000)  # (held by the mount until the close)
+        # (announced once a second, and at once when a file is opened: before the write)
+        wait_for(lambda: mounts()[str(mnt.resolve())]["writeback_bytes"] == 100_000, 10, "the unsaved bytes shown")
+        here = mounts()[str(mnt.resolve())]
+        assert here["open_files"] == 1 and here["failed_saves"] == 0
+        assert here["host"] == socket.gethostname() and here["pid"] == cluster.mounts[mnt].pid
+        assert 0 < time.time() - int(here["mounted_ns"]) / 1e9 < 120 and here["version"]
+        assert mounts()[str(other.resolve())]["open_files"] == 0
+    wait_for(lambda: mounts()[str(mnt.resolve())]["writeback_bytes"] == 0, 10, "the saved file announced")
+    printed = run_cli("client", cluster.master_address, "status").stdout.decode()
+    assert f"{socket.gethostname()}:{mnt.resolve()}" in printed and "mounts: 2" in printed
+    cluster.unmount(other)
+    wait_for(lambda: list(mounts()) == [str(mnt.resolve())], 10, "the unmounted one gone from the list")
 
 
 def test_each_process_serves_its_metrics(make_cluster: MakeCluster, tmp_path: Path) -> None:

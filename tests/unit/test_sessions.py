@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from fusedfs.master.sessions import MountSessions
+from fusedfs.master.sessions import ConnectedMount, MountSessions
 from fusedfs.master.store import SqliteStore
 
 
@@ -29,6 +29,20 @@ def test_a_mount_holds_its_open_files_until_it_has_been_silent_long() -> None:
     sessions.announce("a", frozenset({8}), now=201.0)
     sessions.end("a")  # unmounted: lets go at once
     assert not sessions.is_open(8, now=201.0) and sessions.count(now=201.0) == 0
+
+
+def test_the_mounts_heard_from_are_listed_with_what_they_said_the_latest_first() -> None:
+    sessions = MountSessions(now=0.0, timeout=10.0, sustain=100.0)
+    sessions.restore("from-before", frozenset({5}), now=0.0)  # (not heard from since the restart)
+    sessions.announce("a", frozenset({7, 8}), now=1.0, info="alpha")
+    sessions.announce("b", frozenset(), now=2.0)  # (a mount that says nothing of itself)
+    assert sessions.connected(now=4.0) == [
+        ConnectedMount("b", 2.0, 0, None),
+        ConnectedMount("a", 3.0, 2, "alpha"),
+    ]
+    sessions.announce("a", frozenset({7}), now=12.0, info="alpha, later")
+    assert sessions.connected(now=12.5) == [ConnectedMount("a", 0.5, 1, "alpha, later")]  # b is silent
+    assert sessions.count(now=12.5) == 1
 
 
 def test_what_mounts_had_open_is_saved_on_change_and_taken_back_after_a_restart(tmp_path: Path) -> None:
