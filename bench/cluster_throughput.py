@@ -20,16 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from procstat import peak_rss_mib
+
 from fusedfs.local import LocalCluster
 
 MiB = 1 << 20
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_client(args: list[str], stdout: int | None = None) -> tuple[float, float]:

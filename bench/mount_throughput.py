@@ -3,7 +3,9 @@
 
 Without --dir it starts a cluster (master + 3 keepers, goal 3, loopback), mounts it and measures
 the mount; with --dir it measures any directory (another file system, for comparison). "Cold"
-reads use a fresh mount (fusedfs) after dropping the kernel's caches.
+reads use a fresh mount (fusedfs) after dropping the kernel's caches. Beside each figure of a
+fusedfs mount: the mount's peak memory, and the CPU time the mount, the master and the keepers
+(together) used per file, MiB or operation: on a machine of few cores, what bounds the rates.
 
 Run: python bench/mount_throughput.py [--dir DIR] [--size-mib 1024] [--small-files 2000] [--mount-arg ARG]
 """
@@ -20,10 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+
+from procstat import cpu_seconds, peak_rss_mib
 
 from fusedfs.local import LocalCluster
 
@@ -65,11 +69,18 @@ class Target:
     def mount_rss_mib(self) -> float | None:
         if self.cluster is None:
             return None
-        proc = self.cluster.mounts[self.mountpoint]
-        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return None
+        return peak_rss_mib(self.cluster.mounts[self.mountpoint].pid)
+
+    def cpu_used(self) -> dict[str, float]:
+        """CPU seconds each part of the cluster under test has used so far (none for --dir)."""
+        if self.cluster is None:
+            return {}
+        parts: dict[str, Sequence[subprocess.Popen[bytes] | None]] = {
+            "mount": [self.cluster.mounts[self.mountpoint]],
+            "master": [self.cluster.master_proc],
+            "keepers": self.cluster.keeper_procs,
+        }
+        return {part: sum(cpu_seconds(p.pid) for p in procs if p is not None) for part, procs in parts.items()}
 
     def close(self) -> None:
         if self.cluster is not None:
@@ -82,14 +93,24 @@ TARGET: Target | None = None
 
 
 @contextmanager
-def timed(results: list[tuple[str, float, str]], label: str, amount: float, unit: str) -> Iterator[None]:
+def timed(results: list[tuple[str, float, str]], label: str, amount: float, unit: str, each: str) -> Iterator[None]:
+    """Times what runs inside, `amount` of `each` (file, MiB...), and prints the rate with the
+    mount's peak memory and the CPU each part of the cluster used per `each`."""
+    cpu = TARGET.cpu_used() if TARGET is not None else {}
     started = time.perf_counter()
     yield
     elapsed = time.perf_counter() - started
     results.append((label, amount / elapsed, unit))
-    rss = TARGET.mount_rss_mib() if TARGET is not None else None
-    memory = f"   (mount peak RSS {rss:.0f} MiB)" if rss is not None else ""
-    print(f"{label:<32} {amount / elapsed:10.1f} {unit:<8}{memory}", flush=True)
+    print(f"{label:<32} {amount / elapsed:10.1f} {unit:<8}{_costs(cpu, amount, each)}", flush=True)
+
+
+def _costs(cpu_before: dict[str, float], amount: float, each: str) -> str:
+    """(mount peak RSS, and CPU per `each` since cpu_before), for a fusedfs target."""
+    if TARGET is None or not cpu_before:
+        return ""
+    used = {part: (spent - cpu_before[part]) / amount * 1e3 for part, spent in TARGET.cpu_used().items()}
+    parts = ", ".join(f"{part} {ms:.2f}" for part, ms in used.items())
+    return f"   (mount peak RSS {TARGET.mount_rss_mib():.0f} MiB; CPU per {each}: {parts} ms)"
 
 
 def write_file(path: Path, size: int, pattern: bytes) -> None:
@@ -111,23 +132,23 @@ def run(target: Target, size: int, small_files: int, tree: Path) -> None:
     root = target.dir
     pattern = os.urandom(64 * MiB + BLOCK)  # incompressible; not all-zero chunks (those are holes)
     big = root / "big.bin"
-    with timed(results, "sequential write (1 MiB blocks)", size / MiB, "MiB/s"):
+    with timed(results, "sequential write (1 MiB blocks)", size / MiB, "MiB/s", "MiB"):
         write_file(big, size, pattern)
     parts = [root / f"part{i}.bin" for i in range(4)]
     for part in parts:
         write_file(part, size // 4, pattern)
     target.cold()
-    with timed(results, "cold sequential read", size / MiB, "MiB/s"):
+    with timed(results, "cold sequential read", size / MiB, "MiB/s", "MiB"):
         read_file(big)
     target.cold()
-    with timed(results, "4 parallel readers, together", size / MiB, "MiB/s"), ThreadPoolExecutor(4) as pool:
+    with timed(results, "4 parallel readers, together", size / MiB, "MiB/s", "MiB"), ThreadPoolExecutor(4) as pool:
         list(pool.map(read_file, parts))
     target.cold()
     rng = random.Random(1)
     reads = 2000
     fd = os.open(big, os.O_RDONLY)
     try:
-        with timed(results, "4 KiB random reads", reads, "IOPS"):
+        with timed(results, "4 KiB random reads", reads, "IOPS", "read"):
             for _ in range(reads):
                 os.pread(fd, 4096, rng.randrange(0, size - 4096) & ~4095)
     finally:
@@ -137,7 +158,7 @@ def run(target: Target, size: int, small_files: int, tree: Path) -> None:
     block = os.urandom(4096)
     fd = os.open(big, os.O_WRONLY)
     try:
-        with timed(results, "4 KiB random writes + fsync", writes, "IOPS"):
+        with timed(results, "4 KiB random writes + fsync", writes, "IOPS", "write"):
             for _ in range(writes):
                 os.pwrite(fd, block, rng.randrange(0, size - 4096) & ~4095)
                 os.fsync(fd)
@@ -148,7 +169,7 @@ def run(target: Target, size: int, small_files: int, tree: Path) -> None:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
-        with timed(results, "SQLite inserts (WAL, 1 per commit)", inserts, "inserts/s"):
+        with timed(results, "SQLite inserts (WAL, 1 per commit)", inserts, "inserts/s", "insert"):
             for i in range(inserts):
                 db.execute("INSERT INTO t (v) VALUES (?)", (f"row {i:06} " * 8,))
     finally:
@@ -158,27 +179,28 @@ def run(target: Target, size: int, small_files: int, tree: Path) -> None:
     small.mkdir()
     payload = os.urandom(4096)
     names = [small / f"f{i:05}" for i in range(small_files)]
-    with timed(results, f"create {small_files} 4 KiB files", small_files, "files/s"):
+    with timed(results, f"create {small_files} 4 KiB files", small_files, "files/s", "file"):
         for name in names:
             name.write_bytes(payload)
     target.cold()
-    with timed(results, "stat them", small_files, "files/s"):
+    with timed(results, "stat them", small_files, "files/s", "file"):
         for name in names:
             name.stat()
     target.cold()
-    with timed(results, "read them cold", small_files, "files/s"):
+    with timed(results, "read them cold", small_files, "files/s", "file"):
         for name in names:
             name.read_bytes()
-    with timed(results, "delete them", small_files, "files/s"):
+    with timed(results, "delete them", small_files, "files/s", "file"):
         for name in names:
             name.unlink()
     files = sum(len(f) for _, _, f in os.walk(tree))
+    cpu = target.cpu_used()
     started = time.perf_counter()
     # The command itself, as the target was measured (shutil.copytree would also copy each
     # file's times and mode: `cp -a`'s work, two more metadata changes per file).
     subprocess.run(["cp", "-r", "--", str(tree), str(root / "tree")], check=True)
     elapsed = time.perf_counter() - started
-    print(f"{'cp -r of ' + str(files) + ' files':<32} {elapsed:10.2f} s", flush=True)
+    print(f"{'cp -r of ' + str(files) + ' files':<32} {elapsed:10.2f} s{_costs(cpu, files, 'file')}", flush=True)
     rss = target.mount_rss_mib()
     if rss is not None:
         print(f"{'mount process peak RSS':<32} {max(rss, target.peak_rss):10.1f} MiB")
