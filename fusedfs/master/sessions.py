@@ -83,10 +83,6 @@ class MountSessions:
         """True once every mount alive before a restart has had time to announce itself."""
         return now - self.started > self.timeout
 
-    def count(self, now: float) -> int:
-        """Mounts heard from within the timeout."""
-        return len(self.connected(now))
-
     def connected(self, now: float) -> list[ConnectedMount]:
         """The mounts heard from within the timeout, the longest silent last."""
         with self._lock:

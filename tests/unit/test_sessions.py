@@ -19,16 +19,16 @@ def test_a_mount_holds_its_open_files_until_it_has_been_silent_long() -> None:
     assert not sessions.is_open(7, now=3.0)
     # b goes silent (cut off, paused): no longer connected, but what it has open stays held
     sessions.announce("a", frozenset({8}), now=50.0)
-    assert sessions.count(now=50.0) == 1 and sessions.expire(now=50.0) == []
+    assert len(sessions.connected(now=50.0)) == 1 and sessions.expire(now=50.0) == []
     assert sessions.is_open(9, now=100.0)
     sessions.announce("b", frozenset({9}), now=100.0)  # back in time: it never lost the file
     sessions.announce("a", frozenset({8}), now=100.0)
-    assert sessions.count(now=100.0) == 2
+    assert len(sessions.connected(now=100.0)) == 2
     assert sessions.is_open(9, now=200.0) and not sessions.is_open(9, now=200.5)  # silent for too long
     assert sessions.expire(now=200.5) == ["a", "b"]
     sessions.announce("a", frozenset({8}), now=201.0)
     sessions.end("a")  # unmounted: lets go at once
-    assert not sessions.is_open(8, now=201.0) and sessions.count(now=201.0) == 0
+    assert not sessions.is_open(8, now=201.0) and sessions.connected(now=201.0) == []
 
 
 def test_the_mounts_heard_from_are_listed_with_what_they_said_the_latest_first() -> None:
@@ -42,7 +42,6 @@ def test_the_mounts_heard_from_are_listed_with_what_they_said_the_latest_first()
     ]
     sessions.announce("a", frozenset({7}), now=12.0, info="alpha, later")
     assert sessions.connected(now=12.5) == [ConnectedMount("a", 0.5, 1, "alpha, later")]  # b is silent
-    assert sessions.count(now=12.5) == 1
 
 
 def test_what_mounts_had_open_is_saved_on_change_and_taken_back_after_a_restart(tmp_path: Path) -> None:
@@ -64,6 +63,6 @@ def test_what_mounts_had_open_is_saved_on_change_and_taken_back_after_a_restart(
         restarted.restore(session_id, inodes, now=500.0)
     # Held for the sustain from the restart, though not counted as connected (a paused mount).
     assert restarted.is_open(8, now=590.0) and not restarted.is_open(8, now=601.0)
-    assert restarted.count(now=500.0) == 0
+    assert restarted.connected(now=500.0) == []
     assert restarted.expire(now=601.0) == ["a"]
     store.close()
