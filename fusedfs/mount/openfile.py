@@ -105,6 +105,7 @@ class OpenFile:
     # Below this, the file may have chunks on the master (at open, or ours since): zeros written
     # at or past it are a hole, never stored.
     chunk_end: int = 0
+    attr_at: float = field(default_factory=time.monotonic)  # when `attr` came from the master
 
     @classmethod
     def from_attr(cls, attr: mp.Attr, shared: MountShared) -> OpenFile:
@@ -130,7 +131,11 @@ class OpenFile:
             self.chunk_end = max(self.chunk_end, attr.size)
             self.chunk_map.reset()  # (a chunk id names the same bytes for ever: cached data stays right)
             self._drop_saved()  # (they may hold chunks the other mount replaced)
-        self.attr = attr
+        self.took(attr)
+
+    def took(self, attr: mp.Attr) -> None:
+        """The master's attributes of the file, as a reply just gave them."""
+        self.attr, self.attr_at = attr, time.monotonic()
 
     def clean(self) -> bool:
         """Nothing written here that the master does not have yet."""
@@ -141,7 +146,7 @@ class OpenFile:
         self.committed_writes = max(self.committed_writes, writes)
         self.append_at = None  # (what comes next of this burst is ours to commit)
         if attr.ctime_ns >= self.attr.ctime_ns:  # replies to concurrent commits may arrive out of order
-            self.attr = attr
+            self.took(attr)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -583,7 +588,7 @@ class OpenFile:
         self.dirty.clear()
         self._drop_saved()
         self.chunk_map.reset()
-        self.attr = await call_master(self.shared.master, "GetAttr", mp.InodeRequest(inode=self.inode))
+        self.took(await call_master(self.shared.master, "GetAttr", mp.InodeRequest(inode=self.inode)))
         self.size = self.attr.size
         self.chunk_end = max(self.chunk_end, self.size)
         self.append_at = self.size
@@ -594,7 +599,7 @@ class OpenFile:
         """The file was truncated (on the master): drop buffered data past its new size."""
         size = self.size = attr.size
         self.chunk_end = min(self.chunk_end, size)
-        self.attr = attr
+        self.took(attr)
         self.append_at = None
         self.shared.dircache.forget_inode(self.inode)
         self.chunk_map.reset()

@@ -147,6 +147,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.announced: frozenset[int] | None = None  # the open files the master last heard of
         self.host, self.mount_point, self.mounted_ns = socket.gethostname(), mount_point, time.time_ns()
         self.failed_saves = 0  # closes and fsyncs that failed
+        # When a change of ours last began or ended (time.monotonic()): an open file's attributes
+        # taken from the master before it may be out of date (a link count, a mode).
+        self.last_change = 0.0
         self.initialized = trio.Event()  # the kernel's FUSE_INIT has been answered (or is being)
 
     def gauges(self) -> Iterator[Gauge]:
@@ -184,10 +187,12 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         proofs: dict[int, tuple[int, int]] = {}
         try:
             self._forget(names, inodes)
+            self.last_change = time.monotonic()
             try:
                 yield proofs
             finally:
                 self._forget(names, inodes)
+                self.last_change = time.monotonic()
         finally:
             for folder, folder_began in zip(touched, began, strict=True):
                 self.dircache.end_change(
@@ -304,6 +309,15 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             left = self.attr_timeout - (time.monotonic() - when)
             if left > 0:
                 return self.entry(attr, timeout=left)
+        # A file open here, whose attributes came from the master within the attribute timeout
+        # and no change of ours since: what the kernel would have cached, but its writes made it
+        # ask again (`tar x` sets the owner of each file it has just written: the kernel first
+        # asks for its mode, a master call per file). Size and mtime are ours (entry).
+        open_file = self.open_files.get(inode)
+        if open_file is not None and open_file.attr_at > self.last_change:
+            left = self.attr_timeout - (time.monotonic() - open_file.attr_at)
+            if left > 0:
+                return self.entry(open_file.attr, timeout=left)
         try:
             attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
         except FsError as e:
@@ -365,7 +379,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                 open_file.truncated(result)
             if fields.update_mtime:
                 open_file.written_ns = None  # (all committed: the time set is the file's)
-                open_file.attr = result
+                open_file.took(result)
         return self.entry(result)
 
     @translate_errors

@@ -1475,6 +1475,41 @@ def test_extended_attributes(mounted: tuple[LocalCluster, Path]) -> None:
     assert os.getxattr(mnt / "copied", "user.empty") == b""
 
 
+def test_owner_and_mode_set_on_a_file_just_written_ask_the_master_nothing_more(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """`tar x` sets owner and mode on each file it has just written, through its open
+    descriptor. The file's writes made the kernel's cached attributes stale, so a `fchown` first
+    asked for them: a master call per file (20 here), answered now from what the mount took from
+    the master with the file within the attribute timeout. Its size and times are the mount's
+    own; a change of ours (a link here) makes the next ask go to the master again."""
+    cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
+    mnt = cluster.mount(tmp_path / "mnt")
+    log = cluster.data_dir / "logs" / "master.log"
+
+    def getattr_calls() -> float:
+        return scrape(log).get('fusedfs_rpc_seconds_count{code="OK",method="GetAttr"}', 0.0)
+
+    before = getattr_calls()
+    for i in range(20):
+        fd = os.open(mnt / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, b"x" * (1000 + i))
+            os.fchown(fd, 1000 + i, 1000)
+            os.fchmod(fd, 0o600)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        assert (st.st_size, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1000 + i, 1000 + i, 1000, 0o600)
+    assert getattr_calls() - before == 0
+    with open(mnt / "f0", "ab", buffering=0) as f:
+        f.write(b"more")
+        os.link(mnt / "f0", mnt / "f0-again")
+        f.write(b"and more")  # (the kernel asks for the attributes again: now with 2 links)
+        assert os.fstat(f.fileno()).st_nlink == 2 and os.fstat(f.fileno()).st_size == 1012
+    assert os.stat(mnt / "f0").st_size == 1012
+
+
 def test_ls_l_asks_the_master_nothing_per_file_yet_attributes_stay_current(
     make_cluster: MakeCluster, tmp_path: Path
 ) -> None:
