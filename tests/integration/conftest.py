@@ -69,7 +69,10 @@ def show_logs(cluster: LocalCluster, lines: int = 400) -> None:
     stacks there: what a failed test shows of the processes it ran."""
     cluster.dump_threads()
     time.sleep(0.5)
-    for log in sorted((cluster.data_dir / "logs").glob("*.log")):
+    # The mounts' and the master's first: CI shows the start of a failure's output, and the
+    # keepers' (with their threads' stacks) take most of it.
+    logs = sorted((cluster.data_dir / "logs").glob("*.log"), key=lambda p: (p.name.startswith("keeper"), p.name))
+    for log in logs:
         print(f"----- {log} (last {lines} lines)")
         print("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
 
