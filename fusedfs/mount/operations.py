@@ -49,6 +49,7 @@ SESSION_INTERVAL = 1.0  # seconds between the mount's heartbeats to the master
 FETCH_AHEAD_FILES = 8  # small files fetched ahead of a reader going through a folder in order
 RESERVE_AHEAD = 32  # at most this many chunk ids for small files reserved per master call
 SEEN_MAX = 100_000  # files whose state at their last close is kept (for the kernel's page cache)
+CLOSED_ATTRS_MAX = 10_000  # files closed within the attribute timeout whose attributes are kept
 GONE_FOLDER = 0  # opendir's handle for a folder removed while open (a program's cwd): it lists empty
 GONE_AGAIN = 1.0  # seconds within which an opendir of a removed folder is the kernel's retry of one
 GONE_KEPT = 60.0  # seconds a folder found removed while open is answered for as such
@@ -139,6 +140,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.handles: dict[int, tuple[int, int]] = {}  # fh -> (inode, open flags)
         self.next_fh = 1
         self.seen: dict[int, tuple[int, int]] = {}  # inode -> (mtime, size) when last closed here
+        # inode -> (attributes, when the master gave them) of files closed here lately: a program
+        # that stats a file it has just written (rsync, pip) asked the master each time.
+        self.closed_attrs: dict[int, tuple[mp.Attr, float]] = {}
         self.told_sizes: dict[int, int] = {}  # inode -> the size the kernel was last told (SEEN_MAX of them)
         # inode -> (when an opendir found it removed, whether it was open all the same)
         self.gone_folders: dict[int, tuple[float, bool]] = {}
@@ -309,15 +313,17 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             left = self.attr_timeout - (time.monotonic() - when)
             if left > 0:
                 return self.entry(attr, timeout=left)
-        # A file open here, whose attributes came from the master within the attribute timeout
-        # and no change of ours since: what the kernel would have cached, but its writes made it
-        # ask again (`tar x` sets the owner of each file it has just written: the kernel first
-        # asks for its mode, a master call per file). Size and mtime are ours (entry).
+        # A file open here, or closed here lately, whose attributes came from the master within
+        # the attribute timeout and no change of ours since: what the kernel would have cached,
+        # but its writes made it ask again (`tar x` sets the owner of each file it has just
+        # written: the kernel first asks for its mode; rsync stats each file it has written: a
+        # master call per file). Size and mtime of a file open are ours (entry).
         open_file = self.open_files.get(inode)
-        if open_file is not None and open_file.attr_at > self.last_change:
-            left = self.attr_timeout - (time.monotonic() - open_file.attr_at)
+        taken = (open_file.attr, open_file.attr_at) if open_file is not None else self.closed_attrs.pop(inode, None)
+        if taken is not None and taken[1] > self.last_change:
+            left = self.attr_timeout - (time.monotonic() - taken[1])
             if left > 0:
-                return self.entry(open_file.attr, timeout=left)
+                return self.entry(taken[0], timeout=left)
         try:
             attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
         except FsError as e:
@@ -558,6 +564,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if open_file is None:
             open_file = OpenFile.from_attr(attr, self.shared)
             self.open_files[attr.inode] = open_file
+            self.closed_attrs.pop(attr.inode, None)  # (its next close, if it saves, says anew)
         open_file.handles += 1
         fh = self.next_fh
         self.next_fh += 1
@@ -709,6 +716,20 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.seen[inode] = (open_file.attr.mtime_ns, open_file.attr.size)
         if len(self.seen) > SEEN_MAX:
             del self.seen[next(iter(self.seen))]
+        self._keep_closed_attr(inode, open_file.attr, open_file.attr_at)
+
+    def _keep_closed_attr(self, inode: int, attr: mp.Attr, attr_at: float) -> None:
+        """Keeps a saved file's attributes from its close for the attribute timeout, the oldest
+        let go first (those still kept in the order of their closes, so nearly in time order)."""
+        closed, now = self.closed_attrs, time.monotonic()
+        closed.pop(inode, None)
+        if now - attr_at < self.attr_timeout:
+            closed[inode] = (attr, attr_at)
+        while closed:
+            oldest = next(iter(closed))
+            if len(closed) <= CLOSED_ATTRS_MAX and now - closed[oldest][1] < self.attr_timeout:
+                break
+            del closed[oldest]
 
     # --- extended attributes ---------------------------------------------------------------------
 

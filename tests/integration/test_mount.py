@@ -1514,6 +1514,42 @@ def test_owner_and_mode_set_on_a_file_just_written_ask_the_master_nothing_more(
     assert os.stat(mnt / "f0").st_size == 1012
 
 
+def test_a_stat_of_a_file_just_closed_asks_the_master_nothing_yet_shows_our_changes_since(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """rsync and pip stat each file they have just written and closed. The writes made the
+    kernel's cached attributes stale, so each stat was a master call (20 here); it is answered
+    now from the attributes the close's commit brought, within the attribute timeout. A change
+    of ours after the close (a rename here: the file's ctime moves) sends the next stat to the
+    master again."""
+    cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
+    mnt = cluster.mount(tmp_path / "mnt", ["--attr-timeout", "5"])  # (a slow machine still stats within it)
+    log = cluster.data_dir / "logs" / "master.log"
+
+    def getattr_calls() -> float:
+        return scrape(log).get('fusedfs_rpc_seconds_count{code="OK",method="GetAttr"}', 0.0)
+
+    before = getattr_calls()
+    for i in range(20):
+        with open(mnt / f"f{i}", "wb", buffering=0) as f:
+            f.write(b"x" * (1000 + i))
+        os.utime(mnt / f"f{i}", ns=(7, 7 + i))  # (the kernel asks nothing: the reply says)
+        with open(mnt / f"f{i}", "ab", buffering=0) as f:
+            f.write(b"y")
+        st = os.stat(mnt / f"f{i}")
+        assert (st.st_size, stat.S_IMODE(st.st_mode), st.st_nlink) == (1001 + i, 0o644, 1)
+        assert st.st_mtime_ns > 7 + i  # (the append's, saved by its close)
+    assert getattr_calls() - before == 0
+    with open(mnt / "f0", "ab", buffering=0) as f:
+        f.write(b"z")
+    time.sleep(0.01)
+    renaming = time.time_ns()
+    os.rename(mnt / "f0", mnt / "g0")  # (before any stat of the file closed)
+    renamed = os.stat(mnt / "g0")
+    assert renamed.st_ctime_ns >= renaming and renamed.st_size == 1002
+    assert getattr_calls() - before == 1
+
+
 def test_ls_l_asks_the_master_nothing_per_file_yet_attributes_stay_current(
     make_cluster: MakeCluster, tmp_path: Path
 ) -> None:
