@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from fusedfs.mount import dircache
 from fusedfs.mount.dircache import BIG_FOLDER_PAUSE, DirCache
 from fusedfs.rpc import master_pb2 as mp
 
@@ -197,6 +200,33 @@ def test_a_folder_stays_known_through_our_removals_that_prove_it_unchanged() -> 
     began = cache.begin_change(5)
     cache.end_change(5, began, 2, (1007, 1008), removed=b"x")  # another mount's change came first
     assert not cache.known_missing(5, b"other", 0.2)
+
+
+def test_folders_known_whole_are_forgotten_least_recently_proved_first_past_the_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rsync makes a tree's folders before it fills them: each must still be known when its
+    files come (a proof renews a folder's place); past the number of folders or of names in
+    all, the one proved longest ago goes (it is asked of the master again)."""
+    monkeypatch.setattr(dircache, "KNOWN_FOLDERS", 3)
+    monkeypatch.setattr(dircache, "KNOWN_NAMES_IN_ALL", 4)
+    cache = DirCache(ttl=1.0, clock=Clock())
+    for folder in (5, 6, 7):
+        cache.made_folder(mp.Attr(inode=folder, ctime_ns=1000))
+    add(cache, 5, b"a", before=1000, after=1001)  # 5 proved last now
+    cache.made_folder(mp.Attr(inode=8, ctime_ns=1000))  # a fourth: 6 goes
+    assert [cache.known_missing(f, b"x", 0.2) for f in (5, 6, 7, 8)] == [True, False, True, True]
+    add(cache, 7, b"a", before=1000, after=1001)
+    add(cache, 7, b"b", before=1001, after=1002)
+    add(cache, 8, b"a", before=1000, after=1001)  # 4 names in all: still within
+    assert [cache.known_missing(f, b"x", 0.2) for f in (5, 7, 8)] == [True, True, True]
+    add(cache, 8, b"b", before=1001, after=1002)  # a fifth: 5 (proved longest ago) goes
+    assert [cache.known_missing(f, b"x", 0.2) for f in (5, 7, 8)] == [False, True, True]
+    assert not cache.known_missing(8, b"b", 0.2)
+    cache.forget_name(7, b"c")  # (a change that ends a folder's knowledge gives its names back)
+    add(cache, 8, b"c", before=1002, after=1003)
+    add(cache, 8, b"d", before=1003, after=1004)
+    assert cache.known_missing(8, b"x", 0.2)
 
 
 def test_a_rename_that_fails_ends_the_knowledge() -> None:
