@@ -40,6 +40,22 @@ def crc32c(data: bytes | memoryview, value: int = 0) -> int:
     return int(_crc32c.crc32c(data, value))
 
 
+_ZEROS = bytes(BLOCK_SIZE)
+
+
+def crc32c_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32C of a + b from crc1 of a, crc2 of b and b's length, without their bytes. CRC is
+    affine: crc(a + b) = crc(a + z) ^ crc(b) ^ crc(z), for z zeros as long as b."""
+    shifted, zeros = crc1, 0
+    left = length2
+    while left:
+        run = memoryview(_ZEROS)[: min(left, BLOCK_SIZE)]
+        shifted = crc32c(run, shifted)
+        zeros = crc32c(run, zeros)
+        left -= len(run)
+    return shifted ^ crc2 ^ zeros
+
+
 def file_pieces(path: Path) -> Iterator[bytes]:
     """A file's bytes in pieces of PIECE_SIZE, for streaming it without holding it whole."""
     with open(path, "rb") as f:

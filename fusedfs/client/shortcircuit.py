@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from fusedfs.chunkfile import KEEPER_ID_FILE, CorruptChunk, Piece, chunk_path, read_header, read_pieces
+from fusedfs.chunkfile import KEEPER_ID_FILE, ChunkFile, CorruptChunk, Piece, chunk_path
 from fusedfs.errors import FsError
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.rpc import common_pb2 as cp
@@ -117,11 +117,10 @@ class ShortCircuit:
         if folder is None:
             raise FsError(errno.ENOENT, f"keeper {keeper.address} keeps no folder this process can read")
         try:
-            with open(chunk_path(folder, ref.chunk_id), "rb", buffering=0) as f:
-                header = read_header(ref.chunk_id, f)
-                if header.length != ref.stored_length or header.crc != ref.crc32c:
+            with ChunkFile(ref.chunk_id, chunk_path(folder, ref.chunk_id)) as chunk:
+                if chunk.header.length != ref.stored_length or chunk.header.crc != ref.crc32c:
                     raise CorruptChunk(f"chunk {ref.chunk_id}: file does not match the master's length and checksum")
-                return list(read_pieces(ref.chunk_id, f, header, start, size, verify=False))
+                return list(chunk.pieces(start, size, verify=False))
         except CorruptChunk as e:
             raise FsError(errno.EBADMSG, str(e)) from None
         except FileNotFoundError:  # deleted or moved since the master heard: the keeper will say

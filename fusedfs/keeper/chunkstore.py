@@ -34,24 +34,27 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as StepTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from fusedfs.chunkfile import (
     ALIGN,
-    HEADER,
+    BASE_SUFFIX,
+    FROM_BASE,
     KEEPER_ID_FILE,
-    MAGIC,
-    VERSION,
+    ChunkFile,
     CorruptChunk,
     Header,
     Piece,
+    base_path,
+    block_count,
+    block_length,
     chunk_path,
     data_offset,
-    header_fields,
-    read_header,
-    read_pieces,
+    delta_data_offset,
+    is_whole,
+    open_pieces,
 )
-from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, PIECE_SIZE, crc32c, is_valid_chunk_id
+from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, PIECE_SIZE, crc32c, crc32c_combine, is_valid_chunk_id
 from fusedfs.errors import FsError
 from fusedfs.fileio import disk_error, pwrite_all
 from fusedfs.keeper.diskwatch import DiskWatch
@@ -64,6 +67,10 @@ PROBE_FILE = "disk-probe"
 # when the disk answers; new writes are refused meanwhile.)
 DISK_THREADS = 64
 DAMAGED_KEPT = 7 * 24 * 3600.0  # seconds a copy found damaged stays in damaged/
+# A derived chunk is kept as its changed blocks beside its base while they are at most this
+# fraction of its blocks: every later derive from it copies them again, so past that a whole
+# chunk costs less. (An 8 MiB chunk: up to 16 of its 128 blocks, 1 MiB.)
+DELTA_SHARE = 8
 
 T = TypeVar("T")
 
@@ -140,8 +147,7 @@ class ChunkWriter:
                 raise FsError(errno.EINVAL, f"chunk {self.chunk_id}: checksum mismatch, data damaged in transit")
             if self._block_fill:
                 self._block_crcs.append(self._block_crc)
-            header = HEADER.pack(MAGIC, VERSION, BLOCK_SIZE, self.length, self.crc, len(self._block_crcs))
-            header += struct.pack(f"<{len(self._block_crcs)}I", *self._block_crcs)
+            header = Header(self.length, self.crc, self._block_crcs).pack()
             with self._store.watch.op():
                 try:
                     pwrite_all(self._fd, header, 0)
@@ -185,6 +191,31 @@ def patched(offset: int, data: bytes, patches: Sequence[Patch]) -> bytes:
     return bytes(out)
 
 
+def blocks_in_base(length: int, base: Header, kept: int, patches: Sequence[Patch]) -> list[bool]:
+    """Per block of a chunk derived from base (ChunkStore.derive): whether it is the block of
+    the same index in the base's own file, unchanged (within what is kept, as long, no patch
+    on it, and not a block a derived base holds a copy of)."""
+    touched: set[int] = set()
+    for p in patches:
+        if p.data:
+            touched.update(range(p.offset // BLOCK_SIZE, (p.offset + len(p.data) - 1) // BLOCK_SIZE + 1))
+    return [
+        index not in touched
+        and index * BLOCK_SIZE + block_length(length, index) <= kept
+        and block_length(base.length, index) == block_length(length, index)
+        and (base.sources is None or base.sources[index] == FROM_BASE)
+        for index in range(block_count(length))
+    ]
+
+
+def _bytes_held(path: Path) -> int:
+    """Bytes a chunk file takes, with a derived chunk's base."""
+    size = path.stat().st_size
+    with contextlib.suppress(FileNotFoundError):
+        size += base_path(path).stat().st_size
+    return size
+
+
 def fsync_dir(path: Path) -> None:
     """Makes the names in a folder durable."""
     dir_fd = os.open(path, os.O_RDONLY)
@@ -205,9 +236,16 @@ def prune_damaged(folder: Path, now: float) -> None:
     except FileNotFoundError:
         return
     for path in names:
-        _, _, since = path.name.rpartition(".")
-        if since.isdigit() and now - int(since) > DAMAGED_KEPT:
+        since = _set_aside_at(path.name)
+        if since is not None and now - since > DAMAGED_KEPT:
             path.unlink(missing_ok=True)
+
+
+def _set_aside_at(name: str) -> int | None:
+    """When the copy named `name` in damaged/ was set aside (unix seconds): `<id>.<time>`, and
+    `<id>.<time>.base` for a derived chunk's base."""
+    _, _, since = name.removesuffix(BASE_SUFFIX).rpartition(".")
+    return int(since) if since.isdigit() else None
 
 
 class ChunkStore:
@@ -242,25 +280,17 @@ class ChunkStore:
                 log.warning("ignoring %s: not a chunk folder", sub)
                 continue
             for path in sub.iterdir():
-                if not is_valid_chunk_id(path.name):
+                if path.name.endswith(BASE_SUFFIX) and is_valid_chunk_id(path.name.removesuffix(BASE_SUFFIX)):
+                    if not path.with_suffix("").exists():  # (a derive cut short, a delete midway)
+                        path.unlink()
+                elif not is_valid_chunk_id(path.name):
                     path.unlink()
-                elif self._whole(path):
-                    self._sizes[path.name] = path.stat().st_size
+                elif is_whole(path.name, path):
+                    self._sizes[path.name] = _bytes_held(path)
                 else:  # torn by a crash or a failing disk: never report it as a replica
                     log.warning("chunk file %s is shorter than its header says; deleting it", path)
                     path.unlink()
-
-    @staticmethod
-    def _whole(path: Path) -> bool:
-        """The file has a valid header and every byte the header promises (contents unchecked:
-        the scrub and every read check those)."""
-        try:
-            with open(path, "rb") as f:
-                fields = header_fields(f.read(HEADER.size))
-                size = os.fstat(f.fileno()).st_size
-        except OSError:
-            return False
-        return fields is not None and size == data_offset(fields[0]) + fields[0]
+                    base_path(path).unlink(missing_ok=True)
 
     def keeper_id(self) -> str:
         """This keeper's identity, created on first use and kept across restarts."""
@@ -305,8 +335,9 @@ class ChunkStore:
     def derive(self, chunk_id: str, length: int, base_id: str, base_kept: int, patches: Sequence[Patch]) -> int:
         """Stores chunk_id: the first base_kept bytes of chunk base_id (checked as they are read),
         zeros from there to `length`, the patches written over them; returns its CRC-32C.
-        Streams a piece at a time. ENOENT without the base here; CorruptChunk when the base
-        fails its checksums; EINVAL for a patch that fails its own or lies outside the chunk."""
+        Kept as its changed blocks beside its base (chunkfile.py) when they are few, else written
+        whole, streamed a piece at a time. ENOENT without the base here; CorruptChunk when the
+        base fails its checksums; EINVAL for a patch that fails its own or lies outside the chunk."""
         _check_id(chunk_id)
         _check_id(base_id)
         _check_length(length)
@@ -318,26 +349,94 @@ class ChunkStore:
             if crc32c(patch.data) != patch.crc:
                 raise FsError(errno.EINVAL, f"chunk {chunk_id}: a patch fails its checksum, damaged in transit")
         kept = min(base_kept, length)
-        header, pieces = self.open_chunk(base_id, 0, kept)  # (its file closes with the pieces)
-        if header.length < kept:
-            raise FsError(errno.EINVAL, f"chunk {base_id} holds {header.length} bytes, not {kept}")
-        writer = self.begin_write(chunk_id, length, None)
-        try:
-            pos = 0
-            for piece in pieces if kept else ():  # (a length of 0 reads to the end)
-                data = piece.data[: kept - pos]
-                writer.write(patched(pos, data, patches))
-                pos += len(data)
-            while pos < length:
-                size = min(PIECE_SIZE, length - pos)
-                writer.write(patched(pos, bytes(size), patches))
-                pos += size
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+        with self._open(base_id) as base:
+            if base.header.length < kept:
+                raise FsError(errno.EINVAL, f"chunk {base_id} holds {base.header.length} bytes, not {kept}")
+            in_base = blocks_in_base(length, base.header, kept, patches)
+            if len(in_base) - sum(in_base) <= len(in_base) // DELTA_SHARE:
+                return self._derive_changes(chunk_id, length, base, kept, patches, in_base)
+            writer = self.begin_write(chunk_id, length, None)
+            try:
+                pos = 0
+                for piece in base.pieces(0, kept) if kept else ():  # (a length of 0 reads to the end)
+                    data = piece.data[: kept - pos]
+                    writer.write(patched(pos, data, patches))
+                    pos += len(data)
+                while pos < length:
+                    size = min(PIECE_SIZE, length - pos)
+                    writer.write(patched(pos, bytes(size), patches))
+                    pos += size
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
         assert writer.crc is not None
         return writer.crc
+
+    def _derive_changes(
+        self, chunk_id: str, length: int, base: ChunkFile, kept: int, patches: Sequence[Patch], in_base: list[bool]
+    ) -> int:
+        """derive(), kept as the blocks not in_base, beside a further name of the base's file."""
+        copies = len(in_base) - sum(in_base)
+        if self.has(chunk_id):
+            raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here")
+        if not self._make_room(copies * BLOCK_SIZE + ALIGN):
+            raise FsError(errno.ENOSPC, "keeper disk is full")
+        self.check_disk_answers()
+        sources: list[int] = []
+        crcs: list[int] = []
+        crc = copied = 0
+        start = delta_data_offset(len(in_base))
+        tmp = self.root / "tmp" / f"{chunk_id}.{uuid.uuid4().hex[:8]}"
+        final = self._path(chunk_id)
+        linked = False
+        try:
+            with self.watch.op():
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                for index, unchanged in enumerate(in_base):
+                    size = block_length(length, index)
+                    if unchanged:
+                        sources.append(FROM_BASE)
+                        crcs.append(base.header.block_crcs[index])
+                        crc = crc32c_combine(crc, crcs[-1], size)
+                        continue
+                    offset = index * BLOCK_SIZE
+                    have = max(0, min(kept, offset + size) - offset)
+                    data = b"".join(p.data for p in base.pieces(offset, have))[:have] if have else b""
+                    data = patched(offset, data + bytes(size - len(data)), patches)
+                    sources.append(copied)
+                    crcs.append(crc32c(data))
+                    crc = crc32c(data, crc)
+                    with self.watch.op():
+                        pwrite_all(fd, data, start + copied * BLOCK_SIZE)
+                    copied += 1
+                base_length = base.header.base_length if base.header.sources is not None else base.header.length
+                header = Header(length, crc, crcs, sources, base_length)
+                with self.watch.op():
+                    pwrite_all(fd, header.pack(), 0)
+                    os.ftruncate(fd, header.file_size())
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            with self.watch.op():
+                base_path(final).unlink(missing_ok=True)  # (left by a derive of this id cut short)
+                os.link(base.base_file, base_path(final))
+                linked = True
+                self._install(tmp, chunk_id, header.file_size() + data_offset(base_length) + base_length)
+        except OSError as e:
+            if linked and not self.has(chunk_id):
+                base_path(final).unlink(missing_ok=True)
+            if isinstance(e, FileNotFoundError) and not linked:  # (the base deleted meanwhile)
+                raise FsError(errno.ENOENT, f"chunk {base.chunk_id} is not on this keeper") from None
+            raise _disk_error(e) from e
+        except BaseException:
+            if linked and not self.has(chunk_id):
+                base_path(final).unlink(missing_ok=True)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        return crc
 
     def link(self, links: Sequence[tuple[str, str]]) -> list[str]:
         """Stores each (chunk_id, source_id) as a further name of the source's file: the same
@@ -355,11 +454,19 @@ class ChunkStore:
                     size = self._sizes.get(source_id)
                 if size is None or chunk_id in made or self.has(chunk_id):
                     continue
-                try:
-                    with self.watch.op():  # (each one timed: a long batch is not a disk that hangs)
-                        os.link(self._path(source_id), self._path(chunk_id))
-                except (FileNotFoundError, FileExistsError):  # (deleted, or that id written, meanwhile)
-                    continue
+                source, path = self._path(source_id), self._path(chunk_id)
+                with self.watch.op():  # (each one timed: a long batch is not a disk that hangs)
+                    try:  # a derived chunk's base first (a delete takes it after the chunk)
+                        base_path(path).unlink(missing_ok=True)  # (left by a derive cut short)
+                        os.link(base_path(source), base_path(path))
+                    except FileNotFoundError:  # (a whole chunk: no base)
+                        pass
+                    try:
+                        os.link(source, path)
+                    except (FileNotFoundError, FileExistsError):  # (deleted, or that id written, meanwhile)
+                        if not self.has(chunk_id):
+                            base_path(path).unlink(missing_ok=True)
+                        continue
                 made[chunk_id] = size
             for folder in {self._path(c).parent for c in made}:
                 with self.watch.op():
@@ -367,6 +474,7 @@ class ChunkStore:
         except OSError as e:  # (a name not made durable is taken back: the caller hears of none)
             for chunk_id in made:
                 self._path(chunk_id).unlink(missing_ok=True)
+                base_path(self._path(chunk_id)).unlink(missing_ok=True)
             raise _disk_error(e) from e
         with self._lock:
             self._sizes.update(made)
@@ -404,6 +512,7 @@ class ChunkStore:
             fsync_dir(final.parent)
         except OSError as e:
             final.unlink(missing_ok=True)
+            base_path(final).unlink(missing_ok=True)
             raise _disk_error(e) from e
         with self._lock:
             self._sizes[chunk_id] = size
@@ -412,8 +521,10 @@ class ChunkStore:
 
     def delete(self, chunk_id: str) -> None:
         _check_id(chunk_id)
+        path = self._path(chunk_id)
         with self.watch.op():
-            self._path(chunk_id).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+            base_path(path).unlink(missing_ok=True)  # (after it: a reader that opened it finds its base)
         self._forget(chunk_id)
 
     def set_aside(self, chunk_id: str, reason: str) -> None:
@@ -425,8 +536,10 @@ class ChunkStore:
         try:
             with self.watch.op():
                 damaged.mkdir(exist_ok=True)
-                with contextlib.suppress(FileNotFoundError):  # (gone already)
-                    os.rename(self._path(chunk_id), damaged / f"{chunk_id}.{int(time.time())}")
+                aside = damaged / f"{chunk_id}.{int(time.time())}"
+                with contextlib.suppress(FileNotFoundError):  # (gone already; a whole chunk's base)
+                    os.rename(self._path(chunk_id), aside)
+                    os.rename(base_path(self._path(chunk_id)), base_path(aside))
             log.warning("%s; this copy is set aside in %s", reason, damaged)
             prune_damaged(damaged, time.time())
         except OSError as e:  # (a failing disk: still no longer held, so it is copied elsewhere)
@@ -442,9 +555,8 @@ class ChunkStore:
         found = []
         try:
             for entry in os.scandir(self.root / "damaged"):
-                _, _, since = entry.name.rpartition(".")
                 with contextlib.suppress(FileNotFoundError):
-                    found.append((int(since) if since.isdigit() else 0, Path(entry.path), entry.stat().st_blocks * 512))
+                    found.append((_set_aside_at(entry.name) or 0, Path(entry.path), entry.stat().st_blocks * 512))
         except OSError:  # (none set aside yet; or the disk fails, which the keeper says otherwise)
             return []
         return sorted(found)
@@ -475,13 +587,10 @@ class ChunkStore:
         if not copies:
             raise FsError(errno.ENOENT, f"no damaged copy of chunk {chunk_id} here")
         newest = max(copies, key=lambda p: int(p.suffix[1:]))
-        f = open(newest, "rb", buffering=0)  # noqa: SIM115 (read_pieces closes it)
         try:
-            header = read_header(chunk_id, f)
-        except BaseException:
-            f.close()
-            raise
-        return header, read_pieces(chunk_id, f, header, 0, 0, verify=False)
+            return open_pieces(chunk_id, newest, verify=False)
+        except FileNotFoundError:  # (a derived chunk's base deleted to make room)
+            raise FsError(errno.ENOENT, f"no damaged copy of chunk {chunk_id} here") from None
 
     def _forget(self, chunk_id: str) -> None:
         with self._lock:
@@ -491,9 +600,10 @@ class ChunkStore:
 
     # --- reading -------------------------------------------------------------------------------
 
-    def _open(self, chunk_id: str) -> BinaryIO:
+    def _open(self, chunk_id: str) -> ChunkFile:
+        _check_id(chunk_id)
         try:
-            return open(self._path(chunk_id), "rb", buffering=0)
+            return ChunkFile(chunk_id, self._path(chunk_id))
         except FileNotFoundError:
             with self._lock:
                 if self._sizes.pop(chunk_id, None) is not None:  # deleted behind our back
@@ -511,16 +621,16 @@ class ChunkStore:
         The pieces raise CorruptChunk on the first block that fails its checksum (the caller
         reports it); a bad header raises it here.
         """
-        _check_id(chunk_id)
-        f = self._open(chunk_id)
-        try:
-            header = read_header(chunk_id, f)
-            if offset > header.length:
-                raise FsError(errno.EINVAL, f"offset {offset} is past the chunk's end ({header.length})")
-        except BaseException:
-            f.close()
-            raise
-        return header, read_pieces(chunk_id, f, header, offset, length)
+        chunk = self._open(chunk_id)
+        if offset > chunk.header.length:
+            chunk.close()
+            raise FsError(errno.EINVAL, f"offset {offset} is past the chunk's end ({chunk.header.length})")
+
+        def pieces() -> Iterator[Piece]:
+            with chunk:
+                yield from chunk.pieces(offset, length)
+
+        return chunk.header, pieces()
 
     def read(self, chunk_id: str, offset: int = 0, length: int = 0) -> Iterator[Piece]:
         """open_chunk's pieces alone."""
