@@ -228,6 +228,20 @@ class ChunkFile:
             yield Piece(pos, data, piece_crcs)
             pos += size
 
+    def stream(self, offset: int = 0, length: int = 0, verify: bool = True) -> Iterator[Piece]:
+        """pieces(), closing the file when they are done (or dropped)."""
+        with self:
+            yield from self.pieces(offset, length, verify)
+
+    def whole(self) -> bool:
+        """The file, and a derived chunk's base, are as long as their headers say."""
+        if os.fstat(self._file.fileno()).st_size != self.header.file_size():
+            return False
+        if self._base is None:
+            return True
+        base_length = self.header.base_length
+        return os.fstat(self._base.fileno()).st_size == data_offset(base_length) + base_length
+
     def _read(self, pos: int, size: int) -> bytes:
         """size bytes at pos (block-aligned) of the chunk's data, from this file and its base."""
         header = self.header
@@ -262,30 +276,11 @@ class ChunkFile:
         return data
 
 
-def open_pieces(
-    chunk_id: str, path: Path, offset: int = 0, length: int = 0, verify: bool = True
-) -> tuple[Header, Iterator[Piece]]:
-    """The header of the chunk file at path, and its pieces (ChunkFile.pieces) from one open of
-    it: the file closes when the pieces are done (or dropped)."""
-    chunk = ChunkFile(chunk_id, path)
-
-    def pieces() -> Iterator[Piece]:
-        with chunk:
-            yield from chunk.pieces(offset, length, verify)
-
-    return chunk.header, pieces()
-
-
 def is_whole(chunk_id: str, path: Path) -> bool:
     """The file at path has a valid header and every byte it promises, and so has a derived
     chunk's base (contents unchecked: the scrub and every read check those)."""
     try:
         with ChunkFile(chunk_id, path) as chunk:
-            if os.fstat(chunk._file.fileno()).st_size != chunk.header.file_size():
-                return False
-            if chunk._base is None:
-                return True
-            base_size = os.fstat(chunk._base.fileno()).st_size
-            return base_size == data_offset(chunk.header.base_length) + chunk.header.base_length
+            return chunk.whole()
     except (OSError, CorruptChunk):
         return False

@@ -52,7 +52,6 @@ from fusedfs.chunkfile import (
     data_offset,
     delta_data_offset,
     is_whole,
-    open_pieces,
 )
 from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, PIECE_SIZE, crc32c, crc32c_combine, is_valid_chunk_id
 from fusedfs.errors import FsError
@@ -588,9 +587,10 @@ class ChunkStore:
             raise FsError(errno.ENOENT, f"no damaged copy of chunk {chunk_id} here")
         newest = max(copies, key=lambda p: int(p.suffix[1:]))
         try:
-            return open_pieces(chunk_id, newest, verify=False)
+            chunk = ChunkFile(chunk_id, newest)
         except FileNotFoundError:  # (a derived chunk's base deleted to make room)
             raise FsError(errno.ENOENT, f"no damaged copy of chunk {chunk_id} here") from None
+        return chunk.header, chunk.stream(verify=False)
 
     def _forget(self, chunk_id: str) -> None:
         with self._lock:
@@ -625,12 +625,7 @@ class ChunkStore:
         if offset > chunk.header.length:
             chunk.close()
             raise FsError(errno.EINVAL, f"offset {offset} is past the chunk's end ({chunk.header.length})")
-
-        def pieces() -> Iterator[Piece]:
-            with chunk:
-                yield from chunk.pieces(offset, length)
-
-        return chunk.header, pieces()
+        return chunk.header, chunk.stream(offset, length)
 
     def read(self, chunk_id: str, offset: int = 0, length: int = 0) -> Iterator[Piece]:
         """open_chunk's pieces alone."""

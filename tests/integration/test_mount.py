@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from fusedfs.chunkfile import base_path, chunk_path
 from fusedfs.chunks import MiB
 from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
@@ -280,6 +281,12 @@ def test_a_small_overwrite_sends_its_bytes_alone_and_rewrites_one_chunk(
     assert [b.chunk_id == a.chunk_id for b, a in zip(before, after, strict=True)] == [True, False, True]
     assert derived() == 3  # on each keeper of the chunk it replaced, not sent whole down a pipeline
     assert sorted(r.keeper_id for r in after[1].replicas) == sorted(r.keeper_id for r in before[1].replicas)
+    # Each of them keeps just the block changed, beside a further name of the old chunk's file.
+    for index in (i for i in range(4) if cluster.keeper_address(i) in {r.address for r in after[1].replicas}):
+        new_file = chunk_path(cluster.keeper_dir(index), after[1].chunk_id)
+        assert new_file.stat().st_size <= 8192 + 64 * 1024
+        old_file = chunk_path(cluster.keeper_dir(index), before[1].chunk_id)
+        assert os.stat(base_path(new_file)).st_ino == os.stat(old_file).st_ino
     other = cluster.mount(tmp_path / "other")  # read cold, elsewhere
     assert sha256_file(other / "three-chunks") == hashlib.sha256(data).hexdigest()
 
