@@ -411,7 +411,7 @@ class ChunkStore:
                         pwrite_all(fd, data, start + copied * BLOCK_SIZE)
                     copied += 1
                 base_length = base.header.base_length if base.header.sources is not None else base.header.length
-                header = Header(length, crc, crcs, sources, base_length)
+                header = Header(length, crc, crcs, sources, copied, base_length)
                 with self.watch.op():
                     pwrite_all(fd, header.pack(), 0)
                     os.ftruncate(fd, header.file_size())
