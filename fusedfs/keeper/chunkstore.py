@@ -353,7 +353,9 @@ class ChunkStore:
                 raise FsError(errno.EINVAL, f"chunk {base_id} holds {base.header.length} bytes, not {kept}")
             in_base = blocks_in_base(length, base.header, kept, patches)
             if len(in_base) - sum(in_base) <= len(in_base) // DELTA_SHARE:
-                return self._derive_changes(chunk_id, length, base, kept, patches, in_base)
+                crc = self._derive_changes(chunk_id, length, base, kept, patches, in_base)
+                if crc is not None:
+                    return crc
             writer = self.begin_write(chunk_id, length, None)
             try:
                 pos = 0
@@ -374,8 +376,9 @@ class ChunkStore:
 
     def _derive_changes(
         self, chunk_id: str, length: int, base: ChunkFile, kept: int, patches: Sequence[Patch], in_base: list[bool]
-    ) -> int:
-        """derive(), kept as the blocks not in_base, beside a further name of the base's file."""
+    ) -> int | None:
+        """derive(), kept as the blocks not in_base, beside a further name of the base's file;
+        None when the base's file has all the names it can have (written whole instead)."""
         copies = len(in_base) - sum(in_base)
         if self.has(chunk_id):
             raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here")
@@ -428,6 +431,8 @@ class ChunkStore:
                 base_path(final).unlink(missing_ok=True)
             if isinstance(e, FileNotFoundError) and not linked:  # (the base deleted meanwhile)
                 raise FsError(errno.ENOENT, f"chunk {base.chunk_id} is not on this keeper") from None
+            if e.errno == errno.EMLINK and not linked:  # (ext4: 65,000 names; a long chain, snapshots)
+                return None
             raise _disk_error(e) from e
         except BaseException:
             if linked and not self.has(chunk_id):

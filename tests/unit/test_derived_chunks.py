@@ -3,6 +3,7 @@ what they read as, how they chain, and what a restart, a delete, a link and dama
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -101,6 +102,27 @@ def test_a_derived_chunk_shorter_or_longer_than_its_base(tmp_path: Path) -> None
     expected = _apply(expected, shorter, shorter, [_patch(shorter - 1, b"z")])
     assert store.derive(SECOND, shorter, FIRST, shorter, [_patch(shorter - 1, b"z")]) == crc32c(expected)
     assert _read(store, SECOND) == expected and store.verify(SECOND)
+
+
+def test_a_base_with_all_the_names_its_disk_allows_gives_a_whole_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ChunkStore(tmp_path)
+    base = os.urandom(BLOCKS * BLOCK_SIZE)
+    _store(store, base)
+    link = os.link
+
+    def full_link(source: Path, target: Path) -> None:
+        if str(target).endswith(".base"):
+            raise OSError(errno.EMLINK, "Too many links")
+        link(source, target)
+
+    monkeypatch.setattr(os, "link", full_link)
+    patches = [_patch(3, b"abc")]
+    assert store.derive(FIRST, len(base), BASE, len(base), patches) == crc32c(
+        _apply(base, len(base), len(base), patches)
+    )
+    assert _magic(store, FIRST) == MAGIC and not list((tmp_path / "tmp").iterdir())
 
 
 def test_damage_under_a_derived_chunk_is_caught_where_it_lies(tmp_path: Path) -> None:
