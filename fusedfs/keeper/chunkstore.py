@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
+
 from fusedfs.chunkfile import (
     ALIGN,
     BASE_SUFFIX,
@@ -70,6 +72,13 @@ DAMAGED_KEPT = 7 * 24 * 3600.0  # seconds a copy found damaged stays in damaged/
 # fraction of its blocks: every later derive from it copies them again, so past that a whole
 # chunk costs less. (An 8 MiB chunk: up to 16 of its 128 blocks, 1 MiB.)
 DELTA_SHARE = 8
+
+DERIVED = Counter(
+    "fusedfs_keeper_derived_chunks",
+    "chunks this keeper derived from a chunk it holds (a small overwrite): kept as the blocks changed, or whole",
+    ["kept"],
+)
+DERIVED_AS_CHANGES, DERIVED_WHOLE = DERIVED.labels("changes"), DERIVED.labels("whole")
 
 T = TypeVar("T")
 
@@ -355,6 +364,7 @@ class ChunkStore:
             if len(in_base) - sum(in_base) <= len(in_base) // DELTA_SHARE:
                 crc = self._derive_changes(chunk_id, length, base, kept, patches, in_base)
                 if crc is not None:
+                    DERIVED_AS_CHANGES.inc()
                     return crc
             writer = self.begin_write(chunk_id, length, None)
             try:
@@ -371,6 +381,7 @@ class ChunkStore:
             except BaseException:
                 writer.abort()
                 raise
+        DERIVED_WHOLE.inc()
         assert writer.crc is not None
         return writer.crc
 

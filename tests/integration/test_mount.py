@@ -280,6 +280,9 @@ def test_a_small_overwrite_sends_its_bytes_alone_and_rewrites_one_chunk(
     after = chunks()
     assert [b.chunk_id == a.chunk_id for b, a in zip(before, after, strict=True)] == [True, False, True]
     assert derived() == 3  # on each keeper of the chunk it replaced, not sent whole down a pipeline
+    kept_as_changes = 'fusedfs_keeper_derived_chunks_total{kept="changes"}'
+    logs = cluster.data_dir / "logs"
+    assert sum(scrape(logs / f"keeper{i}.log").get(kept_as_changes, 0.0) for i in range(4)) == 3
     assert sorted(r.keeper_id for r in after[1].replicas) == sorted(r.keeper_id for r in before[1].replicas)
     # Each of them keeps just the block changed, beside a further name of the old chunk's file.
     for index in (i for i in range(4) if cluster.keeper_address(i) in {r.address for r in after[1].replicas}):
