@@ -207,13 +207,20 @@ def blocks_in_base(length: int, base: Header, kept: int, patches: Sequence[Patch
     for p in patches:
         if p.data:
             touched.update(range(p.offset // BLOCK_SIZE, (p.offset + len(p.data) - 1) // BLOCK_SIZE + 1))
-    return [
-        index not in touched
-        and index * BLOCK_SIZE + block_length(length, index) <= kept
-        and block_length(base.length, index) == block_length(length, index)
-        and (base.sources is None or base.sources[index] == FROM_BASE)
-        for index in range(block_count(length))
-    ]
+    blocks = block_count(length)
+    whole_in_both = min(kept, base.length, length) // BLOCK_SIZE  # (every block before: full in both)
+    in_base = [index < whole_in_both for index in range(blocks)]
+    last = blocks - 1  # (the chunk's last block may be short, and be the base's last block too)
+    size = block_length(length, last)
+    in_base[last] = last * BLOCK_SIZE + size <= kept and block_length(base.length, last) == size
+    for index in touched:
+        if index < blocks:
+            in_base[index] = False
+    if base.sources is not None:
+        for index, source in enumerate(base.sources[:blocks]):
+            if source != FROM_BASE:
+                in_base[index] = False
+    return in_base
 
 
 def _bytes_held(path: Path) -> int:
