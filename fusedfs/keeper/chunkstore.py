@@ -2,7 +2,9 @@
 
 Layout of the data folder:
     keeper-id            this keeper's identity (a UUID), made on first start
+    layout               the layout's version (LAYOUT; none: 1, whole chunk files only)
     chunks/XY/<id>       one file per chunk; XY is the id's last two hex digits (256-way fan-out)
+    chunks/XY/<id>.base  a further name of the file a derived chunk kept as changes needs (chunkfile.py)
     tmp/                 chunks being written; emptied at start, so an interrupted write leaves nothing
     damaged/<id>.<time>  copies found damaged (time: when, unix seconds), kept DAMAGED_KEPT: no
                          longer held or served, but what is left of a chunk whose every copy was
@@ -63,6 +65,11 @@ from fusedfs.keeper.diskwatch import DiskWatch
 log = logging.getLogger(__name__)
 
 PROBE_FILE = "disk-probe"
+LAYOUT_FILE = "layout"
+# 2: derived chunks kept as their changed blocks beside their base's file. A keeper refuses a
+# folder of a newer layout than its own, as HDFS does: one that took files it does not know for
+# torn chunk files would delete them. (Keepers before layout 2 do not look: never go back past it.)
+LAYOUT = 2
 # As many as the keeper's request threads (node.py), so that a step never waits for a thread and
 # its STALL_AFTER is the disk's alone. (One held by a disk that stopped answering is free again
 # when the disk answers; new writes are refused meanwhile.)
@@ -275,6 +282,7 @@ class ChunkStore:
         self._sizes: dict[str, int] = {}
         self._added: set[str] = set()
         self._removed: set[str] = set()
+        self._check_layout()
         chunks = root / "chunks"
         chunks.mkdir(parents=True, exist_ok=True)
         made = False
@@ -306,6 +314,29 @@ class ChunkStore:
                     log.warning("chunk file %s is shorter than its header says; deleting it", path)
                     path.unlink()
                     base_path(path).unlink(missing_ok=True)
+
+    def _check_layout(self) -> None:
+        """Refuses a data folder of a newer layout than this keeper's; marks it as of LAYOUT."""
+        path = self.root / LAYOUT_FILE
+        try:
+            found = int(path.read_text().strip()) if path.exists() else 1
+        except ValueError:
+            raise FsError(errno.EINVAL, f"{path} does not hold a layout version") from None
+        if found > LAYOUT:
+            raise FsError(
+                errno.EINVAL,
+                f"{self.root} holds chunks of layout {found}, newer than this keeper's ({LAYOUT}): "
+                "run the fusedfs that wrote them, or a newer one",
+            )
+        if found < LAYOUT:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "w") as f:
+                f.write(f"{LAYOUT}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_dir(self.root)
 
     def keeper_id(self) -> str:
         """This keeper's identity, created on first use and kept across restarts."""

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from fusedfs.chunkfile import DELTA_MAGIC, MAGIC, ChunkFile, CorruptChunk, base_path, data_offset
 from fusedfs.chunks import BLOCK_SIZE, crc32c
-from fusedfs.keeper.chunkstore import ChunkStore, Patch
+from fusedfs.errors import FsError
+from fusedfs.keeper.chunkstore import LAYOUT, ChunkStore, Patch
 
 BASE, FIRST, SECOND = "00000000000000a1", "00000000000000b2", "00000000000000c3"
 BLOCKS = 40  # an 8 MiB chunk's share (1 in 8) of changed blocks kept beside the base is 5 of these
@@ -207,3 +208,11 @@ def test_a_chain_of_derived_chunks_reads_as_its_changes_applied_in_turn(
         assert store.derive(chunk_id, length, f"{0x100 + step - 1:016x}", kept, patches) == crc32c(data)
         assert _read(store, chunk_id) == data and store.verify(chunk_id)
     assert _read(ChunkStore(store.root), chunk_id) == data
+
+
+def test_a_keeper_marks_its_folder_with_its_layout_and_refuses_a_newer_one(tmp_path: Path) -> None:
+    ChunkStore(tmp_path)
+    assert (tmp_path / "layout").read_text() == f"{LAYOUT}\n"
+    (tmp_path / "layout").write_text(f"{LAYOUT + 1}\n")
+    with pytest.raises(FsError, match=f"layout {LAYOUT + 1}, newer than this keeper's"):
+        ChunkStore(tmp_path)
