@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from fusedfs.chunks import BLOCK_SIZE, PIECE_SIZE, crc32c
+from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, PIECE_SIZE, crc32c
 
 MAGIC = b"FDFSCHK1"
 DELTA_MAGIC = b"FDFSDLT1"
@@ -138,7 +138,7 @@ def read_header(chunk_id: str, f: BinaryIO) -> Header:
         magic, version, block_size, length, crc, blocks = HEADER.unpack_from(raw)
         if magic not in (MAGIC, DELTA_MAGIC) or version != VERSION or block_size != BLOCK_SIZE:
             raise bad
-        if blocks != block_count(length):
+        if blocks != block_count(length) or length > MAX_CHUNK_SIZE:  # (a header bit-flipped to ask for 2**60 bytes)
             raise bad
         if magic == MAGIC:
             f.seek(HEADER.size)
@@ -158,6 +158,8 @@ def read_header(chunk_id: str, f: BinaryIO) -> Header:
     # (A block table that is wrong makes its reads short, or their checksums fail: no check
     # here, which every short-circuit read would pay for, a block at a time.)
     base_length, copies = DELTA_HEADER.unpack_from(raw)[6:]
+    if base_length > MAX_CHUNK_SIZE or copies > blocks:
+        raise bad
     sources = list(struct.unpack_from(f"<{blocks}I", raw_tables, 4 * blocks))
     return Header(length, crc, crcs, sources, copies, base_length)
 
