@@ -44,22 +44,23 @@ def crc32c(data: bytes | memoryview, value: int = 0) -> int:
 _ZEROS = bytes(BLOCK_SIZE)
 
 
-@functools.lru_cache(maxsize=64)
-def _zeros_crc(length: int) -> int:
-    """CRC-32C of `length` zero bytes."""
-    crc = 0
+def _after_zeros(crc: int, length: int) -> int:
+    """crc continued over `length` zero bytes."""
     for start in range(0, length, BLOCK_SIZE):
         crc = crc32c(memoryview(_ZEROS)[: min(BLOCK_SIZE, length - start)], crc)
     return crc
 
 
+@functools.lru_cache(maxsize=64)
+def _zeros_crc(length: int) -> int:
+    """CRC-32C of `length` zero bytes."""
+    return _after_zeros(0, length)
+
+
 def crc32c_combine(crc1: int, crc2: int, length2: int) -> int:
     """The CRC-32C of a + b from crc1 of a, crc2 of b and b's length, without their bytes. CRC is
     affine: crc(a + b) = crc(a + z) ^ crc(b) ^ crc(z), for z zeros as long as b."""
-    shifted = crc1
-    for start in range(0, length2, BLOCK_SIZE):
-        shifted = crc32c(memoryview(_ZEROS)[: min(BLOCK_SIZE, length2 - start)], shifted)
-    return shifted ^ crc2 ^ _zeros_crc(length2)
+    return _after_zeros(crc1, length2) ^ crc2 ^ _zeros_crc(length2)
 
 
 def file_pieces(path: Path) -> Iterator[bytes]:
