@@ -5,8 +5,19 @@ from __future__ import annotations
 import errno
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fusedfs.chunks import BLOCK_SIZE, Span, aligned_range, chunk_count, is_valid_chunk_id, spans
+from fusedfs.chunks import (
+    BLOCK_SIZE,
+    Span,
+    aligned_range,
+    chunk_count,
+    crc32c,
+    crc32c_combine,
+    is_valid_chunk_id,
+    spans,
+)
 from fusedfs.errors import FsError
 from fusedfs.names import split_path, validate_name
 
@@ -54,3 +65,9 @@ def test_paths() -> None:
     for bad in ("relative", "/a/../b"):
         with pytest.raises(FsError):
             split_path(bad)
+
+
+@given(st.binary(max_size=200_000), st.binary(max_size=200_000))
+@settings(max_examples=50, deadline=None)
+def test_the_crc_of_two_pieces_joined_comes_from_their_crcs_and_the_second_ones_length(a: bytes, b: bytes) -> None:
+    assert crc32c_combine(crc32c(a), crc32c(b), len(b)) == crc32c(a + b)
