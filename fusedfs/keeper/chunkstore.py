@@ -371,12 +371,17 @@ class ChunkStore:
     def begin_write(self, chunk_id: str, length: int, crc: int | None) -> ChunkWriter:
         _check_id(chunk_id)
         _check_length(length)
+        self._admit(chunk_id, length + ALIGN)
+        return ChunkWriter(self, chunk_id, length, crc)
+
+    def _admit(self, chunk_id: str, size: int) -> None:
+        """Before a new chunk file of `size` bytes: EEXIST for a chunk stored already, ENOSPC
+        when it does not fit, EIO while the disk does not answer."""
         if self.has(chunk_id):  # chunks are immutable: a second write is a bug or an attack
             raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here")
-        if not self._make_room(length + ALIGN):
+        if not self._make_room(size):
             raise FsError(errno.ENOSPC, "keeper disk is full")
         self.check_disk_answers()
-        return ChunkWriter(self, chunk_id, length, crc)
 
     def derive(self, chunk_id: str, length: int, base_id: str, base_kept: int, patches: Sequence[Patch]) -> int:
         """Stores chunk_id: the first base_kept bytes of chunk base_id (checked as they are read),
@@ -428,12 +433,7 @@ class ChunkStore:
     ) -> int | None:
         """derive(), kept as the blocks not in_base, beside a further name of the base's file;
         None when the base's file has all the names it can have (written whole instead)."""
-        copies = len(in_base) - sum(in_base)
-        if self.has(chunk_id):
-            raise FsError(errno.EEXIST, f"chunk {chunk_id} is already stored here")
-        if not self._make_room(copies * BLOCK_SIZE + ALIGN):
-            raise FsError(errno.ENOSPC, "keeper disk is full")
-        self.check_disk_answers()
+        self._admit(chunk_id, (len(in_base) - sum(in_base)) * BLOCK_SIZE + ALIGN)
         sources: list[int] = []
         crcs: list[int] = []
         crc = copied = 0
@@ -475,18 +475,16 @@ class ChunkStore:
                 os.link(base.base_file, base_path(final))
                 linked = True
                 self._install(tmp, chunk_id, header.file_size() + data_offset(base_length) + base_length)
-        except OSError as e:
+        except BaseException as e:
             if linked and not self.has(chunk_id):
                 base_path(final).unlink(missing_ok=True)
+            if not isinstance(e, OSError):
+                raise
             if isinstance(e, FileNotFoundError) and not linked:  # (the base deleted meanwhile)
                 raise FsError(errno.ENOENT, f"chunk {base.chunk_id} is not on this keeper") from None
             if e.errno == errno.EMLINK and not linked:  # (ext4: 65,000 names; a long chain, snapshots)
                 return None
             raise _disk_error(e) from e
-        except BaseException:
-            if linked and not self.has(chunk_id):
-                base_path(final).unlink(missing_ok=True)
-            raise
         finally:
             tmp.unlink(missing_ok=True)
         return crc
