@@ -96,6 +96,7 @@ class MasterServer:
     def stop(self) -> None:
         self._stop.set()
         self.server.stop(grace=1).wait()
+        self.namespace.give_back_chunks()
         self.pool.close()
         self.store.close()
 

@@ -396,8 +396,9 @@ class MasterService(master_pb2_grpc.MasterServicer):
         else:
             pipelines = [self.cluster.choose_pipeline(exclude, request.length, goal) for _ in range(count)]
         now = self.ns.clock()
-        with self.store.transaction():
-            chunks = [self.store.new_chunk(now) for _ in range(count)]
+        chunks, changes = self.ns.new_chunks(count)
+        if changes.garbage:
+            self.cluster.apply([], changes.garbage, {}, {})
         reply = mp.AllocateChunksReply(min_copies=min_copies(goal))
         for chunk, pipeline in zip(chunks, pipelines, strict=True):
             self.cluster.reserved(chunk, now)

@@ -214,6 +214,48 @@ def test_chunks_commit_truncate_and_replace(ns: Namespace) -> None:
     assert ns.abandon([c3]).garbage == []  # live chunks cannot be abandoned
 
 
+def test_new_chunk_ids_are_reserved_a_batch_a_transaction_and_never_handed_out_twice(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploads get ids reserved ahead (PENDING rows, durable before any is handed out), a batch
+    per fsynced transaction; ids held too long, or left when the master stops, become garbage,
+    and a master started again on the same metadata hands out none of them."""
+    monkeypatch.setattr(namespace_module, "ID_BATCH", 4)
+    now = [10]
+    ns = Namespace(store, CHUNK, clock=lambda: now[0])
+    commits = []
+    real_transaction = store.transaction
+
+    @contextlib.contextmanager
+    def counted() -> Iterator[None]:
+        with real_transaction():
+            yield
+        commits.append(1)
+
+    monkeypatch.setattr(store, "transaction", counted)
+    taken = [ns.new_chunks(1)[0][0] for _ in range(5)]  # 1 + ID_BATCH reserved at the first
+    assert len(commits) == 1 and len(set(taken)) == 5
+    more, changes = ns.new_chunks(3)  # (none left: 3 + ID_BATCH more)
+    assert len(commits) == 2 and changes.garbage == [] and not set(more) & set(taken)
+    monkeypatch.setattr(store, "transaction", real_transaction)
+    with store.transaction():
+        assert all(store.get_chunk(c).state == ChunkState.PENDING for c in taken + more)  # type: ignore[union-attr]
+        left = [c for c in range(max(more) + 1, max(more) + 5) if store.get_chunk(c) is not None]
+    assert len(left) == 4  # reserved, not handed out
+    now[0] += namespace_module.ID_MAX_AGE_NS + 1
+    fresh, changes = ns.new_chunks(1)
+    assert sorted(changes.garbage) == left and fresh[0] > max(left)
+    with store.transaction():
+        assert all(store.get_chunk(c).state == ChunkState.GARBAGE for c in left)  # type: ignore[union-attr]
+    ns.give_back_chunks()  # (stopping)
+    with store.transaction():
+        unused = [c for c in range(fresh[0] + 1, fresh[0] + 5)]
+        assert all(store.get_chunk(c).state == ChunkState.GARBAGE for c in unused)  # type: ignore[union-attr]
+        assert store.get_chunk(fresh[0]).state == ChunkState.PENDING  # type: ignore[union-attr]
+    again = Namespace(store, CHUNK, clock=lambda: now[0])
+    assert again.new_chunks(1)[0][0] > max(unused)
+
+
 def test_a_file_counts_as_stored_only_the_bytes_its_chunks_hold(ns: Namespace) -> None:
     """What st_blocks (du) shows, and cp and tar take a file to be sparse by: holes hold nothing,
     and every reply after a change counts what the change left (a stale 0 would make a file
