@@ -63,6 +63,51 @@ def crc32c_combine(crc1: int, crc2: int, length2: int) -> int:
     return _after_zeros(crc1, length2) ^ crc2 ^ _zeros_crc(length2)
 
 
+# CRC-32C's polynomial, bits reflected (x^0 is the top bit), for arithmetic on CRCs.
+_POLY = 0x82F63B78
+_X0 = 1 << 31  # the polynomial 1
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a times b modulo CRC-32C's polynomial (zlib's multmodp)."""
+    product, mask = 0, _X0
+    while a:
+        if a & mask:
+            product ^= b
+            a ^= mask
+        mask >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+    return product
+
+
+_X_2N = [_X0 >> 1]  # x^(2^n): x, x^2, x^4, ...
+for _ in range(40):
+    _X_2N.append(_multmodp(_X_2N[-1], _X_2N[-1]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _after_zeros_operator(length: int) -> int:
+    """x^(8 * length) modulo the polynomial: a CRC's linear part times it is that part continued
+    over `length` zero bytes."""
+    operator, bits, n = _X0, length * 8, 0
+    while bits:
+        if bits & 1:
+            operator = _multmodp(_X_2N[n], operator)
+        bits >>= 1
+        n += 1
+    return operator
+
+
+def crc32c_replaced(crc: int, length: int, end: int, old_crc: int, new_crc: int) -> int:
+    """The CRC-32C of a `length`-byte message of CRC-32C crc once the bytes ending at `end`
+    whose CRC-32C is old_crc are replaced by as many bytes of CRC-32C new_crc, without reading
+    the message (a small overwrite of a big chunk). CRC is affine: crc(m ^ x) = crc(m) ^ lin(x),
+    lin being the CRC without its initial and final inversions. x is zeros but for old ^ new,
+    which ends at `end`; zeros ahead of it leave lin at 0, and lin(old ^ new) = crc(old) ^
+    crc(new), continued over the length - end zeros after it."""
+    return crc ^ _multmodp(_after_zeros_operator(length - end), old_crc ^ new_crc)
+
+
 def file_pieces(path: Path) -> Iterator[bytes]:
     """A file's bytes in pieces of PIECE_SIZE, for streaming it without holding it whole."""
     with open(path, "rb") as f:

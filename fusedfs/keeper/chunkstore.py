@@ -57,7 +57,15 @@ from fusedfs.chunkfile import (
     delta_data_offset,
     is_whole,
 )
-from fusedfs.chunks import BLOCK_SIZE, MAX_CHUNK_SIZE, PIECE_SIZE, crc32c, crc32c_combine, is_valid_chunk_id
+from fusedfs.chunks import (
+    BLOCK_SIZE,
+    MAX_CHUNK_SIZE,
+    PIECE_SIZE,
+    crc32c,
+    crc32c_combine,
+    crc32c_replaced,
+    is_valid_chunk_id,
+)
 from fusedfs.errors import FsError
 from fusedfs.fileio import disk_error, pwrite_all
 from fusedfs.keeper.diskwatch import DiskWatch
@@ -436,7 +444,11 @@ class ChunkStore:
         self._admit(chunk_id, (len(in_base) - sum(in_base)) * BLOCK_SIZE + ALIGN)
         sources: list[int] = []
         crcs: list[int] = []
-        crc = copied = 0
+        copied = 0
+        # The base's CRC with each copied block's change made (no cost per unchanged block) when
+        # the chunk is the base changed in places; else combined block by block.
+        in_place = length == kept == base.header.length
+        crc = base.header.crc if in_place else 0
         start = delta_data_offset(len(in_base))
         tmp = self.root / "tmp" / f"{chunk_id}.{uuid.uuid4().hex[:8]}"
         final = self._path(chunk_id)
@@ -450,7 +462,8 @@ class ChunkStore:
                     if unchanged:
                         sources.append(FROM_BASE)
                         crcs.append(base.header.block_crcs[index])
-                        crc = crc32c_combine(crc, crcs[-1], size)
+                        if not in_place:
+                            crc = crc32c_combine(crc, crcs[-1], size)
                         continue
                     offset = index * BLOCK_SIZE
                     have = max(0, min(kept, offset + size) - offset)
@@ -458,7 +471,10 @@ class ChunkStore:
                     data = patched(offset, data + bytes(size - len(data)), patches)
                     sources.append(copied)
                     crcs.append(crc32c(data))
-                    crc = crc32c(data, crc)
+                    if in_place:
+                        crc = crc32c_replaced(crc, length, offset + size, base.header.block_crcs[index], crcs[-1])
+                    else:
+                        crc = crc32c(data, crc)
                     with self.watch.op():
                         pwrite_all(fd, data, start + copied * BLOCK_SIZE)
                     copied += 1

@@ -15,6 +15,7 @@ from fusedfs.chunks import (
     chunk_count,
     crc32c,
     crc32c_combine,
+    crc32c_replaced,
     is_valid_chunk_id,
     spans,
 )
@@ -71,3 +72,16 @@ def test_paths() -> None:
 @settings(max_examples=50, deadline=None)
 def test_the_crc_of_two_pieces_joined_comes_from_their_crcs_and_the_second_ones_length(a: bytes, b: bytes) -> None:
     assert crc32c_combine(crc32c(a), crc32c(b), len(b)) == crc32c(a + b)
+
+
+@given(st.binary(min_size=1, max_size=300_000), st.data())
+@settings(max_examples=60, deadline=None)
+def test_the_crc_of_bytes_replaced_in_place_comes_from_the_old_and_new_ones_crcs(
+    message: bytes, data: st.DataObject
+) -> None:
+    start = data.draw(st.integers(0, len(message) - 1))
+    end = data.draw(st.integers(start + 1, len(message)))
+    new = data.draw(st.binary(min_size=end - start, max_size=end - start))
+    changed = message[:start] + new + message[end:]
+    replaced = crc32c_replaced(crc32c(message), len(message), end, crc32c(message[start:end]), crc32c(new))
+    assert replaced == crc32c(changed)
