@@ -221,6 +221,7 @@ class ChunkTransfer:
         # When a write last moved bytes (time.monotonic()): a piece taken by gRPC, a chunk stored.
         # Who waits for writes bounds the silence by it, not the transfer: a slow network is slow.
         self.last_moved = time.monotonic()
+        self._addresses: dict[str, str] = {}  # keeper id -> address, of the keepers written to
 
     def keeper(self, address: str) -> keeper_pb2_grpc.KeeperStub:
         return self.pool.stub(address, keeper_pb2_grpc.KeeperStub)
@@ -291,6 +292,7 @@ class ChunkTransfer:
         be done on a goal's worth of those keepers: the caller writes the chunk whole instead."""
         request = mp.AllocateChunksRequest(length=length, goal=goal, derive_from=base)
         allocation = self.master.call("AllocateChunks", request).chunks[0]
+        self._learn(allocation.pipeline)
         message = kp.DeriveChunkRequest(
             chunk_id=allocation.chunk_id,
             length=length,
@@ -324,6 +326,23 @@ class ChunkTransfer:
             index=index, chunk_id=allocation.chunk_id, length=length, crc32c=crcs.pop(), stored_on=stored_on
         )
 
+    def stored_ref(self, chunk: mp.NewChunk) -> mp.ChunkRef:
+        """A chunk this transfer just stored, as a chunk list names it: with the keepers it is on
+        (those whose address it knows: every one, unless a keeper moved meanwhile)."""
+        addresses = self._addresses
+        return mp.ChunkRef(
+            index=chunk.index,
+            chunk_id=chunk.chunk_id,
+            length=chunk.length,
+            stored_length=chunk.length,
+            crc32c=chunk.crc32c,
+            replicas=[cp.KeeperRef(keeper_id=k, address=addresses[k]) for k in chunk.stored_on if k in addresses],
+        )
+
+    def _learn(self, keepers: Iterable[cp.KeeperRef]) -> None:
+        for keeper in keepers:
+            self._addresses[keeper.keeper_id] = keeper.address
+
     def _accept(self, chosen: _Attempt, attempts: list[_Attempt], index: int, data: bytes, crc: int) -> mp.NewChunk:
         self.abandon([a.chunk_id for a in attempts if a is not chosen])
         return mp.NewChunk(
@@ -344,6 +363,8 @@ class ChunkTransfer:
         reply = self.master.call("AllocateChunks", request)
         now = time.monotonic()
         made = [_Reservation(c.chunk_id, list(c.pipeline), reply.min_copies, now) for c in reply.chunks]
+        for chunk in reply.chunks:
+            self._learn(chunk.pipeline)
         if not made:
             raise FsError(errno.EIO, "the master reserved no chunk")
         if ahead is not None:

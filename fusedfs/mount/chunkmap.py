@@ -5,10 +5,11 @@ open, and a read after each of our own commits, costs a window's worth of chunk 
 long the file is: a file of 4,000 chunks used to be fetched whole at each (38 ms), which held a
 database's write + fsync at 17/s where a small file does 80.
 
-A commit of ours makes its slot stale: that slot alone is asked again. A reply may be older than
-a commit whose answer arrived while it was on the way; each ask carries the map's epoch, and a
-slot changed after it was asked keeps waiting for a newer answer (a read would otherwise get the
-chunk the commit replaced: the bytes before our own write). Pure bookkeeping, no I/O.
+A commit of ours makes its slot stale: that slot alone is asked again, unless we know where its
+new chunk is (`committed`: we just stored it). A reply may be older than a commit whose answer
+arrived while it was on the way; each ask carries the map's epoch, and a slot changed after it
+was asked keeps waiting for a newer answer (a read would otherwise get the chunk the commit
+replaced: the bytes before our own write). Pure bookkeeping, no I/O.
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ class ChunkMap:
         self._changed[index] = self._epoch
         self._stale.add(index)
         self._refs.pop(index, None)
+
+    def committed(self, index: int, ref: mp.ChunkRef) -> None:
+        """Our commit put chunk `ref` in slot index, and we know where it is stored: the slot reads
+        as that without asking (an answer asked before the commit still does not replace it)."""
+        self.changed(index)
+        self._stale.discard(index)
+        self._refs[index] = ref
 
     def reset(self) -> None:
         """Nothing known any more (the file changed elsewhere, or was truncated)."""

@@ -464,13 +464,18 @@ class OpenFile:
                 if chunk:
                     self.chunk_end = max(self.chunk_end, (index + 1) * self.chunk_size)
                     slot.origin = chunk.chunk_id  # (what it holds on the master now, if it stays dirty)
-                self.chunk_map.changed(index)  # (the new chunk's replicas come with the next GetChunks)
+                made = self.shared.transfer.stored_ref(chunk) if chunk else None
+                used = reply.size - index * self.chunk_size  # (the master cuts a chunk past the size)
+                if chunk and made and len(made.replicas) == len(chunk.stored_on) and chunk.length <= used:
+                    self.chunk_map.committed(index, made)  # (read from where we stored it, without asking)
+                else:
+                    self.chunk_map.changed(index)  # (asked again before it is read)
                 if self.dirty.get(index) is slot and slot.version == version:
                     del self.dirty[index]
                     # Small changes to a file still open are likely to go on there (a database, a
                     # log); a slot that was written whole (a copy) would only take cache disk.
                     keep = self.handles and (few_changes or slot.memory is not None)
-                    if chunk and keep and writeback.keep_saved(slot, self._made(chunk, slot.unfetched)):
+                    if made is not None and keep and writeback.keep_saved(slot, made):
                         self.saved[index] = slot
                         if len(self.saved) > SAVED_PER_FILE:  # the oldest goes
                             writeback.drop(self.saved.pop(next(iter(self.saved))))
@@ -508,20 +513,6 @@ class OpenFile:
         end = slot.index * self.chunk_size + length
         self.size, self.chunk_end = max(self.size, end), max(self.chunk_end, end)
         log.info("slot %d of inode %d changed on another mount: our writes go onto it", slot.index, self.inode)
-
-    @staticmethod
-    def _made(chunk: mp.NewChunk, base: mp.ChunkRef | None) -> mp.ChunkRef:
-        """The chunk just stored, as a chunk list names it. Its replicas are those of `base` it
-        was derived on (its keepers made it from their copy); a read finds the others itself."""
-        replicas = [r for r in base.replicas if r.keeper_id in chunk.stored_on] if base is not None else []
-        return mp.ChunkRef(
-            index=chunk.index,
-            chunk_id=chunk.chunk_id,
-            length=chunk.length,
-            stored_length=chunk.length,
-            crc32c=chunk.crc32c,
-            replicas=replicas,
-        )
 
     async def flush(self, nursery: trio.Nursery) -> None:
         """Uploads and commits every change; raises the failure of an upload it waited for

@@ -53,6 +53,22 @@ def test_an_answer_that_left_before_our_commit_was_seen_does_not_make_its_slot_k
     assert chunk_map.ask(3) == Ask(3, 1, 1)
 
 
+def test_a_chunk_we_committed_where_we_know_it_is_stored_reads_without_asking() -> None:
+    chunk_map = ChunkMap()
+    ask = chunk_map.ask(0)  # asked before the commit ...
+    ours = refs(3, version=2)[0]
+    chunk_map.committed(3, ours)
+    chunk_map.put(ask, refs(*range(10)))  # ... an answer that may predate it does not replace it
+    assert chunk_map.known(3) and chunk_map.ref(3) == ours
+    later = chunk_map.ask(0)
+    chunk_map.committed(4, refs(4, version=2)[0])
+    chunk_map.put(chunk_map.ask(4), refs(4, version=3))
+    assert chunk_map.ref(4) == refs(4, version=3)[0]  # asked after: the master's word stands
+    chunk_map.put(later, refs(*range(10), version=4))
+    assert chunk_map.ref(3) == refs(3, version=4)[0]  # (asked after the commit in slot 3)
+    assert chunk_map.ref(4) == refs(4, version=3)[0]  # (asked before the one in slot 4)
+
+
 def test_answers_asked_before_a_reset_are_dropped() -> None:
     chunk_map = ChunkMap()
     ask = chunk_map.ask(0)
