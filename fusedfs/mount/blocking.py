@@ -93,12 +93,7 @@ async def read_parts(
     read = RangeRead(ref, offset, end)
     replicas, known = transfer.replica_order(ref)
     if read.one_piece and replicas and known:  # (else the thread waits for the keepers to say where they are)
-        # (within the request's deadline: the whole way after it gets what is left of it)
-        timeout = min(transfer_timeout(read.size), transfer.master.deadline().wait)
-        sources: list[Callable[[], Any]] = [
-            functools.partial(transfer.keeper(r.address).ReadSmallRange.future, read.request, timeout=timeout)
-            for r in replicas
-        ]
+        local = None
         if transfer.local.folder(replicas[0]) is not None:  # its disk first, then the keepers, that one first
             quick = transfer.local.idle_and_quick(LOCAL_WAIT)
             local = transfer.local.submit(replicas[0], ref, read.start, read.size)
@@ -109,6 +104,13 @@ async def read_parts(
                     # random read as much as the read (reads in parallel, or a slow disk, are
                     # waited for as a keeper's answer is).
                     return read.check(local.result(timeout=LOCAL_WAIT))
+        # (within the request's deadline: the whole way after it gets what is left of it)
+        timeout = min(transfer_timeout(read.size), transfer.master.deadline().wait)
+        sources: list[Callable[[], Any]] = [
+            functools.partial(transfer.keeper(r.address).ReadSmallRange.future, read.request, timeout=timeout)
+            for r in replicas
+        ]
+        if local is not None:
             replicas.insert(0, replicas[0])
             sources.insert(0, lambda: local)
         with contextlib.suppress(grpc.RpcError, FsError):  # (the whole way says what went wrong)
