@@ -347,10 +347,17 @@ def test_a_database_s_commits_each_start_from_the_chunk_the_last_one_made(
             os.fsync(f.fileno())
             model[index * 8 * MiB + 100 : index * 8 * MiB + 200] = b"z" * 100
         assert len(list((cluster.data_dir / "cache").glob("*/*.saved"))) == 4
+        asked = get_chunks()
+        for index in (0, 1):  # their kept chunks gone: our commits told the mount what is there now
+            f.seek(index * 8 * MiB + 300)
+            f.write(b"y" * 100)
+            os.fsync(f.fileno())
+            model[index * 8 * MiB + 300 : index * 8 * MiB + 400] = b"y" * 100
+        assert get_chunks() == asked  # (one each before: a chunk list asked after our own commit)
     uploads = scrape(logs / "mount-mnt.log")
     # One each: a write the kernel splits in two (one not page-aligned) made two while the first
     # half's upload started at once.
-    assert uploads['fusedfs_mount_uploads_total{how="derived"}'] == 25
+    assert uploads['fusedfs_mount_uploads_total{how="derived"}'] == 27
     # Gone with the file's release (which the kernel sends after close() has returned).
     wait_for(lambda: not list((cluster.data_dir / "cache").glob("*/*.saved")), 10, "saved slots to go")
     other = cluster.mount(tmp_path / "other")  # read cold, elsewhere
