@@ -84,6 +84,17 @@ class Added:
     folder_ctime_before_ns: int
 
 
+@dataclass(frozen=True)
+class Listing:
+    """A page of a folder's names: (cursor, name, node) each, whether more follow, the folder's
+    parent, and the folder as it was when the page was read (its ctime: see Added)."""
+
+    entries: list[tuple[int, bytes, Inode]]
+    more: bool
+    parent: int
+    folder: Inode
+
+
 @dataclass
 class Renamed:
     """What a rename returns: the chunks it lets go (a file it replaced), and the folders the
@@ -251,14 +262,15 @@ class Namespace:
                 inode = self._inode(entry.inode)
             return inode
 
-    def readdir(self, ino: int, after: int, limit: int) -> tuple[list[tuple[int, bytes, Inode]], bool, int]:
-        """Up to limit entries after cursor `after`, whether more follow, and the parent directory."""
+    def readdir(self, ino: int, after: int, limit: int) -> Listing:
+        """Up to limit entries after cursor `after`, whether more follow, the parent directory,
+        and the directory itself as it was when they were read."""
         with self.store.transaction():
-            self._dir(ino)
+            folder = self._dir(ino)
             rows = self.store.list_dentries(ino, after, limit + 1)
             named = None if ino == ROOT_INODE else self.store.name_of(ino)
             parent = named[0] if named else ino
-        return [(d.cursor, d.name, i) for d, i in rows[:limit]], len(rows) > limit, parent
+        return Listing([(d.cursor, d.name, i) for d, i in rows[:limit]], len(rows) > limit, parent, folder)
 
     def readlink(self, ino: int) -> bytes:
         with self.store.transaction():

@@ -222,10 +222,10 @@ class MasterService(master_pb2_grpc.MasterServicer):
     @handler
     def ReadDir(self, request: mp.ReadDirRequest, context: grpc.ServicerContext) -> mp.ReadDirReply:
         limit = min(request.limit or READDIR_PAGE, READDIR_PAGE)
-        entries, more, parent = self.ns.readdir(request.inode, request.after, limit)
-        small = self.ns.small_chunks([inode for _, _, inode in entries]) if request.with_small_chunks else {}
-        reply = mp.ReadDirReply(more=more, parent=parent)
-        for cursor, name, inode in entries:
+        listing = self.ns.readdir(request.inode, request.after, limit)
+        small = self.ns.small_chunks([inode for _, _, inode in listing.entries]) if request.with_small_chunks else {}
+        reply = mp.ReadDirReply(more=listing.more, parent=listing.parent, folder=to_attr(listing.folder))
+        for cursor, name, inode in listing.entries:
             entry = reply.entries.add(name=name, attr=to_attr(inode), cursor=cursor)
             row = small.get(inode.id)
             if row is not None:

@@ -10,16 +10,21 @@ master), and an entry is never older than the kernel's own attribute timeout whe
 other mounts' changes show as quickly as without this cache. This mount's own changes remove or
 replace the entries they touch at once. Pure bookkeeping, no I/O.
 
-A folder this mount made, and changed only itself since, is known whole: a missing name there
-is answered here, with no round trip (a new file's name is always missing first). The reply to
-each add, rename or removal of a name, or change of the folder's attributes, carries its ctime
-just before, which grows with every change: when that is the ctime we last saw, nobody else
-changed the folder in between. So files written under a temporary name and renamed into place
-(pip, rsync, editors, git), rsync setting the folder's mode and an editor removing its probe
-file keep it known. Any other change (another mount's, or a concurrent change of ours) ends the
-knowledge. A missing name is answered only within the negative timeout of the last such proof,
-so another mount's new name shows as quickly as the kernel's own negative cache allows
-(`--negative-timeout`).
+A folder this mount made, or listed from its first page to its last while its ctime stood
+still (WholeListing), is known whole: a missing name there is answered here, with no round trip
+(a new file's name is always missing first; `git gc` looks for each of the 256 folders of loose
+objects in turn, several times over). A folder's ctime grows with every change of its names.
+The reply to each add, rename or removal of a name, or change of the folder's attributes,
+carries its ctime just before: when that is the ctime we last saw, nobody else changed the
+folder in between. So files written under a temporary name and renamed into place (pip, rsync,
+editors, git), rsync setting the folder's mode and an editor removing its probe file keep it
+known; so does a GetAttr of the folder that shows the ctime we know. Any other change (another
+mount's, or a concurrent change of ours) ends the knowledge; a change the master refused
+without making it (ENOTEMPTY) leaves it as it was. A missing name is answered only within the
+negative timeout of the last proof, and the kernel told to remember it only for what is left of
+that, so another mount's new name shows as quickly as the kernel's own negative cache allows
+(`--negative-timeout`): past it, the next miss asks for the folder's attributes, which prove
+every name missing there for the next negative timeout.
 
 A listing also remembers the folder's order and, for small files, their only chunk: when files
 are opened one after the other in that order (`cp -r`, `tar c`, `grep -r` from the mount),
@@ -54,6 +59,7 @@ OPENS_REMEMBERED = 10.0  # seconds after an open during which listings carry chu
 KNOWN_FOLDERS = 1024
 KNOWN_NAMES = 100_000  # names of one folder known whole; past that, it is no longer tracked
 KNOWN_NAMES_IN_ALL = 200_000  # names of all of them (~20 MiB): the least recently proved go first
+MISSED_NAMES = 1024  # missing names answered in a folder known from a listing (.git/objects: 256)
 
 
 @dataclass
@@ -75,6 +81,20 @@ class _Known:
     proved: float  # when that was last proved
     changing: int = 0  # changes of ours under way (begin_change)
     changes: int = 0  # name changes of ours here since the first of them began
+    # The missing names answered here: any (None: a folder made here), or those a lookup here
+    # found missing (a folder listed), so that a name never looked up on this mount is asked
+    # of the master, and shows at once once another mount has made it (close-to-open).
+    missed: set[bytes] | None = None
+
+    def size(self) -> int:
+        """Names kept: those it has, and those missing that are answered."""
+        return len(self.names) + (len(self.missed) if self.missed is not None else 0)
+
+    def answers(self, name: bytes) -> bool:
+        """Whether a lookup of the name, missing, may be answered here (while proved)."""
+        if self.changing or name in self.names:
+            return False
+        return self.missed is None or name in self.missed
 
 
 @dataclass
@@ -118,6 +138,33 @@ class WithoutXattrs:
 
     def forget(self, inode: int) -> None:
         self._until.pop(inode, None)
+
+
+class WholeListing:
+    """The pages of one listing of a folder from its start: when the last has come and every
+    page saw the folder at one ctime (each page is read at one moment, and the ctime moves with
+    every change of its names), together they name every name it had then."""
+
+    def __init__(self, cache: DirCache, folder: int) -> None:
+        self.cache = cache
+        self.folder = folder
+        self.generation, self.fetched = cache.generation, cache.clock()
+        self.names: list[bytes] = []
+        self.ctime_ns: int | None = None
+        self.consistent = True
+
+    def page(self, names: Iterable[bytes], folder: mp.Attr | None) -> None:
+        """A page, with the folder as the master saw it then (None from a master that does not say)."""
+        if folder is None or (self.ctime_ns is not None and folder.ctime_ns != self.ctime_ns):
+            self.consistent = False
+        else:
+            self.ctime_ns = folder.ctime_ns
+        self.names.extend(names)
+
+    def complete(self) -> None:
+        """The last page has come: the folder is known whole, if the pages agree."""
+        if self.consistent and self.ctime_ns is not None:
+            self.cache.listed_whole(self.folder, self.names, self.ctime_ns, self.fetched, self.generation)
 
 
 class DirCache:
@@ -225,21 +272,72 @@ class DirCache:
         """The folder known whole, as the most recently proved; the least recently proved go
         while there are too many folders or names."""
         self._known[folder] = known
-        self._known_names += len(known.names)
+        self._known_names += known.size()
         while len(self._known) > KNOWN_FOLDERS or self._known_names > KNOWN_NAMES_IN_ALL:
             self._unknown(next(iter(self._known)))
 
     def _unknown(self, folder: int) -> None:
         known = self._known.pop(folder, None)
         if known is not None:
-            self._known_names -= len(known.names)
+            self._known_names -= known.size()
 
-    def known_missing(self, parent: int, name: bytes, within: float) -> bool:
-        """Whether the name is missing from a folder known whole, as proved within `within` s."""
+    def known_missing(self, parent: int, name: bytes, within: float) -> float:
+        """For how many more seconds the name is missing from a folder known whole, proved
+        within `within` s (0: it is not known missing)."""
         known = self._known.get(parent)
+        if known is None or not known.answers(name):
+            return 0.0
+        return max(0.0, within - (self.clock() - known.proved))
+
+    def unproved_missing(self, parent: int, name: bytes) -> bool:
+        """Whether the name is missing from a folder known whole whose last proof is too old:
+        the folder's attributes would prove it again (proved_unchanged), a round trip for every
+        name missing there in the next negative timeout (`git gc` looks for each of the 256
+        folders of loose objects in turn, several times over)."""
+        known = self._known.get(parent)
+        return known is not None and known.answers(name)
+
+    def found_missing(self, parent: int, name: bytes) -> None:
+        """The master found no such name in the folder: if it is known whole from a listing,
+        the name is answered here from now on."""
+        known = self._known.get(parent)
+        if known is None or known.missed is None or name in known.names or name in known.missed:
+            return
+        if len(known.missed) < MISSED_NAMES:
+            self._unknown(parent)
+            known.missed.add(name)
+            self._keep_known(parent, known)
+
+    def proved_unchanged(self, folder: int, ctime_ns: int, fetched: float) -> None:
+        """The master saw the folder at ctime_ns in a request sent at `fetched`: when that is
+        the ctime of its names known here, nobody changed them since, and they are proved as
+        of then; else they are no longer known."""
+        known = self._known.get(folder)
         if known is None or known.changing:
-            return False
-        return name not in known.names and self.clock() - known.proved < within
+            return
+        if ctime_ns != known.ctime_ns:
+            self._unknown(folder)
+        elif fetched > known.proved:
+            known.proved = fetched
+            del self._known[folder]  # (now the most recently proved)
+            self._known[folder] = known
+
+    def listed_whole(self, folder: int, names: Iterable[bytes], ctime_ns: int, fetched: float, generation: int) -> None:
+        """A listing of every name of the folder, begun at `fetched` when the generation was
+        `generation`, whose pages all saw the folder at ctime_ns: it is known whole (a folder
+        made elsewhere, or before this mount started). Unless a change of ours ran meanwhile:
+        the listing may predate it."""
+        if generation != self.generation:
+            return
+        known = self._known.get(folder)
+        if known is not None and (known.changing or known.proved >= fetched):
+            return
+        names = set(names)
+        if len(names) >= KNOWN_NAMES:
+            return
+        missed = known.missed if known is not None and known.missed is not None else set()
+        self._unknown(folder)
+        self._keep_known(folder, _Known(names, ctime_ns, fetched, missed={m for m in missed if m not in names}))
 
     def begin_change(self, parent: int) -> tuple[_Known, int] | None:
         """Before this mount adds, renames or removes a name in the folder, or changes its
@@ -258,12 +356,14 @@ class DirCache:
         proof: tuple[int, int] | None,
         added: bytes | None = None,
         removed: bytes | None = None,
+        refused: bool = False,
     ) -> None:
         """After the change, which made `forgets` forget_name calls here (an add 2: one before
         the master call, one after), `added` a name and `removed` one. proof: the folder's ctime
         just before the change and after it, from the reply (None: it failed). The folder stays
         known whole only if that proves nobody changed it since we last saw it, and no other
-        change of ours ran here."""
+        change of ours ran here; or if the master refused the change without making it, for a
+        reason that says nothing against the names known (`refused`: then as proved before)."""
         if began is None:
             return
         known, changes = began
@@ -271,13 +371,14 @@ class DirCache:
         if self._known.get(parent) is not known:
             return
         self._unknown(parent)
-        if (
-            proof is None
-            or known.changing
-            or known.changes != changes + forgets
-            or proof[0] != known.ctime_ns
-            or len(known.names) >= KNOWN_NAMES
-        ):
+        if known.changing or known.changes != changes + forgets:
+            return
+        if proof is None:
+            if refused:
+                known.changes = 0
+                self._keep_known(parent, known)
+            return
+        if proof[0] != known.ctime_ns or len(known.names) >= KNOWN_NAMES:
             return
         if proof[1] != proof[0]:  # (else nothing changed: a rename between two names of one file)
             if removed is not None:

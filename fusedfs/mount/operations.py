@@ -32,7 +32,7 @@ from fusedfs.metrics import LATENCY_BUCKETS, Gauge
 from fusedfs.mount.blocking import call_master, read_parts, run, start_background
 from fusedfs.mount.cache import ChunkCache, ChunkLoader
 from fusedfs.mount.chunkmap import WINDOW
-from fusedfs.mount.dircache import DirCache
+from fusedfs.mount.dircache import DirCache, WholeListing
 from fusedfs.mount.openfile import MountShared, OpenFile
 from fusedfs.mount.writeback import WriteBack
 from fusedfs.names import RENAME_EXCHANGE, validate_xattr_name, xattr_listed_to
@@ -53,6 +53,14 @@ CLOSED_ATTRS_MAX = 10_000  # files closed within the attribute timeout whose att
 GONE_FOLDER = 0  # opendir's handle for a folder removed while open (a program's cwd): it lists empty
 GONE_AGAIN = 1.0  # seconds within which an opendir of a removed folder is the kernel's retry of one
 GONE_KEPT = 60.0  # seconds a folder found removed while open is answered for as such
+# Errors with which the master refuses a change before making any, that say nothing against the
+# names this mount knows a folder has (git's rmdir of each folder of loose objects, ENOTEMPTY,
+# ended its knowledge of .git/objects; EEXIST and ENOENT do say something, and EIO may come
+# after the change was made).
+REFUSALS = frozenset(
+    {errno.ENOTEMPTY, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.EDQUOT}
+    | {errno.ENOSPC, errno.ENAMETOOLONG, errno.EINVAL, errno.EXDEV, errno.EMLINK}
+)
 
 
 # The mount's metrics (served with `fusedfs mount --metrics HOST:PORT`).
@@ -189,6 +197,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         touched = list(dict.fromkeys([parent for parent, _ in names] + list(folders)))
         began = [self.dircache.begin_change(folder) for folder in touched]
         proofs: dict[int, tuple[int, int]] = {}
+        refused = False
         try:
             self._forget(names, inodes)
             self.last_change = time.monotonic()
@@ -197,6 +206,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             finally:
                 self._forget(names, inodes)
                 self.last_change = time.monotonic()
+        except FsError as e:
+            refused = e.errno in REFUSALS
+            raise
         finally:
             for folder, folder_began in zip(touched, began, strict=True):
                 self.dircache.end_change(
@@ -206,6 +218,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                     proofs.get(folder),
                     added=added[1] if added is not None and added[0] == folder else None,
                     removed=removed[1] if removed is not None and removed[0] == folder else None,
+                    refused=refused,
                 )
 
     def _forget(self, names: list[tuple[int, bytes]], inodes: list[int]) -> None:
@@ -264,11 +277,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     @translate_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         cached = self.dircache.get(parent_inode, name)
-        if cached is None and self.dircache.known_missing(parent_inode, name, self.negative_timeout):
-            return self._missing()
+        if cached is None and (left := await self._known_missing(parent_inode, name)):
+            return self._missing(left)
         if cached is None and self.dircache.worth_listing(parent_inode):
             await self._list(parent_inode)
             cached = self.dircache.get(parent_inode, name)
+            if cached is None and (left := self.dircache.known_missing(parent_inode, name, self.negative_timeout)):
+                return self._missing(left)
         if cached is not None:
             attr, left = cached
             return self.entry(attr, timeout=left)  # never older than attr_timeout in all
@@ -277,12 +292,33 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         except FsError as e:
             if e.errno != errno.ENOENT or not self.negative_timeout:
                 raise
-        return self._missing()
+        self.dircache.found_missing(parent_inode, name)
+        return self._missing(self.negative_timeout)
 
-    def _missing(self) -> pyfuse3.EntryAttributes:
+    async def _known_missing(self, parent: int, name: bytes) -> float:
+        """For how long the kernel may remember that the folder has no such name, answered
+        without a lookup: from its names known whole, proved again by the folder's attributes
+        when the last proof is older than the negative timeout (0: ask the master)."""
+        if not self.negative_timeout:
+            return 0.0
+        left = self.dircache.known_missing(parent, name, self.negative_timeout)
+        if not left and self.dircache.unproved_missing(parent, name):
+            await self._folder_attr(parent)
+            left = self.dircache.known_missing(parent, name, self.negative_timeout)
+        return left
+
+    async def _folder_attr(self, inode: int) -> mp.Attr:
+        """A GetAttr that also proves a folder's names known here (or ends that knowledge)."""
+        fetched = self.dircache.clock()
+        attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
+        if stat.S_ISDIR(attr.mode):
+            self.dircache.proved_unchanged(inode, attr.ctime_ns, fetched)
+        return attr
+
+    def _missing(self, timeout: float) -> pyfuse3.EntryAttributes:
         missing = pyfuse3.EntryAttributes()  # inode 0: the kernel remembers the name is missing
         missing.st_ino = 0
-        missing.entry_timeout = self.negative_timeout
+        missing.entry_timeout = timeout
         return missing
 
     async def _list(self, parent: int) -> None:
@@ -291,14 +327,17 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         after = 0
         order: list[tuple[bytes, int, mp.ChunkRef | None]] = []
         chunks = self.dircache.files_opened_lately()
+        whole = WholeListing(self.dircache, parent)
         for _ in range(LISTING_PAGES):
             generation, fetched = self.dircache.generation, self.dircache.clock()
             request = mp.ReadDirRequest(inode=parent, after=after, limit=READDIR_PAGE, with_small_chunks=chunks)
             reply = await self.call("ReadDir", request)
             self.dircache.fill(parent, ((e.name, e.attr) for e in reply.entries), fetched, generation)
+            whole.page((e.name for e in reply.entries), reply.folder if reply.HasField("folder") else None)
             for e in reply.entries:
                 order.append((e.name, e.attr.inode, e.small_chunk if e.HasField("small_chunk") else None))
             if not reply.more or not reply.entries:
+                whole.complete()
                 break
             after = reply.entries[-1].cursor
         else:
@@ -325,7 +364,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             if left > 0:
                 return self.entry(taken[0], timeout=left)
         try:
-            attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
+            attr = await self._folder_attr(inode)
         except FsError as e:
             if e.errno == errno.ENOENT and self.gone_folders.get(inode, (0, False))[1]:
                 # A removed folder still open (opendir's fstat): as Linux's, with no links left
@@ -405,7 +444,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     @translate_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         try:
-            attr = await self.call("GetAttr", mp.InodeRequest(inode=inode))
+            attr = await self._folder_attr(inode)
         except FsError as e:
             if e.errno == errno.ENOENT:
                 return self._gone_folder(inode)
@@ -437,10 +476,14 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             return
         # Offsets: 1 after ".", 2 after "..", then the master's entry cursors shifted by 2.
         after = max(0, start_id - 2)
+        # (a listing from the start that fits this reply makes the folder known whole)
+        whole = WholeListing(self.dircache, fh) if start_id == 0 else None
         while True:
             generation, fetched = self.dircache.generation, self.dircache.clock()
             reply = await self.call("ReadDir", mp.ReadDirRequest(inode=fh, after=after, limit=READDIR_PAGE))
             self.dircache.fill(fh, ((e.name, e.attr) for e in reply.entries), fetched, generation)
+            if whole is not None:
+                whole.page((e.name for e in reply.entries), reply.folder if reply.HasField("folder") else None)
             if start_id == 0 and not self._dot_entry(token, b".", fh, 1):
                 return
             if start_id <= 1 and not self._dot_entry(token, b"..", reply.parent, 2):
@@ -451,6 +494,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                     return
                 after = entry.cursor
             if not reply.more:
+                if whole is not None:
+                    whole.complete()
                 return
 
     def _dot_entry(self, token: pyfuse3.ReaddirToken, name: bytes, inode: int, next_id: int) -> bool:

@@ -114,14 +114,16 @@ class DirEntry(_message.Message):
     def __init__(self, name: _Optional[bytes] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., cursor: _Optional[int] = ..., small_chunk: _Optional[_Union[ChunkRef, _Mapping]] = ...) -> None: ...
 
 class ReadDirReply(_message.Message):
-    __slots__ = ("entries", "more", "parent")
+    __slots__ = ("entries", "more", "parent", "folder")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     MORE_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
     more: bool
     parent: int
-    def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., more: _Optional[bool] = ..., parent: _Optional[int] = ...) -> None: ...
+    folder: Attr
+    def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., more: _Optional[bool] = ..., parent: _Optional[int] = ..., folder: _Optional[_Union[Attr, _Mapping]] = ...) -> None: ...
 
 class MakeNodeRequest(_message.Message):
     __slots__ = ("parent", "name", "mode", "uid", "gid", "exclusive", "rdev", "request_id")

@@ -1141,6 +1141,41 @@ def test_files_renamed_into_place_in_a_folder_made_here_ask_the_master_no_names(
     assert (mnt / "d" / "theirs").read_bytes() == b"x"
 
 
+def test_names_missing_from_a_folder_listed_whole_are_answered_here_and_another_mounts_show(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """`git gc` looks for each of .git/objects/00 to ff in turn, several times over, in a folder
+    this mount did not make: a master lookup each (1,263 of its 1,379 lookups). Once the folder
+    has been listed whole, the names found missing are answered here; past the negative
+    timeout, one GetAttr of the folder proves them all again. A name another mount adds shows
+    within the negative timeout (0.2 s) of the last proof; one never looked up here, at once."""
+    cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
+    mine, theirs = cluster.mount(tmp_path / "mine"), cluster.mount(tmp_path / "theirs")
+    log = cluster.data_dir / "logs" / "master.log"
+
+    def calls(method: str) -> float:
+        return sum(v for k, v in scrape(log).items() if k.startswith("fusedfs_rpc_seconds_count{") and method in k)
+
+    (theirs / "objects" / "pack").mkdir(parents=True)
+    (theirs / "objects" / "info").mkdir()
+    probes = [f"{i:02x}" for i in range(256)]
+    assert not any((mine / "objects" / p).exists() for p in probes)
+    missed, getattrs = calls('code="NOT_FOUND",method="Lookup"'), calls('method="GetAttr"')
+    for _ in range(3):
+        time.sleep(0.3)  # (the kernel's memory of the misses, and the proof, are over)
+        assert not any((mine / "objects" / p).exists() for p in probes)
+    # (the first name was found missing before the folder was listed: asked once more)
+    assert calls('code="NOT_FOUND",method="Lookup"') - missed <= 1
+    assert calls('method="GetAttr"') - getattrs <= 6  # (at least one a round, to prove the folder)
+    # A name never looked up here is asked of the master: another mount's new file opens at once.
+    (theirs / "objects" / "new").write_bytes(b"closed there")
+    assert (mine / "objects" / "new").read_bytes() == b"closed there"
+    (theirs / "objects" / "ab").mkdir()
+    time.sleep(0.45)
+    assert (mine / "objects" / "ab").is_dir() and not (mine / "objects" / "ac").exists()
+    assert sorted(p.name for p in (mine / "objects").iterdir()) == ["ab", "info", "new", "pack"]
+
+
 @pytest.mark.parametrize("short_circuit", [True, False], ids=["from-the-disk", "from-the-keepers"])
 def test_rotten_replicas_are_read_around_and_repaired(mounted: tuple[LocalCluster, Path], short_circuit: bool) -> None:
     cluster, mnt = mounted

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fusedfs.mount import dircache
-from fusedfs.mount.dircache import BIG_FOLDER_PAUSE, DirCache
+from fusedfs.mount.dircache import BIG_FOLDER_PAUSE, DirCache, WholeListing
 from fusedfs.rpc import master_pb2 as mp
 
 
@@ -215,18 +215,40 @@ def test_folders_known_whole_are_forgotten_least_recently_proved_first_past_the_
         cache.made_folder(mp.Attr(inode=folder, ctime_ns=1000))
     add(cache, 5, b"a", before=1000, after=1001)  # 5 proved last now
     cache.made_folder(mp.Attr(inode=8, ctime_ns=1000))  # a fourth: 6 goes
-    assert [cache.known_missing(f, b"x", 0.2) for f in (5, 6, 7, 8)] == [True, False, True, True]
+    assert [bool(cache.known_missing(f, b"x", 0.2)) for f in (5, 6, 7, 8)] == [True, False, True, True]
     add(cache, 7, b"a", before=1000, after=1001)
     add(cache, 7, b"b", before=1001, after=1002)
     add(cache, 8, b"a", before=1000, after=1001)  # 4 names in all: still within
-    assert [cache.known_missing(f, b"x", 0.2) for f in (5, 7, 8)] == [True, True, True]
+    assert [bool(cache.known_missing(f, b"x", 0.2)) for f in (5, 7, 8)] == [True, True, True]
     add(cache, 8, b"b", before=1001, after=1002)  # a fifth: 5 (proved longest ago) goes
-    assert [cache.known_missing(f, b"x", 0.2) for f in (5, 7, 8)] == [False, True, True]
+    assert [bool(cache.known_missing(f, b"x", 0.2)) for f in (5, 7, 8)] == [False, True, True]
     assert not cache.known_missing(8, b"b", 0.2)
     cache.forget_name(7, b"c")  # (a change that ends a folder's knowledge gives its names back)
     add(cache, 8, b"c", before=1002, after=1003)
     add(cache, 8, b"d", before=1003, after=1004)
     assert cache.known_missing(8, b"x", 0.2)
+
+
+def test_a_change_the_master_refused_without_making_it_keeps_the_knowledge() -> None:
+    """git tries to remove each folder of loose objects (ENOTEMPTY): .git/objects stays known.
+    An add refused with EEXIST (the name is there: we were wrong) or an error after which the
+    change may have been made (EIO) ends it."""
+    clock = Clock()
+    cache = DirCache(ttl=1.0, clock=clock)
+    cache.made_folder(mp.Attr(inode=5, ctime_ns=1000))
+    add(cache, 5, b"00", before=1000, after=1001)
+    clock.now += 0.1
+    began = cache.begin_change(5)
+    cache.forget_name(5, b"00")
+    cache.forget_name(5, b"00")
+    cache.end_change(5, began, 2, None, removed=b"00", refused=True)
+    assert cache.known_missing(5, b"01", 0.2) == pytest.approx(0.1)  # (as proved before)
+    assert not cache.known_missing(5, b"00", 0.2)
+    began = cache.begin_change(5)
+    cache.forget_name(5, b"01")
+    cache.forget_name(5, b"01")
+    cache.end_change(5, began, 2, None, added=b"01")
+    assert not cache.known_missing(5, b"02", 0.2)
 
 
 def test_a_rename_that_fails_ends_the_knowledge() -> None:
@@ -259,3 +281,96 @@ def test_inodes_without_extended_attributes_are_known_for_their_attributes_cache
     for inode in range(100, 100 + known.max_entries + 5):  # bounded, the oldest go first
         known.saw(mp.Attr(inode=inode, has_xattrs=False), ttl=1.0)
     assert not known.none(100) and known.none(100 + known.max_entries + 4)
+
+
+def test_a_missing_name_is_answered_for_what_is_left_of_the_negative_timeout() -> None:
+    clock = Clock()
+    cache = DirCache(ttl=1.0, clock=clock)
+    cache.made_folder(mp.Attr(inode=5, ctime_ns=1000))
+    clock.now += 0.15  # (the kernel then remembers the miss only until the proof is 0.2 s old)
+    assert cache.known_missing(5, b"a", 0.2) == pytest.approx(0.05)
+
+
+def test_a_folder_listed_whole_is_known_and_its_attributes_prove_it_again() -> None:
+    """A folder made elsewhere (`git gc` looks for each of .git/objects/00 to ff, several times
+    over): once listed from its first page to its last, all at one ctime of the folder, the
+    names the master has since found missing are answered here; a GetAttr showing that ctime
+    again proves them again. A name never looked up here is asked of the master: another
+    mount may have just made it (close-to-open)."""
+    clock = Clock()
+    cache = DirCache(ttl=1.0, clock=clock)
+    listing = WholeListing(cache, 5)
+    listing.page([b"a", b"b"], mp.Attr(inode=5, ctime_ns=1000))
+    listing.page([b"c"], mp.Attr(inode=5, ctime_ns=1000))
+    cache.found_missing(5, b"x")
+    assert not cache.known_missing(5, b"x", 0.2)  # (until the last page came)
+    listing.complete()
+    assert not cache.known_missing(5, b"x", 0.2) and not cache.unproved_missing(5, b"x")  # never looked up
+    cache.found_missing(5, b"x")
+    cache.found_missing(5, b"c")  # (a name it has: another mount removed it; the next proof shows it)
+    assert cache.known_missing(5, b"x", 0.2) and not cache.known_missing(5, b"c", 0.2)
+    assert not cache.unproved_missing(5, b"c") and not cache.known_missing(5, b"y", 0.2)
+    clock.now += 0.3  # the proof is older than the negative timeout: the folder's attributes ...
+    assert not cache.known_missing(5, b"x", 0.2) and cache.unproved_missing(5, b"x")
+    cache.proved_unchanged(5, 1000, clock.now - 0.001)  # ... show the same ctime: proved again
+    assert cache.known_missing(5, b"x", 0.2) == pytest.approx(0.199)
+    cache.proved_unchanged(5, 1000, clock.now - 0.5)  # (an older proof changes nothing)
+    assert cache.known_missing(5, b"x", 0.2) == pytest.approx(0.199)
+    clock.now += 0.3
+    cache.proved_unchanged(5, 1001, clock.now)  # another mount changed it: no longer known
+    assert not cache.known_missing(5, b"x", 0.2) and not cache.unproved_missing(5, b"x")
+    cache.proved_unchanged(5, 1000, clock.now)  # (and a folder not known stays so)
+    assert not cache.known_missing(5, b"x", 0.2)
+
+
+def test_a_listing_proves_nothing_when_its_pages_disagree_or_a_change_of_ours_ran_meanwhile() -> None:
+    cache = DirCache(ttl=1.0, clock=Clock())
+    # The folder changed between two pages: a name may have moved behind the cursor.
+    listing = WholeListing(cache, 5)
+    listing.page([b"a"], mp.Attr(inode=5, ctime_ns=1000))
+    listing.page([b"b"], mp.Attr(inode=5, ctime_ns=1001))
+    listing.complete()
+    cache.found_missing(5, b"x")
+    assert not cache.known_missing(5, b"x", 0.2)
+    # A master that does not say the folder's ctime.
+    listing = WholeListing(cache, 6)
+    listing.page([b"a"], None)
+    listing.complete()
+    cache.found_missing(6, b"x")
+    assert not cache.known_missing(6, b"x", 0.2)
+    # This mount changed a name while the listing ran: the listing may predate it.
+    listing = WholeListing(cache, 7)
+    listing.page([b"a"], mp.Attr(inode=7, ctime_ns=1000))
+    cache.forget_name(7, b"new")
+    listing.complete()
+    cache.found_missing(7, b"x")
+    assert not cache.known_missing(7, b"x", 0.2)
+    # A change of ours under way in a folder known whole: the listing leaves it to that change.
+    cache.made_folder(mp.Attr(inode=8, ctime_ns=1000))
+    began = cache.begin_change(8)
+    listing = WholeListing(cache, 8)
+    listing.page([], mp.Attr(inode=8, ctime_ns=1000))
+    listing.complete()
+    cache.proved_unchanged(8, 1000, cache.clock())
+    assert not cache.known_missing(8, b"x", 0.2)
+    cache.forget_name(8, b"a")
+    cache.forget_name(8, b"a")
+    cache.end_change(8, began, 2, (1000, 1001), added=b"a")
+    assert cache.known_missing(8, b"x", 0.2) and not cache.known_missing(8, b"a", 0.2)
+
+
+def test_missing_names_answered_in_a_listed_folder_are_bounded_and_counted_among_all_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dircache, "MISSED_NAMES", 2)
+    monkeypatch.setattr(dircache, "KNOWN_NAMES_IN_ALL", 4)
+    cache = DirCache(ttl=1.0, clock=Clock())
+    for folder in (5, 6):
+        listing = WholeListing(cache, folder)
+        listing.page([b"a"], mp.Attr(inode=folder, ctime_ns=1000))
+        listing.complete()
+    for name in (b"x", b"y", b"z"):
+        cache.found_missing(5, name)
+    assert [bool(cache.known_missing(5, n, 0.2)) for n in (b"x", b"y", b"z")] == [True, True, False]
+    cache.found_missing(6, b"x")  # 5 names in all (a, x, y; a, x): 5, proved longest ago, goes
+    assert not cache.known_missing(5, b"x", 0.2) and cache.known_missing(6, b"x", 0.2)

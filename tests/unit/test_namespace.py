@@ -277,7 +277,7 @@ def test_a_file_counts_as_stored_only_the_bytes_its_chunks_hold(ns: Namespace) -
     dense = pending(ns)
     put, _ = ns.put_file(ROOT_INODE, b"dense", 0o644, 0, 0, 5, CHUNK, [CommittedChunk(0, dense, 5, 0)], None)
     assert put.stored == 5
-    listed = {name: node.stored for _, name, node in ns.readdir(ROOT_INODE, 0, 10)[0]}
+    listed = {name: node.stored for _, name, node in ns.readdir(ROOT_INODE, 0, 10).entries}
     assert listed == {b"sparse": 10, b"dense": 5}
 
 
@@ -313,18 +313,22 @@ def test_readdir_pages_with_stable_cursors(ns: Namespace) -> None:
     for i in range(25):
         ns.create(ROOT_INODE, f"f{i:02}".encode(), 0o644, 0, 0, True)
     seen: list[bytes] = []
+    ctimes: list[int] = []  # the folder's, as each page saw it
     after = 0
     while True:
-        entries, more, parent = ns.readdir(ROOT_INODE, after, 10)
-        assert parent == ROOT_INODE
-        seen += [name for _, name, _ in entries]
-        after = entries[-1][0]
+        page = ns.readdir(ROOT_INODE, after, 10)
+        assert page.parent == ROOT_INODE
+        seen += [name for _, name, _ in page.entries]
+        ctimes.append(page.folder.ctime_ns)
+        after = page.entries[-1][0]
         if len(seen) == 10:
             ns.create(ROOT_INODE, b"late", 0o644, 0, 0, True)  # added mid-listing: shows at the end
             ns.unlink(ROOT_INODE, b"f00")  # removed behind the cursor: nothing shifts
-        if not more:
+        if not page.more:
             break
     assert seen == [f"f{i:02}".encode() for i in range(25)] + [b"late"]
+    # The pages read after the change saw the folder's ctime move on: not one listing of it.
+    assert ctimes[0] < ctimes[1] == ctimes[2] == ns.getattr(ROOT_INODE).ctime_ns
 
 
 def test_changes_survive_reopening(tmp_path: Path) -> None:
@@ -843,7 +847,7 @@ def test_a_tree_is_read_at_one_moment_without_holding_up_changes(ns: Namespace) 
     ns.create(top.id, b"a", 0o644, 0, 0, exclusive=True)
     with ns.store.reading() as moment:
         ns.create(top.id, b"b", 0o644, 0, 0, exclusive=True)  # (a change meanwhile, made at once)
-        assert [name for _, name, _ in ns.readdir(top.id, 0, 10)[0]] == [b"a", b"b"]
+        assert [name for _, name, _ in ns.readdir(top.id, 0, 10).entries] == [b"a", b"b"]
         assert [d.name for d, _ in moment.list_dentries(top.id, 0, 10)] == [b"a"]
 
 
