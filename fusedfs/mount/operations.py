@@ -18,6 +18,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pyfuse3
@@ -72,6 +73,14 @@ REQUEST_ERRORS = Counter(
 )
 BYTES = Counter("fusedfs_mount_bytes", "bytes programs read and wrote through the mount", ["direction"])
 READ_BYTES, WRITTEN_BYTES = BYTES.labels("read"), BYTES.labels("written")
+
+
+@dataclass
+class OpenFolder:
+    """A folder open for listing (opendir's handle)."""
+
+    inode: int
+    end: int | None = None  # where its last listing ended: a readdir from there lists nothing
 
 
 def translate_errors(handler: F) -> F:
@@ -154,6 +163,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.told_sizes: dict[int, int] = {}  # inode -> the size the kernel was last told (SEEN_MAX of them)
         # inode -> (when an opendir found it removed, whether it was open all the same)
         self.gone_folders: dict[int, tuple[float, bool]] = {}
+        self.open_folders: dict[int, OpenFolder] = {}  # opendir's handles
         self.nursery: trio.Nursery | None = None
         self.session_id = session_id
         self.announced: frozenset[int] | None = None  # the open files the master last heard of
@@ -451,7 +461,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             raise
         if not stat.S_ISDIR(attr.mode):
             raise FsError(errno.ENOTDIR)
-        return inode
+        fh = self.next_fh
+        self.next_fh += 1
+        self.open_folders[fh] = OpenFolder(inode)
+        return fh
+
+    async def releasedir(self, fh: int) -> None:
+        self.open_folders.pop(fh, None)
 
     def _gone_folder(self, inode: int) -> int:
         """An opendir of a folder removed since the kernel learnt it. First, ESTALE: the name
@@ -472,19 +488,21 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        if fh == GONE_FOLDER:
+        folder = self.open_folders.get(fh)
+        if folder is None or start_id == folder.end:  # (a folder gone while open lists empty)
             return
+        inode = folder.inode
         # Offsets: 1 after ".", 2 after "..", then the master's entry cursors shifted by 2.
         after = max(0, start_id - 2)
         # (a listing from the start that fits this reply makes the folder known whole)
-        whole = WholeListing(self.dircache, fh) if start_id == 0 else None
+        whole = WholeListing(self.dircache, inode) if start_id == 0 else None
         while True:
             generation, fetched = self.dircache.generation, self.dircache.clock()
-            reply = await self.call("ReadDir", mp.ReadDirRequest(inode=fh, after=after, limit=READDIR_PAGE))
-            self.dircache.fill(fh, ((e.name, e.attr) for e in reply.entries), fetched, generation)
+            reply = await self.call("ReadDir", mp.ReadDirRequest(inode=inode, after=after, limit=READDIR_PAGE))
+            self.dircache.fill(inode, ((e.name, e.attr) for e in reply.entries), fetched, generation)
             if whole is not None:
                 whole.page((e.name for e in reply.entries), reply.folder if reply.HasField("folder") else None)
-            if start_id == 0 and not self._dot_entry(token, b".", fh, 1):
+            if start_id == 0 and not self._dot_entry(token, b".", inode, 1):
                 return
             if start_id <= 1 and not self._dot_entry(token, b"..", reply.parent, 2):
                 return
@@ -496,6 +514,11 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             if not reply.more:
                 if whole is not None:
                     whole.complete()
+                # The kernel asks once more, from past the last entry, to learn that none
+                # follow: answered here, as the end of this listing (POSIX leaves names added
+                # after opendir or rewinddir unspecified). One ReadDir less for each folder
+                # listed (`ls`, `find`, `du`, `git status`).
+                folder.end = after + 2
                 return
 
     def _dot_entry(self, token: pyfuse3.ReaddirToken, name: bytes, inode: int, next_id: int) -> bool:

@@ -1897,6 +1897,39 @@ def test_rename_noreplace_and_exchange_through_the_kernel(mounted: tuple[LocalCl
     assert (mnt / "b").read_bytes() == b"A" and (mnt / "c").read_bytes() == b"B"
 
 
+def test_a_small_folder_lists_with_one_master_call_and_each_listing_is_fresh(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """The kernel asks for a folder's entries once more after the last, to learn that none
+    follow: that is answered from where the listing ended (a ReadDir per folder `ls`, `find`
+    or `git status` lists, a third of their master calls there). A new listing (opendir, or
+    rewinddir) still asks the master, and shows another mount's new name."""
+    cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
+    mine, theirs = cluster.mount(tmp_path / "mine"), cluster.mount(tmp_path / "theirs")
+    log = cluster.data_dir / "logs" / "master.log"
+
+    def listings() -> float:
+        return scrape(log).get('fusedfs_rpc_seconds_count{code="OK",method="ReadDir"}', 0.0)
+
+    (theirs / "d").mkdir()
+    for name in ("a", "b", "c"):
+        (theirs / "d" / name).write_bytes(b"x")
+    (theirs / "empty").mkdir()
+    assert (mine / "d").is_dir() and (mine / "empty").is_dir()  # (the root's lookups list it first)
+    asked = listings()
+    assert sorted(os.listdir(mine / "d")) == ["a", "b", "c"] and os.listdir(mine / "empty") == []
+    assert listings() - asked == 2
+    fd = os.open(mine / "d", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert sorted(os.listdir(fd)) == ["a", "b", "c"]
+        (theirs / "d" / "new").write_bytes(b"x")
+        assert sorted(os.listdir(fd)) == ["a", "b", "c", "new"]  # (listdir rewinds)
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(mine / "d")) == ["a", "b", "c", "new"]
+    assert listings() - asked == 5
+
+
 def test_a_directory_of_100000_entries_lists_in_pages(make_cluster: MakeCluster, tmp_path: Path) -> None:
     cluster = make_cluster()
     count = 100_000
