@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 BLOCK = 512
 READDIR_PAGE = 500
+OPENDIR_PAGE = 128  # entries opendir fetches for the first readdir (not too many: some only fsync)
 LISTING_PAGES = 10  # a folder listed for the name cache: at most this many pages of READDIR_PAGE
 SESSION_INTERVAL = 1.0  # seconds between the mount's heartbeats to the master
 FETCH_AHEAD_FILES = 8  # small files fetched ahead of a reader going through a folder in order
@@ -81,6 +82,7 @@ class OpenFolder:
 
     inode: int
     end: int | None = None  # where its last listing ended: a readdir from there lists nothing
+    first: tuple[mp.ReadDirReply, WholeListing] | None = None  # opendir's page, for the first readdir
 
 
 def translate_errors(handler: F) -> F:
@@ -339,11 +341,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         chunks = self.dircache.files_opened_lately()
         whole = WholeListing(self.dircache, parent)
         for _ in range(LISTING_PAGES):
-            generation, fetched = self.dircache.generation, self.dircache.clock()
-            request = mp.ReadDirRequest(inode=parent, after=after, limit=READDIR_PAGE, with_small_chunks=chunks)
-            reply = await self.call("ReadDir", request)
-            self.dircache.fill(parent, ((e.name, e.attr) for e in reply.entries), fetched, generation)
-            whole.page((e.name for e in reply.entries), reply.folder if reply.HasField("folder") else None)
+            reply = await self._read_dir_page(parent, after, READDIR_PAGE, whole, with_small_chunks=chunks)
             for e in reply.entries:
                 order.append((e.name, e.attr.inode, e.small_chunk if e.HasField("small_chunk") else None))
             if not reply.more or not reply.entries:
@@ -453,18 +451,35 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        # Its first page, for the first readdir (a listing is one master call, not two): the
+        # master answers ENOENT for a folder gone, ENOTDIR for a file.
+        whole = WholeListing(self.dircache, inode)
         try:
-            attr = await self._folder_attr(inode)
+            first = await self._read_dir_page(inode, 0, OPENDIR_PAGE, whole)
         except FsError as e:
             if e.errno == errno.ENOENT:
                 return self._gone_folder(inode)
             raise
-        if not stat.S_ISDIR(attr.mode):
-            raise FsError(errno.ENOTDIR)
         fh = self.next_fh
         self.next_fh += 1
-        self.open_folders[fh] = OpenFolder(inode)
+        self.open_folders[fh] = OpenFolder(inode, first=(first, whole))
         return fh
+
+    async def _read_dir_page(
+        self, inode: int, after: int, limit: int, whole: WholeListing | None = None, with_small_chunks: bool = False
+    ) -> mp.ReadDirReply:
+        """A page of a folder's entries into the name cache (and the listing `whole`); the
+        folder's ctime it comes with proves the names known of it."""
+        generation, fetched = self.dircache.generation, self.dircache.clock()
+        request = mp.ReadDirRequest(inode=inode, after=after, limit=limit, with_small_chunks=with_small_chunks)
+        reply: mp.ReadDirReply = await self.call("ReadDir", request)
+        self.dircache.fill(inode, ((e.name, e.attr) for e in reply.entries), fetched, generation)
+        folder = reply.folder if reply.HasField("folder") else None
+        if whole is not None:
+            whole.page((e.name for e in reply.entries), folder)
+        if folder is not None:
+            self.dircache.proved_unchanged(inode, folder.ctime_ns, fetched)
+        return reply
 
     async def releasedir(self, fh: int) -> None:
         self.open_folders.pop(fh, None)
@@ -495,13 +510,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         # Offsets: 1 after ".", 2 after "..", then the master's entry cursors shifted by 2.
         after = max(0, start_id - 2)
         # (a listing from the start that fits this reply makes the folder known whole)
-        whole = WholeListing(self.dircache, inode) if start_id == 0 else None
+        first, folder.first = folder.first, None
+        reply, whole = first if first is not None and start_id == 0 else (None, None)
+        if whole is None and start_id == 0:
+            whole = WholeListing(self.dircache, inode)
         while True:
-            generation, fetched = self.dircache.generation, self.dircache.clock()
-            reply = await self.call("ReadDir", mp.ReadDirRequest(inode=inode, after=after, limit=READDIR_PAGE))
-            self.dircache.fill(inode, ((e.name, e.attr) for e in reply.entries), fetched, generation)
-            if whole is not None:
-                whole.page((e.name for e in reply.entries), reply.folder if reply.HasField("folder") else None)
+            if reply is None:
+                reply = await self._read_dir_page(inode, after, READDIR_PAGE, whole)
             if start_id == 0 and not self._dot_entry(token, b".", inode, 1):
                 return
             if start_id <= 1 and not self._dot_entry(token, b"..", reply.parent, 2):
@@ -520,6 +535,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                 # listed (`ls`, `find`, `du`, `git status`).
                 folder.end = after + 2
                 return
+            reply = None
 
     def _dot_entry(self, token: pyfuse3.ReaddirToken, name: bytes, inode: int, next_id: int) -> bool:
         """ "." or "..": the kernel uses only the inode number and type of these."""

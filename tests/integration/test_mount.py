@@ -1900,10 +1900,12 @@ def test_rename_noreplace_and_exchange_through_the_kernel(mounted: tuple[LocalCl
 def test_a_small_folder_lists_with_one_master_call_and_each_listing_is_fresh(
     make_cluster: MakeCluster, tmp_path: Path
 ) -> None:
-    """The kernel asks for a folder's entries once more after the last, to learn that none
-    follow: that is answered from where the listing ended (a ReadDir per folder `ls`, `find`
-    or `git status` lists, a third of their master calls there). A new listing (opendir, or
-    rewinddir) still asks the master, and shows another mount's new name."""
+    """A listing was three master calls: opendir's GetAttr, a ReadDir, and another when the
+    kernel asks once more after the last entry, to learn that none follow. Now opendir fetches
+    the first page (the master says ENOENT for a folder gone, as GetAttr did) and the last ask
+    is answered from where the listing ended: one call for each folder `ls`, `find` or
+    `git status` lists. A new listing (opendir, or rewinddir) still asks the master, and shows
+    another mount's new name."""
     cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
     mine, theirs = cluster.mount(tmp_path / "mine"), cluster.mount(tmp_path / "theirs")
     log = cluster.data_dir / "logs" / "master.log"
@@ -1911,14 +1913,17 @@ def test_a_small_folder_lists_with_one_master_call_and_each_listing_is_fresh(
     def listings() -> float:
         return scrape(log).get('fusedfs_rpc_seconds_count{code="OK",method="ReadDir"}', 0.0)
 
+    def getattrs() -> float:
+        return scrape(log).get('fusedfs_rpc_seconds_count{code="OK",method="GetAttr"}', 0.0)
+
     (theirs / "d").mkdir()
     for name in ("a", "b", "c"):
         (theirs / "d" / name).write_bytes(b"x")
     (theirs / "empty").mkdir()
     assert (mine / "d").is_dir() and (mine / "empty").is_dir()  # (the root's lookups list it first)
-    asked = listings()
+    asked, attrs_asked = listings(), getattrs()
     assert sorted(os.listdir(mine / "d")) == ["a", "b", "c"] and os.listdir(mine / "empty") == []
-    assert listings() - asked == 2
+    assert listings() - asked == 2 and getattrs() == attrs_asked
     fd = os.open(mine / "d", os.O_RDONLY | os.O_DIRECTORY)
     try:
         assert sorted(os.listdir(fd)) == ["a", "b", "c"]
