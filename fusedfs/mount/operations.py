@@ -479,6 +479,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             whole.page((e.name for e in reply.entries), folder)
         if folder is not None:
             self.dircache.proved_unchanged(inode, folder.ctime_ns, fetched)
+            if generation == self.dircache.generation:  # (else a change of ours may postdate them)
+                self.folder_attrs[inode] = (folder, fetched)  # (`rm -r` and `find` fstat each folder they open)
         return reply
 
     async def releasedir(self, fh: int) -> None:

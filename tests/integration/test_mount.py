@@ -1904,7 +1904,8 @@ def test_a_small_folder_lists_with_one_master_call_and_each_listing_is_fresh(
     kernel asks once more after the last entry, to learn that none follow. Now opendir fetches
     the first page (the master says ENOENT for a folder gone, as GetAttr did) and the last ask
     is answered from where the listing ended: one call for each folder `ls`, `find` or
-    `git status` lists. A new listing (opendir, or rewinddir) still asks the master, and shows
+    `git status` lists; its attributes answer the fstat that `rm -r` and `find` make of each
+    folder they open. A new listing (opendir, or rewinddir) still asks the master, and shows
     another mount's new name."""
     cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
     mine, theirs = cluster.mount(tmp_path / "mine"), cluster.mount(tmp_path / "theirs")
@@ -1924,8 +1925,12 @@ def test_a_small_folder_lists_with_one_master_call_and_each_listing_is_fresh(
     asked, attrs_asked = listings(), getattrs()
     assert sorted(os.listdir(mine / "d")) == ["a", "b", "c"] and os.listdir(mine / "empty") == []
     assert listings() - asked == 2 and getattrs() == attrs_asked
+    os.stat(mine / "d")  # (the kernel knows its attributes for the next second)
+    time.sleep(0.8)
     fd = os.open(mine / "d", os.O_RDONLY | os.O_DIRECTORY)
     try:
+        time.sleep(0.4)  # (the kernel's attributes are over, opendir's page is 0.4 s old)
+        assert os.fstat(fd).st_nlink == 2 and getattrs() == attrs_asked
         assert sorted(os.listdir(fd)) == ["a", "b", "c"]
         (theirs / "d" / "new").write_bytes(b"x")
         assert sorted(os.listdir(fd)) == ["a", "b", "c", "new"]  # (listdir rewinds)
