@@ -106,6 +106,7 @@ class Renamed:
     folder_ctime_before_ns: int
     new_folder: Inode
     new_folder_ctime_before_ns: int
+    node: Inode | None = None  # the node renamed, after the change
 
 
 @dataclass(frozen=True)
@@ -426,6 +427,7 @@ class Namespace:
             dst_parent = src_parent if new_parent == parent else self._dir(new_parent)
             renamed = Renamed(changes, src_parent, src_parent.ctime_ns, dst_parent, dst_parent.ctime_ns)
             inode = self._inode(self._entry(parent, name))
+            renamed.node = inode
             validate_name(new_name)
             target_entry = self.store.lookup(new_parent, new_name)
             target = self._inode(target_entry.inode) if target_entry else None

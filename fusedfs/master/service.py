@@ -308,6 +308,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             folder_ctime_before_ns=renamed.folder_ctime_before_ns,
             new_folder=to_attr(renamed.new_folder),
             new_folder_ctime_before_ns=renamed.new_folder_ctime_before_ns,
+            node=to_attr(renamed.node) if renamed.node is not None else None,
         )
 
     @handler

@@ -613,6 +613,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if reply.HasField("folder"):
             self._folder_changed(parent_inode_old, reply.folder)
             self._folder_changed(parent_inode_new, reply.new_folder)
+        if reply.HasField("node") and reply.node.inode not in self.open_files:
+            # The kernel asks for the node's attributes again (its ctime moved): pip, editors
+            # and rsync write a file under a temporary name, rename it into place, and stat it.
+            self._keep_closed_attr(reply.node.inode, reply.node, time.monotonic())
 
     @translate_errors
     async def link(
@@ -805,8 +809,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self._keep_closed_attr(inode, open_file.attr, open_file.attr_at)
 
     def _keep_closed_attr(self, inode: int, attr: mp.Attr, attr_at: float) -> None:
-        """Keeps a saved file's attributes from its close for the attribute timeout, the oldest
-        let go first (those still kept in the order of their closes, so nearly in time order)."""
+        """Keeps a node's attributes as a reply gave them (a saved file's close, a rename) for
+        the attribute timeout, the oldest let go first (those still kept in the order they
+        came, so nearly in time order)."""
         closed, now = self.closed_attrs, time.monotonic()
         closed.pop(inode, None)
         if now - attr_at < self.attr_timeout:

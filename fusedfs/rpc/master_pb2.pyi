@@ -206,16 +206,18 @@ class RenameRequest(_message.Message):
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., new_parent: _Optional[int] = ..., new_name: _Optional[bytes] = ..., flags: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class RenameReply(_message.Message):
-    __slots__ = ("folder", "folder_ctime_before_ns", "new_folder", "new_folder_ctime_before_ns")
+    __slots__ = ("folder", "folder_ctime_before_ns", "new_folder", "new_folder_ctime_before_ns", "node")
     FOLDER_FIELD_NUMBER: _ClassVar[int]
     FOLDER_CTIME_BEFORE_NS_FIELD_NUMBER: _ClassVar[int]
     NEW_FOLDER_FIELD_NUMBER: _ClassVar[int]
     NEW_FOLDER_CTIME_BEFORE_NS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
     folder: Attr
     folder_ctime_before_ns: int
     new_folder: Attr
     new_folder_ctime_before_ns: int
-    def __init__(self, folder: _Optional[_Union[Attr, _Mapping]] = ..., folder_ctime_before_ns: _Optional[int] = ..., new_folder: _Optional[_Union[Attr, _Mapping]] = ..., new_folder_ctime_before_ns: _Optional[int] = ...) -> None: ...
+    node: Attr
+    def __init__(self, folder: _Optional[_Union[Attr, _Mapping]] = ..., folder_ctime_before_ns: _Optional[int] = ..., new_folder: _Optional[_Union[Attr, _Mapping]] = ..., new_folder_ctime_before_ns: _Optional[int] = ..., node: _Optional[_Union[Attr, _Mapping]] = ...) -> None: ...
 
 class StatFsReply(_message.Message):
     __slots__ = ("capacity_bytes", "free_bytes", "files")
