@@ -77,12 +77,26 @@ READ_BYTES, WRITTEN_BYTES = BYTES.labels("read"), BYTES.labels("written")
 
 
 @dataclass
+class HeldPage:
+    """A page of a folder's listing that the kernel has not taken whole yet: opendir's first
+    page, or one whose rest did not fit the kernel's reply buffer (each readdir of a big folder
+    fetched a page of its own: 258 pages for 100,000 entries, where 201 hold them). Handed out
+    only while younger than the attribute timeout, for what is left of it."""
+
+    offset: int  # the readdir offset that goes on with it
+    reply: mp.ReadDirReply
+    next: int  # its next entry
+    fetched: float  # when it was asked for (its attributes are as old)
+    whole: WholeListing | None  # the listing from the start that it is part of
+
+
+@dataclass
 class OpenFolder:
     """A folder open for listing (opendir's handle)."""
 
     inode: int
     end: int | None = None  # where its last listing ended: a readdir from there lists nothing
-    first: tuple[mp.ReadDirReply, WholeListing] | None = None  # opendir's page, for the first readdir
+    held: HeldPage | None = None
 
 
 def translate_errors(handler: F) -> F:
@@ -341,7 +355,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         chunks = self.dircache.files_opened_lately()
         whole = WholeListing(self.dircache, parent)
         for _ in range(LISTING_PAGES):
-            reply = await self._read_dir_page(parent, after, READDIR_PAGE, whole, with_small_chunks=chunks)
+            reply, _ = await self._read_dir_page(parent, after, READDIR_PAGE, whole, with_small_chunks=chunks)
             for e in reply.entries:
                 order.append((e.name, e.attr.inode, e.small_chunk if e.HasField("small_chunk") else None))
             if not reply.more or not reply.entries:
@@ -455,21 +469,21 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         # master answers ENOENT for a folder gone, ENOTDIR for a file.
         whole = WholeListing(self.dircache, inode)
         try:
-            first = await self._read_dir_page(inode, 0, OPENDIR_PAGE, whole)
+            first, fetched = await self._read_dir_page(inode, 0, OPENDIR_PAGE, whole)
         except FsError as e:
             if e.errno == errno.ENOENT:
                 return self._gone_folder(inode)
             raise
         fh = self.next_fh
         self.next_fh += 1
-        self.open_folders[fh] = OpenFolder(inode, first=(first, whole))
+        self.open_folders[fh] = OpenFolder(inode, held=HeldPage(0, first, 0, fetched, whole))
         return fh
 
     async def _read_dir_page(
         self, inode: int, after: int, limit: int, whole: WholeListing | None = None, with_small_chunks: bool = False
-    ) -> mp.ReadDirReply:
-        """A page of a folder's entries into the name cache (and the listing `whole`); the
-        folder's ctime it comes with proves the names known of it."""
+    ) -> tuple[mp.ReadDirReply, float]:
+        """A page of a folder's entries into the name cache (and the listing `whole`), and when
+        it was asked for; the folder's ctime it comes with proves the names known of it."""
         generation, fetched = self.dircache.generation, self.dircache.clock()
         request = mp.ReadDirRequest(inode=inode, after=after, limit=limit, with_small_chunks=with_small_chunks)
         reply: mp.ReadDirReply = await self.call("ReadDir", request)
@@ -481,7 +495,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             self.dircache.proved_unchanged(inode, folder.ctime_ns, fetched)
             if generation == self.dircache.generation:  # (else a change of ours may postdate them)
                 self.folder_attrs[inode] = (folder, fetched)  # (`rm -r` and `find` fstat each folder they open)
-        return reply
+        return reply, fetched
 
     async def releasedir(self, fh: int) -> None:
         self.open_folders.pop(fh, None)
@@ -509,25 +523,35 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if folder is None or start_id == folder.end:  # (a folder gone while open lists empty)
             return
         inode = folder.inode
+        held, folder.held = folder.held, None
+        if held is not None and (held.offset != start_id or time.monotonic() - held.fetched >= self.attr_timeout):
+            held = None  # (elsewhere, or too old to hand its attributes to the kernel)
         # Offsets: 1 after ".", 2 after "..", then the master's entry cursors shifted by 2.
-        after = max(0, start_id - 2)
-        # (a listing from the start that fits this reply makes the folder known whole)
-        first, folder.first = folder.first, None
-        reply, whole = first if first is not None and start_id == 0 else (None, None)
-        if whole is None and start_id == 0:
-            whole = WholeListing(self.dircache, inode)
+        offset = start_id
+        # (a listing from the start makes the folder known whole)
+        whole = held.whole if held is not None else WholeListing(self.dircache, inode) if start_id == 0 else None
         while True:
-            if reply is None:
-                reply = await self._read_dir_page(inode, after, READDIR_PAGE, whole)
-            if start_id == 0 and not self._dot_entry(token, b".", inode, 1):
-                return
-            if start_id <= 1 and not self._dot_entry(token, b"..", reply.parent, 2):
-                return
-            start_id = 2
-            for entry in reply.entries:
-                if not pyfuse3.readdir_reply(token, entry.name, self.entry(entry.attr), entry.cursor + 2):
+            if held is None:
+                reply, fetched = await self._read_dir_page(inode, max(0, offset - 2), READDIR_PAGE, whole)
+                held = HeldPage(offset, reply, 0, fetched, whole)
+            reply = held.reply
+            left = max(0.0, self.attr_timeout - (time.monotonic() - held.fetched))  # (never older in all)
+            if offset == 0:
+                if not self._dot_entry(token, b".", inode, 1):
+                    folder.held = held
                     return
-                after = entry.cursor
+                offset = 1
+            if offset == 1:
+                if not self._dot_entry(token, b"..", reply.parent, 2):
+                    held.offset, folder.held = 1, held
+                    return
+                offset = 2
+            for i in range(held.next, len(reply.entries)):
+                entry = reply.entries[i]
+                if not pyfuse3.readdir_reply(token, entry.name, self.entry(entry.attr, timeout=left), entry.cursor + 2):
+                    held.offset, held.next, folder.held = offset, i, held
+                    return
+                offset = entry.cursor + 2
             if not reply.more:
                 if whole is not None:
                     whole.complete()
@@ -535,9 +559,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                 # follow: answered here, as the end of this listing (POSIX leaves names added
                 # after opendir or rewinddir unspecified). One ReadDir less for each folder
                 # listed (`ls`, `find`, `du`, `git status`).
-                folder.end = after + 2
+                folder.end = offset
                 return
-            reply = None
+            held = None
 
     def _dot_entry(self, token: pyfuse3.ReaddirToken, name: bytes, inode: int, next_id: int) -> bool:
         """ "." or "..": the kernel uses only the inode number and type of these."""
