@@ -23,7 +23,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,9 @@ LAGGARD_FACTOR = 4.0
 # Seconds a chunk id reserved ahead is used: its keepers were chosen then, and one may have died
 # since (the master notices in 3 s; a write to it waits for the failure before going elsewhere).
 RESERVATION_MAX_AGE = 5.0
+# Seconds what the master said of the keepers taking new chunks is trusted for a chunk derived on
+# the keepers of its base without asking (a heartbeat's interval: the master learns no faster).
+OPEN_MAX_AGE = 1.0
 # Seconds a read waits for a keeper to say whether its chunks are on this machine, the first
 # time it meets that keeper (a round trip; one that does not answer is read around anyway).
 ASK_WAIT = 0.2
@@ -151,6 +154,9 @@ class _ReservedAhead:
         self.batch = 1  # how many the next request to the master asks for
         self._lock = threading.Lock()
         self._ready: list[_Reservation] = []
+        # The keepers that took new chunks when the last batch came (the master's open_keepers;
+        # none from a master older than them), and when (time.monotonic()).
+        self._open: tuple[frozenset[str], float] | None = None
 
     def take(self) -> tuple[_Reservation | None, list[str]]:
         """A fresh reservation (None when out), and the ids that grew too old to use."""
@@ -175,6 +181,24 @@ class _ReservedAhead:
     def keep(self, reservations: Iterable[_Reservation]) -> None:
         with self._lock:
             self._ready.extend(reservations)
+
+    def opened(self, keeper_ids: frozenset[str]) -> None:
+        """The keepers taking new chunks now, as a batch's reply said."""
+        with self._lock:
+            self._open = (keeper_ids, time.monotonic())
+
+    def open_keepers(self) -> frozenset[str] | None:
+        """The keepers known to take new chunks; None when not known in the last OPEN_MAX_AGE."""
+        with self._lock:
+            if self._open is None or time.monotonic() - self._open[1] > OPEN_MAX_AGE:
+                return None
+            return self._open[0]
+
+    def close_keepers(self, keeper_ids: Iterable[str]) -> None:
+        """Keepers that just failed us take no chunk derived here until the next batch says otherwise."""
+        with self._lock:
+            if self._open is not None:
+                self._open = (self._open[0] - set(keeper_ids), self._open[1])
 
     def drop_keepers(self, keeper_ids: set[str]) -> list[str]:
         """Forgets reservations placed on keepers that just failed; returns their ids."""
@@ -284,47 +308,92 @@ class ChunkTransfer:
             raise
 
     def derive(
-        self, index: int, base: str, base_kept: int, length: int, patches: list[tuple[int, bytes]], goal: int = 0
+        self,
+        index: int,
+        base: str,
+        base_kept: int,
+        length: int,
+        patches: list[tuple[int, bytes]],
+        goal: int = 0,
+        holders: Sequence[cp.KeeperRef] = (),
     ) -> mp.NewChunk:
         """Stores a new chunk for slot `index`, made on each keeper holding chunk `base` from its
         first base_kept bytes, zeros up to `length` and the patches (offset, bytes) written over:
         a small write into a big chunk sends its bytes, not the chunk. FsError when that cannot
-        be done on a goal's worth of those keepers: the caller writes the chunk whole instead."""
-        request = mp.AllocateChunksRequest(length=length, goal=goal, derive_from=base)
-        allocation = self.master.call("AllocateChunks", request).chunks[0]
-        self._learn(allocation.pipeline)
+        be done on a goal's worth of those keepers: the caller writes the chunk whole instead.
+
+        holders: the keepers the writer knows hold `base`. When a goal's worth of them take new
+        chunks (as the master said with the last ids it reserved ahead), the chunk is made there
+        under such an id, without asking the master first: a database's commit is then two round
+        trips, not three. Otherwise, or when that fails, the master chooses the keepers."""
         message = kp.DeriveChunkRequest(
-            chunk_id=allocation.chunk_id,
             length=length,
             base_chunk_id=base,
             base_kept=base_kept,
             patches=[kp.ChunkPatch(offset=offset, data=data, crc32c=crc32c(data)) for offset, data in patches],
         )
-        timeout = transfer_timeout(length)
-        calls = [self.keeper(k.address).DeriveChunk.future(message, timeout=timeout) for k in allocation.pipeline]
+        here = self._derive_here(holders, goal)
+        if here is not None:
+            chunk_id, keepers = here
+            failed: list[str] = []
+            try:
+                return self._derive_on(index, chunk_id, keepers, message, failed)
+            except FsError as e:
+                assert self._ahead is not None
+                self._ahead.close_keepers(failed)
+                log.info("a chunk derived from %s is placed by the master: %s", base, e.message)
+        request = mp.AllocateChunksRequest(length=length, goal=goal, derive_from=base)
+        allocation = self.master.call("AllocateChunks", request).chunks[0]
+        self._learn(allocation.pipeline)
+        return self._derive_on(index, allocation.chunk_id, list(allocation.pipeline), message, [])
+
+    def _derive_here(self, holders: Sequence[cp.KeeperRef], goal: int) -> tuple[str, list[cp.KeeperRef]] | None:
+        """An id reserved ahead and a goal's worth of holders that take new chunks, or None."""
+        ahead = self._ahead
+        if ahead is None or goal or not holders:  # (ids are reserved ahead at the cluster's goal only)
+            return None
+        # (Asking for a batch when the open keepers are not known: its reply says which.)
+        reservation = self._reserve(set(), PIECE_SIZE, 0, fresh=ahead.open_keepers() is None)
+        open_now = ahead.open_keepers() or frozenset()
+        usable = [k for k in holders if k.keeper_id in open_now]  # (its pipeline's length: the goal)
+        if len(usable) < len(reservation.pipeline):
+            ahead.keep([reservation])  # (for the next small chunk)
+            return None
+        self._learn(usable)
+        return reservation.chunk_id, usable[: len(reservation.pipeline)]
+
+    def _derive_on(
+        self, index: int, chunk_id: str, keepers: list[cp.KeeperRef], message: kp.DeriveChunkRequest, failed: list[str]
+    ) -> mp.NewChunk:
+        """Has each of the keepers derive chunk_id as `message` says; FsError (the chunk given
+        back, the ids of the keepers that failed in `failed`) unless every one did, alike."""
+        message.chunk_id = chunk_id
+        timeout = transfer_timeout(message.length)
+        calls = [self.keeper(k.address).DeriveChunk.future(message, timeout=timeout) for k in keepers]
         wait_but_for_a_laggard(calls, LAGGARD_WAIT)
         crcs, stored_on, failures = set(), [], []
-        for keeper, call in zip(allocation.pipeline, calls, strict=True):
+        for keeper, call in zip(keepers, calls, strict=True):
             if not call.done():
                 call.cancel()
                 failures.append(f"{keeper.address} did not answer")
+                failed.append(keeper.keeper_id)
                 keeper_failed(keeper.address, "derive", "laggard")
                 continue
             try:
                 reply = call.result()
             except grpc.RpcError as e:
                 failures.append(f"{keeper.address}: {e.details() if isinstance(e, grpc.Call) else e}")
+                failed.append(keeper.keeper_id)
                 keeper_failed(keeper.address, "derive", e.code() if isinstance(e, grpc.Call) else "unknown")
                 continue
             crcs.add(reply.crc32c)
             stored_on.extend(reply.stored_on)
             self.last_moved = time.monotonic()
         if failures or len(crcs) != 1:
-            self.abandon([allocation.chunk_id])
+            self.abandon([chunk_id])
             raise FsError(errno.EIO, "; ".join(failures) or "the keepers' derived chunks differ")
-        return mp.NewChunk(
-            index=index, chunk_id=allocation.chunk_id, length=length, crc32c=crcs.pop(), stored_on=stored_on
-        )
+        crc = crcs.pop()
+        return mp.NewChunk(index=index, chunk_id=chunk_id, length=message.length, crc32c=crc, stored_on=stored_on)
 
     def stored_ref(self, chunk: mp.NewChunk) -> mp.ChunkRef:
         """A chunk this transfer just stored, as a chunk list names it: with the keepers it is on
@@ -349,11 +418,11 @@ class ChunkTransfer:
             index=index, chunk_id=chosen.chunk_id, length=len(data), crc32c=crc, stored_on=chosen.stored_on
         )
 
-    def _reserve(self, exclude: set[str], length: int, goal: int) -> _Reservation:
+    def _reserve(self, exclude: set[str], length: int, goal: int, fresh: bool = False) -> _Reservation:
         """A chunk id and its keepers: reserved ahead for a small chunk's first attempt (of a
-        file kept at the cluster's goal)."""
+        file kept at the cluster's goal). fresh: from a batch asked for now."""
         ahead = self._ahead if not exclude and length <= PIECE_SIZE and not goal else None
-        if ahead is not None:
+        if ahead is not None and not fresh:
             reservation, stale = ahead.take()
             self.abandon(stale)
             if reservation is not None:
@@ -369,6 +438,7 @@ class ChunkTransfer:
             raise FsError(errno.EIO, "the master reserved no chunk")
         if ahead is not None:
             ahead.keep(made[1:])
+            ahead.opened(frozenset(reply.open_keepers))
         return made[0]
 
     def stale_reservations(self) -> list[str]:

@@ -401,6 +401,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         if changes.garbage:
             self.cluster.apply([], changes.garbage, {}, {})
         reply = mp.AllocateChunksReply(min_copies=min_copies(goal))
+        reply.open_keepers.extend(k.keeper_id for k in self.cluster.placeable() if not k.stalled)
         for chunk, pipeline in zip(chunks, pipelines, strict=True):
             self.cluster.reserved(chunk, now)
             reply.chunks.add(

@@ -54,6 +54,11 @@ class ChunkMap:
         assert self.known(index)
         return self._refs.get(index)
 
+    def last_known(self, index: int) -> mp.ChunkRef | None:
+        """The chunk last known in slot index, as the master said or our commit put it, even
+        in a slot not known(): a hint (where it was stored), not the slot's state."""
+        return None if index in self._stale else self._refs.get(index)
+
     def hole(self, index: int) -> bool:
         """Known to hold no chunk (a slot not known might hold one)."""
         return self.known(index) and index not in self._refs

@@ -401,6 +401,8 @@ class OpenFile:
                 # file may well be changed there again).
                 limit = min(PIECE_SIZE, length // 2)  # changed bytes a derive takes at most
                 few_changes = length > DERIVE_ABOVE and writeback.derivable(slot, length, limit)
+                # Where the chunk the slot began as is stored, if we know: derived there at once.
+                known = self.chunk_map.last_known(index) if few_changes else None
 
                 # Each reads the slot in the worker thread: a write meanwhile changes the version,
                 # so the slot stays dirty and goes again; what was read is never taken for the
@@ -411,8 +413,9 @@ class OpenFile:
                     if derived is None:  # (written more meanwhile)
                         return None
                     base, kept, patches = derived
+                    holders = list(known.replicas) if known is not None and known.chunk_id == base else []
                     try:
-                        chunk = self.shared.transfer.derive(index, base, kept, length, patches, goal)
+                        chunk = self.shared.transfer.derive(index, base, kept, length, patches, goal, holders)
                     except FsError as e:
                         log.info("slot %d of inode %d goes whole: %s", index, self.inode, e.message)
                         return None

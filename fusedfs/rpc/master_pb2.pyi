@@ -288,12 +288,14 @@ class ChunkAllocation(_message.Message):
     def __init__(self, chunk_id: _Optional[str] = ..., pipeline: _Optional[_Iterable[_Union[_common_pb2.KeeperRef, _Mapping]]] = ...) -> None: ...
 
 class AllocateChunksReply(_message.Message):
-    __slots__ = ("chunks", "min_copies")
+    __slots__ = ("chunks", "min_copies", "open_keepers")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     MIN_COPIES_FIELD_NUMBER: _ClassVar[int]
+    OPEN_KEEPERS_FIELD_NUMBER: _ClassVar[int]
     chunks: _containers.RepeatedCompositeFieldContainer[ChunkAllocation]
     min_copies: int
-    def __init__(self, chunks: _Optional[_Iterable[_Union[ChunkAllocation, _Mapping]]] = ..., min_copies: _Optional[int] = ...) -> None: ...
+    open_keepers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, chunks: _Optional[_Iterable[_Union[ChunkAllocation, _Mapping]]] = ..., min_copies: _Optional[int] = ..., open_keepers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AbandonChunksRequest(_message.Message):
     __slots__ = ("chunk_ids",)

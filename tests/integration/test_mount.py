@@ -35,6 +35,7 @@ from fusedfs.chunkfile import base_path, chunk_path
 from fusedfs.chunks import MiB
 from fusedfs.client.files import FileClient
 from fusedfs.client.master import MasterClient
+from fusedfs.client.transfer import OPEN_MAX_AGE
 from fusedfs.local import LocalCluster, free_port
 from fusedfs.master.sessions import SESSION_TIMEOUT
 from fusedfs.master.store import Inode, SqliteStore
@@ -317,7 +318,9 @@ def test_a_database_s_commits_each_start_from_the_chunk_the_last_one_made(
 ) -> None:
     """Small writes into one chunk of a file kept open, each fsynced (a database's commits, a
     log's lines): each goes as its bytes, derived from the chunk the one before made, which the
-    mount kept; it neither asks the master for the chunk list again nor fetches the chunk."""
+    mount kept; it neither asks the master for the chunk list again nor fetches the chunk, and
+    it is derived on the keepers the mount stored the one before on, under ids reserved ahead,
+    without asking the master for one each time."""
     cluster = make_cluster(master_args=["--metrics", "127.0.0.1:0"])
     mnt = cluster.mount(tmp_path / "mnt", ["--metrics", "127.0.0.1:0"])
     model = bytearray(os.urandom(44 * MiB))  # 6 chunks
@@ -327,6 +330,11 @@ def test_a_database_s_commits_each_start_from_the_chunk_the_last_one_made(
 
     def get_chunks() -> float:
         return scrape(logs / "master.log").get('fusedfs_rpc_seconds_count{code="OK",method="GetChunks"}', 0.0)
+
+    def allocations() -> float:
+        return scrape(logs / "master.log").get('fusedfs_rpc_seconds_count{code="OK",method="AllocateChunks"}', 0.0)
+
+    allocated = allocations()
 
     rng = random.Random(5)
     with open(path, "r+b", buffering=0) as f:
@@ -358,10 +366,48 @@ def test_a_database_s_commits_each_start_from_the_chunk_the_last_one_made(
     # One each: a write the kernel splits in two (one not page-aligned) made two while the first
     # half's upload started at once.
     assert uploads['fusedfs_mount_uploads_total{how="derived"}'] == 27
+    # Batches of ids (1, 2, 4, ...), and one more whenever a second has passed since the last
+    # told the mount which keepers take new chunks. (27 without: one for each.)
+    assert allocations() - allocated <= 14
     # Gone with the file's release (which the kernel sends after close() has returned).
     wait_for(lambda: not list((cluster.data_dir / "cache").glob("*/*.saved")), 10, "saved slots to go")
     other = cluster.mount(tmp_path / "other")  # read cold, elsewhere
     assert sha256_file(other / "db") == hashlib.sha256(bytes(model)).hexdigest()
+
+
+def test_a_database_s_commits_go_to_no_keeper_being_drained(make_cluster: MakeCluster, tmp_path: Path) -> None:
+    """A chunk derived on the keepers the mount knows hold its base, without asking the master,
+    is not made on a keeper being drained (it would have to be copied away again): a second
+    after the drain began, the mount knows, and asks the master, which has it written whole
+    to others; the commits after that are derived there."""
+    cluster = make_cluster(keepers=4)
+    mnt = cluster.mount(tmp_path / "mnt")
+    path = mnt / "db"
+    path.write_bytes(os.urandom(4 * MiB))
+    master = MasterClient(cluster.master_address)
+    inode = path.stat().st_ino
+
+    def holders() -> set[str]:
+        (chunk,) = master.call("GetChunks", mp.GetChunksRequest(inode=inode)).chunks
+        return {r.keeper_id for r in chunk.replicas}
+
+    with open(path, "r+b", buffering=0) as f:
+
+        def commit(count: int) -> None:
+            for _ in range(count):
+                f.seek(random.randrange(4 * MiB - 100))
+                f.write(os.urandom(100))
+                os.fsync(f.fileno())
+
+        commit(3)
+        drained = sorted(holders())[0]
+        master.call("Drain", mp.DrainRequest(keeper=drained))
+        time.sleep(OPEN_MAX_AGE + 0.2)
+        for _ in range(3):
+            commit(3)
+            assert drained not in holders()
+    master.call("Drain", mp.DrainRequest(keeper=drained, undo=True))
+    master.pool.close()
 
 
 def test_writes_into_a_big_file_fetch_none_of_its_chunks_unless_read(make_cluster: MakeCluster, tmp_path: Path) -> None:

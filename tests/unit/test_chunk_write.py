@@ -22,7 +22,7 @@ class ScriptedTransfer(ChunkTransfer):
         self.clock, self.script = clock, script
         self.attempts = 0
 
-    def _reserve(self, exclude: set[str], length: int, goal: int) -> _Reservation:
+    def _reserve(self, exclude: set[str], length: int, goal: int, fresh: bool = False) -> _Reservation:
         keepers = [cp.KeeperRef(keeper_id=k, address=f"{k}:1") for k in "abc"]
         return _Reservation(f"chunk{self.attempts}", keepers, 2, self.clock[0])
 
