@@ -13,8 +13,8 @@ import errno
 import stat
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import astuple, dataclass, field, replace
 from typing import TypeVar
 
@@ -41,6 +41,9 @@ ORPHAN_GRACE_NS = int(SESSION_TIMEOUT * 10**9)
 # 3 s; a restore of 100,000, 12 s). Each node's change stands alone, so a batch is whole or not
 # made at all, and a tree changed halfway (a master killed meanwhile) is finished by asking again.
 TREE_BATCH = 1_000
+# Nodes of a tree a snapshot reads, links the chunks of and puts at a time (Namespace.read_tree):
+# what it holds in memory (~1 KiB a node) whatever the tree's size.
+SNAPSHOT_BATCH = 10_000
 # Between two batches the store is left free this long: its lock is not fair, and taken again at
 # once it kept other calls waiting to the end anyway (chunksize -r over 100,000 names: 0.67 s).
 BATCH_PAUSE = 0.002
@@ -111,21 +114,15 @@ class Renamed:
 
 @dataclass(frozen=True)
 class TreeNode:
-    """A name in a tree read for a snapshot: the node it names, as it was, and its xattrs."""
+    """A name in a tree read for a snapshot (Namespace.read_tree): the node it names, as it
+    was, its xattrs, and the live chunks of a file (of one with several names in the tree,
+    with the first of them only)."""
 
     parent: int  # index of its folder among the tree's nodes (-1: the tree's top)
     name: bytes
     inode: Inode
     xattrs: list[tuple[bytes, bytes]]
-
-
-@dataclass(frozen=True)
-class Tree:
-    """A file, or a folder with all it holds, as read at one moment: every name (each folder
-    before the names in it) and the live chunks of each file."""
-
-    nodes: list[TreeNode]
-    chunks: dict[int, list[ChunkRow]]  # inode -> its live chunks
+    chunks: list[ChunkRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -907,29 +904,44 @@ class Namespace:
 
     # --- snapshots -------------------------------------------------------------------------------
 
-    def read_tree(self, path: str) -> Tree:
-        """The node at path and, for a folder, everything below it, as they are now: read at one
-        moment through a view of the store of its own (store.reading()), so that reading a big
-        tree holds up no other call."""
+    def read_tree(self, path: str, batch: int = SNAPSHOT_BATCH) -> Generator[list[TreeNode], None, None]:
+        """The node at path and, for a folder, everything below it, as they are now, `batch`
+        nodes at a time (breadth first: each folder before the names in it): read at one moment
+        through a view of the store of its own (store.reading()), held until the last batch is
+        taken (or the iterator closed), so that reading a big tree holds up no other call."""
         with self.store.reading() as moment:
             reader = copy.copy(self)
             reader.store = moment
             top = reader.resolve(path)
             parts = split_path(path)
-            nodes = [TreeNode(-1, parts[-1] if parts else b"", top, reader._xattrs(top))]
-            chunks: dict[int, list[ChunkRow]] = {}
-            for index, node in enumerate(nodes):  # (grows as it goes: breadth first)
-                inode = node.inode
-                if stat.S_ISREG(inode.mode) and inode.id not in chunks:
-                    chunks[inode.id] = moment.file_chunks(inode.id)
-                if not stat.S_ISDIR(inode.mode):
-                    continue
+            linked: set[int] = set()  # files of several names whose chunks were given
+
+            def node(parent: int, name: bytes, inode: Inode) -> TreeNode:
+                chunks = []
+                if stat.S_ISREG(inode.mode) and inode.id not in linked:
+                    chunks = moment.file_chunks(inode.id)
+                    if inode.nlink > 1:
+                        linked.add(inode.id)
+                return TreeNode(parent, name, inode, reader._xattrs(inode), chunks)
+
+            nodes = [node(-1, parts[-1] if parts else b"", top)]
+            folders = deque([(0, top.id)] if stat.S_ISDIR(top.mode) else [])  # (index, id), to list
+            count = 1
+            while folders:
+                index, folder = folders.popleft()
                 after = 0
-                while page := moment.list_dentries(inode.id, after, 1000):
+                while page := moment.list_dentries(folder, after, 1000):
                     for dentry, child in page:
-                        nodes.append(TreeNode(index, dentry.name, child, reader._xattrs(child)))
+                        if stat.S_ISDIR(child.mode):
+                            folders.append((count, child.id))
+                        nodes.append(node(index, dentry.name, child))
+                        count += 1
+                        if len(nodes) >= batch:
+                            yield nodes
+                            nodes = []
                     after = page[-1][0].cursor
-            return Tree(nodes, chunks)
+            if nodes:
+                yield nodes
 
     def _xattrs(self, inode: Inode) -> list[tuple[bytes, bytes]]:
         if inode.has_xattrs is False:
@@ -966,78 +978,19 @@ class Namespace:
         self._in_batches(range(count), lambda _: reserved.append(self.store.new_chunk(now)))
         return reserved
 
-    def put_tree(self, tree: Tree, path: str, new_chunks: dict[int, int], changes: ChunkChanges) -> tuple[int, int]:
-        """Makes path a copy of the tree: the same modes, owners, times (but ctime), targets,
-        xattrs, own goals and chunk sizes, with hard links within the tree kept as such, and
-        each chunk of its files replaced by new_chunks[chunk] (reserved chunks holding the same
-        bytes). Returns the files and folders made; changes.live gets the chunks that went live.
-
-        The copy is put TREE_BATCH nodes a transaction, as changes over a tree are, below a top
-        that is named only at the end (and recorded as building until then), so that it appears
-        whole or not at all. On failure, what was made is removed, its chunks going to
-        changes.garbage; a master stopped midway removes it when it starts again
-        (remove_unfinished_snapshots)."""
+    def copy_tree(self, path: str) -> TreeCopy:
+        """A copy of a tree read by read_tree, to be put at path (see TreeCopy)."""
         parts = split_path(path)
         if not parts:
             raise FsError(errno.EEXIST, "/ already exists")
-        names = Counter(node.inode.id for node in tree.nodes)
-        subfolders = Counter(node.parent for node in tree.nodes if stat.S_ISDIR(node.inode.mode))
-        made: dict[int, Inode] = {}  # the tree's inode -> its copy
-        copies: list[Inode] = []  # the copy of each of the tree's nodes, in order
-        now = self.clock()
-
-        def put(index: int) -> None:
-            node = tree.nodes[index]
-            folder = copies[node.parent] if index else parent
-            copied = made.get(node.inode.id)
-            if copied is None:
-                nlink = 2 + subfolders[index] if stat.S_ISDIR(node.inode.mode) else names[node.inode.id]
-                copied = made[node.inode.id] = self._copy_node(node, nlink, folder, now, changes, tree, new_chunks)
-            copies.append(copied)
-            if index:
-                self.store.insert_dentry(folder.id, node.name, copied.id)
-
-        with self.store.transaction():
-            parent = self.resolve("/" + "/".join(p.decode(errors="surrogateescape") for p in parts[:-1]))
-            if not stat.S_ISDIR(parent.mode):
-                raise FsError(errno.ENOTDIR, f"the folder of {path} is not a folder")
-            self._refuse_taken(parent.id, parts[-1], path)
-            top = tree.nodes[0].inode
-            if stat.S_ISDIR(top.mode):
-                self._refuse_move_into_itself(top.id, parent.id, verb="copy")
-            put(0)
-            self.store.set_building(copies[0].id, True, now)
-        try:
-            self._in_batches(range(1, len(tree.nodes)), put)
-            with self.store.transaction():
-                parent = self._dir(parent.id)
-                self._refuse_taken(parent.id, parts[-1], path)
-                self.store.insert_dentry(parent.id, parts[-1], copies[0].id)  # (EDQUOT here: the whole copy counts)
-                if stat.S_ISDIR(top.mode):
-                    parent.nlink += 1
-                self._touch(parent, self.clock())
-                self.store.set_building(copies[0].id, False, 0)
-        except BaseException:
-            changes.live.clear()
-            changes.goals.clear()
-            self._remove_unnamed(copies[0].id, changes)
-            raise
-        folders = sum(stat.S_ISDIR(inode.mode) for inode in made.values())
-        return len(made) - folders, folders
+        return TreeCopy(self, path, parts)
 
     def _refuse_taken(self, folder: int, name: bytes, path: str) -> None:
         if self.store.lookup(folder, name) is not None:
             raise FsError(errno.EEXIST, f"{path} already exists")
 
     def _copy_node(
-        self,
-        node: TreeNode,
-        nlink: int,
-        folder: Inode,
-        now: int,
-        changes: ChunkChanges,
-        tree: Tree,
-        new_chunks: dict[int, int],
+        self, node: TreeNode, nlink: int, folder: Inode, now: int, changes: ChunkChanges, new_chunks: dict[int, int]
     ) -> Inode:
         old = node.inode
         twin = replace(old, id=0, nlink=nlink, ctime_ns=now, goal=0)  # (its own id from the insert)
@@ -1049,7 +1002,7 @@ class Namespace:
             self._inherit_goal(folder, twin)
         for name, value in node.xattrs:
             self.store.set_xattr(twin.id, name, value)
-        for row in tree.chunks.get(old.id, []):
+        for row in node.chunks:
             chunk = new_chunks.get(row.id, 0)
             reserved = self.store.get_chunk(chunk)
             if reserved is None or reserved.state != ChunkState.PENDING:
@@ -1130,3 +1083,90 @@ def device_number(inode: Inode) -> int:
     if (stat.S_ISCHR(inode.mode) or stat.S_ISBLK(inode.mode)) and inode.target:
         return int(inode.target)
     return 0
+
+
+class TreeCopy:
+    """A snapshot's copy being put (Namespace.copy_tree): the nodes of a tree read by
+    read_tree, a batch at a time, TREE_BATCH nodes a transaction (as changes over a tree are),
+    below a top that is named only at the end (and recorded as building until then), so that
+    it appears whole or not at all.
+
+    The copy has the same modes, owners, times (but ctime), targets, xattrs, own goals and chunk
+    sizes; a file named several times in the tree is one file named as many times in the copy;
+    each chunk of its files is replaced by a reserved chunk holding the same bytes. Should it
+    fail, `remove` takes away what was made; a master stopped midway removes it when it starts
+    again (Namespace.remove_unfinished_snapshots)."""
+
+    def __init__(self, ns: Namespace, path: str, parts: list[bytes]) -> None:
+        self.ns, self.path, self.top_name = ns, path, parts[-1]
+        self.folder_path = "/" + "/".join(p.decode(errors="surrogateescape") for p in parts[:-1])
+        self.top: Inode | None = None  # the copy of the tree's top, once put
+        self.folders: dict[int, Inode] = {}  # a folder's index among the tree's nodes -> its copy
+        self.linked: dict[int, Inode] = {}  # a file of several names -> its copy, as named so far
+        self.nodes = 0  # the tree's nodes put so far
+        self.files = self.folders_made = 0
+
+    def put(self, nodes: Sequence[TreeNode], new_chunks: dict[int, int], changes: ChunkChanges) -> None:
+        """Puts the tree's next nodes (the first of the first: its top), each chunk of theirs
+        replaced by new_chunks[chunk]; changes.live gets the chunks that went live."""
+        nodes = list(nodes)
+        if self.top is None and nodes:
+            self._put_top(nodes.pop(0), new_chunks, changes)
+        self.ns._in_batches(nodes, lambda node: self._put(node, new_chunks, changes))
+
+    def name(self) -> None:
+        """Names the copy's top: the copy appears, whole. (EDQUOT here: the whole copy counts.)"""
+        ns, top = self.ns, self.top
+        assert top is not None
+        with ns.store.transaction():
+            parent = ns._dir(ns.resolve(self.folder_path).id)
+            ns._refuse_taken(parent.id, self.top_name, self.path)
+            ns.store.insert_dentry(parent.id, self.top_name, top.id)
+            if stat.S_ISDIR(top.mode):
+                parent.nlink += 1
+            ns._touch(parent, ns.clock())
+            ns.store.set_building(top.id, False, 0)
+
+    def remove(self, changes: ChunkChanges) -> None:
+        """Takes away what was put (its chunks go to changes.garbage)."""
+        if self.top is not None:
+            self.ns._remove_unnamed(self.top.id, changes)
+            self.top = None
+
+    def _put_top(self, node: TreeNode, new_chunks: dict[int, int], changes: ChunkChanges) -> None:
+        ns = self.ns
+        with ns.store.transaction():
+            parent = ns.resolve(self.folder_path)
+            if not stat.S_ISDIR(parent.mode):
+                raise FsError(errno.ENOTDIR, f"the folder of {self.path} is not a folder")
+            ns._refuse_taken(parent.id, self.top_name, self.path)
+            if stat.S_ISDIR(node.inode.mode):
+                ns._refuse_move_into_itself(node.inode.id, parent.id, verb="copy")
+            top = self._copy(node, parent, new_chunks, changes)
+            ns.store.set_building(top.id, True, ns.clock())
+        self.top, self.nodes = top, 1
+
+    def _put(self, node: TreeNode, new_chunks: dict[int, int], changes: ChunkChanges) -> None:
+        copied = self.linked.get(node.inode.id)
+        if copied is not None:  # (another name of a file already copied)
+            copied.nlink += 1
+            self.ns.store.update_inode(copied)
+        else:
+            copied = self._copy(node, self.folders[node.parent], new_chunks, changes)
+        self.ns.store.insert_dentry(self.folders[node.parent].id, node.name, copied.id)
+        self.nodes += 1
+
+    def _copy(self, node: TreeNode, folder: Inode, new_chunks: dict[int, int], changes: ChunkChanges) -> Inode:
+        # A folder's links are its own two and its subfolders', as in the source at the moment
+        # read; a file's are its names in the tree, counted as they come.
+        folder_node = stat.S_ISDIR(node.inode.mode)
+        nlink = node.inode.nlink if folder_node else 1
+        copied = self.ns._copy_node(node, nlink, folder, self.ns.clock(), changes, new_chunks)
+        if folder_node:
+            self.folders[self.nodes] = copied
+            self.folders_made += 1
+        else:
+            self.files += 1
+            if node.inode.nlink > 1:
+                self.linked[node.inode.id] = copied
+        return copied

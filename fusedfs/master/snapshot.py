@@ -3,20 +3,23 @@ once and at no cost of space.
 
 Chunks never change once written (a change makes a new chunk), so a copy's chunks can be further
 names of the source's: the master reads the tree (at one moment, through a view of the store
-of its own), reserves a new chunk id for each of its chunks, asks each keeper holding one to
-link it under the new id (`LinkChunks`, a hard link on the keeper's disk), then puts the copy in
-the namespace with the new chunks on the keepers that linked them (a batch of nodes at a time,
-named at the end: Namespace.put_tree). Changing either file later makes new chunks of its own;
-deleting one frees only its own names. A chunk no keeper could link (its keepers died
-meanwhile) fails the snapshot, EIO, and the ids reserved become garbage: nothing half made stays.
+of its own) SNAPSHOT_BATCH nodes at a time, and for each batch reserves a new chunk id for each
+of its chunks, asks each keeper holding one to link it under the new id (`LinkChunks`, a hard
+link on the keeper's disk), then puts the batch's copy in the namespace with the new chunks on
+the keepers that linked them, below a top named at the end (namespace.TreeCopy). What it
+holds in memory is a batch, whatever the tree's size. Changing either file later makes new
+chunks of its own; deleting one frees only its own names. A chunk no keeper could link (its
+keepers died meanwhile) fails the snapshot, EIO, and what was made goes, its chunks garbage:
+nothing half made stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import grpc
 
@@ -24,7 +27,7 @@ from fusedfs.chunks import MAX_LINKS, format_chunk_id, parse_chunk_id
 from fusedfs.errors import FsError, from_rpc_error
 from fusedfs.grpcutil import ChannelPool
 from fusedfs.master.cluster import Cluster
-from fusedfs.master.namespace import ChunkChanges, Namespace
+from fusedfs.master.namespace import ChunkChanges, Namespace, TreeCopy, TreeNode
 from fusedfs.master.placement import KeeperView
 from fusedfs.rpc import keeper_pb2 as kp
 from fusedfs.rpc import keeper_pb2_grpc
@@ -57,8 +60,29 @@ def link_plan(
 
 
 def make_snapshot(namespace: Namespace, cluster: Cluster, pool: ChannelPool, source: str, destination: str) -> Made:
-    tree = namespace.read_tree(source)
-    sources = [row.id for rows in tree.chunks.values() for row in rows]
+    copy = namespace.copy_tree(destination)
+    chunks = 0
+    try:
+        with contextlib.closing(namespace.read_tree(source)) as batches:  # (its view of the store)
+            for nodes in batches:
+                chunks += _copy_batch(namespace, cluster, pool, copy, nodes, source)
+        copy.name()
+    except BaseException:
+        changes = ChunkChanges()
+        copy.remove(changes)
+        cluster.apply([], changes.garbage, {}, {})
+        raise
+    made = Made(copy.files, copy.folders_made, chunks)
+    log.info("snapshot of %s at %s: %d files, %d folders, %d chunks", source, destination, *astuple(made))
+    return made
+
+
+def _copy_batch(
+    namespace: Namespace, cluster: Cluster, pool: ChannelPool, copy: TreeCopy, nodes: list[TreeNode], source: str
+) -> int:
+    """Puts a batch of the tree's nodes into the copy, each of their chunks linked under a new
+    id on the keepers holding it; returns how many chunks. On failure the ids become garbage."""
+    sources = [row.id for node in nodes for row in node.chunks]
     now = namespace.clock()
     new_ids = dict(zip(sources, namespace.reserve_chunks(len(sources)), strict=True))
     for chunk in new_ids.values():
@@ -73,15 +97,13 @@ def make_snapshot(namespace: Namespace, cluster: Cluster, pool: ChannelPool, sou
                 f"{len(unlinked)} chunks of {source} (the first: {format_chunk_id(unlinked[0])}) could not be"
                 " linked on any keeper: their files changed meanwhile (try again), or they are lost (see fsck)",
             )
-        files, folders = namespace.put_tree(tree, destination, new_ids, changes)
+        copy.put(nodes, new_ids, changes)
     except BaseException:
-        abandoned = namespace.abandon(list(new_ids.values()))
-        cluster.apply([], abandoned.garbage + changes.garbage, {}, {})
+        cluster.apply([], namespace.abandon(list(new_ids.values())).garbage, {}, {})  # (those not live)
         raise
-    lengths = {new_ids[row.id]: row.stored_length for rows in tree.chunks.values() for row in rows}
+    lengths = {new_ids[row.id]: row.stored_length for node in nodes for row in node.chunks}
     cluster.apply(changes.live, [], lengths, stored_on, changes.goals)
-    log.info("snapshot of %s at %s: %d files, %d folders, %d chunks", source, destination, files, folders, len(sources))
-    return Made(files, folders, len(sources))
+    return len(sources)
 
 
 def link_on_keepers(plan: dict[Keeper, list[tuple[int, int]]], pool: ChannelPool) -> dict[int, list[str]]:

@@ -23,7 +23,7 @@ from fusedfs.master.namespace import (
     ChunkChanges,
     CommittedChunk,
     Namespace,
-    Tree,
+    TreeNode,
     device_number,
 )
 from fusedfs.master.store import ROOT_INODE, ChunkState, Inode, Quota, SqliteStore, Usage
@@ -665,6 +665,33 @@ def test_a_folders_chunk_size_is_what_files_made_in_it_get_and_folders_made_in_i
     assert Namespace(reopened, CHUNK).resolve("/db/sub").chunk_size == 4 * MiB
 
 
+def read_tree(ns: Namespace, path: str, batch: int = 1000) -> list[TreeNode]:
+    return [node for nodes in ns.read_tree(path, batch) for node in nodes]
+
+
+def put_tree(
+    ns: Namespace, nodes: list[TreeNode], path: str, new_chunks: dict[int, int], changes: ChunkChanges, batch: int = 0
+) -> tuple[int, int]:
+    """Puts a copy of the tree as a snapshot does (snapshot.py): `batch` nodes at a time (0:
+    all at once), then names it; on failure, removes what was made. Returns (files, folders)."""
+    copy = ns.copy_tree(path)
+    size = batch or max(len(nodes), 1)
+    try:
+        for start in range(0, len(nodes), size):
+            copy.put(nodes[start : start + size], new_chunks, changes)
+        copy.name()
+    except BaseException:
+        changes.live.clear()
+        changes.goals.clear()
+        copy.remove(changes)
+        raise
+    return copy.files, copy.folders_made
+
+
+def chunks_of(nodes: list[TreeNode]) -> list[int]:
+    return [row.id for node in nodes for row in node.chunks]
+
+
 def test_a_tree_copied_for_a_snapshot_is_the_same_tree_with_new_chunks(ns: Namespace) -> None:
     top = ns.mkdir(ROOT_INODE, b"top", 0o750, 5, 6).node
     sub = ns.mkdir(top.id, b"sub", 0o755, 5, 6).node
@@ -675,15 +702,15 @@ def test_a_tree_copied_for_a_snapshot_is_the_same_tree_with_new_chunks(ns: Names
     ns.symlink(top.id, b"sym", b"sub/f", 5, 6)
     ns.setxattr(f.id, b"user.a", b"value")
     ns.set_goal("/top/sub/f", 2, recursive=False)
-    tree = ns.read_tree("/top")
-    assert [n.name for n in tree.nodes] == [b"top", b"sub", b"second name", b"sym", b"f"]
-    assert {row.id for rows in tree.chunks.values() for row in rows} == {c0, c1}
+    tree = read_tree(ns, "/top")
+    assert [n.name for n in tree] == [b"top", b"sub", b"second name", b"sym", b"f"]
+    assert chunks_of(tree) == [c0, c1]  # (with the file's first name only)
     # The source changes after it was read: the copy is of the moment it was read.
     ns.unlink(top.id, b"sym")
     n0, n1 = pending(ns), pending(ns)
     copy = ns.mkdir(ROOT_INODE, b"copies", 0o755, 0, 0).node
     changes = ChunkChanges()
-    files, folders = ns.put_tree(tree, "/copies/snap", {c0: n0, c1: n1}, changes)
+    files, folders = put_tree(ns, tree, "/copies/snap", {c0: n0, c1: n1}, changes)
     assert (files, folders) == (2, 2) and sorted(changes.live) == [n0, n1] and changes.goals == {n0: 2, n1: 2}
     snap = ns.resolve("/copies/snap")
     assert (stat.S_IMODE(snap.mode), snap.uid, snap.gid, snap.nlink) == (0o750, 5, 6, 3)
@@ -702,31 +729,33 @@ def test_a_tree_copied_for_a_snapshot_is_the_same_tree_with_new_chunks(ns: Names
     assert [r.id for r in ns.file_chunks(f.id, 0, 0)[1]] == [c0, c1]
     # Refused, and nothing made: an existing name, into itself, a missing folder, the root, a
     # chunk without its reserved copy (all or nothing).
-    assert errno_of(ns.put_tree, tree, "/copies/snap", {c0: n0, c1: n1}, ChunkChanges()) == errno.EEXIST
+    assert errno_of(put_tree, ns, tree, "/copies/snap", {c0: n0, c1: n1}, ChunkChanges()) == errno.EEXIST
     assert (
-        errno_of(ns.put_tree, tree, "/top/sub/inside", {c0: pending(ns), c1: pending(ns)}, ChunkChanges())
+        errno_of(put_tree, ns, tree, "/top/sub/inside", {c0: pending(ns), c1: pending(ns)}, ChunkChanges())
         == errno.EINVAL
     )
     assert (
-        errno_of(ns.put_tree, tree, "/nowhere/snap", {c0: pending(ns), c1: pending(ns)}, ChunkChanges()) == errno.ENOENT
+        errno_of(put_tree, ns, tree, "/nowhere/snap", {c0: pending(ns), c1: pending(ns)}, ChunkChanges())
+        == errno.ENOENT
     )
-    assert errno_of(ns.put_tree, ns.read_tree("/"), "/all", {}, ChunkChanges()) == errno.EBUSY
-    assert errno_of(ns.put_tree, tree, "/copies/other", {c0: pending(ns)}, ChunkChanges()) == errno.EIO
+    assert errno_of(put_tree, ns, read_tree(ns, "/"), "/all", {}, ChunkChanges()) == errno.EBUSY
+    assert errno_of(put_tree, ns, tree, "/copies/other", {c0: pending(ns)}, ChunkChanges()) == errno.EIO
     assert (
-        errno_of(ns.put_tree, tree, "/copies/other", {c0: n0, c1: pending(ns)}, ChunkChanges()) == errno.EIO
+        errno_of(put_tree, ns, tree, "/copies/other", {c0: n0, c1: pending(ns)}, ChunkChanges()) == errno.EIO
     )  # (n0: live)
     assert errno_of(ns.lookup, copy.id, b"other") == errno.ENOENT
     assert ns.getattr(copy.id).nlink == 3
     # A snapshot counts towards the quota of the folder it is made in, as any new names do.
     ns.quota("/copies", (7, 0))  # (snap and its 4 names below: 5 of 7)
     assert (
-        errno_of(ns.put_tree, tree, "/copies/third", {c0: pending(ns), c1: pending(ns)}, ChunkChanges()) == errno.EDQUOT
+        errno_of(put_tree, ns, tree, "/copies/third", {c0: pending(ns), c1: pending(ns)}, ChunkChanges())
+        == errno.EDQUOT
     )
     assert errno_of(ns.lookup, copy.id, b"third") == errno.ENOENT and ns.quota("/copies").entries == 5
 
 
 @pytest.fixture
-def copying(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> tuple[Namespace, Tree, dict[int, int]]:
+def copying(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> tuple[Namespace, list[TreeNode], dict[int, int]]:
     """A namespace putting copies 4 nodes a transaction, and the tree of /top read to copy: 3
     folders of 5 files of a chunk each, one file also named in another folder; with each chunk's
     reserved chunk for its copy."""
@@ -742,11 +771,11 @@ def copying(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> tuple[Namesp
             ns.commit_chunks(f.id, 10, [CommittedChunk(0, chunk, 10, 1)], 1)
             new_chunks[chunk] = pending(ns)
     ns.link(ns.resolve("/top/d0/f0").id, ns.resolve("/top/d2").id, b"again")
-    return ns, ns.read_tree("/top"), new_chunks
+    return ns, read_tree(ns, "/top"), new_chunks
 
 
 def test_a_big_snapshot_is_put_a_batch_a_transaction_and_appears_whole(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, copying: tuple[Namespace, Tree, dict[int, int]]
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, copying: tuple[Namespace, list[TreeNode], dict[int, int]]
 ) -> None:
     """A copy is put TREE_BATCH nodes a transaction (other calls wait for one batch, not the
     tree), below a top named by the last: before that, it is nowhere to be seen."""
@@ -760,20 +789,41 @@ def test_a_big_snapshot_is_put_a_batch_a_transaction_and_appears_whole(
 
     monkeypatch.setattr(store, "transaction", watched)
     changes = ChunkChanges()
-    assert ns.put_tree(tree, "/snap", new_chunks, changes) == (15, 4)
+    assert put_tree(ns, tree, "/snap", new_chunks, changes) == (15, 4)
     monkeypatch.setattr(store, "transaction", real)
-    assert len(seen) >= 2 + len(tree.nodes) // 4 and not any(seen)
+    assert len(seen) >= 2 + len(tree) // 4 and not any(seen)
     assert sorted(changes.live) == sorted(new_chunks.values()) and store.building() == []
     again = ns.resolve("/snap/d2/again")
     assert again.id == ns.resolve("/snap/d0/f0").id and again.nlink == 2
     assert ns.resolve("/snap").nlink == 5 and ns.getattr(ROOT_INODE).nlink == 4
     assert [r.id for r in ns.file_chunks(again.id, 0, 0)[1]] == [
-        new_chunks[tree.chunks[ns.resolve("/top/d0/f0").id][0].id]
+        new_chunks[next(n for n in tree if n.inode.id == ns.resolve("/top/d0/f0").id).chunks[0].id]
     ]
 
 
+def test_a_tree_is_read_and_copied_a_batch_at_a_time(
+    copying: tuple[Namespace, list[TreeNode], dict[int, int]],
+) -> None:
+    """What a snapshot holds in memory is a batch of the tree: read 3 nodes at a time, it is the
+    same tree (each node's folder given by its index among all the tree's nodes), and put a
+    batch at a time, the same copy; a file with names in two batches is one file, its chunks
+    given with its first name."""
+    ns, tree, new_chunks = copying
+    batches = list(ns.read_tree("/top", 3))
+    assert [len(b) for b in batches] == [3] * 6 + [2] and [n for b in batches for n in b] == tree
+    assert sorted(chunks_of(tree)) == sorted(new_chunks) and len(chunks_of(tree)) == len(new_chunks)
+    assert put_tree(ns, tree, "/snap", new_chunks, ChunkChanges(), batch=3) == (15, 4)
+    for d in range(3):
+        names = [name for _, name, _ in ns.readdir(ns.resolve(f"/snap/d{d}").id, 0, 10).entries]
+        assert names == [b"f%d" % i for i in range(5)] + ([b"again"] if d == 2 else [])
+    again = ns.resolve("/snap/d2/again")
+    assert again.id == ns.resolve("/snap/d0/f0").id and again.nlink == 2
+    assert ns.resolve("/snap").nlink == 5 and ns.resolve("/snap/d1").nlink == 2
+    assert [r.id for r in ns.file_chunks(again.id, 0, 0)[1]] == [new_chunks[tree[4].chunks[0].id]]  # (d0/f0)
+
+
 def test_a_snapshot_that_fails_midway_leaves_nothing(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, copying: tuple[Namespace, Tree, dict[int, int]]
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, copying: tuple[Namespace, list[TreeNode], dict[int, int]]
 ) -> None:
     """A snapshot's destination taken while its copy is being put: EEXIST, and every node it
     made is gone, its chunks garbage."""
@@ -791,7 +841,7 @@ def test_a_snapshot_that_fails_midway_leaves_nothing(
 
     monkeypatch.setattr(store, "transaction", racing)
     changes = ChunkChanges()
-    assert errno_of(ns.put_tree, tree, "/snap", new_chunks, changes) == errno.EEXIST
+    assert errno_of(put_tree, ns, tree, "/snap", new_chunks, changes) == errno.EEXIST
     monkeypatch.setattr(store, "transaction", real)
     assert store.count_inodes() == before and store.building() == [] and changes.live == []
     made_live = set(changes.garbage)
@@ -801,7 +851,7 @@ def test_a_snapshot_that_fails_midway_leaves_nothing(
 
 
 def test_a_snapshot_left_unfinished_by_a_stopped_master_is_removed_when_it_starts(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, copying: tuple[Namespace, Tree, dict[int, int]]
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, copying: tuple[Namespace, list[TreeNode], dict[int, int]]
 ) -> None:
     ns, tree, new_chunks = copying
     before = store.count_inodes()
@@ -817,7 +867,7 @@ def test_a_snapshot_left_unfinished_by_a_stopped_master_is_removed_when_it_start
     monkeypatch.setattr(ns, "_copy_node", dying)
     monkeypatch.setattr(ns, "_remove_unnamed", lambda top, changes: None)
     with pytest.raises(KeyboardInterrupt):
-        ns.put_tree(tree, "/snap", new_chunks, ChunkChanges())
+        put_tree(ns, tree, "/snap", new_chunks, ChunkChanges())
     assert len(store.building()) == 1 and store.count_inodes() != before
     assert errno_of(ns.resolve, "/snap") == errno.ENOENT
     # Its removal, stopped midway too, leaves what is left below the top, to be removed again.
@@ -839,7 +889,7 @@ def test_a_snapshot_left_unfinished_by_a_stopped_master_is_removed_when_it_start
     assert store.count_inodes() == before and store.building() == []
     states = Counter(store.get_chunk(c).state for c in new_chunks.values())  # type: ignore[union-attr]
     assert states[ChunkState.GARBAGE] >= 5 and states[ChunkState.LIVE] == 0  # (those made live: garbage)
-    assert ns.read_tree("/top").nodes == tree.nodes  # (the source as it was)
+    assert read_tree(ns, "/top") == tree  # (the source as it was)
 
 
 def test_a_tree_is_read_at_one_moment_without_holding_up_changes(ns: Namespace) -> None:
