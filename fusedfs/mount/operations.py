@@ -312,9 +312,12 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                 return self._missing(left)
         if cached is not None:
             attr, left = cached
+            self._saw(attr)
             return self.entry(attr, timeout=left)  # never older than attr_timeout in all
         try:
-            return self.entry(await self.call("Lookup", mp.EntryRequest(parent=parent_inode, name=name)))
+            attr = await self.call("Lookup", mp.EntryRequest(parent=parent_inode, name=name))
+            self._saw(attr)
+            return self.entry(attr)
         except FsError as e:
             if e.errno != errno.ENOENT or not self.negative_timeout:
                 raise
@@ -405,10 +408,18 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
                     )
                 )
             raise
-        open_file = self.open_files.get(inode)
+        self._saw(attr)
+        return self.entry(attr)
+
+    def _saw(self, attr: mp.Attr) -> None:
+        """The master's attributes of a node, from a reply: of a file open here, what another
+        mount changed in it is taken (its size, its chunks), unless we have changes of our own.
+        (Else the size the open file had stood for every lookup and open here while a program
+        kept it open: a fresh `wc -c` or `tail` of a log another mount appends to read the old
+        length.)"""
+        open_file = self.open_files.get(attr.inode)
         if open_file is not None:
             open_file.seen(attr)
-        return self.entry(attr)
 
     @translate_errors
     async def setattr(
@@ -721,7 +732,9 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if reply.attr.nlink == 0 and open_file is None:
             with self._stale_name_checked(inode):
                 raise FsError(errno.ESTALE, f"inode {inode} has no name any more")
-        if open_file is None and self.told_sizes.get(inode, reply.attr.size) != reply.attr.size:
+        self._saw(reply.attr)  # (open here already: as it is now, close-to-open)
+        size = open_file.size if open_file is not None else reply.attr.size
+        if self.told_sizes.get(inode, size) != size:
             # Another mount changed its size since the kernel was told one, which it keeps for the
             # attribute timeout and reads stop at: appended lines did not show on a fresh open. It
             # asks again. (Attributes alone: nothing waits on that, so it is safe from a handler.)

@@ -976,6 +976,24 @@ def test_a_file_replaced_removed_or_grown_on_another_mount_is_opened_as_it_is_no
         if not got.endswith(f"line {i}\n"):
             short.append((i, len(got)))
     assert not short, f"reads that stopped at the old size: {short}"
+    # The same while a program here keeps the file open (a viewer, an editor): a stat here once
+    # the attribute timeout has passed, and a fresh open at once, see what the other mount
+    # appended or cut, not the size the file had when it was opened (which stood for both).
+    (first / "held").write_bytes(b"x" * 1000)
+    with open(second / "held", "rb") as holder:
+        assert holder.read() == b"x" * 1000
+        with open(first / "held", "ab") as f:
+            f.write(b"y" * 500)
+        assert (second / "held").read_bytes() == b"x" * 1000 + b"y" * 500
+        os.truncate(first / "held", 10)
+        time.sleep(1.1)  # (the attribute timeout: the kernel here was told 1,500 bytes)
+        assert os.stat(second / "held").st_size == 10
+        with open(first / "held", "ab") as f:
+            f.write(b"z" * 5)
+        time.sleep(1.1)
+        assert os.stat(second / "held").st_size == 15
+        assert (second / "held").read_bytes() == b"x" * 10 + b"z" * 5
+        assert holder.read() == b""  # (the holder's offset, 1,000, is past the end now)
 
 
 def test_a_removed_folder_lists_empty_where_it_is_still_open_and_is_gone_elsewhere(
