@@ -21,6 +21,11 @@ def validate_name(name: bytes) -> None:
         raise FsError(errno.EINVAL, f"invalid name {name!r}")
     if b"/" in name or b"\0" in name:
         raise FsError(errno.EINVAL, f"invalid name {name!r}: contains '/' or NUL")
+    validate_name_length(name)
+
+
+def validate_name_length(name: bytes) -> None:
+    """ENAMETOOLONG for a name of more than NAME_MAX (255) bytes."""
     if len(name) > NAME_MAX:
         raise FsError(errno.ENAMETOOLONG, f"name is {len(name)} bytes; the limit is {NAME_MAX}")
 

@@ -36,7 +36,7 @@ from fusedfs.mount.chunkmap import WINDOW
 from fusedfs.mount.dircache import DirCache, WholeListing
 from fusedfs.mount.openfile import MountShared, OpenFile
 from fusedfs.mount.writeback import WriteBack
-from fusedfs.names import RENAME_EXCHANGE, validate_xattr_name, xattr_listed_to
+from fusedfs.names import RENAME_EXCHANGE, validate_name_length, validate_xattr_name, xattr_listed_to
 from fusedfs.rpc import common_pb2 as cp
 from fusedfs.rpc import master_pb2 as mp
 
@@ -302,6 +302,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translate_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        validate_name_length(name)  # (as the master does: before a name known missing is answered here)
         cached = self.dircache.get(parent_inode, name)
         if cached is None and (left := await self._known_missing(parent_inode, name)):
             return self._missing(left)

@@ -96,6 +96,11 @@ def test_files_directories_and_links(mounted: tuple[LocalCluster, Path]) -> None
     with pytest.raises(OSError) as too_long:
         (mnt / ("x" * 256)).write_bytes(b"")
     assert too_long.value.errno == errno.ENAMETOOLONG
+    (mnt / "made").mkdir()  # (known whole here: missing names are answered without the master)
+    for call in (os.stat, os.unlink, os.rmdir):
+        with pytest.raises(OSError) as too_long:
+            call(mnt / "made" / ("x" * 256))
+        assert too_long.value.errno == errno.ENAMETOOLONG, call
     (mnt / ("y" * 255)).write_bytes(b"ok")
     with pytest.raises(FileExistsError):
         os.open(mnt / "hard", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
