@@ -515,13 +515,14 @@ class Namespace:
                 inode.uid = uid
             if gid is not None:
                 inode.gid = gid
-            if size is not None and size != inode.size:
+            if size is not None:
                 if stat.S_ISDIR(inode.mode):
                     raise FsError(errno.EISDIR, "cannot truncate a directory")
                 if not stat.S_ISREG(inode.mode):
                     raise FsError(errno.EINVAL, "can only truncate regular files")
-                self._resize(inode, size, now, changes)
-                inode.mtime_ns = now
+                if size != inode.size:
+                    self._resize(inode, size, now, changes)
+                inode.mtime_ns = now  # (to its own size too, as ext4's and tmpfs's truncate do)
             if atime_ns is not None:
                 inode.atime_ns = atime_ns
             if mtime_ns is not None:

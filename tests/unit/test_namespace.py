@@ -201,6 +201,8 @@ def test_chunks_commit_truncate_and_replace(ns: Namespace) -> None:
     with ns.store.transaction():
         boundary = ns.store.get_chunk(c1)
     assert boundary is not None and boundary.length == 100 and boundary.stored_length == CHUNK
+    same, changes, _ = ns.setattr(f.id, size=CHUNK + 100)  # (to its own size: its times move alone)
+    assert changes.garbage == [] and same.mtime_ns > inode.mtime_ns and same.ctime_ns > inode.ctime_ns
     c3 = pending(ns)
     _, changes = ns.put_file(ROOT_INODE, b"f", 0o600, 0, 0, 5, CHUNK, [CommittedChunk(0, c3, 5, 7)], None)
     assert changes.garbage == [] and changes.live == [c3]  # the old file: an orphan for its grace
