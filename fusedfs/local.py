@@ -242,16 +242,24 @@ class LocalCluster:
     def stop(self) -> None:
         for mountpoint in list(self.mounts):
             self.unmount(mountpoint)
-        for proc in [*self.keeper_procs, self.master_proc]:
-            self._end(proc, signal.SIGTERM)
+        # The master first: its last metadata changes go to keepers still there to take them.
+        # Then the keepers all at once (none waits its turn asking for the master that left).
+        self._end(self.master_proc, signal.SIGTERM)
+        for proc in self.keeper_procs:
+            if proc is not None and proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in self.keeper_procs:
+            self._end(proc, None)
         self.keeper_procs = [None] * len(self.keeper_procs)
         self.master_proc = None
 
     @staticmethod
-    def _end(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+    def _end(proc: subprocess.Popen[bytes] | None, sig: int | None) -> None:
+        """Sends sig (None: it was sent) and waits for the process to end, killing it after 10 s."""
         if proc is None or proc.poll() is not None:
             return
-        os.kill(proc.pid, sig)
+        if sig is not None:
+            os.kill(proc.pid, sig)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
