@@ -106,6 +106,11 @@ class OpenFile:
     # at or past it are a hole, never stored.
     chunk_end: int = 0
     attr_at: float = field(default_factory=time.monotonic)  # when `attr` came from the master
+    # Held by each write, and by a re-append of appends another mount overtook (_append_again),
+    # which takes the dirty slots away and gives the file the master's size: a write of another
+    # process here meanwhile would land in neither, or over the other mount's lines.
+    writing: trio.Lock = field(default_factory=trio.Lock, repr=False)
+    reappends: int = 0  # re-appends so far: of the flushes that saw one refusal, one re-appends
 
     @classmethod
     def from_attr(cls, attr: mp.Attr, shared: MountShared) -> OpenFile:
@@ -144,7 +149,9 @@ class OpenFile:
     def _committed(self, attr: mp.Attr, writes: int) -> None:
         self.shared.dircache.forget_inode(self.inode)
         self.committed_writes = max(self.committed_writes, writes)
-        self.append_at = None  # (what comes next of this burst is ours to commit)
+        # What comes next of this burst is ours to commit; appends written since the upload began
+        # are still to be committed at the end this commit gave the file, as any append is.
+        self.append_at = attr.size if self.append_at is not None and self.size > attr.size else None
         if attr.ctime_ns >= self.attr.ctime_ns:  # replies to concurrent commits may arrive out of order
             self.took(attr)
 
@@ -299,6 +306,11 @@ class OpenFile:
                 raise self.error
 
     async def write(self, offset: int, data: bytes, nursery: trio.Nursery, append: bool = False) -> int:
+        """Writes data at offset, or at the end for an append (O_APPEND: the offset is ignored)."""
+        async with self.writing:
+            return await self._write(self.size if append else offset, data, nursery, append)
+
+    async def _write(self, offset: int, data: bytes, nursery: trio.Nursery, append: bool) -> int:
         if not append:
             self.append_at = None
         elif self.append_at is None and self.clean():
@@ -450,10 +462,13 @@ class OpenFile:
                 if chunk and slot.written is not None:  # (else it replaces whatever is there)
                     chunk.replaces = slot.origin
                 try:
-                    # A file growing grows to this slot's end at most: if the slots after it are
-                    # never saved (a close that fails), it ends where its data does, rather than
-                    # reading zeros up to the size written. (The flush's commit sets the size.)
-                    end = max((index + 1) * self.chunk_size, self.attr.size)
+                    # A file growing grows to the end of what this upload holds at most: if the
+                    # slots after it are never saved (a close that fails), it ends where its data
+                    # does, rather than reading zeros up to the size written; and what was written
+                    # into this slot since the upload began is not shown as zeros elsewhere (it
+                    # goes with the next upload; appends that were there lost their place to
+                    # another mount's). (The flush's commit sets the size.)
+                    end = max(index * self.chunk_size + length, self.attr.size)
                     request = self._commit_request([chunk] if chunk else [], end=end)
                     reply = await call_master(self.shared.master, "CommitChunks", request)
                 except FsError as e:
@@ -520,11 +535,16 @@ class OpenFile:
     async def flush(self, nursery: trio.Nursery) -> None:
         """Uploads and commits every change; raises the failure of an upload it waited for
         (what was not uploaded stays, for the next flush to try again)."""
+        reappends = self.reappends
         failed = await self._upload_all(nursery)
         for _ in range(APPEND_ATTEMPTS):
             if failed is None or failed.errno != errno.EAGAIN or self.append_at is None:
                 break
-            await self._append_again(nursery)
+            async with self.writing:
+                # (Other processes' flushes here saw the same refusal: the first re-appends.)
+                if self.reappends == reappends and self.append_at is not None:
+                    await self._append_again(nursery)
+                reappends = self.reappends
             failed = await self._upload_all(nursery)
         if failed is not None and failed.errno == errno.EAGAIN:  # (a write meanwhile made it two commits)
             failed = FsError(errno.EIO, "could not append: other mounts kept appending to the file meanwhile")
@@ -569,7 +589,9 @@ class OpenFile:
 
     async def _append_again(self, nursery: trio.Nursery) -> None:
         """Our appends were refused: another mount appended first. They go again at the end
-        the file has now (as they would have, had that append come before ours)."""
+        the file has now (as they would have, had that append come before ours). (With
+        `writing` held.)"""
+        self.reappends += 1
         start = self.append_at
         assert start is not None
         writeback = self.shared.writeback
@@ -587,7 +609,7 @@ class OpenFile:
         self.chunk_end = max(self.chunk_end, self.size)
         self.append_at = self.size
         log.debug("inode %d: another mount appended first; appending %d bytes at %d", self.inode, len(ours), self.size)
-        await self.write(self.size, ours, nursery, append=True)
+        await self._write(self.size, ours, nursery, append=True)
 
     def truncated(self, attr: mp.Attr) -> None:
         """The file was truncated (on the master): drop buffered data past its new size."""

@@ -788,7 +788,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         open_file, flags = self._file(fh)
         append = bool(flags & os.O_APPEND)
-        written = await open_file.write(open_file.size if append else off, buf, self._nursery(), append)
+        written = await open_file.write(off, buf, self._nursery(), append)
         WRITTEN_BYTES.inc(written)
         return written
 

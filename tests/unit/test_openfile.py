@@ -182,3 +182,20 @@ def test_waits_for_uploads_are_bounded_by_silence_not_length(tmp_path: Path) -> 
     assert not waited and 0.45 < took < 0.65, took
     waited, took = trio.run(waits, 0.0, 0.3)  # silent from the start: given up at the bound
     assert not waited and 0.09 < took < 0.25, took
+
+
+def test_appends_written_while_their_upload_went_on_stay_appends(tmp_path: Path) -> None:
+    """A commit of appends that were not all in its upload (more came meanwhile): those left are
+    appends at the end the commit gave the file, committed only if no other mount appended since
+    (else they go again at the new end). Committed as plain writes, they went in over the lines
+    another mount appended there meanwhile."""
+    f = open_file(tmp_path, mp.Attr(inode=5, size=100, mtime_ns=10, ctime_ns=10, chunk_size=1 << 20))
+    f.shared.dircache = cast(Any, SimpleNamespace(forget_inode=lambda inode: None))
+    f.append_at, f.size = 100, 300  # appended 200 bytes; the upload took the first 120
+    f._committed(mp.Attr(inode=5, size=220, mtime_ns=20, ctime_ns=20), 0)
+    assert f.append_at == 220
+    f._committed(mp.Attr(inode=5, size=300, mtime_ns=30, ctime_ns=30), 0)  # the rest
+    assert f.append_at is None
+    f.size = 400  # written, not appended: no condition
+    f._committed(mp.Attr(inode=5, size=350, mtime_ns=40, ctime_ns=40), 0)
+    assert f.append_at is None
