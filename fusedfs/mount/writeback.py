@@ -304,9 +304,12 @@ class WriteBack:
         memory = slot.memory
         if memory is not None:
             growth = max(0, end - len(memory))
-            if end > self.memory_slot_bytes or self.in_memory + growth > self.memory_bytes:
+            fits = self.in_memory + growth <= self.memory_bytes
+            # (On a disk without room for it, which other programs filled, the slot stays in
+            # memory while the mount's memory for slots lasts, and the write goes on.)
+            if not fits or (end > self.memory_slot_bytes and self.disk_room() >= end):
                 self._to_file(slot)
-            else:
+            if slot.memory is not None:
                 if offset > len(memory):
                     memory.extend(bytes(offset - len(memory)))  # a hole reads as zeros
                 memory[offset:end] = data

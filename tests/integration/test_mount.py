@@ -2130,6 +2130,18 @@ def test_a_cache_disk_smaller_than_the_files_written_makes_them_wait_not_fail(
         list(writers.map(write, range(3)))
     for i in range(3):
         assert (mnt / f"w{i}").read_bytes() == blocks[i] * 8
+    # Another program fills that disk: writes go on through the mount's memory (they failed
+    # ENOSPC at once, with nothing waiting for upload to make room, and the cluster had room).
+    with open(cache / "hog", "wb", buffering=0) as hog, contextlib.suppress(OSError):
+        while hog.write(b"\0" * MiB):
+            pass
+    assert shutil.disk_usage(cache).free < MiB
+    data = os.urandom(20 * MiB)
+    with open(mnt / "while-full", "wb") as out:
+        for start in range(0, len(data), MiB):
+            out.write(data[start : start + MiB])
+    assert (mnt / "while-full").read_bytes() == data
+    (cache / "hog").unlink()
 
 
 def test_write_back_cache_is_bounded_and_each_mount_has_its_own(make_cluster: MakeCluster, tmp_path: Path) -> None:

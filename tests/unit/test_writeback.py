@@ -59,8 +59,14 @@ def test_a_slot_moves_from_memory_to_its_file_when_it_grows(tmp_path: Path) -> N
     assert cache.used == 0 and cache.close()
 
 
-def test_a_full_cache_disk_is_enospc_and_keeps_the_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = WriteBack(tmp_path / "m", limit_bytes=1 << 20, memory_slot_bytes=8)
+def test_a_full_cache_disk_keeps_slots_in_memory_while_it_lasts_then_is_enospc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program filled the cache's disk: a slot that would move to its file stays in
+    memory while the mount's memory for slots lasts (a write failed ENOSPC though nothing was
+    waiting for upload to make room, and the cluster had room); past that, ENOSPC (the writer
+    waits for uploads then) and the slot is kept as it was."""
+    cache = WriteBack(tmp_path / "m", limit_bytes=1 << 20, memory_slot_bytes=8, memory_bytes=16)
     slot = cache.create(owner=None, inode=7, index=0, initial=b"abc")
     real_pwrite = os.pwrite
 
@@ -70,11 +76,14 @@ def test_a_full_cache_disk_is_enospc_and_keeps_the_slot(tmp_path: Path, monkeypa
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "pwrite", full_disk)
+    monkeypatch.setattr(cache, "disk_room", lambda: 0)
+    cache.write(slot, 3, b"0123456789")  # past memory_slot_bytes: it would move to its file
+    assert bytes(slot.memory or b"") == b"abc0123456789" and cache.in_memory == cache.used == 13
     with pytest.raises(FsError) as info:
-        cache.write(slot, 3, b"0123456789")  # past memory_slot_bytes: the slot moves to its file
+        cache.write(slot, 13, b"xyz0")  # past the mount's memory for slots too
     assert info.value.errno == errno.ENOSPC
     monkeypatch.setattr(os, "pwrite", real_pwrite)
-    assert bytes(slot.memory or b"") == b"abc" and cache.read(slot, 0, 100) == b"abc"  # still in memory, as it was
+    assert cache.read(slot, 0, 100) == b"abc0123456789"  # still in memory, as it was
     assert not list((tmp_path / "m").iterdir())
 
 
