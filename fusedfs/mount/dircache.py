@@ -52,6 +52,9 @@ LISTING_LOOKUPS = 2  # lookups in a folder (within the ttl) after which it is li
 # names looked up next (`find` in a folder of 100,000 names relisted 5,000 of them every second).
 BIG_FOLDER_PAUSE = 300.0
 ORDERS_KEPT = 16  # folders whose order (and small files' chunks) is remembered
+# Folders whose recent lookups and listing are tracked before those past the ttl are let go (a
+# mount walking a big tree kept an entry for every folder it ever looked a name up in).
+FOLDERS_TRACKED = 10_000
 OPENS_REMEMBERED = 10.0  # seconds after an open during which listings carry chunks
 # Folders known whole, the most recently proved: as many as a copy makes ahead of filling them
 # (rsync makes a tree's folders first: with 64, those of a 78-folder tree were forgotten before
@@ -176,6 +179,7 @@ class DirCache:
         self._names_of: dict[int, set[tuple[int, bytes]]] = {}  # inode -> its cached names
         self._lookups: dict[int, list[float]] = {}  # folder -> recent lookups that went to the master
         self._listed: dict[int, float] = {}  # folder -> when this mount last listed it
+        self._tracked_max = FOLDERS_TRACKED  # (past this, those two are trimmed)
         self._orders: dict[int, _Order] = {}  # folder -> its last listing's order, oldest first
         self._placed: dict[int, tuple[int, int]] = {}  # inode -> (folder, position) in those
         self._last_open = -OPENS_REMEMBERED  # when a file was last opened here
@@ -202,6 +206,11 @@ class DirCache:
             return False
         recent = [t for t in self._lookups.get(parent, []) if now - t < self.ttl] + [now]
         self._lookups[parent] = recent
+        if len(self._lookups) + len(self._listed) > self._tracked_max:
+            self._lookups = {f: times for f, times in self._lookups.items() if now - times[-1] < self.ttl}
+            self._listed = {f: listed for f, listed in self._listed.items() if now - listed < self.ttl}
+            # (No sooner than they have doubled again: a trim costs a pass over them.)
+            self._tracked_max = max(FOLDERS_TRACKED, 2 * (len(self._lookups) + len(self._listed)))
         if len(recent) < LISTING_LOOKUPS:
             return False
         self._listed[parent] = now

@@ -51,7 +51,9 @@ SESSION_INTERVAL = 1.0  # seconds between the mount's heartbeats to the master
 FETCH_AHEAD_FILES = 8  # small files fetched ahead of a reader going through a folder in order
 RESERVE_AHEAD = 32  # at most this many chunk ids for small files reserved per master call
 SEEN_MAX = 100_000  # files whose state at their last close is kept (for the kernel's page cache)
-CLOSED_ATTRS_MAX = 10_000  # files closed within the attribute timeout whose attributes are kept
+# Nodes whose attributes, as a reply gave them, are kept for the attribute timeout: files closed
+# (or renamed) here lately, and folders listed or changed here lately.
+FRESH_ATTRS_MAX = 10_000
 GONE_FOLDER = 0  # opendir's handle for a folder removed while open (a program's cwd): it lists empty
 GONE_AGAIN = 1.0  # seconds within which an opendir of a removed folder is the kernel's retry of one
 GONE_KEPT = 60.0  # seconds a folder found removed while open is answered for as such
@@ -132,6 +134,21 @@ def translate_errors(handler: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def keep_fresh(kept: dict[int, tuple[mp.Attr, float]], inode: int, attr: mp.Attr, at: float, timeout: float) -> None:
+    """Keeps a node's attributes as a reply gave them at `at` (time.monotonic()) in `kept` for
+    `timeout` seconds, the oldest let go first, and never more than FRESH_ATTRS_MAX (those still
+    kept in the order they came, so nearly in time order)."""
+    now = time.monotonic()
+    kept.pop(inode, None)
+    if now - at < timeout:
+        kept[inode] = (attr, at)
+    while kept:
+        oldest = next(iter(kept))
+        if len(kept) <= FRESH_ATTRS_MAX and now - kept[oldest][1] < timeout:
+            break
+        del kept[oldest]
+
+
 def clamped_ns(ns: int) -> int:
     """A time as the master keeps it: nanoseconds in 64 bits (1677 to 2262). One outside is set
     to the nearest end, as ext4 clamps to its own range (`touch -d 2300-01-01` failed EIO)."""
@@ -167,7 +184,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             master, transfer, chunks, writeback, trio.CapacityLimiter(4), DirCache(ttl=attr_timeout)
         )
         self.dircache = self.shared.dircache
-        # Folders' attributes as our own changes in them left them: the kernel asks right after.
+        # Folders' attributes as our own changes in them, or a listing, left them: the kernel
+        # asks right after (keep_fresh: for the attribute timeout).
         self.folder_attrs: dict[int, tuple[mp.Attr, float]] = {}
         self.open_files: dict[int, OpenFile] = {}
         self.handles: dict[int, tuple[int, int]] = {}  # fh -> (inode, open flags)
@@ -506,7 +524,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if folder is not None:
             self.dircache.proved_unchanged(inode, folder.ctime_ns, fetched)
             if generation == self.dircache.generation:  # (else a change of ours may postdate them)
-                self.folder_attrs[inode] = (folder, fetched)  # (`rm -r` and `find` fstat each folder they open)
+                # (`rm -r` and `find` fstat each folder they open)
+                keep_fresh(self.folder_attrs, inode, folder, fetched, self.attr_timeout)
         return reply, fetched
 
     async def releasedir(self, fh: int) -> None:
@@ -603,7 +622,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     def _folder_changed(self, folder: int, attr: mp.Attr) -> None:
         """Keeps a folder's attributes after our change: the kernel asks for them right after."""
-        self.folder_attrs[folder] = (attr, time.monotonic())
+        keep_fresh(self.folder_attrs, folder, attr, time.monotonic(), self.attr_timeout)
 
     @translate_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -652,7 +671,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         if reply.HasField("node") and reply.node.inode not in self.open_files:
             # The kernel asks for the node's attributes again (its ctime moved): pip, editors
             # and rsync write a file under a temporary name, rename it into place, and stat it.
-            self._keep_closed_attr(reply.node.inode, reply.node, time.monotonic())
+            keep_fresh(self.closed_attrs, reply.node.inode, reply.node, time.monotonic(), self.attr_timeout)
 
     @translate_errors
     async def link(
@@ -844,21 +863,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.seen[inode] = (open_file.attr.mtime_ns, open_file.attr.size)
         if len(self.seen) > SEEN_MAX:
             del self.seen[next(iter(self.seen))]
-        self._keep_closed_attr(inode, open_file.attr, open_file.attr_at)
-
-    def _keep_closed_attr(self, inode: int, attr: mp.Attr, attr_at: float) -> None:
-        """Keeps a node's attributes as a reply gave them (a saved file's close, a rename) for
-        the attribute timeout, the oldest let go first (those still kept in the order they
-        came, so nearly in time order)."""
-        closed, now = self.closed_attrs, time.monotonic()
-        closed.pop(inode, None)
-        if now - attr_at < self.attr_timeout:
-            closed[inode] = (attr, attr_at)
-        while closed:
-            oldest = next(iter(closed))
-            if len(closed) <= CLOSED_ATTRS_MAX and now - closed[oldest][1] < self.attr_timeout:
-                break
-            del closed[oldest]
+        keep_fresh(self.closed_attrs, inode, open_file.attr, open_file.attr_at, self.attr_timeout)
 
     # --- extended attributes ---------------------------------------------------------------------
 

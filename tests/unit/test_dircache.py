@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from fusedfs.mount import dircache
+from fusedfs.mount import dircache, operations
 from fusedfs.mount.dircache import BIG_FOLDER_PAUSE, DirCache, WholeListing
 from fusedfs.rpc import master_pb2 as mp
 
@@ -374,3 +376,39 @@ def test_missing_names_answered_in_a_listed_folder_are_bounded_and_counted_among
     assert [bool(cache.known_missing(5, n, 0.2)) for n in (b"x", b"y", b"z")] == [True, True, False]
     cache.found_missing(6, b"x")  # 5 names in all (a, x, y; a, x): 5, proved longest ago, goes
     assert not cache.known_missing(5, b"x", 0.2) and cache.known_missing(6, b"x", 0.2)
+
+
+def test_attributes_kept_fresh_go_with_their_timeout_and_past_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folders' and closed files' attributes a mount keeps for the kernel's next getattr:
+    every folder listed or changed was kept until a getattr took it, so a long-lived mount
+    walking many folders (rsync, find) grew without end."""
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(operations, "FRESH_ATTRS_MAX", 3)
+    kept: dict[int, tuple[mp.Attr, float]] = {}
+    operations.keep_fresh(kept, 1, attr(1), now[0] - 2, timeout=1)  # (already too old)
+    for inode in (2, 3, 4):
+        operations.keep_fresh(kept, inode, attr(inode), now[0], timeout=1)
+    assert list(kept) == [2, 3, 4]
+    operations.keep_fresh(kept, 5, attr(5), now[0], timeout=1)  # past the bound: the oldest goes
+    assert list(kept) == [3, 4, 5]
+    now[0] += 0.6
+    operations.keep_fresh(kept, 3, attr(3, size=9), now[0], timeout=1)  # (again: to the end)
+    now[0] += 0.6
+    operations.keep_fresh(kept, 6, attr(6), now[0], timeout=1)  # 4 and 5 are past the timeout
+    assert list(kept) == [3, 6] and kept[3][0].size == 9
+
+
+def test_the_folders_whose_lookups_are_counted_are_let_go_past_the_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mount walking a big tree kept an entry for every folder it ever looked a name up in."""
+    monkeypatch.setattr(dircache, "FOLDERS_TRACKED", 10)
+    clock = Clock()
+    cache = DirCache(ttl=1.0, clock=clock)
+    cache.worth_listing(1)
+    cache.listed_in_part(2)  # (too big to list: paused longer than the ttl)
+    for folder in range(100, 300):  # one lookup each, a second apart
+        clock.now += 1
+        assert not cache.worth_listing(folder)
+        assert len(cache._lookups) + len(cache._listed) <= 11
+    assert not cache.worth_listing(2) and not cache.worth_listing(2)  # still paused (BIG_FOLDER_PAUSE)
+    assert not cache.worth_listing(5) and cache.worth_listing(5)  # (and counting goes on)
