@@ -1102,10 +1102,10 @@ def test_appends_of_two_processes_on_each_of_two_mounts_lose_no_record_and_fail_
 ) -> None:
     """Two processes on each of two mounts keep one log open with O_APPEND and write records to
     it, fsyncing now and then, on a busy machine: every record is there once, in each writer's
-    order, and no write, fsync or close fails. Records were lost, with every call having
-    succeeded (2 runs of 12 of this): a commit gave the file the size written so far, though
-    its upload had begun before the last records, and those then went as plain writes, over
-    what another mount appended there meanwhile. And both flushes of one mount that saw a
+    order, and no write, fsync or close fails (before, this failed 4 runs of 4). Records were
+    lost with every call having succeeded: a commit gave the file the size written so far,
+    though its upload had begun before the last records, and those then went as plain writes,
+    over what another mount appended there meanwhile. And both flushes of one mount that saw a
     refusal went again at the new end (KeyError in the second: EIO), while a write meanwhile
     went in at the old end."""
     cluster, first = mounted
@@ -1122,7 +1122,7 @@ def test_appends_of_two_processes_on_each_of_two_mounts_lose_no_record_and_fail_
     """
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        for run in range(4):  # (a run lost records in about 1 of 6)
+        for run in range(4):  # (one round of it failed in about 1 of 6)
             log = f"records{run}"
             (first / log).write_bytes(b"")
             writers = {
