@@ -245,8 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--keepers", type=int, default=3, help="how many keepers (default 3)")
     up.add_argument(
         "--mount",
-        type=Path,
-        default=Path("fusedfs-mnt"),
+        default="fusedfs-mnt",  # (a str: Path("") is ".", and '' mounted over the current folder)
         metavar="DIR",
         help="where to mount it (default ./fusedfs-mnt; '' to not mount)",
     )
@@ -407,7 +406,7 @@ def run_mount(args: argparse.Namespace) -> int:
 def run_up(args: argparse.Namespace) -> int:
     from fusedfs.local import run_local_cluster
 
-    return run_local_cluster(args.data, args.port, args.keepers, args.mount if str(args.mount) else None, args.metrics)
+    return run_local_cluster(args.data, args.port, args.keepers, Path(args.mount) if args.mount else None, args.metrics)
 
 
 FSCK_COULD_NOT_CHECK = 8
